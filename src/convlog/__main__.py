@@ -1,0 +1,5 @@
+"""Allow ``python -m convlog``."""
+
+from convlog.cli import main
+
+main()

@@ -1,0 +1,195 @@
+"""The ``convlog`` command line (click). Commands validate their options, call the
+work in its own module, and turn expected failures into one readable line on stderr
+and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import zmq
+
+from convlog import __version__
+from convlog.config import FSYNC_POLICIES, ConfigError, load_config
+from convlog.demo import DemoError
+from convlog.log import LogLockedError
+from convlog.publisher import NoSubscriberError
+from convlog.replay import NoLogError, UnknownSessionError
+from convlog.sharegpt import DatasetMissingError
+
+#: Failures that are the user's to fix: one line, exit 1.
+EXPECTED = (
+    ConfigError,
+    LogLockedError,
+    NoLogError,
+    UnknownSessionError,
+    NoSubscriberError,
+    DemoError,
+    DatasetMissingError,
+    FileNotFoundError,
+    PermissionError,
+    zmq.ZMQError,
+    ValueError,
+)
+
+
+class ConvlogGroup(click.Group):
+    """A click group that turns expected errors into ``convlog: <reason>`` and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EXPECTED as exc:
+            click.echo(f"convlog: {exc}", err=True)
+            ctx.exit(1)
+        except OSError as exc:
+            click.echo(f"convlog: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+            ctx.exit(1)
+
+
+def _default_dir() -> str:
+    return os.environ.get("CONVLOG_DIR", "conversation_logs")
+
+
+def dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--dir``: the log directory (default ``$CONVLOG_DIR`` or ``./conversation_logs``)."""
+    return click.option(
+        "--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+        default=_default_dir, show_default="$CONVLOG_DIR or ./conversation_logs",
+        help="Log directory.",
+    )(func)
+
+
+@click.group(cls=ConvlogGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="convlog")
+def main() -> None:
+    """convlog: record a ZeroMQ agent bus into a durable JSONL event log and fold it
+    back into conversations."""
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML config file (default $CONVLOG_CONFIG).")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), help="Log directory.")
+@click.option("--sub", multiple=True, metavar="ENDPOINT",
+              help="XPUB endpoint to subscribe to (repeatable; default tcp://127.0.0.1:5556).")
+@click.option("--topic", "topics", multiple=True, metavar="PREFIX",
+              help="Subscribe only to this topic prefix (repeatable; default everything).")
+@click.option("--pull", metavar="ENDPOINT", help="Also bind a PULL socket here (e.g. tcp://127.0.0.1:5557).")
+@click.option("--rcvhwm", type=int, help="Receive high-water mark, messages (default 1000000).")
+@click.option("--fsync", type=click.Choice(FSYNC_POLICIES), help="fsync policy (default interval).")
+@click.option("--fsync-interval-ms", type=int, help="Group-commit bound for --fsync interval (default 50).")
+@click.option("--segment-bytes", type=int, help="Rotate segments at this size (default 64 MiB).")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def record(config_path: Path | None, log_level: str, **flags: Any) -> None:
+    """Record the bus into the log directory (foreground; stop with SIGTERM or Ctrl-C)."""
+    from convlog.daemon import Recorder, configure_logging
+
+    flags["dir"] = flags.pop("directory")
+    config = load_config(config_path, overrides=flags)
+    configure_logging(log_level.upper())
+    sys.exit(Recorder(config).run())
+
+
+@main.command()
+@click.option("--xsub", default="tcp://127.0.0.1:5555", show_default=True,
+              help="Endpoint publishers connect to.")
+@click.option("--xpub", default="tcp://127.0.0.1:5556", show_default=True,
+              help="Endpoint subscribers connect to.")
+@click.option("--hwm", type=click.IntRange(min=0), help="High-water mark for both sockets (default libzmq's 1000).")
+def broker(xsub: str, xpub: str, hwm: int | None) -> None:
+    """Run the reference XSUB/XPUB broker (foreground; stop with SIGTERM or Ctrl-C)."""
+    from convlog.broker import run_broker
+    from convlog.daemon import configure_logging
+
+    configure_logging()
+    sys.exit(run_broker(xsub, xpub, hwm))
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--endpoint", default="tcp://127.0.0.1:5555", show_default=True, help="Broker XSUB endpoint.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
+              help="Messages per second (default: as fast as possible).")
+@click.option("--format", "fmt", type=click.Choice(["auto", "native", "legacy"]), default="auto",
+              show_default=True,
+              help="native: send each line as is; legacy: ConversationEvent records to bus payloads.")
+@click.option("--topic", help="Topic for every message (default: sender or session id).")
+@click.option("--wait", "wait_s", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for a subscriber before sending (0: don't wait).")
+def publish(file: Path, endpoint: str, rate: float | None, fmt: str, topic: str | None, wait_s: float) -> None:
+    """Publish a JSONL file to a broker."""
+    from convlog.publisher import file_messages
+    from convlog.publisher import publish as run
+
+    report = run(file_messages(file, topic=topic, fmt=fmt), endpoint=endpoint, rate=rate,
+                 wait_s=wait_s or None)
+    click.echo(f"published {report.sent} messages in {report.seconds:.2f} s ({report.rate:,.0f}/s)", err=True)
+
+
+@main.command()
+@dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--all", "include_deleted", is_flag=True, help="Include deleted sessions.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the N most recently active.")
+def sessions(directory: Path, as_json: bool, include_deleted: bool, limit: int | None) -> None:
+    """List the sessions folded from the log."""
+    from convlog import output
+    from convlog.replay import load
+
+    replay = load(directory)
+    if as_json:
+        output.print_json(output.session_rows(replay.state, include_deleted))
+    else:
+        output.out.print(output.sessions_table(replay.state, include_deleted, limit))
+
+
+@main.command()
+@click.argument("session")
+@dir_option
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+def show(session: str, directory: Path, fmt: str) -> None:
+    """Show the visible branch of SESSION (an id or a unique prefix)."""
+    from convlog import output
+    from convlog.replay import load
+
+    output.print_transcript(load(directory), session, fmt)
+
+
+@main.command()
+@dir_option
+@click.option("--upto", type=click.IntRange(min=1), help="Fold only records up to this seq.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def replay(directory: Path, upto: int | None, as_json: bool) -> None:
+    """Fold the log and summarise it: sessions, records by kind, gaps, incomplete streams."""
+    from convlog import output
+    from convlog.replay import load
+
+    data = output.summary(load(directory, upto_seq=upto))
+    if as_json:
+        output.print_json(data)
+    else:
+        output.print_summary(data)
+
+
+@main.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Fresh directory for the demo log (default ./conversation_logs/demo-<time>).")
+@click.option("--conversations", type=click.IntRange(min=2, max=2000), default=40, show_default=True,
+              help="ShareGPT conversations to publish.")
+def demo(directory: Path | None, conversations: int) -> None:
+    """Start a broker and a recorder, publish real conversations and session control
+    events, stop cleanly, and show the folded sessions."""
+    from convlog.demo import run_demo
+
+    run_demo(directory, conversations)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,296 @@
+"""The recorder: sockets in, whole lines out. The imperative shell around
+:mod:`convlog.ingest` and :mod:`convlog.log`.
+
+One thread does everything, in a loop: poll the SUB (and optional PULL) socket, drain
+what libzmq has queued (up to a batch), turn each message into a line, write the batch
+in one ``write``, and fsync per the policy. Bursts wait in libzmq's I/O thread, which
+keeps reading from the network into the SUB socket's queue (its receive high-water
+mark, default 1,000,000 messages) while this thread writes; see the ZeroMQ guide,
+chapter 2, "High-Water Marks".
+
+Stop (SIGTERM or SIGINT): stop polling for new work, keep draining what libzmq already
+delivered until nothing arrives for 100 ms or ``drain_timeout_ms`` passes, write it,
+fsync, write ``recorder.stop``, mark the state clean, exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from convlog import __version__
+from convlog.config import Config
+from convlog.ingest import Ingest
+from convlog.log import LogLock, SegmentWriter, recover, write_state
+from convlog.record import Clock, make_line
+
+log = logging.getLogger("convlog.recorder")
+
+#: Messages taken from one socket before the batch is written.
+BATCH_MESSAGES = 1024
+#: Quiet time that ends the drain at stop, milliseconds.
+DRAIN_QUIET_MS = 100
+
+
+class Recorder:
+    """A recorder bound to one log directory.
+
+    Args:
+        config: validated settings (see :mod:`convlog.config`).
+
+    Attributes:
+        seq: seq of the last record written.
+        received: messages received, by source.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.directory = Path(config.dir)
+        self.clock = Clock()
+        self.ingest = Ingest(config.enricher(), config.session_fields)
+        self.seq = 0
+        self.received: dict[str, int] = {}
+        self._stop = False
+        self._ctx: zmq.Context | None = None
+        self._writer: SegmentWriter | None = None
+        self._lock: LogLock | None = None
+        self._started_ns = 0
+
+    def request_stop(self, *_: Any) -> None:
+        """Ask the loop to stop (safe to call from a signal handler)."""
+        self._stop = True
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Take the lock, recover the tail, open the writer, write ``recorder.start``.
+
+        Raises:
+            LogLockedError: when another recorder writes this directory.
+            OSError: when the directory cannot be prepared.
+        """
+        self._lock = LogLock(self.directory, command=" ".join(sys.argv)).acquire()
+        report = recover(self.directory, self.clock)
+        if report.reason:
+            log.warning(
+                "recovered %s: moved %d bytes (%d lines) to quarantine: %s",
+                report.segment, report.quarantined_bytes, report.quarantined_lines, report.reason,
+            )
+        self.seq = report.last_seq
+        self._writer = SegmentWriter(
+            self.directory,
+            next_seq=self.seq + 1,
+            segment_bytes=self.config.segment_bytes,
+            fsync=self.config.fsync,
+            interval_ms=self.config.fsync_interval_ms,
+        )
+        if report.last_seq and (not report.was_clean or report.reason):
+            self._append_own("recorder.recovered", report.as_data())
+        self._started_ns = time.time_ns()
+        self._append_own("recorder.start", self._start_data())
+        self._writer.sync()
+        self._save_state(clean=False)
+
+    def _start_data(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "zmq": zmq.zmq_version(),
+            "pyzmq": zmq.__version__,
+            "endpoints": {"sub": list(self.config.sub), "pull": self.config.pull},
+            "config": self.config.summary(),
+        }
+
+    def _append_own(self, kind: str, data: dict[str, Any]) -> None:
+        assert self._writer is not None
+        self.seq += 1
+        self._writer.write(
+            make_line(self.seq, self.clock.now(), kind, "recorder", None, None, data), self.seq
+        )
+
+    def _save_state(self, clean: bool) -> None:
+        assert self._writer is not None
+        write_state(
+            self.directory,
+            {
+                "format": 1,
+                **self._writer.position(),
+                "clean": clean,
+                "pid": os.getpid(),
+                "updated": self.clock.now(),
+            },
+        )
+
+    def _sockets(self) -> list[tuple[zmq.Socket, str]]:
+        self._ctx = zmq.Context()
+        sub = self._ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.RCVHWM, self.config.rcvhwm)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RECONNECT_IVL, 100)
+        sub.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sub.setsockopt(zmq.HEARTBEAT_IVL, 2000)
+        sub.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
+        for prefix in self.config.topics:
+            sub.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8"))
+        for endpoint in self.config.sub:
+            sub.connect(endpoint)
+        sockets = [(sub, "sub")]
+        if self.config.pull:
+            pull = self._ctx.socket(zmq.PULL)
+            pull.setsockopt(zmq.RCVHWM, self.config.rcvhwm)
+            pull.setsockopt(zmq.LINGER, 0)
+            pull.bind(self.config.pull)
+            sockets.append((pull, "pull"))
+        return sockets
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _drain(self, sock: zmq.Socket, source: str, limit: int) -> int:
+        """Receive up to ``limit`` queued messages from ``sock`` and write them."""
+        writer = self._writer
+        assert writer is not None
+        line = self.ingest.line
+        stamp = self.clock.format_ns
+        seq = self.seq
+        lines: list[bytes] = []
+        count = 0
+        always = writer.policy == "always"
+        while count < limit:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            seq += 1
+            count += 1
+            data = line(frames, seq, stamp(time.time_ns()), source)
+            if always:
+                writer.write(data, seq)
+            else:
+                lines.append(data)
+        if lines:
+            writer.write(b"".join(lines), seq)
+        self.seq = seq
+        if count:
+            self.received[source] = self.received.get(source, 0) + count
+        return count
+
+    def run(self) -> int:
+        """Record until asked to stop. Installs SIGTERM/SIGINT handlers when called
+        from the main thread.
+
+        Returns:
+            the process exit code (0 after a clean stop).
+
+        Raises:
+            LogLockedError, OSError, zmq.ZMQError: at start, before anything is written.
+        """
+        if self._writer is None:
+            self.open()
+        writer = self._writer
+        assert writer is not None
+        sockets = self._sockets()
+        if threading_is_main():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+        poller = zmq.Poller()
+        for sock, _ in sockets:
+            poller.register(sock, zmq.POLLIN)
+        log.info(
+            "recording %s%s into %s (fsync=%s, seq from %d)",
+            ", ".join(self.config.sub),
+            f" and PULL {self.config.pull}" if self.config.pull else "",
+            self.directory, self.config.fsync, self.seq + 1,
+        )
+        state_every_ns = self.config.state_interval_ms * 1_000_000
+        next_state = time.monotonic_ns() + state_every_ns
+        saved_position = writer.position()
+        try:
+            while not self._stop:
+                due = writer.due_ns()
+                timeout_ms = 200 if due is None else max(1, due // 1_000_000)
+                ready = dict(poller.poll(timeout_ms))
+                for sock, source in sockets:
+                    if sock in ready:
+                        self._drain(sock, source, BATCH_MESSAGES)
+                writer.maybe_sync()
+                now = time.monotonic_ns()
+                if now >= next_state:
+                    next_state = now + state_every_ns
+                    position = writer.position()
+                    if position != saved_position:
+                        self._save_state(clean=False)
+                        saved_position = position
+            self._drain_at_stop(sockets)
+        finally:
+            for sock, _ in sockets:
+                sock.close(linger=0)
+            if self._ctx is not None:
+                self._ctx.term()
+        self.close()
+        return 0
+
+    def _drain_at_stop(self, sockets: list[tuple[zmq.Socket, str]]) -> None:
+        deadline = time.monotonic() + self.config.drain_timeout_ms / 1000
+        poller = zmq.Poller()
+        for sock, _ in sockets:
+            poller.register(sock, zmq.POLLIN)
+        while time.monotonic() < deadline:
+            ready = dict(poller.poll(DRAIN_QUIET_MS))
+            if not ready:
+                break
+            for sock, source in sockets:
+                if sock in ready:
+                    self._drain(sock, source, BATCH_MESSAGES)
+
+    def close(self) -> None:
+        """Write ``recorder.stop``, fsync, mark the state clean and release the lock."""
+        writer = self._writer
+        if writer is None:
+            return
+        uptime = (time.time_ns() - self._started_ns) / 1e9
+        self._append_own(
+            "recorder.stop",
+            {
+                "reason": "signal" if self._stop else "end",
+                "uptime_s": round(uptime, 3),
+                "received": dict(self.received),
+                "records_by_kind": dict(self.ingest.kinds),
+                "fsyncs": writer.fsyncs,
+                "fsync_seconds": round(writer.fsync_seconds, 6),
+            },
+        )
+        writer.sync()
+        self._save_state(clean=True)
+        writer.close()
+        self._writer = None
+        if self._lock is not None:
+            self._lock.release()
+        log.info(
+            "stopped cleanly at seq %d after %.1f s (%s)",
+            self.seq, uptime, ", ".join(f"{k}={v}" for k, v in self.received.items()) or "nothing received",
+        )
+
+
+def threading_is_main() -> bool:
+    """True when called from the main thread (only it may install signal handlers)."""
+    return threading.current_thread() is threading.main_thread()
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Plain ``LEVEL name: message`` lines on stderr, as journald expects."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("convlog")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -1,0 +1,1075 @@
+"""Fold log records into conversation state (DESIGN.md, "Fold semantics").
+
+Pure code: no I/O, no clock, no randomness, no logging. The state after a
+sequence of records depends only on those records (and the state folded into).
+
+    state = fold_all(records)            # or: state = fold(state, record), one at a time
+    state.visible("s1")                  # -> [MessageRef, ...]
+    crystal, refs = state.resume_refs("s1")
+
+The state refers to records by ``seq`` only; message bodies, deltas and crystal
+summaries stay in the log and are read from it when shown, so the state stays
+small while the log grows.
+
+Records are dicts as parsed from one log line (:func:`convlog.record.parse_line`).
+Each ``kind`` has a handler in a dispatch table (:data:`_HANDLERS`). A handler
+first validates, then mutates; a record it rejects (bad parameter, unknown
+session, count out of range, unknown checkpoint, ...) leaves the state
+unchanged except for the record counters and one :class:`FoldError` appended to
+``State.errors``. :func:`fold` never raises for a dict with an ``int`` seq and a
+``str`` kind, whatever its other fields hold.
+
+Counts (``at``, ``to``, ``upto``) are message counts: ``N`` means "the first N
+visible messages", ``0 <= N <= len(visible)``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Crystal",
+    "FoldError",
+    "Gap",
+    "MessageRef",
+    "Rewind",
+    "Session",
+    "SessionCheckpoint",
+    "State",
+    "Stream",
+    "Usage",
+    "fold",
+    "fold_all",
+]
+
+#: Version of the :meth:`State.to_dict` layout; :meth:`State.from_dict` refuses others.
+FORMAT_VERSION = 1
+
+#: Largest token count accepted in one ``llm.request`` field (exact in a float too).
+_MAX_TOKENS = 2**53
+#: Largest running token total, and largest gap bound: fits a signed 64-bit integer,
+#: so checkpoints (orjson) and database projections can hold it.
+_MAX_INT64 = 2**63 - 1
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """One message in a session's visible list, by reference to its record.
+
+    Fields:
+        id: the message id (``meta.message_id``, or ``"seq:<seq>"`` when the
+            ``message`` record had none).
+        seq: the record that brought the message: the ``message`` record, or the
+            first record of a stream (its first delta, or the end of a one-shot stream).
+        sender: ``meta.sender`` or None.
+        role: ``meta.role`` or None.
+        stream: True when the message is a stream (``message.delta``/``message.end``);
+            its parts are in ``State.streams[(session, id)]``.
+    """
+
+    id: str
+    seq: int
+    sender: str | None = None
+    role: str | None = None
+    stream: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"id", "seq", "sender", "role", "stream"}`` (JSON-serializable)."""
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "sender": self.sender,
+            "role": self.role,
+            "stream": self.stream,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MessageRef:
+        """Invert :meth:`to_dict`. Raises KeyError when a field is missing."""
+        return cls(d["id"], d["seq"], d["sender"], d["role"], bool(d["stream"]))
+
+
+def _refs_to_list(refs: Iterable[MessageRef]) -> list[dict[str, Any]]:
+    return [ref.to_dict() for ref in refs]
+
+
+def _refs_from_list(items: Iterable[Mapping[str, Any]]) -> list[MessageRef]:
+    return [MessageRef.from_dict(item) for item in items]
+
+
+@dataclass(frozen=True, slots=True)
+class Rewind:
+    """A ``session.rewind`` that was applied.
+
+    Fields:
+        seq: the rewind record.
+        from_count: visible messages before it.
+        to_count: visible messages after it.
+        dropped: the refs that left the visible list, in their former order (they stay
+            reachable here: history is never destroyed).
+    """
+
+    seq: int
+    from_count: int
+    to_count: int
+    dropped: tuple[MessageRef, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"seq", "from_count", "to_count", "dropped": [ref dict, ...]}``."""
+        return {
+            "seq": self.seq,
+            "from_count": self.from_count,
+            "to_count": self.to_count,
+            "dropped": _refs_to_list(self.dropped),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Rewind:
+        """Invert :meth:`to_dict`. Raises KeyError when a field is missing."""
+        return cls(d["seq"], d["from_count"], d["to_count"], tuple(_refs_from_list(d["dropped"])))
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCheckpoint:
+    """A named point of a session (``session.checkpoint``).
+
+    Fields:
+        seq: the checkpoint record.
+        refs: exactly the visible refs it names (the first ``at`` at that time).
+    """
+
+    seq: int
+    refs: tuple[MessageRef, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"seq", "refs": [ref dict, ...]}``."""
+        return {"seq": self.seq, "refs": _refs_to_list(self.refs)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SessionCheckpoint:
+        """Invert :meth:`to_dict`. Raises KeyError when a field is missing."""
+        return cls(d["seq"], tuple(_refs_from_list(d["refs"])))
+
+
+@dataclass(frozen=True, slots=True)
+class Crystal:
+    """A summary of a session's first ``upto`` visible messages (``session.crystal``).
+
+    The summary text is not stored: read it from record ``seq`` in the log.
+
+    Fields:
+        seq: the crystal record.
+        upto: how many visible messages it covers.
+        last_ref_seq: ``seq`` of the last covered ref (None when ``upto == 0``); lets
+            :meth:`State.resume_refs` tell whether the covered messages are still the
+            visible prefix after a rewind.
+    """
+
+    seq: int
+    upto: int
+    last_ref_seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"seq", "upto", "last_ref_seq"}``."""
+        return {"seq": self.seq, "upto": self.upto, "last_ref_seq": self.last_ref_seq}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Crystal:
+        """Invert :meth:`to_dict`. Raises KeyError when a field is missing."""
+        return cls(d["seq"], d["upto"], d["last_ref_seq"])
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Messages known to be missing (``recorder.gap``).
+
+    Fields:
+        seq: the gap record.
+        publisher: the publisher whose sequence numbers jumped (str or None).
+        first, last: the missing publisher sequence numbers, inclusive.
+        ts: the gap record's ``ts`` (RFC 3339) or None.
+    """
+
+    seq: int
+    publisher: str | None
+    first: int
+    last: int
+    ts: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"seq", "publisher", "first", "last", "ts"}``."""
+        return {
+            "seq": self.seq,
+            "publisher": self.publisher,
+            "first": self.first,
+            "last": self.last,
+            "ts": self.ts,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Gap:
+        """Invert :meth:`to_dict`. Raises KeyError when a field is missing."""
+        return cls(d["seq"], d["publisher"], d["first"], d["last"], d["ts"])
+
+
+@dataclass(frozen=True, slots=True)
+class FoldError:
+    """A record the fold rejected; it changed nothing but the record counters.
+
+    Fields:
+        seq, kind: the record's.
+        session: the record's session when it is a string, else None.
+        reason: why, in words.
+    """
+
+    seq: int
+    kind: str
+    session: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"seq", "kind", "session", "reason"}``."""
+        return {"seq": self.seq, "kind": self.kind, "session": self.session, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FoldError:
+        """Invert :meth:`to_dict`. Raises KeyError when a field is missing."""
+        return cls(d["seq"], d["kind"], d["session"], d["reason"])
+
+
+# --------------------------------------------------------------------------- mutable parts
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token and cost usage added up from ``llm.request`` records.
+
+    Fields:
+        requests: number of requests.
+        input_tokens, output_tokens: token totals.
+        cost_usd: cost total in US dollars (float; sums in record order).
+        models: requests per model name (requests without a model are not listed).
+    """
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    models: dict[str, int] = field(default_factory=dict)
+
+    def copy(self) -> Usage:
+        """Return an independent copy."""
+        return replace(self, models=dict(self.models))
+
+    def _add(
+        self, input_tokens: int, output_tokens: int, cost_usd: float, model: str | None
+    ) -> None:
+        self.requests += 1
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        self.cost_usd += cost_usd
+        if model is not None:
+            self.models[model] = self.models.get(model, 0) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"requests", "input_tokens", "output_tokens", "cost_usd", "models"}``."""
+        return {
+            "requests": self.requests,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+            "models": dict(self.models),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Usage:
+        """Invert :meth:`to_dict`. Raises KeyError when a field is missing."""
+        return cls(
+            d["requests"],
+            d["input_tokens"],
+            d["output_tokens"],
+            float(d["cost_usd"]),
+            dict(d["models"]),
+        )
+
+
+@dataclass(slots=True)
+class Stream:
+    """A streamed message assembled from ``message.delta`` / ``message.end`` records.
+
+    Fields:
+        session, message_id: its key (``State.streams[(session, message_id)]``).
+        first_seq: its first record (first delta, or the end of a one-shot stream).
+        delta_seqs: every ``message.delta`` record of it, in log order (including the
+            first one, and deltas that arrive after the end).
+        end_seq: the ``message.end`` record, or None while it is open.
+        complete: True once ended. An open stream is reported by
+            :meth:`State.incomplete_streams`; the fold never completes or drops it.
+    """
+
+    session: str
+    message_id: str
+    first_seq: int
+    delta_seqs: list[int] = field(default_factory=list)
+    end_seq: int | None = None
+    complete: bool = False
+
+    def copy(self) -> Stream:
+        """Return an independent copy."""
+        return replace(self, delta_seqs=list(self.delta_seqs))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the stream as a dict with its field names as keys (JSON-serializable)."""
+        return {
+            "session": self.session,
+            "message_id": self.message_id,
+            "first_seq": self.first_seq,
+            "delta_seqs": list(self.delta_seqs),
+            "end_seq": self.end_seq,
+            "complete": self.complete,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Stream:
+        """Invert :meth:`to_dict`. Raises KeyError when a field is missing."""
+        return cls(
+            d["session"],
+            d["message_id"],
+            d["first_seq"],
+            list(d["delta_seqs"]),
+            d["end_seq"],
+            bool(d["complete"]),
+        )
+
+
+@dataclass(slots=True)
+class Session:
+    """One conversation (or branch of one) as folded from the log.
+
+    Fields:
+        id: the session id.
+        first_seq: the record that created it.
+        last_seq, last_ts: the last valid record naming it (``ts`` None when that
+            record had no string ``ts``).
+        parent, fork_at, branch: for a fork, the parent id, the number of parent
+            messages it shares, and the branch name (all None otherwise).
+        title: from ``session.start`` ``data.title``, or None.
+        deleted_seq: the ``session.delete`` tombstone, or None when live.
+        visible: the visible message list of this branch (message ids unique).
+        rewinds: every applied rewind, in order, with the refs it dropped.
+        checkpoints: name -> :class:`SessionCheckpoint` (a reused name overwrites).
+        crystals: every crystal, in order; see :meth:`State.resume_refs`.
+        participants: sorted unique senders of every message that has been visible
+            in this session (including those a fork inherited).
+        copies: message id -> number of extra copies received (beyond the first).
+        duplicates: total extra copies (the sum of ``copies``).
+        usage: usage of ``llm.request`` records naming this session.
+    """
+
+    id: str
+    first_seq: int
+    last_seq: int
+    last_ts: str | None = None
+    parent: str | None = None
+    fork_at: int | None = None
+    branch: str | None = None
+    title: str | None = None
+    deleted_seq: int | None = None
+    visible: list[MessageRef] = field(default_factory=list)
+    rewinds: list[Rewind] = field(default_factory=list)
+    checkpoints: dict[str, SessionCheckpoint] = field(default_factory=dict)
+    crystals: list[Crystal] = field(default_factory=list)
+    participants: list[str] = field(default_factory=list)
+    copies: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    usage: Usage = field(default_factory=Usage)
+    # Ids in ``visible``: O(1) dedup. Derived, so not compared nor serialized.
+    _ids: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._ids = {ref.id for ref in self.visible}
+
+    @property
+    def deleted(self) -> bool:
+        """True while the session carries a tombstone."""
+        return self.deleted_seq is not None
+
+    def copy(self) -> Session:
+        """Return a copy that shares nothing mutable with this session."""
+        return replace(
+            self,
+            visible=list(self.visible),
+            rewinds=list(self.rewinds),
+            checkpoints=dict(self.checkpoints),
+            crystals=list(self.crystals),
+            participants=list(self.participants),
+            copies=dict(self.copies),
+            usage=self.usage.copy(),
+        )
+
+    def _touch(self, seq: int, ts: str | None) -> None:
+        self.last_seq = seq
+        self.last_ts = ts
+
+    def _add(self, ref: MessageRef) -> None:
+        """Append ``ref``, or count it as a copy when its id is already visible."""
+        if ref.id in self._ids:
+            self._count_copy(ref.id)
+            return
+        self.visible.append(ref)
+        self._ids.add(ref.id)
+        self._note_sender(ref.sender)
+
+    def _count_copy(self, message_id: str) -> None:
+        self.copies[message_id] = self.copies.get(message_id, 0) + 1
+        self.duplicates += 1
+
+    def _note_sender(self, sender: str | None) -> None:
+        if sender is None:
+            return
+        i = bisect.bisect_left(self.participants, sender)
+        if i == len(self.participants) or self.participants[i] != sender:
+            self.participants.insert(i, sender)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the session as a JSON-serializable dict (field names as keys)."""
+        return {
+            "id": self.id,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "last_ts": self.last_ts,
+            "parent": self.parent,
+            "fork_at": self.fork_at,
+            "branch": self.branch,
+            "title": self.title,
+            "deleted_seq": self.deleted_seq,
+            "visible": _refs_to_list(self.visible),
+            "rewinds": [rewind.to_dict() for rewind in self.rewinds],
+            "checkpoints": {name: cp.to_dict() for name, cp in self.checkpoints.items()},
+            "crystals": [crystal.to_dict() for crystal in self.crystals],
+            "participants": list(self.participants),
+            "copies": dict(self.copies),
+            "duplicates": self.duplicates,
+            "usage": self.usage.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Session:
+        """Invert :meth:`to_dict`. Raises KeyError when a field is missing."""
+        return cls(
+            id=d["id"],
+            first_seq=d["first_seq"],
+            last_seq=d["last_seq"],
+            last_ts=d["last_ts"],
+            parent=d["parent"],
+            fork_at=d["fork_at"],
+            branch=d["branch"],
+            title=d["title"],
+            deleted_seq=d["deleted_seq"],
+            visible=_refs_from_list(d["visible"]),
+            rewinds=[Rewind.from_dict(item) for item in d["rewinds"]],
+            checkpoints={
+                name: SessionCheckpoint.from_dict(item) for name, item in d["checkpoints"].items()
+            },
+            crystals=[Crystal.from_dict(item) for item in d["crystals"]],
+            participants=list(d["participants"]),
+            copies=dict(d["copies"]),
+            duplicates=d["duplicates"],
+            usage=Usage.from_dict(d["usage"]),
+        )
+
+
+@dataclass(slots=True)
+class State:
+    """Everything folded from a log so far.
+
+    Fields:
+        last_seq: the highest seq folded (0 before any); records at or below it are
+            ignored by :func:`fold`.
+        records: number of records folded (replays excluded, rejected records included).
+        kinds: kind -> number of records of that kind (every kind, known or not).
+        sessions: session id -> :class:`Session`, in order of first sight.
+        streams: ``(session, message_id)`` -> :class:`Stream`, in order of first sight.
+        gaps: every ``recorder.gap``, in order.
+        errors: every rejected record, in order.
+        usage: usage of every ``llm.request``, with or without a session.
+        unsessioned: ``message`` records that had no session (counted, not stored).
+
+    Equality (``==``) compares every field, so two states are equal exactly when they
+    fold to the same conversations. Folding mutates the state in place: use
+    :meth:`copy` to keep a snapshot.
+    """
+
+    last_seq: int = 0
+    records: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+    sessions: dict[str, Session] = field(default_factory=dict)
+    streams: dict[tuple[str, str], Stream] = field(default_factory=dict)
+    gaps: list[Gap] = field(default_factory=list)
+    errors: list[FoldError] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    unsessioned: int = 0
+
+    # ----------------------------------------------------------------- snapshots
+
+    def copy(self) -> State:
+        """Return a copy such that folding into either never changes the other.
+
+        Immutable values (refs, rewinds, checkpoints, crystals, gaps, errors) are
+        shared; every list, dict, session, stream and usage is copied. O(state size).
+        """
+        return State(
+            last_seq=self.last_seq,
+            records=self.records,
+            kinds=dict(self.kinds),
+            sessions={sid: session.copy() for sid, session in self.sessions.items()},
+            streams={key: stream.copy() for key, stream in self.streams.items()},
+            gaps=list(self.gaps),
+            errors=list(self.errors),
+            usage=self.usage.copy(),
+            unsessioned=self.unsessioned,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the state as plain JSON-serializable data (dicts, lists, str, int, float,
+        bool, None), for checkpoints.
+
+        Layout: ``{"version": FORMAT_VERSION, "last_seq", "records", "kinds",
+        "unsessioned", "usage", "sessions": [session dict, ...], "streams": [stream
+        dict, ...], "gaps": [...], "errors": [...]}``; sessions and streams are lists in
+        order of first sight (streams carry their own key fields).
+        """
+        return {
+            "version": FORMAT_VERSION,
+            "last_seq": self.last_seq,
+            "records": self.records,
+            "kinds": dict(self.kinds),
+            "unsessioned": self.unsessioned,
+            "usage": self.usage.to_dict(),
+            "sessions": [session.to_dict() for session in self.sessions.values()],
+            "streams": [stream.to_dict() for stream in self.streams.values()],
+            "gaps": [gap.to_dict() for gap in self.gaps],
+            "errors": [error.to_dict() for error in self.errors],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> State:
+        """Rebuild a state from :meth:`to_dict` output (also after a JSON round trip).
+
+        ``State.from_dict(s.to_dict()) == s`` for every state ``s``.
+
+        Raises:
+            ValueError: when ``d["version"]`` is not :data:`FORMAT_VERSION`.
+            KeyError, TypeError: when ``d`` is not shaped like :meth:`to_dict` output.
+        """
+        if d.get("version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported fold state version: {d.get('version')!r}")
+        sessions = [Session.from_dict(item) for item in d["sessions"]]
+        streams = [Stream.from_dict(item) for item in d["streams"]]
+        return cls(
+            last_seq=d["last_seq"],
+            records=d["records"],
+            kinds=dict(d["kinds"]),
+            sessions={session.id: session for session in sessions},
+            streams={(stream.session, stream.message_id): stream for stream in streams},
+            gaps=[Gap.from_dict(item) for item in d["gaps"]],
+            errors=[FoldError.from_dict(item) for item in d["errors"]],
+            usage=Usage.from_dict(d["usage"]),
+            unsessioned=d["unsessioned"],
+        )
+
+    # ----------------------------------------------------------------- queries
+
+    def visible(self, session_id: str) -> list[MessageRef]:
+        """Return a new list of the session's visible message refs, oldest first.
+
+        Raises:
+            KeyError: when there is no session ``session_id``.
+        """
+        return list(self.sessions[session_id].visible)
+
+    def session_list(self, include_deleted: bool = False) -> list[Session]:
+        """Return the sessions sorted by ``first_seq`` ascending.
+
+        Args:
+            include_deleted: also list sessions that carry a tombstone.
+
+        Returns:
+            the :class:`Session` objects themselves (do not mutate them).
+        """
+        sessions = (s for s in self.sessions.values() if include_deleted or s.deleted_seq is None)
+        return sorted(sessions, key=lambda s: s.first_seq)
+
+    def incomplete_streams(self) -> list[Stream]:
+        """Return the streams that have no ``message.end`` yet, by ``first_seq``.
+
+        Returns:
+            the :class:`Stream` objects themselves (do not mutate them).
+        """
+        return [stream for stream in self.streams.values() if not stream.complete]
+
+    def resume_refs(self, session_id: str) -> tuple[Crystal | None, list[MessageRef]]:
+        """Return what a resumed agent needs: a summary and the messages after it.
+
+        The crystal is the latest one whose covered messages are still the session's
+        visible prefix (a rewind below a crystal's ``upto`` sets it aside until a
+        rewind brings those messages back); the refs are the visible messages after
+        its ``upto``. With no such crystal: ``(None, all visible refs)``.
+
+        Raises:
+            KeyError: when there is no session ``session_id``.
+        """
+        session = self.sessions[session_id]
+        visible = session.visible
+        for crystal in reversed(session.crystals):
+            n = crystal.upto
+            if n > len(visible):
+                continue
+            if n == 0 or visible[n - 1].seq == crystal.last_ref_seq:
+                return crystal, visible[n:]
+        return None, list(visible)
+
+
+# --------------------------------------------------------------------------- folding
+
+
+class _Invalid(Exception):
+    """Raised by a handler, before it changes anything, to reject its record."""
+
+
+@dataclass(slots=True)
+class _Record:
+    """The fields of a record the handlers read, with ``meta`` and ``ts`` normalized."""
+
+    seq: int
+    session: Any
+    data: Any
+    meta: Mapping[str, Any]
+    ts: str | None
+
+
+_Handler = Callable[[State, _Record], None]
+
+
+def fold(state: State, record: Mapping[str, Any]) -> State:
+    """Apply one record to ``state``.
+
+    The state is updated **in place** and returned: the caller owns it linearly. Keep
+    a snapshot with ``state.copy()`` (or ``to_dict()``) before folding further.
+
+    A record whose seq is ``<= state.last_seq`` is ignored entirely (replaying a log
+    over a checkpoint, or the same record twice, is idempotent). Otherwise
+    ``last_seq``, ``records`` and ``kinds`` are updated for every kind, and the
+    kind's handler, if any, applies it. A record the handler rejects changes nothing
+    else but appends a :class:`FoldError` to ``state.errors``.
+
+    Args:
+        state: the state to fold into (mutated).
+        record: a parsed log record: ``seq`` (int), ``kind`` (str), and optionally
+            ``ts``, ``session``, ``data``, ``meta`` of any type.
+
+    Returns:
+        ``state``.
+
+    Raises:
+        ValueError: only when ``record`` is not a mapping with an ``int`` seq (not a
+            bool) and a ``str`` kind; never for anything else in the record.
+    """
+    if not isinstance(record, Mapping):
+        raise ValueError("record is not a mapping")
+    seq = record.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        raise ValueError("record has no integer seq")
+    kind = record.get("kind")
+    if not isinstance(kind, str):
+        raise ValueError("record has no string kind")
+    if seq <= state.last_seq:
+        return state
+    state.last_seq = seq
+    state.records += 1
+    state.kinds[kind] = state.kinds.get(kind, 0) + 1
+    handler = _HANDLERS.get(kind)
+    if handler is None:
+        return state
+    meta = record.get("meta")
+    ts = record.get("ts")
+    rec = _Record(
+        seq=seq,
+        session=record.get("session"),
+        data=record.get("data"),
+        meta=meta if isinstance(meta, Mapping) else {},
+        ts=ts if isinstance(ts, str) else None,
+    )
+    try:
+        handler(state, rec)
+    except _Invalid as exc:
+        session = rec.session if isinstance(rec.session, str) else None
+        state.errors.append(FoldError(seq, kind, session, str(exc)))
+    return state
+
+
+def fold_all(records: Iterable[Mapping[str, Any]], state: State | None = None) -> State:
+    """Fold every record, in order, into ``state`` (a new :class:`State` when None).
+
+    Args:
+        records: parsed log records (see :func:`fold`).
+        state: the state to continue from; it is mutated in place.
+
+    Returns:
+        the folded state (``state`` itself when one was given).
+
+    Raises:
+        ValueError: as :func:`fold`.
+    """
+    if state is None:
+        state = State()
+    for record in records:
+        fold(state, record)
+    return state
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _session_id(rec: _Record) -> str:
+    """The record's session id; rejects a missing or non-string one."""
+    sid = rec.session
+    if isinstance(sid, str):
+        return sid
+    if sid is None:
+        raise _Invalid("record has no session")
+    raise _Invalid(f"session is not a string ({type(sid).__name__})")
+
+
+def _existing_session(state: State, rec: _Record) -> Session:
+    sid = _session_id(rec)
+    session = state.sessions.get(sid)
+    if session is None:
+        raise _Invalid(f"unknown session {sid!r}")
+    return session
+
+
+def _open_session(state: State, sid: str, rec: _Record) -> Session:
+    """The session ``sid``, created on first sight; marks it touched by ``rec``."""
+    session = state.sessions.get(sid)
+    if session is None:
+        session = Session(id=sid, first_seq=rec.seq, last_seq=rec.seq, last_ts=rec.ts)
+        state.sessions[sid] = session
+    else:
+        session._touch(rec.seq, rec.ts)
+    return session
+
+
+def _params(rec: _Record) -> Mapping[str, Any]:
+    """The record's ``data`` as a parameter object (None counts as no parameters)."""
+    if isinstance(rec.data, Mapping):
+        return rec.data
+    if rec.data is None:
+        return {}
+    raise _Invalid(f"data is not an object ({type(rec.data).__name__})")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _count(params: Mapping[str, Any], name: str, high: int) -> int:
+    """Parameter ``name``: a message count in ``0..high``, default ``high``."""
+    value = params.get(name)
+    if value is None:
+        return high
+    if not _is_int(value):
+        raise _Invalid(f"{name} is not an integer ({type(value).__name__})")
+    if not 0 <= value <= high:
+        # The value is not formatted: a huge int cannot always be turned into a str.
+        raise _Invalid(f"{name} is out of range 0..{high}")
+    return value
+
+
+def _optional_str(params: Mapping[str, Any], name: str) -> str | None:
+    value = params.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise _Invalid(f"{name} is not a string ({type(value).__name__})")
+
+
+def _required_str(params: Mapping[str, Any], name: str) -> str:
+    value = params.get(name)
+    if value is None:
+        raise _Invalid(f"{name} is missing")
+    if not isinstance(value, str):
+        raise _Invalid(f"{name} is not a string ({type(value).__name__})")
+    return value
+
+
+def _message_id(rec: _Record, required: bool = True) -> str:
+    """``meta.message_id``; when missing, rejected, or ``"seq:<seq>"`` if not required."""
+    mid = rec.meta.get("message_id")
+    if isinstance(mid, str):
+        return mid
+    if mid is None:
+        if required:
+            raise _Invalid("meta.message_id is missing")
+        try:
+            return f"seq:{rec.seq}"
+        except ValueError:  # more digits than int -> str allows (sys.set_int_max_str_digits)
+            raise _Invalid("seq is too large to name the message") from None
+    raise _Invalid(f"meta.message_id is not a string ({type(mid).__name__})")
+
+
+def _ref(rec: _Record, mid: str, stream: bool) -> MessageRef:
+    sender = rec.meta.get("sender")
+    role = rec.meta.get("role")
+    return MessageRef(
+        mid,
+        rec.seq,
+        sender if isinstance(sender, str) else None,
+        role if isinstance(role, str) else None,
+        stream,
+    )
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def _on_message(state: State, rec: _Record) -> None:
+    """``message``: append to the session's visible list (once per message id)."""
+    if rec.session is None:
+        state.unsessioned += 1
+        return
+    sid = _session_id(rec)
+    mid = _message_id(rec, required=False)
+    _open_session(state, sid, rec)._add(_ref(rec, mid, stream=False))
+
+
+def _on_delta(state: State, rec: _Record) -> None:
+    """``message.delta``: open a stream (visible at once) or add a part to it."""
+    sid = _session_id(rec)
+    mid = _message_id(rec)
+    session = _open_session(state, sid, rec)
+    stream = state.streams.get((sid, mid))
+    if stream is None:
+        state.streams[(sid, mid)] = Stream(sid, mid, rec.seq, [rec.seq])
+        session._add(_ref(rec, mid, stream=True))
+    else:
+        stream.delta_seqs.append(rec.seq)
+
+
+def _on_end(state: State, rec: _Record) -> None:
+    """``message.end``: complete the stream; with none open, a one-shot stream."""
+    sid = _session_id(rec)
+    mid = _message_id(rec)
+    session = _open_session(state, sid, rec)
+    stream = state.streams.get((sid, mid))
+    if stream is None:
+        state.streams[(sid, mid)] = Stream(sid, mid, rec.seq, [], rec.seq, True)
+        session._add(_ref(rec, mid, stream=True))
+    elif stream.complete:
+        session._count_copy(mid)
+    else:
+        stream.end_seq = rec.seq
+        stream.complete = True
+
+
+def _on_start(state: State, rec: _Record) -> None:
+    """``session.start``: create, or revive a deleted session; else only fill a title."""
+    sid = _session_id(rec)
+    title = _optional_str(rec.data, "title") if isinstance(rec.data, Mapping) else None
+    created = sid not in state.sessions
+    session = _open_session(state, sid, rec)
+    if created:
+        session.title = title
+        return
+    session.deleted_seq = None
+    if title is not None and session.title is None:
+        session.title = title
+
+
+def _on_fork(state: State, rec: _Record) -> None:
+    """``session.fork``: a new session sharing the parent's first N visible refs."""
+    sid = _session_id(rec)
+    if sid in state.sessions:
+        raise _Invalid(f"session {sid!r} already exists")
+    params = _params(rec)
+    parent_id = _required_str(params, "parent")
+    parent = state.sessions.get(parent_id)
+    if parent is None:
+        raise _Invalid(f"unknown parent session {parent_id!r}")
+    if parent.deleted_seq is not None:
+        raise _Invalid(f"parent session {parent_id!r} is deleted")
+    n = _count(params, "at", len(parent.visible))
+    branch = _optional_str(params, "name")
+    child = Session(
+        id=sid,
+        first_seq=rec.seq,
+        last_seq=rec.seq,
+        last_ts=rec.ts,
+        parent=parent_id,
+        fork_at=n,
+        branch=branch,
+        visible=parent.visible[:n],
+    )
+    for ref in child.visible:
+        child._note_sender(ref.sender)
+    state.sessions[sid] = child
+
+
+def _on_rewind(state: State, rec: _Record) -> None:
+    """``session.rewind``: truncate to N, or restore a checkpoint's exact list."""
+    session = _existing_session(state, rec)
+    params = _params(rec)
+    to = params.get("to")
+    name = params.get("checkpoint")
+    if (to is None) == (name is None):
+        raise _Invalid("rewind needs exactly one of 'to' and 'checkpoint'")
+    old = session.visible
+    from_count = len(old)
+    if to is not None:
+        n = _count(params, "to", from_count)
+        dropped = tuple(old[n:])
+        del old[n:]
+        for ref in dropped:
+            session._ids.discard(ref.id)
+    else:
+        name = _required_str(params, "checkpoint")
+        checkpoint = session.checkpoints.get(name)
+        if checkpoint is None:
+            raise _Invalid(f"unknown checkpoint {name!r}")
+        kept = set(checkpoint.refs)
+        dropped = tuple(ref for ref in old if ref not in kept)
+        session.visible = list(checkpoint.refs)
+        session._ids = {ref.id for ref in session.visible}
+    session.rewinds.append(Rewind(rec.seq, from_count, len(session.visible), dropped))
+    session._touch(rec.seq, rec.ts)
+
+
+def _on_checkpoint(state: State, rec: _Record) -> None:
+    """``session.checkpoint``: name the first N visible refs (a reused name overwrites)."""
+    session = _existing_session(state, rec)
+    params = _params(rec)
+    name = _required_str(params, "name")
+    n = _count(params, "at", len(session.visible))
+    session.checkpoints[name] = SessionCheckpoint(rec.seq, tuple(session.visible[:n]))
+    session._touch(rec.seq, rec.ts)
+
+
+def _on_crystal(state: State, rec: _Record) -> None:
+    """``session.crystal``: a summary (kept in the log) of the first N visible messages."""
+    session = _existing_session(state, rec)
+    params = _params(rec)
+    _required_str(params, "summary")
+    n = _count(params, "upto", len(session.visible))
+    last_ref_seq = session.visible[n - 1].seq if n else None
+    session.crystals.append(Crystal(rec.seq, n, last_ref_seq))
+    session._touch(rec.seq, rec.ts)
+
+
+def _on_delete(state: State, rec: _Record) -> None:
+    """``session.delete``: tombstone (history kept); a repeated delete keeps the first."""
+    session = _existing_session(state, rec)
+    if session.deleted_seq is None:
+        session.deleted_seq = rec.seq
+    session._touch(rec.seq, rec.ts)
+
+
+def _token_field(data: Mapping[str, Any], usage: Mapping[str, Any], names: tuple[str, ...]) -> int:
+    """The first present token count among ``names`` in ``data`` then ``data.usage``."""
+    for where in (data, usage):
+        for name in names:
+            value = where.get(name)
+            if value is None:
+                continue
+            if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+                value = int(value)
+            if not _is_int(value):
+                raise _Invalid(f"{name} is not a token count ({type(value).__name__})")
+            if not 0 <= value <= _MAX_TOKENS:
+                raise _Invalid(f"{name} is out of range 0..2**53")
+            return value
+    return 0
+
+
+def _cost_field(data: Mapping[str, Any], usage: Mapping[str, Any]) -> float:
+    for where in (data, usage):
+        value = where.get("cost_usd")
+        if value is None:
+            continue
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise _Invalid(f"cost_usd is not a number ({type(value).__name__})")
+        try:
+            cost = float(value)
+        except OverflowError:
+            raise _Invalid("cost_usd is out of range") from None
+        if not (math.isfinite(cost) and cost >= 0):
+            raise _Invalid("cost_usd is not a finite non-negative number")
+        return cost
+    return 0.0
+
+
+def _on_llm_request(state: State, rec: _Record) -> None:
+    """``llm.request``: add tokens and cost to the session's and the state's usage."""
+    sid = None if rec.session is None else _session_id(rec)
+    data = rec.data
+    if not isinstance(data, Mapping):
+        raise _Invalid(f"data is not an object ({type(data).__name__})")
+    usage = data.get("usage")
+    if usage is None:
+        usage = {}
+    elif not isinstance(usage, Mapping):
+        raise _Invalid(f"data.usage is not an object ({type(usage).__name__})")
+    input_tokens = _token_field(data, usage, ("input_tokens", "prompt_tokens"))
+    output_tokens = _token_field(data, usage, ("output_tokens", "completion_tokens"))
+    cost = _cost_field(data, usage)
+    model = _optional_str(data, "model")
+    if model is None:
+        model = _optional_str(usage, "model")
+    total = state.usage
+    if (
+        total.input_tokens + input_tokens > _MAX_INT64
+        or total.output_tokens + output_tokens > _MAX_INT64
+        or not math.isfinite(total.cost_usd + cost)
+    ):
+        raise _Invalid("usage totals would overflow")
+    # A session's usage is a part of the state's (costs are non-negative), so the
+    # check above covers it too.
+    total._add(input_tokens, output_tokens, cost, model)
+    if sid is not None:
+        _open_session(state, sid, rec).usage._add(input_tokens, output_tokens, cost, model)
+
+
+def _on_gap(state: State, rec: _Record) -> None:
+    """``recorder.gap``: publisher sequence numbers ``first..last`` are missing."""
+    params = _params(rec)
+    publisher = _optional_str(params, "publisher")
+    first = params.get("first")
+    last = params.get("last")
+    if not (_is_int(first) and _is_int(last)):
+        raise _Invalid("first and last must be integers")
+    if not 0 <= first <= last <= _MAX_INT64:
+        raise _Invalid("need 0 <= first <= last < 2**63")
+    state.gaps.append(Gap(rec.seq, publisher, first, last, rec.ts))
+
+
+#: kind -> handler. Kinds not listed (``unknown``, ``raw``, other ``recorder.*``, ...)
+#: are only counted.
+_HANDLERS: dict[str, _Handler] = {
+    "message": _on_message,
+    "message.delta": _on_delta,
+    "message.end": _on_end,
+    "session.start": _on_start,
+    "session.fork": _on_fork,
+    "session.rewind": _on_rewind,
+    "session.checkpoint": _on_checkpoint,
+    "session.crystal": _on_crystal,
+    "session.delete": _on_delete,
+    "llm.request": _on_llm_request,
+    "recorder.gap": _on_gap,
+}

@@ -1,0 +1,544 @@
+"""The event log on disk: segments, the writer, the reader, recovery and the lock.
+
+Layout of a log directory (DESIGN.md, "The event log")::
+
+    events/<first seq, 20 digits>.jsonl   segments; only the last one is written
+    recovery/state.json                   last durable position, clean-shutdown flag
+    recovery/quarantine.jsonl             bytes salvaged from torn or invalid lines
+    recovery/recorder.lock                held (flock) by the one running writer
+
+Durability (``fsync`` policy of :class:`SegmentWriter`):
+
+``always``
+    every record is written and fsynced on its own before the next is written. A
+    power failure loses only the record being written (and what libzmq still held).
+``interval`` (default)
+    group commit: records are written as they arrive (so a crash of the recorder
+    process loses nothing written) and fsynced together at most ``interval_ms``
+    (default 50 ms) after the first unsynced write. A power failure loses at most
+    the records of the last ``interval_ms`` plus the duration of one fsync.
+``never``
+    records are written but fsynced only at rotation and clean stop; the kernel
+    writes them back on its own schedule (Linux: ``vm.dirty_expire_centisecs``,
+    30 s by default). A power failure can lose that much.
+
+In every policy a record is one ``write`` of whole lines, so a crash can leave at
+most a torn last line, which :func:`recover` moves to quarantine.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fcntl
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from convlog.record import Clock, encode_bytes, parse_line
+
+EVENTS = "events"
+RECOVERY = "recovery"
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "state.json"
+QUARANTINE_FILE = "quarantine.jsonl"
+LOCK_FILE = "recorder.lock"
+SEGMENT_SUFFIX = ".jsonl"
+SEQ_DIGITS = 20
+
+
+class LogLockedError(Exception):
+    """Another process holds the writer lock of a log directory.
+
+    Attributes:
+        holder: what the holder wrote in the lock file (pid, host, started, command),
+            or an empty dict when it could not be read.
+    """
+
+    def __init__(self, directory: Path, holder: dict[str, Any]) -> None:
+        self.directory, self.holder = directory, holder
+        who = f"pid {holder.get('pid', '?')}"
+        if holder.get("host"):
+            who += f" on {holder['host']}"
+        if holder.get("started"):
+            who += f" since {holder['started']}"
+        super().__init__(f"{directory} is already being written by {who} ({LOCK_FILE})")
+
+
+def segment_name(first_seq: int) -> str:
+    """File name of the segment whose first record has ``first_seq``."""
+    return f"{first_seq:0{SEQ_DIGITS}d}{SEGMENT_SUFFIX}"
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """The segments of a log directory.
+
+    Args:
+        directory: the log directory.
+
+    Returns:
+        ``[(first_seq, path), ...]`` sorted by first seq; files whose name is not a
+        seq are ignored.
+    """
+    events = Path(directory) / EVENTS
+    out = []
+    if events.is_dir():
+        for path in events.iterdir():
+            stem = path.name.removesuffix(SEGMENT_SUFFIX)
+            if path.name.endswith(SEGMENT_SUFFIX) and stem.isdigit():
+                out.append((int(stem), path))
+    out.sort()
+    return out
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a file created or renamed in it survives power loss."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically: temp file, fsync, rename, fsync dir.
+
+    Raises:
+        OSError: when any step fails (the old file is then left as it was).
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def read_state(directory: Path) -> dict[str, Any] | None:
+    """Read ``recovery/state.json``; None when missing or unreadable."""
+    try:
+        value = orjson.loads((Path(directory) / RECOVERY / STATE_FILE).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def write_state(directory: Path, state: dict[str, Any]) -> None:
+    """Write ``recovery/state.json`` atomically (see :func:`write_atomic`)."""
+    write_atomic(Path(directory) / RECOVERY / STATE_FILE, orjson.dumps(state, option=orjson.OPT_INDENT_2))
+
+
+def ensure_layout(directory: Path) -> None:
+    """Create the directory and its ``events``, ``recovery`` and ``checkpoints`` parts."""
+    for part in (EVENTS, RECOVERY, CHECKPOINTS):
+        (Path(directory) / part).mkdir(parents=True, exist_ok=True)
+
+
+class LogLock:
+    """The exclusive writer lock of a log directory (``flock`` on
+    ``recovery/recorder.lock``). The kernel releases it when the holder dies, even by
+    kill -9, so a stale lock file never blocks a restart.
+
+    Args:
+        directory: the log directory (created if missing).
+        command: a description of the holder, written into the lock file.
+
+    Raises:
+        LogLockedError: from :meth:`acquire` when another process holds it.
+    """
+
+    def __init__(self, directory: Path, command: str = "convlog record") -> None:
+        self.directory = Path(directory)
+        self.command = command
+        self._fd: int | None = None
+
+    def acquire(self) -> LogLock:
+        """Take the lock without waiting; returns self."""
+        ensure_layout(self.directory)
+        path = self.directory / RECOVERY / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = orjson.loads(os.pread(fd, 65536, 0) or b"{}")
+            except orjson.JSONDecodeError:
+                holder = {}
+            os.close(fd)
+            raise LogLockedError(self.directory, holder if isinstance(holder, dict) else {}) from None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": Clock().now(),
+            "command": self.command,
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, orjson.dumps(info), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Release the lock (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> LogLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@dataclass(slots=True)
+class RecoveryReport:
+    """What :func:`recover` found and did.
+
+    Attributes:
+        last_seq: seq of the last valid record (0 for an empty log).
+        segment: name of the last segment, or None when there is none.
+        offset: byte length of that segment after repair.
+        was_clean: the previous writer marked a clean shutdown.
+        quarantined_bytes: bytes moved to quarantine (0 when the tail was whole).
+        quarantined_lines: lines (whole or torn) among them.
+        reason: why they were moved, or None.
+        scanned_bytes: bytes of the tail that were validated.
+    """
+
+    last_seq: int
+    segment: str | None
+    offset: int
+    was_clean: bool
+    quarantined_bytes: int = 0
+    quarantined_lines: int = 0
+    reason: str | None = None
+    scanned_bytes: int = 0
+
+    def as_data(self) -> dict[str, Any]:
+        """The report as the ``data`` of a ``recorder.recovered`` record."""
+        return {
+            "last_seq": self.last_seq,
+            "segment": self.segment,
+            "offset": self.offset,
+            "previous_shutdown": "clean" if self.was_clean else "unclean",
+            "quarantined_bytes": self.quarantined_bytes,
+            "quarantined_lines": self.quarantined_lines,
+            "reason": self.reason,
+            "scanned_bytes": self.scanned_bytes,
+        }
+
+
+def _last_seq_of(path: Path) -> int:
+    """Seq of the last complete record of a segment that is known whole (0 if empty)."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        chunk = 4096
+        while True:
+            start = max(0, size - chunk)
+            fh.seek(start)
+            data = fh.read(size - start)
+            end = data.rstrip(b"\n")
+            cut = end.rfind(b"\n")
+            if cut >= 0 or start == 0:
+                line = end[cut + 1:]
+                return parse_line(line)["seq"] if line else 0
+            chunk *= 4
+
+
+def scan_tail(data: bytes, expected_seq: int) -> tuple[int, int, str | None]:
+    """Validate the lines of a segment tail. Pure.
+
+    Args:
+        data: bytes from a record boundary to the end of the segment.
+        expected_seq: the seq the first line must have.
+
+    Returns:
+        ``(valid_bytes, last_seq, reason)``: the length of the valid prefix, the seq of
+        its last record (``expected_seq - 1`` when none), and why the rest is invalid
+        (None when everything is valid).
+    """
+    pos = 0
+    seq = expected_seq - 1
+    length = len(data)
+    while pos < length:
+        end = data.find(b"\n", pos)
+        if end < 0:
+            return pos, seq, f"torn line: {length - pos} bytes without a newline"
+        try:
+            record = parse_line(data[pos:end])
+        except ValueError as exc:
+            return pos, seq, f"invalid record: {exc}"
+        if record["seq"] != seq + 1:
+            return pos, seq, f"seq {record['seq']} where {seq + 1} was expected"
+        seq = record["seq"]
+        pos = end + 1
+    return pos, seq, None
+
+
+def recover(directory: Path, clock: Clock | None = None) -> RecoveryReport:
+    """Bring a log directory to a consistent end: the last segment holds only whole,
+    valid, gapless records. The caller must hold the :class:`LogLock`.
+
+    Starts from the durable position in ``recovery/state.json`` when it names the
+    last segment (everything before it was fsynced and validated), else from the start
+    of the last segment. A torn or invalid tail is appended to
+    ``recovery/quarantine.jsonl`` (one JSON line: time, segment, offset, reason, bytes
+    as ``text`` or ``base64``), fsynced, and then the segment is truncated.
+
+    Args:
+        directory: the log directory.
+        clock: time source for the quarantine entry.
+
+    Returns:
+        a :class:`RecoveryReport`.
+
+    Raises:
+        OSError: when the directory cannot be read or repaired.
+    """
+    directory = Path(directory)
+    ensure_layout(directory)
+    state = read_state(directory) or {}
+    was_clean = bool(state.get("clean"))
+    segments = list_segments(directory)
+    # Drop empty trailing segments (created just before a crash) from consideration.
+    while segments and segments[-1][1].stat().st_size == 0 and len(segments) > 1:
+        segments[-1][1].unlink()
+        segments.pop()
+    if not segments:
+        return RecoveryReport(last_seq=0, segment=None, offset=0, was_clean=was_clean)
+    first_seq, path = segments[-1]
+    start, expected = 0, first_seq
+    if (
+        state.get("segment") == path.name
+        and isinstance(state.get("durable_offset"), int)
+        and isinstance(state.get("durable_seq"), int)
+        and 0 < state["durable_offset"] <= path.stat().st_size
+    ):
+        start, expected = state["durable_offset"], state["durable_seq"] + 1
+    with path.open("r+b") as fh:
+        fh.seek(start)
+        tail = fh.read()
+        valid, last_seq, reason = scan_tail(tail, expected)
+        if start == 0 and valid == 0 and len(segments) > 1:
+            last_seq = _last_seq_of(segments[-2][1])
+            if reason and last_seq + 1 != first_seq:
+                reason = f"{reason}; previous segment ends at seq {last_seq}"
+        report = RecoveryReport(
+            last_seq=last_seq,
+            segment=path.name,
+            offset=start + valid,
+            was_clean=was_clean,
+            scanned_bytes=len(tail),
+        )
+        if reason is None:
+            return report
+        bad = tail[valid:]
+        encoded, _ = encode_bytes(bad)
+        entry = {
+            "ts": (clock or Clock()).now(),
+            "segment": path.name,
+            "offset": start + valid,
+            "reason": reason,
+            "bytes": len(bad),
+            **encoded,
+        }
+        with (directory / RECOVERY / QUARANTINE_FILE).open("ab") as q:
+            q.write(orjson.dumps(entry) + b"\n")
+            q.flush()
+            os.fsync(q.fileno())
+        fh.truncate(start + valid)
+        fh.flush()
+        os.fsync(fh.fileno())
+    report.quarantined_bytes = len(bad)
+    report.quarantined_lines = bad.count(b"\n") + (0 if bad.endswith(b"\n") else 1)
+    report.reason = reason
+    return report
+
+
+class SegmentWriter:
+    """Appends whole lines to the last segment, rotating and fsyncing per policy.
+
+    Args:
+        directory: the log directory (already recovered; the caller holds the lock).
+        next_seq: the seq the next record will carry (``RecoveryReport.last_seq + 1``).
+        segment_bytes: rotate once a segment reaches this size (bytes); rotation
+            happens at the first record boundary after it.
+        fsync: ``always``, ``interval`` or ``never`` (see the module doc).
+        interval_ms: the group-commit bound for ``interval``, milliseconds.
+
+    Attributes:
+        written_seq / durable_seq: last seq written to the file / known fsynced.
+        segment / offset: current segment path and its size in bytes.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        next_seq: int,
+        segment_bytes: int = 64 * 1024 * 1024,
+        fsync: str = "interval",
+        interval_ms: int = 50,
+    ) -> None:
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self.policy = fsync
+        self.interval_ns = interval_ms * 1_000_000
+        self.written_seq = self.durable_seq = next_seq - 1
+        self.fsyncs = 0
+        self.fsync_seconds = 0.0
+        self._unsynced_since: int | None = None
+        segments = list_segments(self.directory)
+        if segments and segments[-1][1].stat().st_size < segment_bytes:
+            self._open(segments[-1][1])
+        else:
+            self._open(self.directory / EVENTS / segment_name(next_seq))
+        self.durable_offset = self.offset
+
+    def _open(self, path: Path) -> None:
+        self.segment = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.offset = os.fstat(self._fd).st_size
+        fsync_dir(path.parent)
+
+    def write(self, data: bytes, last_seq: int) -> None:
+        """Append whole lines ending with the record ``last_seq``.
+
+        Under ``always`` pass one record per call: it is fsynced before returning.
+
+        Raises:
+            OSError: when the write fails (nothing is counted as written then).
+        """
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self.offset += len(data)
+        self.written_seq = last_seq
+        if self.policy == "always":
+            self.sync()
+        elif self._unsynced_since is None:
+            self._unsynced_since = time.monotonic_ns()
+        if self.offset >= self.segment_bytes:
+            self.rotate()
+
+    def due_ns(self) -> int | None:
+        """Nanoseconds until the group commit is due (0: now), or None if nothing waits."""
+        if self._unsynced_since is None or self.policy != "interval":
+            return None
+        return max(0, self._unsynced_since + self.interval_ns - time.monotonic_ns())
+
+    def maybe_sync(self) -> bool:
+        """fsync when the ``interval`` group commit is due; True when it synced."""
+        due = self.due_ns()
+        if due == 0:
+            self.sync()
+            return True
+        return False
+
+    def sync(self) -> None:
+        """fsync the current segment now; everything written becomes durable."""
+        if self.durable_seq == self.written_seq and self.durable_offset == self.offset:
+            self._unsynced_since = None
+            return
+        started = time.perf_counter()
+        os.fsync(self._fd)
+        self.fsync_seconds += time.perf_counter() - started
+        self.fsyncs += 1
+        self.durable_seq = self.written_seq
+        self.durable_offset = self.offset
+        self._unsynced_since = None
+
+    def rotate(self) -> None:
+        """Close the current segment (fsynced) and start one named by the next seq."""
+        self.sync()
+        os.close(self._fd)
+        self._open(self.directory / EVENTS / segment_name(self.written_seq + 1))
+        self.durable_offset = self.offset
+
+    def position(self) -> dict[str, Any]:
+        """The durable position, for ``recovery/state.json``."""
+        return {
+            "segment": self.segment.name,
+            "durable_offset": self.durable_offset,
+            "durable_seq": self.durable_seq,
+            "written_seq": self.written_seq,
+        }
+
+    def close(self) -> None:
+        """fsync and close."""
+        if self._fd >= 0:
+            self.sync()
+            os.close(self._fd)
+            self._fd = -1
+
+
+def iter_records(
+    directory: Path,
+    start_seq: int = 1,
+    upto_seq: int | None = None,
+    on_error: Callable[[str, int, str], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Yield the records of a log in seq order.
+
+    Starts at the segment holding ``start_seq`` (segments are named by first seq), so
+    reading the end of a long log does not scan it all. A torn last line (a writer
+    may be in the middle of it) is not yielded. An invalid line is skipped and
+    reported to ``on_error(segment_name, line_number, reason)``.
+
+    Args:
+        directory: the log directory.
+        start_seq: first seq wanted.
+        upto_seq: last seq wanted (inclusive), or None for all.
+        on_error: callback for invalid lines.
+
+    Yields:
+        record dicts as :func:`convlog.record.parse_line` returns them.
+    """
+    segments = list_segments(directory)
+    firsts = [first for first, _ in segments]
+    index = max(0, bisect.bisect_right(firsts, start_seq) - 1)
+    for first, path in segments[index:]:
+        if upto_seq is not None and first > upto_seq:
+            return
+        with path.open("rb") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    record = parse_line(line)
+                except ValueError as exc:
+                    if on_error is not None:
+                        on_error(path.name, number, str(exc))
+                    continue
+                seq = record["seq"]
+                if seq < start_seq:
+                    continue
+                if upto_seq is not None and seq > upto_seq:
+                    return
+                yield record
+
+
+def read_seqs(directory: Path, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """Fetch the records with the given seqs in one forward pass.
+
+    Returns:
+        ``{seq: record}`` for those found.
+    """
+    wanted = sorted(set(seqs))
+    if not wanted:
+        return {}
+    out: dict[int, dict[str, Any]] = {}
+    want = set(wanted)
+    for record in iter_records(directory, start_seq=wanted[0], upto_seq=wanted[-1]):
+        if record["seq"] in want:
+            out[record["seq"]] = record
+    return out

@@ -1,0 +1,200 @@
+"""Terminal output (rich): tables and transcripts for the read side of the CLI.
+
+Everything that prints lives here; the commands decide what to show. ``out`` writes
+to stdout, ``err`` to stderr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.table import Table
+from rich.text import Text
+
+from convlog.fold import State
+from convlog.replay import Replay
+from convlog.view import ShownMessage
+
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+
+def print_json(value: Any) -> None:
+    """Print a JSON value (indented) to stdout, unstyled."""
+    out.print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode("utf-8"), markup=False)
+
+
+def _branch(info: Any) -> str:
+    if info.parent is None:
+        return "main"
+    name = info.branch or "fork"
+    return f"{name} ← {info.parent}@{info.fork_at}"
+
+
+def session_rows(state: State, include_deleted: bool = False) -> list[dict[str, Any]]:
+    """One JSON-friendly dict per session: id, branch, parent, fork point, messages,
+    duplicates, participants, first/last seq, last activity, deleted."""
+    rows = []
+    for info in state.session_list(include_deleted=include_deleted):
+        rows.append(
+            {
+                "id": info.id,
+                "branch": info.branch,
+                "parent": info.parent,
+                "fork_at": info.fork_at,
+                "messages": len(info.visible),
+                "duplicates": info.duplicates,
+                "participants": list(info.participants),
+                "first_seq": info.first_seq,
+                "last_seq": info.last_seq,
+                "last_activity": info.last_ts,
+                "deleted": info.deleted_seq is not None,
+            }
+        )
+    return rows
+
+
+def sessions_table(state: State, include_deleted: bool = False, limit: int | None = None) -> Table:
+    """The sessions as a rich table (most recently active last)."""
+    table = Table(title=None, show_lines=False, pad_edge=False)
+    table.add_column("session", overflow="fold")
+    table.add_column("branch / parent", overflow="fold")
+    table.add_column("msgs", justify="right")
+    table.add_column("dups", justify="right")
+    table.add_column("participants", overflow="fold")
+    table.add_column("last activity", no_wrap=True)
+    infos = sorted(state.session_list(include_deleted=include_deleted), key=lambda s: s.last_seq)
+    if limit is not None:
+        infos = infos[-limit:]
+    for info in infos:
+        name = Text(info.id)
+        if info.deleted_seq is not None:
+            name.stylize("strike")
+        table.add_row(
+            name,
+            _branch(info),
+            str(len(info.visible)),
+            str(info.duplicates or ""),
+            ", ".join(info.participants[:4]) + (" …" if len(info.participants) > 4 else ""),
+            (info.last_ts or "")[:19].replace("T", " "),
+        )
+    return table
+
+
+def transcript(messages: Sequence[ShownMessage], fmt: str, width: int | None = None) -> str:
+    """Render messages as ``text`` or ``markdown``.
+
+    Returns:
+        the rendered text.
+    """
+    lines: list[str] = []
+    for m in messages:
+        who = m.sender or m.role or "?"
+        flags = []
+        if m.copies > 1:
+            flags.append(f"{m.copies} copies")
+        if m.streamed and not m.complete:
+            flags.append("INCOMPLETE stream")
+        suffix = f" ({', '.join(flags)})" if flags else ""
+        text = m.text if width is None or len(m.text) <= width else m.text[: width - 1] + "…"
+        if fmt == "markdown":
+            lines.append(f"### {m.index}. {who}{' · ' + m.role if m.role and m.role != who else ''}{suffix}")
+            lines.append("")
+            lines.append(text)
+            lines.append("")
+        else:
+            lines.append(f"[{m.index}] {who}{suffix} (seq {m.seq}):")
+            lines.extend("    " + line for line in text.splitlines() or [""])
+    return "\n".join(lines)
+
+
+def print_transcript(replay: Replay, session: str, fmt: str) -> None:
+    """Print one session's visible branch in ``text``, ``markdown`` or ``json``."""
+    sid = replay.resolve(session)
+    messages = replay.messages(sid)
+    info = replay.state.sessions[sid]
+    if fmt == "json":
+        print_json(
+            {
+                "session": sid,
+                "parent": info.parent,
+                "fork_at": info.fork_at,
+                "branch": info.branch,
+                "deleted": info.deleted_seq is not None,
+                "messages": [m.as_dict() for m in messages],
+            }
+        )
+        return
+    header = f"session {sid} · {_branch(info)} · {len(messages)} messages"
+    body = transcript(messages, fmt)
+    if fmt == "markdown":
+        text = f"# {header}\n\n{body}"
+        if out.is_terminal:
+            out.print(Markdown(text))
+        else:
+            out.print(text, markup=False)
+    else:
+        out.print(header, style="bold", markup=False)
+        out.print(body, markup=False)
+
+
+def summary(replay: Replay) -> dict[str, Any]:
+    """The folded state summarised: sessions, records by kind, gaps, incomplete
+    streams, duplicates, usage, invalid records."""
+    state = replay.state
+    infos = state.session_list(include_deleted=True)
+    return {
+        "directory": str(replay.directory),
+        "last_seq": state.last_seq,
+        "records": state.records,
+        "records_by_kind": dict(sorted(state.kinds.items())),
+        "sessions": sum(1 for s in infos if s.deleted_seq is None),
+        "deleted_sessions": sum(1 for s in infos if s.deleted_seq is not None),
+        "forks": sum(1 for s in infos if s.parent is not None),
+        "messages_visible": sum(len(s.visible) for s in infos),
+        "duplicates": sum(s.duplicates for s in infos),
+        "unsessioned_messages": state.unsessioned,
+        "gaps": [
+            {"seq": g.seq, "publisher": g.publisher, "first": g.first, "last": g.last, "ts": g.ts}
+            for g in state.gaps
+        ],
+        "incomplete_streams": [
+            {"session": s.session, "message_id": s.message_id, "first_seq": s.first_seq,
+             "deltas": len(s.delta_seqs)}
+            for s in state.incomplete_streams()
+        ],
+        "usage": state.usage.to_dict() if hasattr(state.usage, "to_dict") else state.usage,
+        "fold_errors": [
+            {"seq": e.seq, "kind": e.kind, "session": e.session, "reason": e.reason}
+            for e in state.errors
+        ],
+        "read_errors": [
+            {"segment": e.segment, "line": e.line, "reason": e.reason} for e in replay.read_errors
+        ],
+    }
+
+
+def print_summary(data: dict[str, Any]) -> None:
+    """Print :func:`summary` for a person."""
+    out.print(
+        f"[bold]{data['directory']}[/]: {data['records']} records (last seq {data['last_seq']}), "
+        f"{data['sessions']} sessions ({data['forks']} forks, {data['deleted_sessions']} deleted), "
+        f"{data['messages_visible']} visible messages, {data['duplicates']} duplicate copies"
+    )
+    kinds = Table("kind", "records", pad_edge=False)
+    for kind, count in data["records_by_kind"].items():
+        kinds.add_row(kind, str(count))
+    out.print(kinds)
+    for title, key in (("gaps", "gaps"), ("incomplete streams", "incomplete_streams"),
+                       ("invalid control records", "fold_errors"), ("unreadable lines", "read_errors")):
+        items = data[key]
+        style = "yellow" if items else "green"
+        out.print(f"[{style}]{title}: {len(items)}[/]")
+        for item in items[:20]:
+            out.print("  " + ", ".join(f"{k}={v}" for k, v in item.items()), markup=False)
+        if len(items) > 20:
+            out.print(f"  … and {len(items) - 20} more", markup=False)

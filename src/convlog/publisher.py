@@ -1,0 +1,214 @@
+"""Publishing to a broker: the :class:`Publisher` library and ``convlog publish FILE``.
+
+The publisher connects an XPUB socket (not a PUB) to the broker's XSUB endpoint. An
+XSUB forwards its subscribers' subscriptions upstream, and an XPUB can read them, so
+:meth:`Publisher.wait_for_subscriber` knows when someone (the recorder) is really
+subscribed instead of sleeping and hoping: the "slow joiner" problem of the ZeroMQ
+guide, chapter 2, "Getting the Message Out". ``XPUB_NODROP`` makes a full send queue
+block the sender instead of dropping, so any loss is the broker's or the subscriber's,
+never the publisher's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import zmq
+
+from convlog.broker import DEFAULT_XSUB
+from convlog.wire import DEFAULT_SESSION_FIELDS, is_legacy, legacy_to_bus, session_of
+
+
+class NoSubscriberError(Exception):
+    """No subscription reached the publisher within the wait time."""
+
+
+class Publisher:
+    """Sends ``[topic, payload]`` messages to a broker's XSUB endpoint.
+
+    Args:
+        endpoint: the broker's XSUB endpoint (default ``tcp://127.0.0.1:5555``).
+        sndhwm: send high-water mark, messages (with ``XPUB_NODROP`` a full queue
+            blocks :meth:`send` rather than dropping).
+        context: a ZeroMQ context to use (default: the process-wide instance).
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self, endpoint: str = DEFAULT_XSUB, sndhwm: int = 100_000, context: zmq.Context | None = None
+    ) -> None:
+        self.endpoint = endpoint
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.XPUB)
+        self._sock.setsockopt(zmq.SNDHWM, sndhwm)
+        self._sock.setsockopt(zmq.XPUB_NODROP, 1)
+        self._sock.setsockopt(zmq.LINGER, 10_000)
+        self._sock.connect(endpoint)
+        self.sent = 0
+        self.subscriptions: set[bytes] = set()
+
+    def wait_for_subscriber(self, timeout_s: float = 10.0) -> bytes:
+        """Block until a subscription arrives from the broker.
+
+        Args:
+            timeout_s: how long to wait, seconds.
+
+        Returns:
+            the subscribed prefix (``b""`` for everything).
+
+        Raises:
+            NoSubscriberError: when none arrives in time.
+        """
+        if self.subscriptions:
+            return next(iter(self.subscriptions))
+        if not self._sock.poll(int(timeout_s * 1000), zmq.POLLIN):
+            raise NoSubscriberError(
+                f"no subscriber reached {self.endpoint} within {timeout_s:g} s "
+                "(is the broker running and the recorder connected to its XPUB side?)"
+            )
+        self._read_subscriptions()
+        return next(iter(self.subscriptions), b"")
+
+    def _read_subscriptions(self) -> None:
+        while True:
+            try:
+                event = self._sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event[:1] == b"\x01":
+                self.subscriptions.add(event[1:])
+            elif event[:1] == b"\x00":
+                self.subscriptions.discard(event[1:])
+
+    def send(self, topic: bytes, payload: bytes) -> None:
+        """Publish one two-frame message (blocks while the send queue is full)."""
+        self._sock.send_multipart((topic, payload))
+        self.sent += 1
+
+    def send_frames(self, frames: Iterable[bytes]) -> None:
+        """Publish one message with any number of frames, as given."""
+        self._sock.send_multipart(list(frames))
+        self.sent += 1
+
+    def close(self, linger_ms: int = 10_000) -> None:
+        """Close the socket, waiting up to ``linger_ms`` for queued messages to leave."""
+        self._sock.close(linger=linger_ms)
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def file_messages(
+    path: str | Path, topic: str | None = None, fmt: str = "auto"
+) -> Iterator[tuple[bytes, bytes]]:
+    """Read a JSONL file as bus messages.
+
+    Args:
+        path: the file.
+        topic: topic for every message; default: the legacy sender's name, or the
+            payload's session id, or ``convlog``.
+        fmt: ``native`` (each line is sent as the payload, byte for byte), ``legacy``
+            (ConversationEvent records turned back into bus payloads, see
+            :func:`convlog.wire.legacy_to_bus`) or ``auto`` (legacy when the first
+            record looks like one).
+
+    Yields:
+        ``(topic, payload)`` pairs. Blank lines are skipped.
+
+    Raises:
+        ValueError: for a line that is not JSON in ``legacy`` mode, with its number.
+    """
+    with Path(path).open("rb") as fh:
+        first = True
+        for number, raw in enumerate(fh, 1):
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            if first:
+                first = False
+                if fmt == "auto":
+                    try:
+                        fmt = "legacy" if is_legacy(orjson.loads(line)) else "native"
+                    except orjson.JSONDecodeError:
+                        fmt = "native"
+            if fmt == "legacy":
+                try:
+                    event = orjson.loads(line)
+                    bus_topic, payload = legacy_to_bus(event)
+                except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise ValueError(f"{path}:{number}: not a legacy ConversationEvent: {exc}") from None
+                yield (topic.encode() if topic is not None else bus_topic), payload
+                continue
+            if topic is not None:
+                yield topic.encode(), line
+                continue
+            try:
+                value = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                value = None
+            session = session_of(value, DEFAULT_SESSION_FIELDS) if isinstance(value, dict) else None
+            yield (session or "convlog").encode(), line
+
+
+@dataclass(slots=True)
+class PublishReport:
+    """Result of :func:`publish`: messages sent and wall time (seconds)."""
+
+    sent: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Messages per second."""
+        return self.sent / self.seconds if self.seconds > 0 else float("inf")
+
+
+def publish(
+    messages: Iterable[tuple[bytes, bytes]],
+    endpoint: str = DEFAULT_XSUB,
+    rate: float | None = None,
+    wait_s: float | None = 10.0,
+    publisher: Publisher | None = None,
+) -> PublishReport:
+    """Publish messages at a steady rate or as fast as possible.
+
+    Args:
+        messages: ``(topic, payload)`` pairs.
+        endpoint: the broker's XSUB endpoint (ignored when ``publisher`` is given).
+        rate: messages per second, or None for as fast as possible.
+        wait_s: first wait this long for a subscriber (None: don't wait).
+        publisher: an open publisher to use (left open).
+
+    Returns:
+        a :class:`PublishReport`.
+
+    Raises:
+        NoSubscriberError: when waiting and no subscriber appeared.
+    """
+    own = publisher is None
+    pub = publisher or Publisher(endpoint)
+    try:
+        if wait_s is not None:
+            pub.wait_for_subscriber(wait_s)
+        started = time.perf_counter()
+        count = 0
+        interval = 1.0 / rate if rate else 0.0
+        for topic, payload in messages:
+            if interval:
+                ahead = started + count * interval - time.perf_counter()
+                if ahead > 0.001:
+                    time.sleep(ahead)
+            pub.send(topic, payload)
+            count += 1
+        return PublishReport(count, time.perf_counter() - started)
+    finally:
+        if own:
+            pub.close()

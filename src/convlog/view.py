@@ -1,0 +1,121 @@
+"""What a person sees of a record: its sender, role and text. Pure code, no I/O.
+
+The fold keeps references (seqs); the read side fetches those records from the log
+and asks this module for their text, whatever bus shape they arrived in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from convlog.wire import content_text
+
+
+def _dump(value: Any) -> str:
+    return orjson.dumps(value).decode("utf-8")
+
+
+def payload_text(record: dict[str, Any]) -> str:
+    """The human text of one ``message``/``message.delta``/``message.end``/``raw``
+    record, whatever its shape (native, Shearwater, PUSH envelope, legacy).
+
+    Args:
+        record: a parsed record.
+
+    Returns:
+        the message text; the JSON of the content when it has no text field;
+        ``<N bytes, base64>`` for binary payloads. Never raises.
+    """
+    data = record.get("data")
+    meta = record.get("meta") or {}
+    encoding = meta.get("encoding")
+    if encoding == "text" and isinstance(data, dict):
+        return str(data.get("text", ""))
+    if encoding == "base64":
+        return f"<{meta.get('bytes', '?')} bytes, base64>"
+    if not isinstance(data, dict):
+        return _dump(data)
+    shape = meta.get("shape")
+    if shape == "shearwater.push" and isinstance(data.get("message"), dict):
+        data = data["message"]
+    kind = record.get("kind")
+    if kind == "message.delta":
+        delta = data.get("delta")
+        return delta if isinstance(delta, str) else ""
+    if shape == "legacy":
+        message = data.get("Message")
+        if isinstance(message, str):
+            try:
+                parsed = orjson.loads(message)
+            except orjson.JSONDecodeError:
+                return message
+            return content_text(parsed) or _dump(parsed)
+        return content_text(message) or _dump(message)
+    content = data.get("content")
+    if content is None:
+        return "" if kind == "message.end" else _dump(data)
+    return content_text(content) or _dump(content)
+
+
+@dataclass(frozen=True, slots=True)
+class ShownMessage:
+    """One visible message, ready to display.
+
+    Attributes:
+        index: 1-based position in the session's visible list.
+        message_id, sender, role: identity (None when unknown).
+        seq: seq of the record (first delta for streams).
+        ts: receive time of that record (RFC 3339).
+        text: the body.
+        copies: times the message was recorded (1 = no duplicate).
+        streamed: assembled from ``message.delta`` records.
+        complete: False for a stream that never ended.
+    """
+
+    index: int
+    message_id: str
+    sender: str | None
+    role: str | None
+    seq: int
+    ts: str | None
+    text: str
+    copies: int = 1
+    streamed: bool = False
+    complete: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        """The message as a JSON-friendly dict."""
+        return {
+            "index": self.index,
+            "message_id": self.message_id,
+            "sender": self.sender,
+            "role": self.role,
+            "seq": self.seq,
+            "ts": self.ts,
+            "text": self.text,
+            "copies": self.copies,
+            "streamed": self.streamed,
+            "complete": self.complete,
+        }
+
+
+def stream_text(records: Sequence[dict[str, Any]]) -> str:
+    """Assemble a streamed message from its delta records (in seq order) and, when
+    present, its end record: the end's ``content`` wins when it carries one.
+
+    Returns:
+        the text.
+    """
+    parts: list[str] = []
+    for record in records:
+        if record.get("kind") == "message.end":
+            data = record.get("data")
+            if isinstance(data, dict) and data.get("content") is not None:
+                return payload_text(record)
+        else:
+            parts.append(payload_text(record))
+    return "".join(parts)

@@ -1,0 +1,304 @@
+"""Decoding ZeroMQ frames into record parts, and the bus shapes convlog knows.
+
+Pure code, no I/O: :func:`decode` turns the frames of one message into a
+:class:`Decoded` (kind, topic, session, the ``data`` JSON to splice, and the identity
+fields the fold needs). It never raises and never loses a byte: whatever it cannot
+understand becomes ``unknown`` (JSON of another shape) or ``raw`` (not JSON), with the
+bytes kept as documented in :mod:`convlog.record`.
+
+Shapes recognised (see ``shared/data/shearwater/README.md`` for the foreign ones):
+
+``native``
+    a JSON object whose ``type`` is in :data:`convlog.record.BUS_KINDS`.
+``shearwater``
+    a Shearwater bus message: an object with ``message_id``, ``content`` and a sender
+    (``from`` or ``sender_id``); its ``type`` is a Shearwater type (``handshake``, …).
+``shearwater.push``
+    the envelope the Shearwater agents PUSHed to the recorder:
+    ``{"event_type": "sent"|"received", "agent": …, "message": {<bus message>}}``.
+``legacy``
+    a legacy ConversationEvent record (``Id``, ``SpeakerName``, ``Message``, …).
+
+Frames: with two frames, the first is the topic and the second the payload (the
+ZeroMQ guide's pub-sub envelope, chapter 2, "Pub-Sub Message Envelopes"). A single
+frame is the payload with no topic (PUSH sockets send one frame). Frames after the
+second are kept in ``extra_frames``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from convlog.record import BUS_KINDS, RAW, UNKNOWN, encode_bytes, one_line_json
+
+#: Default fields, in order, whose first present string value names the session.
+DEFAULT_SESSION_FIELDS: tuple[str, ...] = (
+    "session_id",
+    "session",
+    "conversation_id",
+    "context_id",
+    "ContextId",
+    "thread_id",
+)
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What one bus message decodes to (everything but seq, time and enrichment).
+
+    Attributes:
+        kind: the record kind (``message``, ``session.fork``, …, ``unknown``, ``raw``).
+        topic: first frame as text (base64 when not UTF-8), or None for one frame.
+        session: session id, or None.
+        data_json: the ``data`` value as one line of JSON bytes, ready to splice.
+        payload: the payload frame as received (for sizes and hashing).
+        value: the parsed payload when it is JSON, else None.
+        meta: identity fields found by decoding: ``shape``, ``message_id``,
+            ``sender``, ``role``, ``encoding``, ``topic_encoding``, ``frames``,
+            ``event_type`` — only those that apply.
+        text: the human text of the message when one was found (for rules), else None.
+        extra_frames: encoded frames after the payload, or None.
+    """
+
+    kind: str
+    topic: str | None
+    session: str | None
+    data_json: bytes
+    payload: bytes
+    value: Any
+    meta: dict[str, Any]
+    text: str | None
+    extra_frames: list[dict[str, str]] | None
+
+
+def _str(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def session_of(obj: dict[str, Any], fields: Sequence[str]) -> str | None:
+    """Return the first present session field of ``obj`` as a string.
+
+    Args:
+        obj: a decoded JSON object.
+        fields: field names to try, in order.
+
+    Returns:
+        the value of the first field holding a string (or integer, as text), else None.
+    """
+    for name in fields:
+        value = _str(obj.get(name))
+        if value is not None:
+            return value
+    return None
+
+
+def content_text(content: Any) -> str | None:
+    """The human text of a message ``content``: a string, or ``content["message"]``,
+    ``["text"]`` or ``["content"]`` when it is an object holding a string there.
+
+    Args:
+        content: a JSON value.
+
+    Returns:
+        the text, or None when there is none.
+    """
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        for key in ("message", "text", "content"):
+            value = content.get(key)
+            if isinstance(value, str):
+                return value
+    return None
+
+
+def _legacy_text(message: Any) -> str | None:
+    if isinstance(message, str):
+        try:
+            return content_text(orjson.loads(message))
+        except orjson.JSONDecodeError:
+            return message
+    return content_text(message)
+
+
+def classify(obj: Any, fields: Sequence[str]) -> tuple[str, str | None, dict[str, Any], str | None]:
+    """Classify a parsed JSON payload.
+
+    Args:
+        obj: the parsed payload.
+        fields: session fields, in order.
+
+    Returns:
+        ``(kind, session, identity, text)``: identity holds ``shape`` and, where
+        known, ``message_id``, ``sender``, ``role`` and ``event_type``.
+    """
+    if not isinstance(obj, dict):
+        return UNKNOWN, None, {"shape": "json"}, None
+    kind_field = obj.get("type")
+    if isinstance(kind_field, str) and kind_field in BUS_KINDS:
+        ident: dict[str, Any] = {"shape": "native"}
+        _put(ident, "message_id", obj.get("message_id"))
+        _put(ident, "sender", obj.get("sender", obj.get("from")))
+        _put(ident, "role", obj.get("role"))
+        text = content_text(obj.get("content")) if kind_field == "message" else None
+        if kind_field == "message.delta":
+            text = _str(obj.get("delta"))
+        return kind_field, session_of(obj, fields), ident, text
+    if "message_id" in obj and "content" in obj and ("sender_id" in obj or "from" in obj):
+        return _shearwater(obj, fields, "shearwater")
+    inner = obj.get("message")
+    if "event_type" in obj and isinstance(inner, dict):
+        kind, session, ident, text = classify(inner, fields)
+        ident["shape"] = "shearwater.push"
+        _put(ident, "event_type", obj.get("event_type"))
+        if "sender" not in ident:
+            _put(ident, "sender", obj.get("agent"))
+        return kind, session if session is not None else session_of(obj, fields), ident, text
+    if "Id" in obj and "SpeakerName" in obj and "Message" in obj:
+        ident = {"shape": "legacy"}
+        _put(ident, "message_id", obj.get("Id"))
+        _put(ident, "sender", obj.get("SpeakerName"))
+        _put(ident, "role", obj.get("SpeakerRole"))
+        return "message", session_of(obj, fields), ident, _legacy_text(obj.get("Message"))
+    return UNKNOWN, session_of(obj, fields), {"shape": "json"}, None
+
+
+def _shearwater(
+    obj: dict[str, Any], fields: Sequence[str], shape: str
+) -> tuple[str, str | None, dict[str, Any], str | None]:
+    ident: dict[str, Any] = {"shape": shape}
+    _put(ident, "message_id", obj.get("message_id"))
+    _put(ident, "sender", obj.get("sender_id", obj.get("from")))
+    metadata = obj.get("metadata")
+    role = metadata.get("sender_role") if isinstance(metadata, dict) else None
+    _put(ident, "role", role)
+    _put(ident, "recipient", obj.get("to"))
+    _put(ident, "bus_type", obj.get("type"))
+    return "message", session_of(obj, fields), ident, content_text(obj.get("content"))
+
+
+def _put(target: dict[str, Any], key: str, value: Any) -> None:
+    text = _str(value)
+    if text is not None:
+        target[key] = text
+
+
+def decode_topic(frame: bytes) -> tuple[str, bool]:
+    """Decode a topic frame.
+
+    Returns:
+        ``(text, False)`` when UTF-8, else ``(base64 text, True)``.
+    """
+    try:
+        return frame.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return base64.b64encode(frame).decode("ascii"), True
+
+
+def decode(frames: Sequence[bytes], fields: Sequence[str] = DEFAULT_SESSION_FIELDS) -> Decoded:
+    """Decode the frames of one ZeroMQ message. Never raises; never drops a byte.
+
+    Args:
+        frames: the message's frames as received (``recv_multipart``); may be empty.
+        fields: session id fields, in order; the topic is the fallback session.
+
+    Returns:
+        a :class:`Decoded`. ``data_json`` is the payload's own bytes when it is JSON
+        (see :func:`convlog.record.one_line_json`), else the encoded form.
+    """
+    meta: dict[str, Any] = {}
+    count = len(frames)
+    if count == 0:
+        payload = b""
+        topic = None
+    elif count == 1:
+        payload = frames[0]
+        topic = None
+    else:
+        payload = frames[1]
+        topic, encoded = decode_topic(frames[0])
+        if encoded:
+            meta["topic_encoding"] = "base64"
+    if count != 2:
+        meta["frames"] = count
+    extra = [encode_bytes(f)[0] for f in frames[2:]] if count > 2 else None
+
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        encoded_value, encoding = encode_bytes(payload)
+        meta["encoding"] = encoding
+        return Decoded(
+            kind=RAW,
+            topic=topic,
+            session=topic,
+            data_json=orjson.dumps(encoded_value),
+            payload=payload,
+            value=None,
+            meta=meta,
+            text=encoded_value.get("text"),
+            extra_frames=extra,
+        )
+    kind, session, ident, text = classify(value, fields)
+    meta.update(ident)
+    return Decoded(
+        kind=kind,
+        topic=topic,
+        session=session if session is not None else topic,
+        data_json=one_line_json(payload),
+        payload=payload,
+        value=value,
+        meta=meta,
+        text=text,
+        extra_frames=extra,
+    )
+
+
+def legacy_to_bus(event: dict[str, Any]) -> tuple[bytes, bytes]:
+    """Turn a legacy ConversationEvent record back into the bus message it came from.
+
+    Follows ``shared/data/shearwater/README.md``: ``message_id`` = ``Id``,
+    ``timestamp`` = ``Timestamp``, ``sender_id`` = ``SpeakerName``, ``context_id`` =
+    ``ContextId``, ``content`` = the object parsed from ``Message`` (the string itself
+    when it is not JSON), ``metadata`` = ``Metadata``; the topic is the sender's name.
+
+    Args:
+        event: one parsed legacy record.
+
+    Returns:
+        ``(topic, payload)`` as bytes.
+
+    Raises:
+        KeyError: when ``Id`` or ``SpeakerName`` is missing.
+    """
+    message = event.get("Message")
+    if isinstance(message, str):
+        try:
+            content = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            content = message
+    else:
+        content = message
+    payload = {
+        "message_id": event["Id"],
+        "timestamp": event.get("Timestamp"),
+        "sender_id": event["SpeakerName"],
+        "context_id": event.get("ContextId"),
+        "content": content,
+        "metadata": event.get("Metadata"),
+    }
+    return str(event["SpeakerName"]).encode("utf-8"), orjson.dumps(payload)
+
+
+def is_legacy(event: Any) -> bool:
+    """True when ``event`` looks like a legacy ConversationEvent record."""
+    return isinstance(event, dict) and "Id" in event and "SpeakerName" in event and "Message" in event
