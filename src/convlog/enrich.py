@@ -15,10 +15,10 @@ to ``meta``; it never alters ``data``.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from hashlib import sha256
 from typing import Any
 
 from convlog.wire import Decoded
@@ -118,15 +118,18 @@ class Enricher:
             decoded: the output of :func:`convlog.wire.decode`.
 
         Returns:
-            a new dict: decoding's identity fields, sizes, hash, and rule results.
+            ``decoded.meta`` completed with sizes, hash and rule results.
         """
         payload = decoded.payload
         size = len(payload)
         meta = decoded.meta
         meta["bytes"] = size
-        if meta.get("encoding") != "base64":
-            meta["chars"] = len(decoded.text) if "encoding" in meta else _chars(payload)
-        meta["sha256"] = hashlib.sha256(payload).hexdigest()
+        encoding = meta.get("encoding")
+        if encoding is None:
+            meta["chars"] = len(payload.decode("utf-8"))  # JSON payloads are valid UTF-8
+        elif encoding == "text":
+            meta["chars"] = len(decoded.text or "")
+        meta["sha256"] = sha256(payload).hexdigest()
         if size > self.large_message_bytes:
             meta["oversize"] = True
             return meta
@@ -182,13 +185,6 @@ def _template(value: str, meta: dict[str, Any]) -> str:
 class _Missing(dict):
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
-
-
-def _chars(payload: bytes) -> int:
-    try:
-        return len(payload.decode("utf-8"))
-    except UnicodeDecodeError:
-        return len(payload)
 
 
 def _compile(rule: Rule, index: int) -> _Compiled:

@@ -20,7 +20,28 @@ unchanged except for the record counters and one :class:`FoldError` appended to
 ``str`` kind, whatever its other fields hold.
 
 Counts (``at``, ``to``, ``upto``) are message counts: ``N`` means "the first N
-visible messages", ``0 <= N <= len(visible)``.
+visible messages", ``0 <= N <= len(visible)``; booleans are not counts.
+
+Rules by kind (parameters are read from ``data``; ids from ``meta``):
+
+* ``message``: appended to its session (created on first sight); no session ->
+  counted in ``State.unsessioned``. ``meta.message_id`` must be a string (missing:
+  ``"seq:<seq>"``); a non-string ``sender``/``role`` is read as None.
+* ``message.delta`` / ``message.end``: need a session and ``meta.message_id``.
+  The first delta opens a :class:`Stream` and makes it visible; an end completes
+  it; an end with no stream is a one-shot stream; a second end counts as a copy.
+* Copies of a message id already visible in the session are not appended again;
+  ``Session.copies`` / ``Session.duplicates`` count them.
+* ``session.start`` creates a session, revives a deleted one, and fills in
+  ``title`` when the session has none; otherwise it only touches the session.
+* ``session.fork`` / ``rewind`` / ``checkpoint`` / ``crystal`` / ``delete``: see
+  their handlers. Rewind, checkpoint and crystal also apply to a deleted session;
+  a fork cannot start from one. A repeated delete keeps the first tombstone.
+* ``llm.request``: creates its session on first sight (so its usage is kept).
+  Token counts are integers in ``0..2**53`` (integral floats accepted); ``cost_usd``
+  a finite number >= 0. Top-level fields win over ``data.usage`` ones.
+* ``recorder.gap``: ``publisher`` (str or None), ``0 <= first <= last < 2**63``.
+* Any other kind is only counted.
 """
 
 from __future__ import annotations

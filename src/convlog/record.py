@@ -9,9 +9,9 @@ and, only for messages of three frames or more, ``"extra_frames": [<frame>, ...]
 
 ``data`` is the payload exactly as received. When the payload is JSON (RFC 8259, as
 accepted by orjson) its bytes are spliced into the line unchanged, so big integers,
-key order and duplicate keys survive byte for byte; the only change is that raw CR/LF
-*whitespace between tokens* becomes a space so the record stays on one line (a JSON
-string cannot hold a raw CR or LF, so no value changes). Any other payload is stored
+key order and duplicate keys survive byte for byte; the only change is that a raw LF
+*between tokens* becomes a space so the record stays on one line (a JSON string cannot
+hold a raw LF, so no value changes). Any other payload is stored
 in one of two documented forms, and ``meta.encoding`` says which:
 
 * ``{"text": "<the payload decoded as UTF-8>"}`` with ``meta.encoding == "text"``;
@@ -103,11 +103,12 @@ def one_line_json(payload: bytes) -> bytes:
         payload: bytes already known to be valid JSON.
 
     Returns:
-        ``payload`` itself, or a copy in which raw CR and LF (which valid JSON can only
-        hold as whitespace between tokens) are replaced by spaces.
+        ``payload`` itself, or a copy in which raw LF bytes (which valid JSON can only
+        hold as whitespace between tokens) are replaced by spaces. A raw CR is JSON
+        whitespace too and does not end a line, so it is kept.
     """
-    if b"\n" in payload or b"\r" in payload:
-        return payload.replace(b"\n", b" ").replace(b"\r", b" ")
+    if b"\n" in payload:
+        return payload.replace(b"\n", b" ")
     return payload
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from convlog.record import BUS_KINDS, RAW, UNKNOWN, encode_bytes, one_line_json
+from convlog.record import BUS_KINDS, RAW, UNKNOWN, encode_bytes
 
 #: Default fields, in order, whose first present string value names the session.
 DEFAULT_SESSION_FIELDS: tuple[str, ...] = (
@@ -77,9 +77,10 @@ class Decoded:
 
 
 def _str(value: Any) -> str | None:
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
+    if kind is int:
         return str(value)
     return None
 
@@ -94,10 +95,13 @@ def session_of(obj: dict[str, Any], fields: Sequence[str]) -> str | None:
     Returns:
         the value of the first field holding a string (or integer, as text), else None.
     """
+    get = obj.get
     for name in fields:
-        value = _str(obj.get(name))
+        value = get(name)
         if value is not None:
-            return value
+            value = _str(value)
+            if value is not None:
+                return value
     return None
 
 
@@ -111,9 +115,10 @@ def content_text(content: Any) -> str | None:
     Returns:
         the text, or None when there is none.
     """
-    if isinstance(content, str):
+    kind = type(content)
+    if kind is str:
         return content
-    if isinstance(content, dict):
+    if kind is dict:
         for key in ("message", "text", "content"):
             value = content.get(key)
             if isinstance(value, str):
@@ -141,49 +146,49 @@ def classify(obj: Any, fields: Sequence[str]) -> tuple[str, str | None, dict[str
         ``(kind, session, identity, text)``: identity holds ``shape`` and, where
         known, ``message_id``, ``sender``, ``role`` and ``event_type``.
     """
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         return UNKNOWN, None, {"shape": "json"}, None
-    kind_field = obj.get("type")
-    if isinstance(kind_field, str) and kind_field in BUS_KINDS:
+    get = obj.get
+    kind = get("type")
+    if kind in BUS_KINDS:
         ident: dict[str, Any] = {"shape": "native"}
-        _put(ident, "message_id", obj.get("message_id"))
-        _put(ident, "sender", obj.get("sender", obj.get("from")))
-        _put(ident, "role", obj.get("role"))
-        text = content_text(obj.get("content")) if kind_field == "message" else None
-        if kind_field == "message.delta":
-            text = _str(obj.get("delta"))
-        return kind_field, session_of(obj, fields), ident, text
+        _identity(ident, get("message_id"), get("sender", get("from")), get("role"))
+        text = None
+        if kind == "message":
+            text = content_text(get("content"))
+        elif kind == "message.delta":
+            text = _str(get("delta"))
+        return kind, session_of(obj, fields), ident, text
     if "message_id" in obj and "content" in obj and ("sender_id" in obj or "from" in obj):
-        return _shearwater(obj, fields, "shearwater")
-    inner = obj.get("message")
-    if "event_type" in obj and isinstance(inner, dict):
+        ident = {"shape": "shearwater"}
+        metadata = get("metadata")
+        role = metadata.get("sender_role") if type(metadata) is dict else None
+        _identity(ident, get("message_id"), get("sender_id", get("from")), role)
+        _put(ident, "recipient", get("to"))
+        _put(ident, "bus_type", kind)
+        return "message", session_of(obj, fields), ident, content_text(get("content"))
+    inner = get("message")
+    if "event_type" in obj and type(inner) is dict:
         kind, session, ident, text = classify(inner, fields)
         ident["shape"] = "shearwater.push"
-        _put(ident, "event_type", obj.get("event_type"))
+        _put(ident, "event_type", get("event_type"))
         if "sender" not in ident:
-            _put(ident, "sender", obj.get("agent"))
+            _put(ident, "sender", get("agent"))
         return kind, session if session is not None else session_of(obj, fields), ident, text
     if "Id" in obj and "SpeakerName" in obj and "Message" in obj:
         ident = {"shape": "legacy"}
-        _put(ident, "message_id", obj.get("Id"))
-        _put(ident, "sender", obj.get("SpeakerName"))
-        _put(ident, "role", obj.get("SpeakerRole"))
-        return "message", session_of(obj, fields), ident, _legacy_text(obj.get("Message"))
+        _identity(ident, get("Id"), get("SpeakerName"), get("SpeakerRole"))
+        return "message", session_of(obj, fields), ident, _legacy_text(get("Message"))
     return UNKNOWN, session_of(obj, fields), {"shape": "json"}, None
 
 
-def _shearwater(
-    obj: dict[str, Any], fields: Sequence[str], shape: str
-) -> tuple[str, str | None, dict[str, Any], str | None]:
-    ident: dict[str, Any] = {"shape": shape}
-    _put(ident, "message_id", obj.get("message_id"))
-    _put(ident, "sender", obj.get("sender_id", obj.get("from")))
-    metadata = obj.get("metadata")
-    role = metadata.get("sender_role") if isinstance(metadata, dict) else None
-    _put(ident, "role", role)
-    _put(ident, "recipient", obj.get("to"))
-    _put(ident, "bus_type", obj.get("type"))
-    return "message", session_of(obj, fields), ident, content_text(obj.get("content"))
+def _identity(ident: dict[str, Any], message_id: Any, sender: Any, role: Any) -> None:
+    if message_id is not None:
+        _put(ident, "message_id", message_id)
+    if sender is not None:
+        _put(ident, "sender", sender)
+    if role is not None:
+        _put(ident, "role", role)
 
 
 def _put(target: dict[str, Any], key: str, value: Any) -> None:
@@ -213,53 +218,46 @@ def decode(frames: Sequence[bytes], fields: Sequence[str] = DEFAULT_SESSION_FIEL
 
     Returns:
         a :class:`Decoded`. ``data_json`` is the payload's own bytes when it is JSON
-        (see :func:`convlog.record.one_line_json`), else the encoded form.
+        (with raw LF whitespace made a space, as :func:`convlog.record.one_line_json`
+        does, inlined here because this is the hot path), else the encoded form.
     """
-    meta: dict[str, Any] = {}
     count = len(frames)
-    if count == 0:
-        payload = b""
-        topic = None
-    elif count == 1:
-        payload = frames[0]
-        topic = None
+    extra = None
+    meta: dict[str, Any] | None = None
+    if count == 2:
+        topic_frame, payload = frames
+    elif count < 2:
+        payload = frames[0] if count else b""
+        topic_frame = None
+        meta = {"frames": count}
     else:
-        payload = frames[1]
-        topic, encoded = decode_topic(frames[0])
-        if encoded:
+        topic_frame, payload = frames[0], frames[1]
+        meta = {"frames": count}
+        extra = [encode_bytes(f)[0] for f in frames[2:]]
+    topic = None
+    if topic_frame is not None:
+        try:
+            topic = topic_frame.decode("utf-8")
+        except UnicodeDecodeError:
+            topic = base64.b64encode(topic_frame).decode("ascii")
+            meta = meta or {}
             meta["topic_encoding"] = "base64"
-    if count != 2:
-        meta["frames"] = count
-    extra = [encode_bytes(f)[0] for f in frames[2:]] if count > 2 else None
-
     try:
         value = orjson.loads(payload)
     except orjson.JSONDecodeError:
         encoded_value, encoding = encode_bytes(payload)
+        meta = meta or {}
         meta["encoding"] = encoding
         return Decoded(
-            kind=RAW,
-            topic=topic,
-            session=topic,
-            data_json=orjson.dumps(encoded_value),
-            payload=payload,
-            value=None,
-            meta=meta,
-            text=encoded_value.get("text"),
-            extra_frames=extra,
+            RAW, topic, topic, orjson.dumps(encoded_value), payload, None, meta,
+            encoded_value.get("text"), extra,
         )
     kind, session, ident, text = classify(value, fields)
-    meta.update(ident)
+    if meta:
+        ident.update(meta)
+    payload_json = payload.replace(b"\n", b" ") if b"\n" in payload else payload
     return Decoded(
-        kind=kind,
-        topic=topic,
-        session=session if session is not None else topic,
-        data_json=one_line_json(payload),
-        payload=payload,
-        value=value,
-        meta=meta,
-        text=text,
-        extra_frames=extra,
+        kind, topic, topic if session is None else session, payload_json, payload, value, ident, text, extra
     )
 
 

@@ -1,0 +1,164 @@
+"""Shared fixtures: real brokers and recorders as subprocesses on free loopback ports,
+real log directories in tmp dirs, and the real Shearwater recordings from ../shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from convlog.log import iter_records, list_segments
+from convlog.publisher import NoSubscriberError, Publisher
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("CONVLOG_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHEARWATER = SHARED_DATA / "shearwater"
+
+
+def shearwater_file(name: str) -> Path:
+    """Path of a real Shearwater recording; fails the test (not skips) when missing,
+    since CI always has ../shared beside the repository."""
+    path = SHEARWATER / name
+    if not path.exists():
+        pytest.fail(f"test input {path} is missing (tests read ../shared/data; set CONVLOG_SHARED_DATA)")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def convlog_cmd(*args: str) -> list[str]:
+    """Command line running the convlog CLI with this interpreter."""
+    return [sys.executable, "-m", "convlog", *args]
+
+
+@dataclass
+class Proc:
+    """A convlog subprocess with its output in a file."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM and wait; SIGKILL (and fail) when it does not stop in time."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                return self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+                pytest.fail(f"process did not stop on SIGTERM within {timeout_s} s:\n{self.output()}")
+        return self.popen.returncode
+
+    def kill9(self) -> None:
+        """SIGKILL (kill -9) and reap."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait()
+
+
+def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> Proc:
+    """Start ``python -m convlog ARGS`` with stdout+stderr appended to ``log_path``."""
+    with log_path.open("ab") as fh:
+        popen = subprocess.Popen(
+            convlog_cmd(*args), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+    return Proc(popen, log_path)
+
+
+@dataclass
+class Bus:
+    """A running reference broker and helpers to run recorders against it."""
+
+    tmp: Path
+    xsub: str
+    xpub: str
+    broker: Proc
+    procs: list[Proc] = field(default_factory=list)
+
+    def start_broker(self) -> Proc:
+        """(Re)start the broker on the same ports (after a stop)."""
+        self.broker = spawn(["broker", "--xsub", self.xsub, "--xpub", self.xpub], self.tmp / "broker.log")
+        return self.broker
+
+    def recorder(self, directory: Path, *extra: str, env: dict[str, str] | None = None) -> Proc:
+        """Start a recorder on ``directory`` subscribed to this broker."""
+        proc = spawn(["record", "--dir", str(directory), "--sub", self.xpub, *extra],
+                     directory.parent / f"{directory.name}.recorder.log", env=env)
+        self.procs.append(proc)
+        return proc
+
+    def publisher(self, proc: Proc | None = None, timeout_s: float = 20.0) -> Publisher:
+        """A publisher connected to the broker, returned once a subscription arrived.
+
+        Fails the test with the recorder's output when ``proc`` exits first.
+        """
+        pub = Publisher(self.xsub)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                pub.wait_for_subscriber(0.2)
+                return pub
+            except NoSubscriberError:
+                if proc is not None and proc.popen.poll() is not None:
+                    pub.close(0)
+                    pytest.fail(f"recorder exited with {proc.popen.returncode}:\n{proc.output()}")
+                if time.monotonic() > deadline:
+                    pub.close(0)
+                    pytest.fail("no subscriber reached the broker in time")
+
+
+@pytest.fixture
+def bus(tmp_path: Path) -> Iterator[Bus]:
+    """A reference broker (libzmq default high-water marks) on free loopback ports."""
+    xsub, xpub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    b = Bus(tmp_path, xsub, xpub, broker=None)  # type: ignore[arg-type]
+    b.start_broker()
+    try:
+        yield b
+    finally:
+        for proc in [*b.procs, b.broker]:
+            if proc.popen.poll() is None:
+                proc.kill9()
+
+
+def records(directory: Path) -> list[dict]:
+    """All complete records of a log directory, in order."""
+    return list(iter_records(directory))
+
+
+def wait_for_records(directory: Path, count: int, timeout_s: float = 30.0, kind_source: str = "sub") -> list[dict]:
+    """Wait until ``count`` records with ``source == kind_source`` are in the log.
+
+    Returns:
+        all records of the log at that moment (fails the test on timeout).
+    """
+    deadline = time.monotonic() + timeout_s
+    found: list[dict] = []
+    while time.monotonic() < deadline:
+        if list_segments(directory):
+            found = records(directory)
+            if sum(1 for r in found if r["source"] == kind_source) >= count:
+                return found
+        time.sleep(0.05)
+    got = sum(1 for r in found if r["source"] == kind_source)
+    pytest.fail(f"only {got} of {count} {kind_source} records reached {directory} in {timeout_s} s")

@@ -1,0 +1,197 @@
+"""The segment log on real files: writing, rotation, reading by seq, tail recovery, the lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from convlog.log import (
+    EVENTS,
+    QUARANTINE_FILE,
+    RECOVERY,
+    LogLock,
+    LogLockedError,
+    SegmentWriter,
+    iter_records,
+    list_segments,
+    read_seqs,
+    read_state,
+    recover,
+    scan_tail,
+    segment_name,
+    write_state,
+)
+from convlog.record import make_line
+
+
+def line(seq: int, text: str = "x") -> bytes:
+    return make_line(seq, "2026-11-21T00:00:00.000000Z", "message", "sub", "t", "s", {"content": text})
+
+
+def write_records(directory: Path, first: int, last: int, **kwargs) -> SegmentWriter:
+    writer = SegmentWriter(directory, next_seq=first, **kwargs)
+    for seq in range(first, last + 1):
+        writer.write(line(seq, "y" * 50), seq)
+    return writer
+
+
+@pytest.fixture
+def logdir(tmp_path: Path) -> Path:
+    directory = tmp_path / "log"
+    (directory / EVENTS).mkdir(parents=True)
+    (directory / RECOVERY).mkdir()
+    return directory
+
+
+def test_segments_rotate_by_size_and_are_named_by_first_seq(logdir: Path) -> None:
+    """Segments rotate at the size limit, each named by its first record's seq."""
+    writer = write_records(logdir, 1, 100, segment_bytes=2000)
+    writer.close()
+    segments = list_segments(logdir)
+    assert len(segments) > 3
+    for first, path in segments:
+        assert path.name == segment_name(first) and len(path.name) == 20 + len(".jsonl")
+        with path.open("rb") as fh:
+            assert orjson.loads(fh.readline())["seq"] == first
+    assert [r["seq"] for r in iter_records(logdir)] == list(range(1, 101))
+
+
+def test_reader_starts_at_the_segment_holding_start_seq(logdir: Path) -> None:
+    """Reading from a seq opens the right segment and stops at upto_seq; read_seqs fetches by seq."""
+    write_records(logdir, 1, 100, segment_bytes=2000).close()
+    assert [r["seq"] for r in iter_records(logdir, start_seq=57, upto_seq=60)] == [57, 58, 59, 60]
+    got = read_seqs(logdir, [3, 99, 42, 500])
+    assert sorted(got) == [3, 42, 99]
+
+
+@pytest.mark.parametrize("policy", ["always", "interval", "never"])
+def test_fsync_policies_durable_position(logdir: Path, policy: str) -> None:
+    """always fsyncs each record; interval after the group-commit bound; never only at close."""
+    writer = write_records(logdir, 1, 10, fsync=policy, interval_ms=1)
+    if policy == "always":
+        assert writer.durable_seq == 10 and writer.fsyncs == 10
+    elif policy == "never":
+        assert writer.durable_seq == 0 and writer.due_ns() is None
+    else:
+        import time
+
+        time.sleep(0.002)
+        assert writer.maybe_sync() and writer.durable_seq == 10
+    writer.close()
+    assert writer.durable_seq == 10
+
+
+def test_state_file_is_written_atomically(logdir: Path) -> None:
+    """state.json round-trips and no temp file is left behind."""
+    write_state(logdir, {"durable_seq": 5, "clean": True})
+    assert read_state(logdir) == {"durable_seq": 5, "clean": True}
+    assert sorted(p.name for p in (logdir / RECOVERY).iterdir()) == ["state.json"]
+
+
+def test_recover_moves_torn_tail_to_quarantine(logdir: Path) -> None:
+    """A torn last line is quarantined with its reason and the segment truncated to whole records."""
+    write_records(logdir, 1, 20).close()
+    segment = list_segments(logdir)[-1][1]
+    whole = segment.stat().st_size
+    with segment.open("ab") as fh:
+        fh.write(b'{"seq": 21, "ts": "torn')
+    report = recover(logdir)
+    assert report.last_seq == 20 and report.quarantined_bytes == len(b'{"seq": 21, "ts": "torn')
+    assert "torn line" in report.reason
+    assert segment.stat().st_size == whole
+    entry = orjson.loads((logdir / RECOVERY / QUARANTINE_FILE).read_bytes())
+    assert entry["text"] == '{"seq": 21, "ts": "torn' and entry["segment"] == segment.name
+    assert recover(logdir).quarantined_bytes == 0  # idempotent
+
+
+def test_recover_rejects_invalid_and_out_of_order_lines(logdir: Path) -> None:
+    """A garbage line or a seq that breaks the sequence ends the valid prefix."""
+    write_records(logdir, 1, 5).close()
+    segment = list_segments(logdir)[-1][1]
+    with segment.open("ab") as fh:
+        fh.write(line(7))
+    report = recover(logdir)
+    assert report.last_seq == 5 and "seq 7 where 6 was expected" in report.reason
+
+
+def test_recover_uses_durable_offset_from_state(logdir: Path) -> None:
+    """Recovery validates only what follows the durable position recorded in state.json."""
+    writer = write_records(logdir, 1, 50)
+    writer.sync()
+    write_state(logdir, {**writer.position(), "clean": False})
+    writer.write(line(51), 51)
+    writer.close()
+    report = recover(logdir)
+    assert report.last_seq == 51 and report.scanned_bytes == len(line(51))
+
+
+def test_recover_after_rotation_with_torn_first_line(logdir: Path) -> None:
+    """A new segment whose only line is torn is emptied; seq resumes from the previous segment."""
+    write_records(logdir, 1, 30, segment_bytes=1000).close()
+    first, path = list_segments(logdir)[-1]
+    if path.stat().st_size:  # make the last segment hold only a torn line
+        nxt = SegmentWriter(logdir, next_seq=31, segment_bytes=10)  # rotates after one record
+        nxt.close()
+    last_first = max(f for f, _ in list_segments(logdir))
+    torn = logdir / EVENTS / segment_name(last_first)
+    torn.write_bytes(b'{"seq": ')
+    report = recover(logdir)
+    assert report.last_seq == last_first - 1
+    assert [r["seq"] for r in iter_records(logdir)] == list(range(1, last_first))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(count=st.integers(0, 30), cut=st.floats(0, 1), garbage=st.binary(max_size=40))
+def test_recovery_law_keeps_exactly_the_whole_prefix(tmp_path: Path, count: int, cut: float, garbage: bytes) -> None:
+    """For any crash point (a log cut at any byte, plus garbage): recovery keeps exactly the
+    records whose lines were whole, and everything else lands in quarantine."""
+    data = b"".join(line(seq) for seq in range(1, count + 1))
+    keep = int(len(data) * cut)
+    tail = data[:keep] + garbage
+    valid, last, reason = scan_tail(tail, 1)
+    kept = tail[:valid]
+    # What is kept is whole original lines: a prefix of the real log ending at a newline...
+    assert data.startswith(kept) and (not kept or kept.endswith(b"\n"))
+    assert last == kept.count(b"\n")
+    # ...and nothing whole is lost: every line complete before the cut is kept.
+    assert valid >= data[:keep].rfind(b"\n") + 1
+    # Anything not kept has a reason.
+    assert (reason is None) == (valid == len(tail))
+
+
+def test_lock_refuses_second_writer_and_names_holder(tmp_path: Path) -> None:
+    """A second writer gets an error naming the holder's pid; the lock dies with its holder."""
+    directory = tmp_path / "log"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from convlog.log import LogLock; LogLock(sys.argv[1]).acquire(); "
+         "print('locked', flush=True); time.sleep(60)", str(directory)],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        with pytest.raises(LogLockedError, match=f"pid {holder.pid}"):
+            LogLock(directory).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    LogLock(directory).acquire().release()  # released by the kernel at kill -9
+
+
+def test_reader_skips_torn_tail_and_reports_invalid_lines(logdir: Path) -> None:
+    """Readers never yield a torn last line and report invalid lines with segment and line number."""
+    write_records(logdir, 1, 3).close()
+    segment = list_segments(logdir)[-1][1]
+    content = segment.read_bytes().split(b"\n")
+    segment.write_bytes(content[0] + b"\nnot json\n" + b"\n".join(content[1:]) + b'{"seq": 4')
+    errors = []
+    got = [r["seq"] for r in iter_records(logdir, on_error=lambda s, n, r: errors.append((s, n)))]
+    assert got == [1, 2, 3] and errors == [(segment.name, 2)]
+    os.sync()
