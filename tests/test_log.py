@@ -135,16 +135,16 @@ def test_recover_uses_durable_offset_from_state(logdir: Path) -> None:
 def test_recover_after_rotation_with_torn_first_line(logdir: Path) -> None:
     """A new segment whose only line is torn is emptied; seq resumes from the previous segment."""
     write_records(logdir, 1, 30, segment_bytes=1000).close()
-    first, path = list_segments(logdir)[-1]
-    if path.stat().st_size:  # make the last segment hold only a torn line
-        nxt = SegmentWriter(logdir, next_seq=31, segment_bytes=10)  # rotates after one record
-        nxt.close()
-    last_first = max(f for f, _ in list_segments(logdir))
-    torn = logdir / EVENTS / segment_name(last_first)
-    torn.write_bytes(b'{"seq": ')
+    torn = logdir / EVENTS / segment_name(31)
+    torn.write_bytes(b'{"seq": 31, "ts')
     report = recover(logdir)
-    assert report.last_seq == last_first - 1
-    assert [r["seq"] for r in iter_records(logdir)] == list(range(1, last_first))
+    assert report.last_seq == 30 and report.segment == torn.name and report.quarantined_bytes == 15
+    assert torn.stat().st_size == 0
+    writer = SegmentWriter(logdir, next_seq=31)
+    assert writer.segment == torn
+    writer.write(line(31), 31)
+    writer.close()
+    assert [r["seq"] for r in iter_records(logdir)] == list(range(1, 32))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
