@@ -1,0 +1,907 @@
+"""Tests for convlog.fold: folding log records into conversation state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from convlog.fold import (
+    Crystal,
+    FoldError,
+    Gap,
+    MessageRef,
+    Rewind,
+    SessionCheckpoint,
+    State,
+    Stream,
+    fold,
+    fold_all,
+)
+
+# --------------------------------------------------------------------------- factory
+
+_MISSING = object()
+
+
+def rec(
+    seq: int,
+    kind: str,
+    session: Any = None,
+    data: Any = None,
+    meta: Any = _MISSING,
+) -> dict[str, Any]:
+    """Build one record as parse_line would return it (``meta`` omitted when _MISSING)."""
+    record: dict[str, Any] = {
+        "seq": seq,
+        "ts": f"2026-11-21T12:00:00.{seq:06d}Z",
+        "kind": kind,
+        "source": "test",
+        "topic": None,
+        "session": session,
+        "data": data,
+    }
+    if meta is not _MISSING:
+        record["meta"] = meta
+    return record
+
+
+class Log:
+    """Builds a list of records with consecutive seqs (1, 2, 3, ...)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def add(self, kind: str, session: Any = None, data: Any = None, meta: Any = _MISSING) -> int:
+        seq = len(self.records) + 1
+        self.records.append(rec(seq, kind, session, data, meta))
+        return seq
+
+    def msg(self, session: Any, mid: Any = None, sender: Any = None, role: Any = None) -> int:
+        meta = {"message_id": mid, "sender": sender, "role": role}
+        return self.add("message", session, {"text": "hello"}, meta)
+
+    def delta(self, session: Any, mid: Any) -> int:
+        return self.add("message.delta", session, {"delta": "x"}, {"message_id": mid})
+
+    def end(self, session: Any, mid: Any) -> int:
+        return self.add("message.end", session, {"text": "done"}, {"message_id": mid})
+
+    def fold(self) -> State:
+        return fold_all(self.records)
+
+
+def ids(state: State, session: str) -> list[str]:
+    return [ref.id for ref in state.visible(session)]
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def test_message_creates_session_and_appends_ref() -> None:
+    """A message creates its session on first sight and appends a ref with its meta."""
+    log = Log()
+    s1 = log.msg("a", "m1", sender="bob", role="user")
+    s2 = log.msg("a", "m2", sender="alice", role="assistant")
+    state = log.fold()
+    session = state.sessions["a"]
+    assert state.visible("a") == [
+        MessageRef("m1", s1, "bob", "user", False),
+        MessageRef("m2", s2, "alice", "assistant", False),
+    ]
+    assert (session.first_seq, session.last_seq) == (s1, s2)
+    assert session.last_ts == log.records[-1]["ts"]
+    assert session.participants == ["alice", "bob"]
+
+
+def test_message_without_id_uses_seq() -> None:
+    """A message with no meta.message_id (or no meta at all) gets the id "seq:<seq>"."""
+    log = Log()
+    log.msg("a")
+    log.add("message", "a", "text")
+    state = log.fold()
+    assert ids(state, "a") == ["seq:1", "seq:2"]
+
+
+def test_non_string_sender_and_role_are_ignored() -> None:
+    """A sender or role that is not a string is kept as None."""
+    log = Log()
+    log.msg("a", "m1", sender=5, role=["x"])
+    state = log.fold()
+    assert state.visible("a") == [MessageRef("m1", 1, None, None, False)]
+    assert state.sessions["a"].participants == []
+
+
+def test_message_without_session_is_counted_unsessioned() -> None:
+    """A message with session None is only counted in state.unsessioned."""
+    log = Log()
+    log.msg(None, "m1")
+    state = log.fold()
+    assert state.unsessioned == 1
+    assert state.sessions == {}
+    assert state.errors == []
+
+
+def test_duplicate_message_is_shown_once_and_counted() -> None:
+    """Copies of one message id in one session appear once; extra copies are counted."""
+    log = Log()
+    log.msg("a", "m1")
+    log.msg("a", "m2")
+    log.msg("a", "m1")
+    log.msg("a", "m1")
+    log.msg("b", "m1")
+    state = log.fold()
+    assert ids(state, "a") == ["m1", "m2"]
+    assert state.visible("a")[0].seq == 1
+    assert state.sessions["a"].copies == {"m1": 2}
+    assert state.sessions["a"].duplicates == 2
+    assert ids(state, "b") == ["m1"]
+    assert state.sessions["b"].duplicates == 0
+
+
+def test_message_rewound_away_is_appended_again() -> None:
+    """Dedup is against the visible list: a rewound-away id arriving again is appended."""
+    log = Log()
+    log.msg("a", "m1")
+    log.msg("a", "m2")
+    log.add("session.rewind", "a", {"to": 1})
+    log.msg("a", "m2")
+    state = log.fold()
+    assert ids(state, "a") == ["m1", "m2"]
+    assert state.visible("a")[1].seq == 4
+    assert state.sessions["a"].duplicates == 0
+
+
+def test_message_to_deleted_session_is_folded_but_stays_deleted() -> None:
+    """A message to a deleted session is appended; the session stays deleted."""
+    log = Log()
+    log.msg("a", "m1")
+    deleted = log.add("session.delete", "a")
+    log.msg("a", "m2")
+    state = log.fold()
+    assert ids(state, "a") == ["m1", "m2"]
+    assert state.sessions["a"].deleted_seq == deleted
+
+
+# --------------------------------------------------------------------------- streams
+
+
+def test_stream_is_visible_while_open_and_completes_on_end() -> None:
+    """The first delta opens a visible stream; deltas accumulate; the end completes it."""
+    log = Log()
+    first = log.add("message.delta", "a", "he", {"message_id": "m1", "sender": "bot"})
+    log.msg("a", "m0")
+    second = log.delta("a", "m1")
+    state = log.fold()
+    assert state.visible("a") == [
+        MessageRef("m1", first, "bot", None, True),
+        MessageRef("m0", 2, None, None, False),
+    ]
+    stream = state.streams[("a", "m1")]
+    assert stream == Stream("a", "m1", first, [first, second], None, False)
+    assert state.incomplete_streams() == [stream]
+    end = log.end("a", "m1")
+    state = log.fold()
+    assert state.streams[("a", "m1")] == Stream("a", "m1", first, [first, second], end, True)
+    assert state.incomplete_streams() == []
+    assert ids(state, "a") == ["m1", "m0"]
+
+
+def test_stream_never_ended_is_reported_not_dropped() -> None:
+    """A stream without end stays visible and is listed by incomplete_streams()."""
+    log = Log()
+    log.delta("a", "m1")
+    log.delta("b", "m1")
+    log.end("b", "m1")
+    log.msg("a", "m2")
+    state = log.fold()
+    assert [(s.session, s.message_id) for s in state.incomplete_streams()] == [("a", "m1")]
+    assert ids(state, "a") == ["m1", "m2"]
+
+
+def test_end_without_stream_is_one_shot_stream() -> None:
+    """An end with no open stream is a complete stream with only an end, and visible."""
+    log = Log()
+    end = log.end("a", "m1")
+    state = log.fold()
+    assert state.streams[("a", "m1")] == Stream("a", "m1", end, [], end, True)
+    assert state.visible("a") == [MessageRef("m1", end, None, None, True)]
+
+
+def test_second_end_and_final_message_are_copies() -> None:
+    """A repeated end, or a full message with a streamed message's id, counts as a copy."""
+    log = Log()
+    log.delta("a", "m1")
+    end = log.end("a", "m1")
+    log.end("a", "m1")
+    log.msg("a", "m1")
+    state = log.fold()
+    assert ids(state, "a") == ["m1"]
+    assert state.streams[("a", "m1")].end_seq == end
+    assert state.sessions["a"].copies == {"m1": 2}
+
+
+def test_late_delta_is_kept() -> None:
+    """A delta after the end is added to delta_seqs; the stream stays complete."""
+    log = Log()
+    log.delta("a", "m1")
+    log.end("a", "m1")
+    late = log.delta("a", "m1")
+    state = log.fold()
+    stream = state.streams[("a", "m1")]
+    assert stream.delta_seqs == [1, late]
+    assert stream.complete
+
+
+# --------------------------------------------------------------------------- session.start
+
+
+def test_start_creates_session_with_title() -> None:
+    """session.start creates a session with data.title."""
+    log = Log()
+    log.add("session.start", "a", {"title": "Planning"})
+    state = log.fold()
+    assert state.sessions["a"].title == "Planning"
+    assert state.sessions["a"].first_seq == 1
+
+
+def test_start_on_live_session_only_touches_and_fills_title() -> None:
+    """session.start on a live session changes nothing but last_seq/ts and a missing title."""
+    log = Log()
+    log.msg("a", "m1")
+    log.add("session.start", "a", {"title": "T1"})
+    log.add("session.start", "a", {"title": "T2"})
+    log.add("session.start", "a", ["not", "an", "object"])
+    state = log.fold()
+    session = state.sessions["a"]
+    assert session.title == "T1"
+    assert session.last_seq == 4
+    assert ids(state, "a") == ["m1"]
+    assert state.errors == []
+
+
+def test_start_revives_deleted_session() -> None:
+    """session.start on a deleted session clears the tombstone; history is kept."""
+    log = Log()
+    log.msg("a", "m1")
+    log.add("session.delete", "a")
+    log.add("session.start", "a")
+    state = log.fold()
+    assert state.sessions["a"].deleted_seq is None
+    assert ids(state, "a") == ["m1"]
+
+
+# --------------------------------------------------------------------------- session.fork
+
+
+def test_fork_defaults_to_all_parent_messages() -> None:
+    """A fork without data.at shares all of the parent's visible messages."""
+    log = Log()
+    log.msg("a", "m1", sender="x")
+    log.msg("a", "m2", sender="y")
+    seq = log.add("session.fork", "b", {"parent": "a", "name": "alt"})
+    state = log.fold()
+    child = state.sessions["b"]
+    assert child.visible == state.sessions["a"].visible
+    assert (child.parent, child.fork_at, child.branch, child.first_seq) == ("a", 2, "alt", seq)
+    assert child.participants == ["x", "y"]
+
+
+def test_fork_at_n_then_branches_diverge() -> None:
+    """A fork at N shares the parent's first N refs; later messages stay on their branch."""
+    log = Log()
+    log.msg("a", "m1")
+    log.msg("a", "m2")
+    log.msg("a", "m3")
+    log.add("session.fork", "b", {"parent": "a", "at": 1})
+    log.msg("b", "b1")
+    log.msg("a", "m4")
+    log.add("session.rewind", "a", {"to": 0})
+    state = log.fold()
+    assert ids(state, "b") == ["m1", "b1"]
+    assert state.sessions["b"].visible[0] == MessageRef("m1", 1, None, None, False)
+    assert state.sessions["b"].fork_at == 1
+    assert ids(state, "a") == []
+
+
+# --------------------------------------------------------------------------- session.rewind
+
+
+def test_rewind_to_n_keeps_dropped_refs() -> None:
+    """Rewind to N truncates and records a Rewind with the dropped refs."""
+    log = Log()
+    log.msg("a", "m1")
+    log.msg("a", "m2")
+    log.msg("a", "m3")
+    seq = log.add("session.rewind", "a", {"to": 1})
+    state = log.fold()
+    assert ids(state, "a") == ["m1"]
+    assert state.sessions["a"].rewinds == [Rewind(seq, 3, 1, (MessageRef("m2", 2), MessageRef("m3", 3)))]
+
+
+def test_rewind_to_checkpoint_restores_exact_list() -> None:
+    """Rewind to a checkpoint restores exactly the refs it stored, after later changes."""
+    log = Log()
+    log.msg("a", "m1")
+    log.msg("a", "m2")
+    cp = log.add("session.checkpoint", "a", {"name": "cp"})
+    log.add("session.rewind", "a", {"to": 1})
+    log.msg("a", "m2")
+    log.msg("a", "m3")
+    seq = log.add("session.rewind", "a", {"checkpoint": "cp"})
+    state = log.fold()
+    session = state.sessions["a"]
+    assert session.checkpoints["cp"] == SessionCheckpoint(cp, (MessageRef("m1", 1), MessageRef("m2", 2)))
+    assert state.visible("a") == [MessageRef("m1", 1), MessageRef("m2", 2)]
+    assert session.rewinds[-1] == Rewind(seq, 3, 2, (MessageRef("m2", 5), MessageRef("m3", 6)))
+    # dedup index follows the restored list
+    log.msg("a", "m3")
+    log.msg("a", "m2")
+    state = log.fold()
+    assert ids(state, "a") == ["m1", "m2", "m3"]
+    assert state.sessions["a"].copies == {"m2": 1}
+
+
+# --------------------------------------------------------------------------- session.checkpoint
+
+
+def test_checkpoint_at_n_and_overwrite() -> None:
+    """A checkpoint stores the first N refs (default all); reusing a name overwrites."""
+    log = Log()
+    log.msg("a", "m1")
+    log.msg("a", "m2")
+    log.add("session.checkpoint", "a", {"name": "one", "at": 1})
+    log.add("session.checkpoint", "a", {"name": "two"})
+    seq = log.add("session.checkpoint", "a", {"name": "two", "at": 0})
+    state = log.fold()
+    checkpoints = state.sessions["a"].checkpoints
+    assert checkpoints["one"].refs == (MessageRef("m1", 1),)
+    assert checkpoints["two"] == SessionCheckpoint(seq, ())
+
+
+# --------------------------------------------------------------------------- session.crystal
+
+
+def test_crystal_and_resume_refs() -> None:
+    """resume_refs gives the latest crystal and the visible messages after its upto."""
+    log = Log()
+    log.msg("a", "m1")
+    assert log.fold().resume_refs("a") == (None, [MessageRef("m1", 1)])
+    log.msg("a", "m2")
+    c1 = log.add("session.crystal", "a", {"summary": "first two"})
+    log.msg("a", "m3")
+    c2 = log.add("session.crystal", "a", {"summary": "first one", "upto": 1})
+    state = log.fold()
+    assert state.sessions["a"].crystals == [Crystal(c1, 2, 2), Crystal(c2, 1, 1)]
+    crystal, refs = state.resume_refs("a")
+    assert crystal == Crystal(c2, 1, 1)
+    assert [r.id for r in refs] == ["m2", "m3"]
+
+
+def test_crystal_covering_rewound_messages_is_set_aside() -> None:
+    """A crystal whose covered messages were rewound away is skipped until they return."""
+    log = Log()
+    log.msg("a", "m1")
+    log.msg("a", "m2")
+    log.add("session.checkpoint", "a", {"name": "cp"})
+    early = log.add("session.crystal", "a", {"summary": "m1", "upto": 1})
+    late = log.add("session.crystal", "a", {"summary": "m1 m2"})
+    log.add("session.rewind", "a", {"to": 1})
+    log.msg("a", "x2")
+    crystal, refs = log.fold().resume_refs("a")
+    assert crystal is not None and crystal.seq == early
+    assert [r.id for r in refs] == ["x2"]
+    log.add("session.rewind", "a", {"checkpoint": "cp"})
+    crystal, refs = log.fold().resume_refs("a")
+    assert crystal is not None and crystal.seq == late
+    assert refs == []
+
+
+def test_state_does_not_store_summary_text() -> None:
+    """The crystal summary (a body) is not in the state, only the record's seq."""
+    log = Log()
+    log.msg("a", "m1")
+    log.add("session.crystal", "a", {"summary": "SECRET-SUMMARY-TEXT"})
+    log.add("message", "a", "SECRET-BODY", {"message_id": "m2"})
+    assert b"SECRET" not in orjson.dumps(log.fold().to_dict())
+
+
+# --------------------------------------------------------------------------- session.delete
+
+
+def test_delete_is_a_tombstone() -> None:
+    """delete sets deleted_seq, keeps history, hides the session from session_list()."""
+    log = Log()
+    log.msg("a", "m1")
+    log.msg("b", "m1")
+    seq = log.add("session.delete", "a")
+    log.add("session.delete", "a")
+    state = log.fold()
+    assert state.sessions["a"].deleted_seq == seq
+    assert ids(state, "a") == ["m1"]
+    assert [s.id for s in state.session_list()] == ["b"]
+    assert [s.id for s in state.session_list(include_deleted=True)] == ["a", "b"]
+
+
+def test_session_list_is_ordered_by_first_seq() -> None:
+    """session_list() sorts sessions by first seq ascending, forks included."""
+    log = Log()
+    log.msg("z", "m1")
+    log.add("session.start", "y")
+    log.msg("z", "m2")
+    log.add("session.fork", "x", {"parent": "z"})
+    state = log.fold()
+    assert [s.id for s in state.session_list()] == ["z", "y", "x"]
+
+
+# --------------------------------------------------------------------------- llm.request
+
+
+def test_llm_request_usage_aliases_and_nesting() -> None:
+    """Token fields are read under both names, also under data.usage; totals and per model."""
+    log = Log()
+    log.add("llm.request", "a", {"input_tokens": 10, "output_tokens": 5, "cost_usd": 0.5, "model": "m-large"})
+    log.add("llm.request", "a", {"model": "m-small", "usage": {"prompt_tokens": 7, "completion_tokens": 3}})
+    log.add("llm.request", None, {"prompt_tokens": 1.0, "completion_tokens": 2, "cost_usd": 1})
+    state = log.fold()
+    usage = state.sessions["a"].usage
+    assert (usage.requests, usage.input_tokens, usage.output_tokens) == (2, 17, 8)
+    assert usage.cost_usd == 0.5
+    assert usage.models == {"m-large": 1, "m-small": 1}
+    total = state.usage
+    assert (total.requests, total.input_tokens, total.output_tokens) == (3, 18, 10)
+    assert total.cost_usd == 1.5
+    assert list(state.sessions) == ["a"]
+    assert state.errors == []
+
+
+# --------------------------------------------------------------------------- recorder.gap, counters
+
+
+def test_gap_is_recorded() -> None:
+    """recorder.gap appends a Gap with publisher, first, last and ts."""
+    log = Log()
+    log.add("recorder.gap", None, {"publisher": "agent-1", "first": 4, "last": 9})
+    state = log.fold()
+    assert state.gaps == [Gap(1, "agent-1", 4, 9, log.records[0]["ts"])]
+
+
+def test_every_kind_is_counted() -> None:
+    """Every record, of any kind, updates kinds, records and last_seq."""
+    log = Log()
+    log.add("recorder.start")
+    log.add("unknown", None, {"x": 1})
+    log.add("raw", None, {"base64": "AA=="})
+    log.add("weird.kind", 5, [1, 2], "meta?")
+    log.msg("a", "m1")
+    state = log.fold()
+    assert state.kinds == {"recorder.start": 1, "unknown": 1, "raw": 1, "weird.kind": 1, "message": 1}
+    assert (state.records, state.last_seq) == (5, 5)
+
+
+def test_replayed_seqs_are_ignored() -> None:
+    """Records with seq <= last_seq are ignored, so replaying a log is idempotent."""
+    log = Log()
+    log.msg("a", "m1")
+    log.msg("a", "m2")
+    once = log.fold()
+    twice = fold_all(log.records + log.records)
+    assert twice == once
+    fold(twice, rec(1, "message", "a", None, {"message_id": "other"}))
+    assert twice == once
+
+
+def test_fold_rejects_records_without_seq_or_kind() -> None:
+    """fold raises ValueError only for records lacking an int seq or a str kind."""
+    for bad in (
+        {"kind": "message"},
+        {"seq": "1", "kind": "x"},
+        {"seq": True, "kind": "x"},
+        {"seq": 1},
+        {"seq": 1, "kind": None},
+        ["seq", 1],
+    ):
+        with pytest.raises(ValueError):
+            fold(State(), bad)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- invalid records
+
+
+def _base_log() -> Log:
+    log = Log()
+    log.msg("a", "m1", sender="x")
+    log.msg("a", "m2", sender="y")
+    log.add("session.checkpoint", "a", {"name": "cp"})
+    log.add("session.fork", "b", {"parent": "a", "at": 1})
+    log.delta("a", "s1")
+    log.add("session.start", "gone")
+    log.add("session.delete", "gone")
+    log.add("llm.request", "a", {"input_tokens": 1})
+    return log
+
+
+INVALID: list[tuple[str, Any, Any, Any]] = [
+    # (kind, session, data, meta)
+    ("message", ["a"], None, {"message_id": "m9"}),
+    ("message", "a", None, {"message_id": {"id": 1}}),
+    ("message", "new", None, {"message_id": 7}),
+    ("message.delta", None, None, {"message_id": "s1"}),
+    ("message.delta", "a", None, {}),
+    ("message.delta", "new", None, None),
+    ("message.delta", 3, None, {"message_id": "s1"}),
+    ("message.end", "a", None, {"message_id": None}),
+    ("message.end", None, None, {"message_id": "s1"}),
+    ("session.start", None, None, {}),
+    ("session.start", "new", {"title": 5}, {}),
+    ("session.start", 1.5, {}, {}),
+    ("session.fork", "a", {"parent": "b"}, {}),
+    ("session.fork", "new", {}, {}),
+    ("session.fork", "new", None, {}),
+    ("session.fork", "new", "parent=a", {}),
+    ("session.fork", "new", {"parent": "nope"}, {}),
+    ("session.fork", "new", {"parent": "gone"}, {}),
+    ("session.fork", "new", {"parent": 1}, {}),
+    ("session.fork", "new", {"parent": "a", "at": -1}, {}),
+    ("session.fork", "new", {"parent": "a", "at": 4}, {}),
+    ("session.fork", "new", {"parent": "a", "at": "1"}, {}),
+    ("session.fork", "new", {"parent": "a", "at": True}, {}),
+    ("session.fork", "new", {"parent": "a", "at": 10**5000}, {}),
+    ("session.fork", "new", {"parent": "a", "name": 5}, {}),
+    ("session.fork", None, {"parent": "a"}, {}),
+    ("session.rewind", "nope", {"to": 0}, {}),
+    ("session.rewind", None, {"to": 0}, {}),
+    ("session.rewind", "a", {"to": 0, "checkpoint": "cp"}, {}),
+    ("session.rewind", "a", {}, {}),
+    ("session.rewind", "a", None, {}),
+    ("session.rewind", "a", [0], {}),
+    ("session.rewind", "a", {"to": -1}, {}),
+    ("session.rewind", "a", {"to": 4}, {}),
+    ("session.rewind", "a", {"to": 1.0}, {}),
+    ("session.rewind", "a", {"checkpoint": "nope"}, {}),
+    ("session.rewind", "a", {"checkpoint": 5}, {}),
+    ("session.rewind", "b", {"checkpoint": "cp"}, {}),
+    ("session.checkpoint", "nope", {"name": "n"}, {}),
+    ("session.checkpoint", "a", {}, {}),
+    ("session.checkpoint", "a", {"name": 5}, {}),
+    ("session.checkpoint", "a", {"name": "n", "at": 5}, {}),
+    ("session.checkpoint", "a", {"name": "n", "at": -1}, {}),
+    ("session.checkpoint", "a", "n", {}),
+    ("session.crystal", "nope", {"summary": "s"}, {}),
+    ("session.crystal", "a", {}, {}),
+    ("session.crystal", "a", {"summary": 5}, {}),
+    ("session.crystal", "a", {"summary": "s", "upto": 4}, {}),
+    ("session.crystal", "a", {"summary": "s", "upto": "x"}, {}),
+    ("session.delete", "nope", None, {}),
+    ("session.delete", None, None, {}),
+    ("llm.request", "a", "tokens", {}),
+    ("llm.request", "a", None, {}),
+    ("llm.request", "a", {"input_tokens": "12"}, {}),
+    ("llm.request", "a", {"output_tokens": True}, {}),
+    ("llm.request", "a", {"input_tokens": -1}, {}),
+    ("llm.request", "a", {"input_tokens": 2**60}, {}),
+    ("llm.request", "a", {"input_tokens": 1.5}, {}),
+    ("llm.request", "a", {"cost_usd": "1"}, {}),
+    ("llm.request", "a", {"cost_usd": -0.5}, {}),
+    ("llm.request", "a", {"cost_usd": float("nan")}, {}),
+    ("llm.request", "a", {"cost_usd": 10**400}, {}),
+    ("llm.request", "a", {"usage": "lots"}, {}),
+    ("llm.request", "a", {"usage": {"completion_tokens": [1]}}, {}),
+    ("llm.request", "a", {"model": 5}, {}),
+    ("llm.request", 5, {"input_tokens": 1}, {}),
+    ("llm.request", "new", {"input_tokens": 1, "cost_usd": None, "model": {}}, {}),
+    ("recorder.gap", None, None, {}),
+    ("recorder.gap", None, {"publisher": "p", "first": 5, "last": 4}, {}),
+    ("recorder.gap", None, {"publisher": "p", "first": "1", "last": 4}, {}),
+    ("recorder.gap", None, {"publisher": 5, "first": 1, "last": 4}, {}),
+    ("recorder.gap", None, {"publisher": "p", "first": -1, "last": 4}, {}),
+    ("recorder.gap", None, {"publisher": "p", "first": 1, "last": 2**64}, {}),
+]
+
+
+@pytest.mark.parametrize(("kind", "session", "data", "meta"), INVALID)
+def test_invalid_record_only_adds_fold_error(kind: str, session: Any, data: Any, meta: Any) -> None:
+    """An invalid record changes nothing but the counters, and appends one FoldError."""
+    log = _base_log()
+    before = log.fold()
+    assert before.errors == []
+    seq = log.add(kind, session, data, meta)
+    after = fold_all(log.records[-1:], before.copy())
+    assert after.errors == [FoldError(seq, kind, session if isinstance(session, str) else None, after.errors[0].reason)]
+    assert after.errors[0].reason
+    assert after.sessions == before.sessions
+    assert after.streams == before.streams
+    assert (after.gaps, after.usage, after.unsessioned) == (before.gaps, before.usage, 0)
+    assert (after.last_seq, after.records) == (seq, before.records + 1)
+    assert after.kinds[kind] == before.kinds.get(kind, 0) + 1
+    orjson.dumps(after.to_dict())
+
+
+def test_huge_seq_without_message_id_does_not_raise() -> None:
+    """A message whose fallback id cannot be formatted is rejected, not raised."""
+    state = fold(State(), {"seq": 10**5000, "kind": "message", "session": "a", "meta": {}})
+    assert len(state.errors) == 1
+    assert state.sessions == {}
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+def test_to_dict_round_trip_and_copy_independence() -> None:
+    """to_dict/from_dict round-trips through JSON; folding into a copy leaves the original."""
+    log = _base_log()
+    log.end("a", "s1")
+    log.add("recorder.gap", None, {"publisher": None, "first": 1, "last": 2})
+    log.add("session.rewind", "a", {"to": 0})
+    log.add("session.crystal", "b", {"summary": "s"})
+    log.add("session.fork", "c", {"parent": "a", "at": 7})
+    state = log.fold()
+    d = state.to_dict()
+    assert State.from_dict(orjson.loads(orjson.dumps(d))) == state
+    snapshot = state.copy()
+    assert snapshot == state
+    fold_all(
+        [
+            rec(100, "message", "a", None, {"message_id": "new", "sender": "zed"}),
+            rec(101, "message.delta", "a", None, {"message_id": "s1"}),
+            rec(102, "llm.request", "b", {"input_tokens": 3, "model": "m"}),
+            rec(103, "session.checkpoint", "b", {"name": "n"}),
+            rec(104, "session.rewind", "b", {"to": 0}),
+            rec(105, "message", "b", None, {"message_id": "m1"}),
+        ],
+        snapshot,
+    )
+    assert snapshot != state
+    assert state.to_dict() == d
+    assert State.from_dict(d) == state
+
+
+def test_from_dict_rejects_other_versions() -> None:
+    """from_dict refuses a layout version it does not know."""
+    d = State().to_dict()
+    d["version"] = 99
+    with pytest.raises(ValueError):
+        State.from_dict(d)
+
+
+# --------------------------------------------------------------------------- properties
+
+SIDS = ["a", "b", "c"]
+MIDS = ["m1", "m2", "m3", "m4"]
+CHECKPOINT_NAMES = ["cp1", "cp2"]
+
+json_scalar = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=4)
+)
+json_value = st.recursive(
+    json_scalar,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=5,
+)
+
+
+def mostly(good: st.SearchStrategy, junk: st.SearchStrategy = json_scalar) -> st.SearchStrategy:
+    """``good`` nine times in ten, else ``junk`` (so most records are valid, some not)."""
+    return st.integers(0, 9).flatmap(lambda i: junk if i == 0 else good)
+
+
+session_id = mostly(st.sampled_from(SIDS))
+message_id = mostly(st.sampled_from(MIDS), st.none() | json_scalar)
+count = mostly(st.integers(0, 4) | st.none(), st.integers(-1, 8) | json_scalar)
+meta_strategy = mostly(
+    st.fixed_dictionaries(
+        {"message_id": message_id},
+        optional={
+            "sender": st.sampled_from(["alice", "bob", None, 3]),
+            "role": st.sampled_from(["user", "assistant", None]),
+        },
+    ),
+    st.just(_MISSING) | json_value,
+)
+
+
+def params(required: dict[str, Any], optional: dict[str, Any]) -> st.SearchStrategy:
+    """A ``data`` object for a control record, or (one time in ten) any JSON value."""
+    return mostly(st.fixed_dictionaries(required, optional=optional), json_value)
+
+
+def _body(kind: Any, session: Any, data: Any, meta: Any = _MISSING) -> st.SearchStrategy:
+    kinds = st.just(kind) if isinstance(kind, str) else kind
+    metas = st.just(_MISSING) if meta is _MISSING else meta
+    return st.tuples(kinds, session, data, metas)
+
+
+record_body = st.one_of(
+    _body("message", session_id, json_value, meta_strategy),
+    _body("message", session_id, st.none(), meta_strategy),
+    _body("message.delta", session_id, json_value, meta_strategy),
+    _body("message.end", session_id, json_value, meta_strategy),
+    _body("session.start", session_id, params({}, {"title": mostly(st.text(max_size=3))})),
+    _body(
+        "session.fork",
+        mostly(st.sampled_from(["a", "f1", "f2", "f3"])),
+        params({"parent": session_id}, {"at": count, "name": st.sampled_from(["x", None, 1])}),
+    ),
+    _body(
+        "session.rewind",
+        session_id,
+        mostly(
+            st.fixed_dictionaries({"to": mostly(st.integers(0, 4))})
+            | st.fixed_dictionaries({"checkpoint": st.sampled_from(CHECKPOINT_NAMES)}),
+            params({}, {"to": count, "checkpoint": st.sampled_from([*CHECKPOINT_NAMES, "no", 3])}),
+        ),
+    ),
+    _body(
+        "session.checkpoint",
+        session_id,
+        params({"name": mostly(st.sampled_from(CHECKPOINT_NAMES))}, {"at": count}),
+    ),
+    _body(
+        "session.crystal",
+        session_id,
+        params({"summary": mostly(st.just("summary"))}, {"upto": count}),
+    ),
+    _body("session.delete", session_id, json_value),
+    _body(
+        "llm.request",
+        mostly(st.sampled_from(SIDS) | st.none()),
+        params(
+            {},
+            {
+                "input_tokens": mostly(st.integers(0, 1000)),
+                "completion_tokens": st.integers(0, 1000),
+                "cost_usd": mostly(st.floats(0, 10)),
+                "model": mostly(st.sampled_from(["m-a", "m-b"])),
+                "usage": mostly(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "prompt_tokens": st.integers(0, 1000),
+                            "output_tokens": mostly(st.integers(0, 1000)),
+                        },
+                    )
+                ),
+            },
+        ),
+    ),
+    _body(
+        "recorder.gap",
+        st.none(),
+        params(
+            {
+                "publisher": st.sampled_from(["p1", None]),
+                "first": mostly(st.integers(0, 5)),
+                "last": st.integers(0, 9),
+            },
+            {},
+        ),
+    ),
+    _body(
+        st.sampled_from(["unknown", "raw", "recorder.start"]) | st.text(max_size=6),
+        session_id | json_scalar,
+        json_value,
+        meta_strategy,
+    ),
+)
+#: Records that create the sessions, so that later control records often apply.
+PREAMBLE: list[tuple[Any, Any, Any, Any]] = [
+    ("message", "a", None, {"message_id": "m1", "sender": "alice"}),
+    ("message", "a", None, {"message_id": "m2", "sender": "bob"}),
+    ("message.delta", "b", None, {"message_id": "m3"}),
+    ("session.start", "c", {"title": "t"}, _MISSING),
+]
+bodies = st.tuples(st.integers(0, 3), st.lists(record_body, max_size=40)).map(
+    lambda pair: (PREAMBLE if pair[0] else []) + pair[1]
+)
+
+
+def number(items: list[tuple[Any, Any, Any, Any]], start: int = 1) -> list[dict[str, Any]]:
+    """Turn (kind, session, data, meta) bodies into records with seqs start, start+1, ..."""
+    return [rec(start + i, *item) for i, item in enumerate(items)]
+
+
+records_strategy = bodies.map(number)
+
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(records_strategy)
+def test_law_fold_is_total_and_deterministic(records: list[dict[str, Any]]) -> None:
+    """Law 1: fold never raises; same records give equal states, equal serializable
+    to_dict output that round-trips through JSON and from_dict; replays change nothing."""
+    first = fold_all(records)
+    second = fold_all(records)
+    assert first == second
+    d = first.to_dict()
+    assert d == second.to_dict()
+    encoded = orjson.dumps(d)
+    assert State.from_dict(orjson.loads(encoded)) == first
+    assert State.from_dict(d) == first
+    assert fold_all(records + records) == first
+
+
+@PROPERTY
+@given(records_strategy, st.data())
+def test_law_checkpoint_then_tail_equals_full_fold(records: list[dict[str, Any]], data: st.DataObject) -> None:
+    """Law 2: for any cut k, folding records[k:] into a restored (or copied) prefix state
+    equals folding all records, and the prefix state is left unmodified."""
+    k = data.draw(st.integers(0, len(records)), label="k")
+    full = fold_all(records)
+    prefix = fold_all(records[:k])
+    prefix_dict = prefix.to_dict()
+    restored = State.from_dict(orjson.loads(orjson.dumps(prefix_dict)))
+    assert fold_all(records[k:], restored) == full
+    copied = prefix.copy()
+    assert fold_all(records[k:], copied) == full
+    assert prefix.to_dict() == prefix_dict
+    assert prefix == fold_all(records[:k])
+
+
+@PROPERTY
+@given(bodies, bodies, st.integers(0, 3))
+def test_law_rewind_to_checkpoint_restores_checkpointed_list(before: list[Any], after: list[Any], extra: int) -> None:
+    """Law 3: rewinding to a checkpoint restores exactly the list visible when it was taken,
+    whatever happened in between."""
+    items = list(before)
+    items += [("message", "a", None, {"message_id": f"k{i}"}) for i in range(extra)]
+    items.append(("message", "a", None, {"message_id": "k"}))
+    items.append(("session.checkpoint", "a", {"name": "keep"}, {}))
+    cut = len(items)
+    items += after
+    items.append(("session.rewind", "a", {"checkpoint": "keep"}, {}))
+    records = number(items)
+    captured = fold_all(records[:cut]).visible("a")
+    state = fold_all(records)
+    assert not [e for e in state.errors if e.seq == len(records)]
+    assert state.visible("a") == captured
+    assert state.sessions["a"].rewinds[-1].to_count == len(captured)
+
+
+@PROPERTY
+@given(bodies, bodies, st.sampled_from(SIDS), st.data())
+def test_law_fork_shares_parents_first_n(before: list[Any], after: list[Any], parent: str, data: st.DataObject) -> None:
+    """Law 4: a fork at N has exactly the parent's first N refs at fork time, and later
+    records (which never name the fork) leave it unchanged."""
+    items = [*before, ("session.start", parent, None, {})]
+    state = fold_all(number(items))
+    parent_visible = state.visible(parent)
+    at = data.draw(st.none() | st.integers(0, len(parent_visible)), label="at")
+    fork_data = {"parent": parent, "name": "branch"} | ({} if at is None else {"at": at})
+    items.append(("session.fork", "forked", fork_data, {}))
+    fold(state, number(items)[-1])
+    n = len(parent_visible) if at is None else at
+    child = state.sessions["forked"]
+    assert child.visible == parent_visible[:n]
+    assert (child.parent, child.fork_at, child.branch) == (parent, n, "branch")
+    fold_all(number(after, start=len(items) + 1), state)
+    assert state.visible("forked") == parent_visible[:n]
+
+
+@PROPERTY
+@given(bodies)
+def test_law_duplicates_are_shown_once_and_counted(items: list[Any]) -> None:
+    """Law 5: doubling every message record (same message id, new seq) gives the same
+    visible ids, and each session's duplicates grow by exactly its number of copies."""
+    fixed = []
+    for i, (kind, session, data, meta) in enumerate(items):
+        if kind == "message" and not (isinstance(meta, dict) and isinstance(meta.get("message_id"), str)):
+            meta = {**(meta if isinstance(meta, dict) else {}), "message_id": f"x{i}"}
+        fixed.append((kind, session, data, meta))
+    doubled = []
+    extra: dict[str, int] = {}
+    for item in fixed:
+        doubled.append(item)
+        if item[0] == "message":
+            doubled.append(item)
+            if isinstance(item[1], str):
+                extra[item[1]] = extra.get(item[1], 0) + 1
+    base = fold_all(number(fixed))
+    twice = fold_all(number(doubled))
+    assert list(twice.sessions) == list(base.sessions)
+    for sid, session in base.sessions.items():
+        assert ids(twice, sid) == ids(base, sid)
+        assert twice.sessions[sid].duplicates - session.duplicates == extra.get(sid, 0)
