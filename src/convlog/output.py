@@ -6,6 +6,8 @@ to stdout, ``err`` to stderr.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,8 +21,17 @@ from convlog.fold import State
 from convlog.replay import Replay
 from convlog.view import ShownMessage
 
-out = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False)
+
+def _width(stream: object) -> int | None:
+    """Terminal width on a terminal; 160 columns (or $COLUMNS) when piped, instead of
+    rich's 80, so tables of long session ids stay readable in files and CI logs."""
+    if getattr(stream, "isatty", lambda: False)() or os.environ.get("COLUMNS"):
+        return None
+    return 160
+
+
+out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
 
 
 def print_json(value: Any) -> None:
@@ -61,11 +72,11 @@ def session_rows(state: State, include_deleted: bool = False) -> list[dict[str, 
 def sessions_table(state: State, include_deleted: bool = False, limit: int | None = None) -> Table:
     """The sessions as a rich table (most recently active last)."""
     table = Table(title=None, show_lines=False, pad_edge=False)
-    table.add_column("session", overflow="fold")
-    table.add_column("branch / parent", overflow="fold")
+    table.add_column("session", no_wrap=True)
+    table.add_column("branch / parent", no_wrap=True)
     table.add_column("msgs", justify="right")
     table.add_column("dups", justify="right")
-    table.add_column("participants", overflow="fold")
+    table.add_column("participants", overflow="ellipsis", max_width=40)
     table.add_column("last activity", no_wrap=True)
     infos = sorted(state.session_list(include_deleted=include_deleted), key=lambda s: s.last_seq)
     if limit is not None:
