@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
-from conftest import convlog_cmd
 
+from conftest import convlog_cmd
 from convlog.cli import main
 from convlog.ingest import Ingest
 from convlog.log import SegmentWriter, ensure_layout, read_state
@@ -38,8 +38,8 @@ def logdir(tmp_path: Path) -> Path:
     writer = SegmentWriter(directory, next_seq=1)
     ingest = Ingest()
     for seq, event in enumerate(EVENTS, 1):
-        writer.write(ingest.line([event["session_id"].encode(), orjson.dumps(event)], seq, "2026-11-21T12:00:00.000001Z",
-                                 "sub"), seq)
+        frames = [event["session_id"].encode(), orjson.dumps(event)]
+        writer.write(ingest.line(frames, seq, "2026-11-21T12:00:00.000001Z", "sub"), seq)
     writer.close()
     return directory
 
@@ -137,5 +137,5 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert read_state(directory)["clean"] is True
     code, out, _ = run("replay", "--dir", str(directory), "--json")
     data = orjson.loads(out)
-    assert data["forks"] == 1 and not data["fold_errors"] and not data["read_errors"]
+    assert code == 0 and data["forks"] == 1 and not data["fold_errors"] and not data["read_errors"]
     assert run("demo", "--dir", str(directory))[0] == 1  # refuses a non-empty directory

@@ -164,7 +164,11 @@ class Recorder:
         seq = self.seq
         lines: list[bytes] = []
         count = 0
-        always = writer.policy == "always"
+        # Write early when the batch reaches the segment limit, so rotation happens at
+        # the first record boundary past it; under "always" every record is written
+        # (and fsynced) on its own.
+        room = 0 if writer.policy == "always" else writer.segment_bytes - writer.offset
+        pending = 0
         while count < limit:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -173,10 +177,13 @@ class Recorder:
             seq += 1
             count += 1
             data = line(frames, seq, stamp(time.time_ns()), source)
-            if always:
-                writer.write(data, seq)
-            else:
-                lines.append(data)
+            lines.append(data)
+            pending += len(data)
+            if pending >= room:
+                writer.write(b"".join(lines), seq)
+                lines.clear()
+                pending = 0
+                room = 0 if writer.policy == "always" else writer.segment_bytes - writer.offset
         if lines:
             writer.write(b"".join(lines), seq)
         self.seq = seq
@@ -194,14 +201,16 @@ class Recorder:
         Raises:
             LogLockedError, OSError, zmq.ZMQError: at start, before anything is written.
         """
+        if threading.current_thread() is threading.main_thread():
+            # Before the lock and recovery, so a SIGTERM during start-up also ends in a
+            # clean stop rather than the default action.
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
         if self._writer is None:
             self.open()
         writer = self._writer
         assert writer is not None
         sockets = self._sockets()
-        if threading_is_main():
-            signal.signal(signal.SIGTERM, self.request_stop)
-            signal.signal(signal.SIGINT, self.request_stop)
         poller = zmq.Poller()
         for sock, _ in sockets:
             poller.register(sock, zmq.POLLIN)
@@ -279,11 +288,6 @@ class Recorder:
             "stopped cleanly at seq %d after %.1f s (%s)",
             self.seq, uptime, ", ".join(f"{k}={v}" for k, v in self.received.items()) or "nothing received",
         )
-
-
-def threading_is_main() -> bool:
-    """True when called from the main thread (only it may install signal handlers)."""
-    return threading.current_thread() is threading.main_thread()
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -53,12 +53,17 @@ def payload_text(record: dict[str, Any]) -> str:
                 parsed = orjson.loads(message)
             except orjson.JSONDecodeError:
                 return message
-            return content_text(parsed) or _dump(parsed)
-        return content_text(message) or _dump(message)
+            return _text_or_json(parsed)
+        return _text_or_json(message)
     content = data.get("content")
     if content is None:
         return "" if kind == "message.end" else _dump(data)
-    return content_text(content) or _dump(content)
+    return _text_or_json(content)
+
+
+def _text_or_json(content: Any) -> str:
+    text = content_text(content)
+    return _dump(content) if text is None else text
 
 
 @dataclass(frozen=True, slots=True)
