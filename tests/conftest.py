@@ -107,12 +107,14 @@ class Bus:
         self.procs.append(proc)
         return proc
 
-    def publisher(self, proc: Proc | None = None, timeout_s: float = 20.0) -> Publisher:
+    def publisher(self, proc: Proc | None = None, timeout_s: float = 20.0, context=None) -> Publisher:
         """A publisher connected to the broker, returned once a subscription arrived.
 
-        Fails the test with the recorder's output when ``proc`` exits first.
+        Fails the test with the recorder's output when ``proc`` exits first. Pass an own
+        ``context`` to be able to ``term()`` it, which returns once everything queued
+        has left the publisher.
         """
-        pub = Publisher(self.xsub)
+        pub = Publisher(self.xsub, context=context)
         deadline = time.monotonic() + timeout_s
         while True:
             try:

@@ -29,7 +29,7 @@ from conftest import (
 )
 from convlog import replay
 from convlog.log import list_segments
-from convlog.publisher import NoSubscriberError, Publisher, file_messages
+from convlog.publisher import Publisher, file_messages
 from convlog.record import RECORDER_KINDS, decode_bytes
 from convlog.sharegpt import conversations, native_events
 
@@ -89,24 +89,6 @@ def assert_started_and_stopped(found: list[dict], directory: Path) -> None:
     assert found[-1]["kind"] == "recorder.stop"
     state = orjson.loads((directory / "recovery" / "state.json").read_bytes())
     assert state["clean"] is True
-
-
-def own_publisher(bus: Bus, ctx: zmq.Context, proc: Proc, timeout_s: float = 20.0) -> Publisher:
-    """A publisher on its own context (so ``ctx.term()`` waits until everything queued
-    has left it), returned once the recorder's subscription reached it."""
-    pub = Publisher(bus.xsub, context=ctx)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            pub.wait_for_subscriber(0.2)
-            return pub
-        except NoSubscriberError:
-            if proc.popen.poll() is not None:
-                pub.close(0)
-                pytest.fail(f"recorder exited with {proc.popen.returncode}:\n{proc.output()}")
-            if time.monotonic() > deadline:
-                pub.close(0)
-                pytest.fail("no subscriber reached the broker in time")
 
 
 def publish_paced(pub: Publisher, directory: Path, messages: list[tuple[bytes, bytes]], chunk: int = 500) -> None:
@@ -405,7 +387,7 @@ def test_sigterm_writes_everything_already_delivered(bus: Bus, tmp_path: Path) -
     rec = bus.recorder(directory)
     ctx = zmq.Context()
     try:
-        pub = own_publisher(bus, ctx, rec)
+        pub = bus.publisher(rec, context=ctx)
         for i in range(total):
             pub.send(*small_event(i, "drain"))
         pub.close(linger_ms=30_000)
