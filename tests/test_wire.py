@@ -281,3 +281,15 @@ def test_decoding_never_raises_and_never_loses_bytes(topic: bytes, payload: byte
     if "encoding" not in record["meta"]:
         # JSON payloads are spliced: the bytes appear in the line (LF made a space).
         assert payload.replace(b"\n", b" ") in line
+
+
+@settings(max_examples=300, deadline=None)
+@given(topic=st.binary(max_size=12) | st.text(max_size=12).map(str.encode), payload=payloads)
+def test_fast_path_writes_the_same_line_as_the_general_path(topic: bytes, payload: bytes) -> None:
+    """The recorder's short path for common messages yields exactly the bytes of the
+    general decode → enrich → format path, with and without enrichment rules."""
+    for enricher in (Enricher(), Enricher(rules=[Rule(keywords=("a",), tag="has-a")], defaults={"d": 1},
+                                          word_count=True)):
+        ingest = Ingest(enricher)
+        frames = [topic, payload]
+        assert ingest.line(frames, 3, "ts", "sub") == ingest.general_line(frames, 3, "ts", "sub")

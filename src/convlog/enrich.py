@@ -118,40 +118,51 @@ class Enricher:
             decoded: the output of :func:`convlog.wire.decode`.
 
         Returns:
-            ``decoded.meta`` completed with sizes, hash and rule results.
+            ``decoded.meta`` completed by :meth:`complete`.
         """
-        payload = decoded.payload
+        return self.complete(decoded.meta, decoded.payload, decoded.kind, decoded.text)
+
+    def complete(self, meta: dict[str, Any], payload: bytes, kind: str, text: str | None) -> dict[str, Any]:
+        """Add sizes, the hash and rule results to ``meta`` (the recorder's hot path).
+
+        Args:
+            meta: identity fields from decoding (``encoding`` set for non-JSON payloads).
+            payload: the payload bytes as received.
+            kind: the record kind.
+            text: the message text found by decoding, or None.
+
+        Returns:
+            ``meta``, completed in place.
+        """
         size = len(payload)
-        meta = decoded.meta
         meta["bytes"] = size
         encoding = meta.get("encoding")
-        if encoding is None:
-            meta["chars"] = len(payload.decode("utf-8"))  # JSON payloads are valid UTF-8
+        if encoding is None:  # JSON, hence valid UTF-8
+            meta["chars"] = size if payload.isascii() else len(payload.decode("utf-8"))
         elif encoding == "text":
-            meta["chars"] = len(decoded.text or "")
+            meta["chars"] = len(text or "")
         meta["sha256"] = sha256(payload).hexdigest()
         if size > self.large_message_bytes:
             meta["oversize"] = True
             return meta
-        if self.word_count and decoded.text is not None:
-            meta["words"] = len(decoded.text.split())
+        if self.word_count and text is not None:
+            meta["words"] = len(text.split())
         if self._compiled or self.defaults:
-            self._apply_rules(decoded, meta)
+            self._apply_rules(kind, payload, text, meta)
         return meta
 
-    def _apply_rules(self, decoded: Decoded, meta: dict[str, Any]) -> None:
-        if decoded.kind not in ("message", "message.delta", "raw", "unknown"):
+    def _apply_rules(self, kind: str, payload: bytes, text: str | None, meta: dict[str, Any]) -> None:
+        if kind not in ("message", "message.delta", "raw", "unknown"):
             return
-        text = decoded.text
         if text is None:
-            text = decoded.payload.decode("utf-8", "replace")
+            text = payload.decode("utf-8", "replace")
         lowered = text.lower()
         for key, value in self.defaults.items():
             meta.setdefault(key, value)
         fields_set: set[str] = set()
         for compiled in self._compiled:
             rule = compiled.rule
-            if rule.kinds and decoded.kind not in rule.kinds:
+            if rule.kinds and kind not in rule.kinds:
                 continue
             wants_field = rule.set_field is not None and rule.set_field not in fields_set
             if not wants_field and rule.tag is None:

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import orjson
+from orjson import Fragment, JSONDecodeError
+
 from convlog.enrich import Enricher
 from convlog.record import format_line
-from convlog.wire import DEFAULT_SESSION_FIELDS, decode
+from convlog.wire import DEFAULT_SESSION_FIELDS, classify, decode
+
+_loads = orjson.loads
+_dumps = orjson.dumps
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
 class Ingest:
@@ -39,6 +46,12 @@ class Ingest:
     def line(self, frames: Sequence[bytes], seq: int, ts: str, source: str) -> bytes:
         """Build the log line of one received message.
 
+        The common message (two frames, a UTF-8 topic, a JSON object payload) takes a
+        short path that calls the same :func:`convlog.wire.classify` and
+        :meth:`convlog.enrich.Enricher.complete` as the general one
+        (:meth:`general_line`) and yields the same bytes (a property test holds them
+        equal); it only skips the intermediate :class:`~convlog.wire.Decoded`.
+
         Args:
             frames: the message's frames as received.
             seq: the seq to assign.
@@ -48,6 +61,35 @@ class Ingest:
         Returns:
             one line of UTF-8 JSON ending in ``\\n``. Never raises for any frames.
         """
+        if len(frames) == 2:
+            topic_frame, payload = frames
+            try:
+                topic = topic_frame.decode("utf-8")
+                value = _loads(payload)
+            except (UnicodeDecodeError, JSONDecodeError):
+                pass
+            else:
+                if type(value) is dict:
+                    kind, session, meta, text = classify(value, self.session_fields)
+                    kinds = self.kinds
+                    kinds[kind] = kinds.get(kind, 0) + 1
+                    return _dumps(
+                        {
+                            "seq": seq,
+                            "ts": ts,
+                            "kind": kind,
+                            "source": source,
+                            "topic": topic,
+                            "session": topic if session is None else session,
+                            "data": Fragment(payload.replace(b"\n", b" ") if b"\n" in payload else payload),
+                            "meta": self.enricher.complete(meta, payload, kind, text),
+                        },
+                        option=_NEWLINE,
+                    )
+        return self.general_line(frames, seq, ts, source)
+
+    def general_line(self, frames: Sequence[bytes], seq: int, ts: str, source: str) -> bytes:
+        """Build the line of any message through :func:`convlog.wire.decode` (see :meth:`line`)."""
         decoded = decode(frames, self.session_fields)
         kind = decoded.kind
         self.kinds[kind] = self.kinds.get(kind, 0) + 1

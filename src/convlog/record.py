@@ -29,6 +29,10 @@ import time
 from typing import Any
 
 import orjson
+from orjson import Fragment
+
+_dumps = orjson.dumps
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 #: Kinds a publisher may send as the payload's ``type`` (DESIGN.md, event vocabulary).
 BUS_KINDS: frozenset[str] = frozenset(
@@ -146,21 +150,25 @@ def format_line(
 ) -> bytes:
     """Assemble one record line.
 
+    One ``orjson.dumps`` call: the payload's JSON bytes go in as an ``orjson.Fragment``
+    (spliced unchanged, not re-parsed) and the newline comes from
+    ``OPT_APPEND_NEWLINE``.
+
     Args:
-        head: ``seq``, ``ts``, ``kind``, ``source``, ``topic``, ``session`` in that order.
-        data_json: the ``data`` value as JSON bytes on one line (spliced as is).
+        head: ``seq``, ``ts``, ``kind``, ``source``, ``topic``, ``session`` in that
+            order; completed in place with ``data``, ``meta`` and ``extra_frames``.
+        data_json: the ``data`` value as JSON bytes on one line.
         meta: the enrichment object.
         extra_frames: encoded frames after the payload, or None.
 
     Returns:
         the line, UTF-8 JSON terminated by ``\\n``.
     """
-    parts = [orjson.dumps(head)[:-1], b',"data":', data_json, b',"meta":', orjson.dumps(meta)]
+    head["data"] = Fragment(data_json)
+    head["meta"] = meta
     if extra_frames:
-        parts.append(b',"extra_frames":')
-        parts.append(orjson.dumps(extra_frames))
-    parts.append(b"}\n")
-    return b"".join(parts)
+        head["extra_frames"] = extra_frames
+    return _dumps(head, option=_NEWLINE)
 
 
 def make_line(

@@ -99,6 +99,8 @@ def session_of(obj: dict[str, Any], fields: Sequence[str]) -> str | None:
     for name in fields:
         value = get(name)
         if value is not None:
+            if value.__class__ is str:
+                return value
             value = _str(value)
             if value is not None:
                 return value
@@ -151,19 +153,37 @@ def classify(obj: Any, fields: Sequence[str]) -> tuple[str, str | None, dict[str
     get = obj.get
     kind = get("type")
     if kind in BUS_KINDS:
+        # The recorder's hot path: plain string fields are taken as they are and only
+        # other types go through _put's conversion.
         ident: dict[str, Any] = {"shape": "native"}
-        _identity(ident, get("message_id"), get("sender", get("from")), get("role"))
-        text = None
+        value = get("message_id")
+        if value.__class__ is str:
+            ident["message_id"] = value
+        elif value is not None:
+            _put(ident, "message_id", value)
+        value = get("sender") or get("from")
+        if value.__class__ is str:
+            ident["sender"] = value
+        elif value is not None:
+            _put(ident, "sender", value)
+        value = get("role")
+        if value.__class__ is str:
+            ident["role"] = value
+        elif value is not None:
+            _put(ident, "role", value)
         if kind == "message":
-            text = content_text(get("content"))
-        elif kind == "message.delta":
-            text = _str(get("delta"))
+            text = get("content")
+            if text.__class__ is not str:
+                text = content_text(text)
+        else:
+            text = _str(get("delta")) if kind == "message.delta" else None
         return kind, session_of(obj, fields), ident, text
     if "message_id" in obj and "content" in obj and ("sender_id" in obj or "from" in obj):
         ident = {"shape": "shearwater"}
         metadata = get("metadata")
-        role = metadata.get("sender_role") if type(metadata) is dict else None
-        _identity(ident, get("message_id"), get("sender_id", get("from")), role)
+        _put(ident, "message_id", get("message_id"))
+        _put(ident, "sender", get("sender_id") or get("from"))
+        _put(ident, "role", metadata.get("sender_role") if type(metadata) is dict else None)
         _put(ident, "recipient", get("to"))
         _put(ident, "bus_type", kind)
         return "message", session_of(obj, fields), ident, content_text(get("content"))
@@ -177,18 +197,11 @@ def classify(obj: Any, fields: Sequence[str]) -> tuple[str, str | None, dict[str
         return kind, session if session is not None else session_of(obj, fields), ident, text
     if "Id" in obj and "SpeakerName" in obj and "Message" in obj:
         ident = {"shape": "legacy"}
-        _identity(ident, get("Id"), get("SpeakerName"), get("SpeakerRole"))
+        _put(ident, "message_id", get("Id"))
+        _put(ident, "sender", get("SpeakerName"))
+        _put(ident, "role", get("SpeakerRole"))
         return "message", session_of(obj, fields), ident, _legacy_text(get("Message"))
     return UNKNOWN, session_of(obj, fields), {"shape": "json"}, None
-
-
-def _identity(ident: dict[str, Any], message_id: Any, sender: Any, role: Any) -> None:
-    if message_id is not None:
-        _put(ident, "message_id", message_id)
-    if sender is not None:
-        _put(ident, "sender", sender)
-    if role is not None:
-        _put(ident, "role", role)
 
 
 def _put(target: dict[str, Any], key: str, value: Any) -> None:
