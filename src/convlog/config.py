@@ -14,6 +14,7 @@ The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has two tables::
     session_fields = ["session_id", "conversation_id", "context_id", "ContextId", "thread_id"]
     drain_timeout_ms = 2000              # bounded wait for delivered messages at stop
     state_interval_ms = 1000             # how often recovery/state.json is refreshed
+    processing_nice = 5                  # lower the processing thread's priority (0 = off)
 
     [enrich]
     word_count = false
@@ -76,6 +77,7 @@ class Config:
     session_fields: tuple[str, ...] = DEFAULT_SESSION_FIELDS
     drain_timeout_ms: int = 2000
     state_interval_ms: int = 1000
+    processing_nice: int = 5
     word_count: bool = False
     large_message_bytes: int = 8 * 1024 * 1024
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -133,6 +135,14 @@ def _positive_int(value: Any) -> int:
     return value
 
 
+def _nice(value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 19:
+        raise ValueError(f"must be an integer from 0 to 19 (got {value!r})")
+    return value
+
+
 def _choice(*options: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in options:
@@ -187,6 +197,7 @@ _RECORDER_KEYS: dict[str, Callable[[Any], Any]] = {
     "session_fields": _non_empty(_str_list()),
     "drain_timeout_ms": _positive_int,
     "state_interval_ms": _positive_int,
+    "processing_nice": _nice,
 }
 _ENRICH_KEYS: dict[str, Callable[[Any], Any]] = {
     "word_count": _bool,

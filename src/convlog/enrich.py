@@ -102,6 +102,7 @@ class Enricher:
     large_message_bytes: int = 8 * 1024 * 1024
     word_count: bool = False
     _compiled: list[_Compiled] = field(init=False, default_factory=list)
+    _extra: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.rules = tuple(self.rules)
@@ -110,6 +111,7 @@ class Enricher:
                 raise ValueError(f"default field {key!r} is reserved by the recorder")
         for index, rule in enumerate(self.rules):
             self._compiled.append(_compile(rule, index))
+        self._extra = bool(self.word_count or self._compiled or self.defaults)
 
     def meta(self, decoded: Decoded) -> dict[str, Any]:
         """Return the ``meta`` object for one decoded message.
@@ -144,11 +146,11 @@ class Enricher:
         meta["sha256"] = sha256(payload).hexdigest()
         if size > self.large_message_bytes:
             meta["oversize"] = True
-            return meta
-        if self.word_count and text is not None:
-            meta["words"] = len(text.split())
-        if self._compiled or self.defaults:
-            self._apply_rules(kind, payload, text, meta)
+        elif self._extra:
+            if self.word_count and text is not None:
+                meta["words"] = len(text.split())
+            if self._compiled or self.defaults:
+                self._apply_rules(kind, payload, text, meta)
         return meta
 
     def _apply_rules(self, kind: str, payload: bytes, text: str | None, meta: dict[str, Any]) -> None:

