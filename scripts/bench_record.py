@@ -52,6 +52,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -249,6 +250,25 @@ class Result:
     unique_ids: int | None = None
     capped: bool = False
     notes: list[str] = field(default_factory=list)
+
+
+def median_result(runs: list[Result]) -> Result:
+    """One result from repeated runs: the median of every figure (peak RSS: the maximum),
+    so one run disturbed by the shared machine does not decide a ratio."""
+    if len(runs) == 1:
+        return runs[0]
+    out = Result(runs[0].receiver, runs[0].load)
+    for name in ("published", "received", "lost", "rate", "cpu_s", "cpu_user_s", "cpu_sys_s", "cpu_per_100k",
+                 "publish_rate", "unique_ids"):
+        values = [getattr(r, name) for r in runs if getattr(r, name) is not None]
+        if values:
+            value = statistics.median(values)
+            setattr(out, name, round(value) if isinstance(values[0], int) else value)
+    rss = [r.peak_rss_mb for r in runs if r.peak_rss_mb is not None]
+    out.peak_rss_mb = max(rss) if rss else None
+    out.capped = any(r.capped for r in runs)
+    out.notes = [f"median of {len(runs)}", *sorted({n for r in runs for n in r.notes})]
+    return out
 
 
 class Lines:
@@ -632,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=100_000, help="burst messages (default 100000)")
     parser.add_argument("--naive-count", type=int, default=20_000, help="burst messages for (c) (default 20000)")
     parser.add_argument("--naive-seconds", type=float, default=20.0, help="time cap for (c) (default 20)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of a and b; figures are medians (default 3)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5000/s for 2 s, burst 20000, naive 2000")
     parser.add_argument("--json", dest="json_path", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--workdir", help="directory for logs and temp files (default: a new one under /tmp)")
@@ -656,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.quick:
         args.steady_rate, args.steady_seconds, args.burst = 5_000.0, 2.0, 20_000
-        args.naive_count, args.naive_seconds = 2_000, 10.0
+        args.naive_count, args.naive_seconds, args.repeat = 2_000, 10.0, 1
     steady_count = int(args.steady_rate * args.steady_seconds)
     naive_count = min(args.naive_count, args.burst)
     total = max(steady_count, args.burst)
@@ -668,11 +689,17 @@ def main(argv: list[str] | None = None) -> int:
     mean = prepare(messages, total)
     bench = Bench(args, workdir, messages)
     results: dict[tuple[str, str], Result] = {}
+    runs: dict[tuple[str, str], list[Result]] = {}
     try:
-        for receiver in ("bare", "recorder"):
-            results[(receiver, "steady")] = bench.run(receiver, "steady", steady_count, args.steady_rate)
-        for receiver in ("bare", "recorder"):
-            results[(receiver, "burst")] = bench.run(receiver, "burst", args.burst, None)
+        # Rounds interleave a and b so both meet the same machine conditions.
+        for _ in range(args.repeat):
+            for receiver in ("bare", "recorder"):
+                run = bench.run(receiver, "steady", steady_count, args.steady_rate)
+                runs.setdefault((receiver, "steady"), []).append(run)
+            for receiver in ("bare", "recorder"):
+                run = bench.run(receiver, "burst", args.burst, None)
+                runs.setdefault((receiver, "burst"), []).append(run)
+        results = {key: median_result(value) for key, value in runs.items()}
         naive = bench.run("naive", "burst", naive_count, None, cap_s=args.naive_seconds)
         naive.notes.insert(0, f"first {naive_count:,} only; {args.naive_seconds:g} s cap")
         results[("naive", "burst")] = naive
@@ -703,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
                         "cpus": os.cpu_count(),
                     },
                     "results": [asdict(r) for r in results.values()],
+                    "runs": {f"{k[0]}/{k[1]}": [asdict(r) for r in v] for k, v in runs.items()},
                     "ratios": ratios,
                     "targets": targets,
                 },

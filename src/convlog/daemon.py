@@ -41,7 +41,7 @@ BATCH_MESSAGES = 1024
 #: Pause after a drain that emptied the queue, seconds: at a steady trickle this turns
 #: one wake-up (poll, exception, write) per message into one per batch. It adds at most
 #: this much latency; libzmq keeps receiving meanwhile. Not used with fsync "always".
-BATCH_PAUSE_S = 0.001
+BATCH_PAUSE_S = 0.005
 #: Quiet time that ends the drain at stop, milliseconds.
 DRAIN_QUIET_MS = 100
 
@@ -165,17 +165,17 @@ class Recorder:
         writer = self._writer
         assert writer is not None
         line = self.ingest.line
-        stamp = self.clock.format_ns
-        seq = self.seq
+        stamp = self.clock.now
+        first = seq = self.seq
+        last = seq + limit
         lines: list[bytes] = []
-        count = 0
         # Write early when the batch reaches the segment limit, so rotation happens at
         # the first record boundary past it; under "always" every record is written
         # (and fsynced) on its own.
         room = 0 if writer.policy == "always" else writer.segment_bytes - writer.offset
         pending = 0
         recv = sock.recv
-        while count < limit:
+        while seq < last:
             # recv_multipart without its per-call enum conversions and RCVMORE
             # getsockopt: a zero-copy Frame knows whether more parts follow, and
             # .bytes copies it out (one copy, as recv_multipart makes).
@@ -188,8 +188,7 @@ class Recorder:
                 frame = recv(copy=False)
                 frames.append(frame.bytes)
             seq += 1
-            count += 1
-            data = line(frames, seq, stamp(time.time_ns()), source)
+            data = line(frames, seq, stamp(), source)
             lines.append(data)
             pending += len(data)
             if pending >= room:
@@ -200,6 +199,7 @@ class Recorder:
         if lines:
             writer.write(b"".join(lines), seq)
         self.seq = seq
+        count = seq - first
         if count:
             self.received[source] = self.received.get(source, 0) + count
         return count

@@ -32,7 +32,7 @@ class Ingest:
         kinds: records produced so far, by kind (a running count, for status).
     """
 
-    __slots__ = ("enricher", "kinds", "session_fields")
+    __slots__ = ("_complete", "enricher", "kinds", "session_fields")
 
     def __init__(
         self,
@@ -42,6 +42,7 @@ class Ingest:
         self.enricher = enricher or Enricher()
         self.session_fields = tuple(session_fields)
         self.kinds: dict[str, int] = {}
+        self._complete = self.enricher.complete
 
     def line(self, frames: Sequence[bytes], seq: int, ts: str, source: str) -> bytes:
         """Build the log line of one received message.
@@ -82,7 +83,7 @@ class Ingest:
                             "topic": topic,
                             "session": topic if session is None else session,
                             "data": Fragment(payload.replace(b"\n", b" ") if b"\n" in payload else payload),
-                            "meta": self.enricher.complete(meta, payload, kind, text),
+                            "meta": self._complete(meta, payload, kind, text),
                         },
                         option=_NEWLINE,
                     )
