@@ -139,3 +139,15 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     data = orjson.loads(out)
     assert code == 0 and data["forks"] == 1 and not data["fold_errors"] and not data["read_errors"]
     assert run("demo", "--dir", str(directory))[0] == 1  # refuses a non-empty directory
+
+
+def test_publish_bad_legacy_file_names_the_line(tmp_path: Path) -> None:
+    """``publish --format legacy`` on a file with a broken line exits 1 naming file and line."""
+    from conftest import free_port
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"Id": "1", "SpeakerName": "a", "Message": "{}"}\n{"no": "legacy"}\n')
+    code, _, err = run("publish", str(bad), "--format", "legacy", "--wait", "0",
+                       "--endpoint", f"tcp://127.0.0.1:{free_port()}")
+    assert code == 1
+    assert f"convlog: {bad}:2: not a legacy ConversationEvent" in err and "Traceback" not in err

@@ -18,7 +18,7 @@ from convlog import __version__
 from convlog.config import FSYNC_POLICIES, ConfigError, load_config
 from convlog.demo import DemoError
 from convlog.log import LogLockedError
-from convlog.publisher import NoSubscriberError
+from convlog.publisher import NoSubscriberError, PublishFileError
 from convlog.replay import NoLogError, UnknownSessionError
 from convlog.sharegpt import DatasetMissingError
 
@@ -33,8 +33,8 @@ EXPECTED = (
     DatasetMissingError,
     FileNotFoundError,
     PermissionError,
+    PublishFileError,
     zmq.ZMQError,
-    ValueError,
 )
 
 

@@ -203,7 +203,7 @@ def _show(directory: Path, first: str, second: str) -> None:
         out.print()
         messages = replay.messages(sid)
         info = replay.state.sessions[sid]
-        out.print(f"[bold]{sid}[/] ({output._branch(info)}, {len(messages)} messages)")
+        out.print(f"[bold]{sid}[/] ({output.branch_label(info)}, {len(messages)} messages)")
         out.print(output.transcript(messages, "text", width=160), markup=False)
     _crystal, after = replay.state.resume_refs(first)
     out.print(

@@ -39,7 +39,8 @@ def print_json(value: Any) -> None:
     out.print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode("utf-8"), markup=False)
 
 
-def _branch(info: Any) -> str:
+def branch_label(info: Any) -> str:
+    """``main`` for a root session, else ``<branch> ← <parent>@<fork point>``."""
     if info.parent is None:
         return "main"
     name = info.branch or "fork"
@@ -87,7 +88,7 @@ def sessions_table(state: State, include_deleted: bool = False, limit: int | Non
             name.stylize("strike")
         table.add_row(
             name,
-            _branch(info),
+            branch_label(info),
             str(len(info.visible)),
             str(info.duplicates or ""),
             ", ".join(info.participants[:4]) + (" …" if len(info.participants) > 4 else ""),
@@ -140,7 +141,7 @@ def print_transcript(replay: Replay, session: str, fmt: str) -> None:
             }
         )
         return
-    header = f"session {sid} · {_branch(info)} · {len(messages)} messages"
+    header = f"session {sid} · {branch_label(info)} · {len(messages)} messages"
     body = transcript(messages, fmt)
     if fmt == "markdown":
         text = f"# {header}\n\n{body}"
@@ -178,7 +179,7 @@ def summary(replay: Replay) -> dict[str, Any]:
              "deltas": len(s.delta_seqs)}
             for s in state.incomplete_streams()
         ],
-        "usage": state.usage.to_dict() if hasattr(state.usage, "to_dict") else state.usage,
+        "usage": state.usage.to_dict(),
         "fold_errors": [
             {"seq": e.seq, "kind": e.kind, "session": e.session, "reason": e.reason}
             for e in state.errors

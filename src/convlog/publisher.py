@@ -27,6 +27,10 @@ class NoSubscriberError(Exception):
     """No subscription reached the publisher within the wait time."""
 
 
+class PublishFileError(ValueError):
+    """A line of a file to publish cannot be turned into a bus message (file:line: reason)."""
+
+
 class Publisher:
     """Sends ``[topic, payload]`` messages to a broker's XSUB endpoint.
 
@@ -124,7 +128,7 @@ def file_messages(
         ``(topic, payload)`` pairs. Blank lines are skipped.
 
     Raises:
-        ValueError: for a line that is not JSON in ``legacy`` mode, with its number.
+        PublishFileError: for a line that is not a legacy record in ``legacy`` mode.
     """
     with Path(path).open("rb") as fh:
         first = True
@@ -144,7 +148,7 @@ def file_messages(
                     event = orjson.loads(line)
                     bus_topic, payload = legacy_to_bus(event)
                 except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise ValueError(f"{path}:{number}: not a legacy ConversationEvent: {exc}") from None
+                    raise PublishFileError(f"{path}:{number}: not a legacy ConversationEvent: {exc}") from None
                 yield (topic.encode() if topic is not None else bus_topic), payload
                 continue
             if topic is not None:
