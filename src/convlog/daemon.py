@@ -6,7 +6,10 @@ what libzmq has queued (up to a batch), turn each message into a line, write the
 in one ``write``, and fsync per the policy. Bursts wait in libzmq's I/O thread, which
 keeps reading from the network into the SUB socket's queue (its receive high-water
 mark, default 1,000,000 messages) while this thread writes; see the ZeroMQ guide,
-chapter 2, "High-Water Marks".
+chapter 2, "High-Water Marks". This thread runs at a lower priority than the I/O
+thread (``processing_nice``) so that, on shared cores, reading the network wins over
+turning the queue into records; after emptying the queue it pauses briefly
+(:data:`BATCH_PAUSE_S`) so a steady trickle is handled in batches.
 
 Stop (SIGTERM or SIGINT): stop polling for new work, keep draining what libzmq already
 delivered until nothing arrives for 100 ms or ``drain_timeout_ms`` passes, write it,
