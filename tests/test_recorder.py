@@ -608,3 +608,65 @@ def test_pushed_envelope_is_recorded_and_counted_as_a_copy(bus: Bus, tmp_path: P
     assert len(shown) == 1
     assert shown[0].copies == 2
     assert shown[0].text == "Handshake initiated from Claude Code"
+
+
+# --------------------------------------------------------------------------- 11. endpoints and topics
+
+
+def test_one_recorder_subscribes_to_two_brokers(bus: Bus, tmp_path: Path) -> None:
+    """``--sub`` given twice: one recorder records the traffic of two brokers."""
+    xsub2, xpub2 = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    second = spawn(["broker", "--xsub", xsub2, "--xpub", xpub2], tmp_path / "broker2.log")
+    bus.procs.append(second)
+    directory = tmp_path / "log"
+    rec = bus.recorder(directory, "--sub", xpub2)
+    pub1 = bus.publisher(rec)
+    pub2 = Publisher(xsub2)
+    pub2.wait_for_subscriber(20)
+    pub1.send(*small_event(1, "one"))
+    pub2.send(*small_event(2, "two"))
+    found = wait_for_records(directory, 2)
+    assert {r["session"] for r in sub_records(found)} == {"one", "two"}
+    stop(rec)
+    pub1.close(0)
+    pub2.close(0)
+    assert second.terminate() == 0
+
+
+def test_topic_prefixes_limit_the_subscription(bus: Bus, tmp_path: Path) -> None:
+    """``--topic`` subscribes to the given prefixes only; other topics are not received."""
+    directory = tmp_path / "log"
+    rec = bus.recorder(directory, "--topic", "agent.", "--topic", "ops")
+    pub = bus.publisher(rec)
+    pub.wait_for_subscriber(20, topic=b"agent.a")
+    pub.wait_for_subscriber(20, topic=b"opsroom")
+    pub.send(b"chat.x", b'{"n": 0}')
+    pub.send(b"agent.a", b'{"n": 1}')
+    pub.send(b"opsroom", b'{"n": 2}')
+    pub.send(b"other", b'{"n": 3}')
+    pub.send(b"agent.b", b'{"n": 4}')
+    found = wait_for_records(directory, 3)
+    stop(rec)
+    pub.close(0)
+    assert [r["data"]["n"] for r in sub_records(records(directory))] == [1, 2, 4]
+    assert found
+
+
+def test_publish_command_replays_a_recording_at_a_rate(bus: Bus, tmp_path: Path) -> None:
+    """``convlog publish FILE --rate N`` (a real subprocess) sends every legacy record of
+    the Shearwater recovery file as its bus payload; the recorder gets all of them."""
+    source = shearwater_file("crash_recovery.jsonl")
+    directory = tmp_path / "log"
+    rec = bus.recorder(directory)
+    bus.publisher(rec).close(0)  # the recorder is subscribed
+    result = subprocess.run(
+        convlog_cmd("publish", str(source), "--endpoint", bus.xsub, "--rate", "2000"),
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "published 414 messages" in result.stderr
+    found = wait_for_records(directory, 414)
+    stop(rec)
+    ids = [r["meta"]["message_id"] for r in sub_records(found)]
+    expected = [orjson.loads(line)["Id"] for line in source.read_bytes().splitlines()]
+    assert ids == expected

@@ -56,11 +56,13 @@ class Publisher:
         self.sent = 0
         self.subscriptions: set[bytes] = set()
 
-    def wait_for_subscriber(self, timeout_s: float = 10.0) -> bytes:
+    def wait_for_subscriber(self, timeout_s: float = 10.0, topic: bytes | None = None) -> bytes:
         """Block until a subscription arrives from the broker.
 
         Args:
             timeout_s: how long to wait, seconds.
+            topic: wait for a subscription that covers this topic (a subscribed prefix
+                of it); None: any subscription.
 
         Returns:
             the subscribed prefix (``b""`` for everything).
@@ -68,15 +70,19 @@ class Publisher:
         Raises:
             NoSubscriberError: when none arrives in time.
         """
-        if self.subscriptions:
-            return next(iter(self.subscriptions))
-        if not self._sock.poll(int(timeout_s * 1000), zmq.POLLIN):
-            raise NoSubscriberError(
-                f"no subscriber reached {self.endpoint} within {timeout_s:g} s "
-                "(is the broker running and the recorder connected to its XPUB side?)"
-            )
-        self._read_subscriptions()
-        return next(iter(self.subscriptions), b"")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for prefix in self.subscriptions:
+                if topic is None or topic.startswith(prefix):
+                    return prefix
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0 or not self._sock.poll(left_ms, zmq.POLLIN):
+                what = "no subscriber" if topic is None else f"no subscriber of topic {topic!r}"
+                raise NoSubscriberError(
+                    f"{what} reached {self.endpoint} within {timeout_s:g} s "
+                    "(is the broker running and the recorder connected to its XPUB side?)"
+                )
+            self._read_subscriptions()
 
     def _read_subscriptions(self) -> None:
         while True:
