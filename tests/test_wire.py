@@ -153,6 +153,8 @@ def test_raw_lf_whitespace_is_made_a_space() -> None:
         ([b"t", b"[1, 2, 3]"], "unknown", None),
         ([b"t", b"42"], "unknown", None),
         ([b"t", b'{"type": 5}'], "unknown", None),
+        ([b"t", b'{"type": ["message"], "session_id": "s"}'], "unknown", None),
+        ([b"t", b'{"type": {"a": 1}}'], "unknown", None),
     ],
 )
 def test_bad_input_is_recorded_with_documented_encoding(frames: list[bytes], kind: str, encoding: str | None) -> None:
@@ -235,7 +237,7 @@ json_values = st.recursive(
 shaped = st.fixed_dictionaries(
     {},
     optional={
-        "type": st.sampled_from([*sorted(BUS_KINDS), "handshake", "recorder.start", "raw"]) | ints,
+        "type": st.sampled_from([*sorted(BUS_KINDS), "handshake", "recorder.start", "raw"]) | ints | json_values,
         "session_id": st.text(max_size=6) | ints | st.none(),
         "context_id": st.text(max_size=6),
         "message_id": st.text(max_size=6) | ints | st.lists(ints, max_size=2),

@@ -13,7 +13,7 @@ import orjson
 from orjson import Fragment, JSONDecodeError
 
 from convlog.enrich import Enricher
-from convlog.record import format_line
+from convlog.record import format_line, one_line_json
 from convlog.wire import DEFAULT_SESSION_FIELDS, classify, decode
 
 _loads = orjson.loads
@@ -82,7 +82,7 @@ class Ingest:
                             "source": source,
                             "topic": topic,
                             "session": topic if session is None else session,
-                            "data": Fragment(payload.replace(b"\n", b" ") if b"\n" in payload else payload),
+                            "data": Fragment(one_line_json(payload)),
                             "meta": self._complete(meta, payload, kind, text),
                         },
                         option=_NEWLINE,

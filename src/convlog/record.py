@@ -50,9 +50,6 @@ BUS_KINDS: frozenset[str] = frozenset(
     }
 )
 
-#: Session control kinds (written by publishers or through the recorder).
-CONTROL_KINDS: frozenset[str] = frozenset(k for k in BUS_KINDS if k.startswith("session."))
-
 #: Kinds the recorder writes about itself; a publisher cannot forge them.
 RECORDER_KINDS: frozenset[str] = frozenset(
     {"recorder.start", "recorder.stop", "recorder.recovered", "recorder.gap", "recorder.dropped"}
@@ -60,10 +57,6 @@ RECORDER_KINDS: frozenset[str] = frozenset(
 
 UNKNOWN = "unknown"
 RAW = "raw"
-
-#: Every field of a record, in the order they are written.
-FIELDS: tuple[str, ...] = ("seq", "ts", "kind", "source", "topic", "session", "data", "meta")
-
 
 def encode_bytes(frame: bytes) -> tuple[dict[str, str], str]:
     """Encode non-JSON bytes losslessly for a record.

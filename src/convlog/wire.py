@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from convlog.record import BUS_KINDS, RAW, UNKNOWN, encode_bytes
+from convlog.record import BUS_KINDS, RAW, UNKNOWN, encode_bytes, one_line_json
 
 #: Default fields, in order, whose first present string value names the session.
 DEFAULT_SESSION_FIELDS: tuple[str, ...] = (
@@ -152,7 +152,7 @@ def classify(obj: Any, fields: Sequence[str]) -> tuple[str, str | None, dict[str
         return UNKNOWN, None, {"shape": "json"}, None
     get = obj.get
     kind = get("type")
-    if kind in BUS_KINDS:
+    if kind.__class__ is str and kind in BUS_KINDS:
         # The recorder's hot path: plain string fields are taken as they are and only
         # other types go through _put's conversion.
         ident: dict[str, Any] = {"shape": "native"}
@@ -210,18 +210,6 @@ def _put(target: dict[str, Any], key: str, value: Any) -> None:
         target[key] = text
 
 
-def decode_topic(frame: bytes) -> tuple[str, bool]:
-    """Decode a topic frame.
-
-    Returns:
-        ``(text, False)`` when UTF-8, else ``(base64 text, True)``.
-    """
-    try:
-        return frame.decode("utf-8"), False
-    except UnicodeDecodeError:
-        return base64.b64encode(frame).decode("ascii"), True
-
-
 def decode(frames: Sequence[bytes], fields: Sequence[str] = DEFAULT_SESSION_FIELDS) -> Decoded:
     """Decode the frames of one ZeroMQ message. Never raises; never drops a byte.
 
@@ -231,8 +219,7 @@ def decode(frames: Sequence[bytes], fields: Sequence[str] = DEFAULT_SESSION_FIEL
 
     Returns:
         a :class:`Decoded`. ``data_json`` is the payload's own bytes when it is JSON
-        (with raw LF whitespace made a space, as :func:`convlog.record.one_line_json`
-        does, inlined here because this is the hot path), else the encoded form.
+        (see :func:`convlog.record.one_line_json`), else the encoded form.
     """
     count = len(frames)
     extra = None
@@ -268,7 +255,7 @@ def decode(frames: Sequence[bytes], fields: Sequence[str] = DEFAULT_SESSION_FIEL
     kind, session, ident, text = classify(value, fields)
     if meta:
         ident.update(meta)
-    payload_json = payload.replace(b"\n", b" ") if b"\n" in payload else payload
+    payload_json = one_line_json(payload)
     return Decoded(
         kind, topic, topic if session is None else session, payload_json, payload, value, ident, text, extra
     )
