@@ -32,8 +32,9 @@ import zmq
 
 from convlog import __version__
 from convlog.config import Config
+from convlog.gaps import Gap, GapDetector
 from convlog.ingest import Ingest
-from convlog.log import LogLock, SegmentWriter, recover, write_state
+from convlog.log import LogLock, SegmentWriter, iter_records, read_state, recover, write_state
 from convlog.record import Clock, make_line
 
 log = logging.getLogger("convlog.recorder")
@@ -64,7 +65,9 @@ class Recorder:
         self.config = config
         self.directory = Path(config.dir)
         self.clock = Clock()
-        self.ingest = Ingest(config.enricher(), config.session_fields)
+        # Gap detection needs every message of a stamped publisher: only when the
+        # subscription is to everything (see convlog.gaps).
+        self.ingest = Ingest(config.enricher(), config.session_fields, verify=tuple(config.topics) == ("",))
         self.seq = 0
         self.received: dict[str, int] = {}
         self._stop = False
@@ -87,6 +90,7 @@ class Recorder:
             OSError: when the directory cannot be prepared.
         """
         self._lock = LogLock(self.directory, command=" ".join(sys.argv)).acquire()
+        prior = read_state(self.directory) or {}
         report = recover(self.directory, self.clock)
         if report.reason:
             log.warning(
@@ -103,10 +107,28 @@ class Recorder:
         )
         if report.last_seq and (not report.was_clean or report.reason):
             self._append_own("recorder.recovered", report.as_data())
+        self._restore_publishers(prior, report.last_seq)
         self._started_ns = time.time_ns()
         self._append_own("recorder.start", self._start_data())
         self._writer.sync()
         self._save_state(clean=False)
+
+    def _restore_publishers(self, prior: dict[str, Any], last_seq: int) -> None:
+        """Rebuild the publishers' last seqs: the snapshot in state.json, then the
+        stamps of the records written after it (so messages sent while this recorder
+        was down are reported as gaps by the first message after the restart)."""
+        detector = GapDetector.from_dict(prior.get("publishers"))
+        as_of = prior.get("publishers_seq")
+        as_of = as_of if isinstance(as_of, int) and 0 <= as_of <= last_seq else 0
+        if isinstance(prior.get("publishers_seq"), int) and prior["publishers_seq"] > last_seq:
+            log.warning(
+                "state.json knew records up to seq %d but the log ends at %d: records were lost "
+                "(power failure with fsync=%s?)", prior["publishers_seq"], last_seq, self.config.fsync,
+            )
+        for record in iter_records(self.directory, start_seq=as_of + 1):
+            if record.get("source") in ("sub", "pull"):
+                detector.observe_value(record.get("data"), record["kind"], record["seq"])
+        self.ingest.detector = detector
 
     def _start_data(self) -> dict[str, Any]:
         return {
@@ -136,6 +158,8 @@ class Recorder:
                 "clean": clean,
                 "pid": os.getpid(),
                 "updated": self.clock.now(),
+                "publishers_seq": self.seq,
+                "publishers": self.ingest.detector.to_dict(),
             },
         )
 
@@ -163,14 +187,24 @@ class Recorder:
 
     # -- the loop -------------------------------------------------------------------------
 
+    def _gap_line(self, gap: Gap, seq: int) -> bytes:
+        """The ``recorder.gap`` record for a gap, logged as a warning too."""
+        log.warning(
+            "publisher %s: %d message(s) missing (seq %d..%d)", gap.publisher, gap.last - gap.first + 1,
+            gap.first, gap.last,
+        )
+        return make_line(seq, self.clock.now(), "recorder.gap", "recorder", None, None, gap.as_data())
+
     def _drain(self, sock: zmq.Socket, source: str, limit: int) -> int:
         """Receive up to ``limit`` queued messages from ``sock`` and write them."""
         writer = self._writer
         assert writer is not None
         line = self.ingest.line
+        gaps = self.ingest.gaps
         stamp = self.clock.now
         first = seq = self.seq
         last = seq + limit
+        own = 0  # recorder.gap records written among the messages
         lines: list[bytes] = []
         # Write early when the batch reaches the segment limit, so rotation happens at
         # the first record boundary past it; under "always" every record is written
@@ -194,6 +228,14 @@ class Recorder:
             data = line(frames, seq, stamp(), source)
             lines.append(data)
             pending += len(data)
+            if gaps:
+                for gap in gaps:
+                    seq += 1
+                    own += 1
+                    data = self._gap_line(gap, seq)
+                    lines.append(data)
+                    pending += len(data)
+                gaps.clear()
             if pending >= room:
                 writer.write(b"".join(lines), seq)
                 lines.clear()
@@ -202,7 +244,7 @@ class Recorder:
         if lines:
             writer.write(b"".join(lines), seq)
         self.seq = seq
-        count = seq - first
+        count = seq - first - own
         if count:
             self.received[source] = self.received.get(source, 0) + count
         return count
@@ -316,6 +358,7 @@ class Recorder:
                 "uptime_s": round(uptime, 3),
                 "received": dict(self.received),
                 "records_by_kind": dict(self.ingest.kinds),
+                "publishers": self.ingest.detector.summary(),
                 "fsyncs": writer.fsyncs,
                 "fsync_seconds": round(writer.fsync_seconds, 6),
             },

@@ -13,6 +13,7 @@ import orjson
 from orjson import Fragment, JSONDecodeError
 
 from convlog.enrich import Enricher
+from convlog.gaps import Gap, GapDetector
 from convlog.record import format_line, one_line_json
 from convlog.wire import DEFAULT_SESSION_FIELDS, classify, decode
 
@@ -27,19 +28,29 @@ class Ingest:
     Args:
         enricher: computes ``meta``.
         session_fields: fields naming the session, in order (see :func:`convlog.wire.decode`).
+        detector: follows publisher stamps (see :mod:`convlog.gaps`); a new one if None.
+        verify: check stamps at all (off when the recorder subscribes to topic prefixes
+            only, since a publisher's messages on other topics would look missing).
 
     Attributes:
         kinds: records produced so far, by kind (a running count, for status).
+        gaps: gaps revealed by the messages given to :meth:`line` and not yet taken by
+            the caller (who writes a ``recorder.gap`` record for each and clears it).
     """
 
-    __slots__ = ("_complete", "enricher", "kinds", "session_fields")
+    __slots__ = ("_complete", "detector", "enricher", "gaps", "kinds", "session_fields", "verify")
 
     def __init__(
         self,
         enricher: Enricher | None = None,
         session_fields: Sequence[str] = DEFAULT_SESSION_FIELDS,
+        detector: GapDetector | None = None,
+        verify: bool = True,
     ) -> None:
         self.enricher = enricher or Enricher()
+        self.detector = detector or GapDetector()
+        self.verify = verify
+        self.gaps: list[Gap] = []
         self.session_fields = tuple(session_fields)
         self.kinds: dict[str, int] = {}
         self._complete = self.enricher.complete
@@ -72,6 +83,8 @@ class Ingest:
             else:
                 if type(value) is dict:
                     kind, session, meta, text = classify(value, self.session_fields)
+                    if self.verify:
+                        self._check_stamp(value, kind, seq)
                     kinds = self.kinds
                     kinds[kind] = kinds.get(kind, 0) + 1
                     return _dumps(
@@ -93,6 +106,8 @@ class Ingest:
         """Build the line of any message through :func:`convlog.wire.decode` (see :meth:`line`)."""
         decoded = decode(frames, self.session_fields)
         kind = decoded.kind
+        if self.verify:
+            self._check_stamp(decoded.value, kind, seq)
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
         head = {
             "seq": seq,
@@ -103,3 +118,8 @@ class Ingest:
             "session": decoded.session,
         }
         return format_line(head, decoded.data_json, self.enricher.meta(decoded), decoded.extra_frames)
+
+    def _check_stamp(self, value: object, kind: str, seq: int) -> None:
+        gap = self.detector.observe_value(value, kind, seq)
+        if gap is not None:
+            self.gaps.append(gap)

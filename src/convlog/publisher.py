@@ -11,6 +11,10 @@ never the publisher's.
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +24,7 @@ import orjson
 import zmq
 
 from convlog.broker import DEFAULT_XSUB
+from convlog.gaps import HEARTBEAT, stamp_payload
 from convlog.wire import DEFAULT_SESSION_FIELDS, is_legacy, legacy_to_bus, session_of
 
 
@@ -31,20 +36,43 @@ class PublishFileError(ValueError):
     """A line of a file to publish cannot be turned into a bus message (file:line: reason)."""
 
 
+def default_publisher_id() -> str:
+    """``<host>:<pid>:<4 random hex>``: unique per process, so a restarted process is a
+    new publisher. Pass a stable ``publisher_id`` to have restarts counted instead."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
 class Publisher:
-    """Sends ``[topic, payload]`` messages to a broker's XSUB endpoint.
+    """Sends ``[topic, payload]`` messages to a broker's XSUB endpoint, stamped for loss
+    detection (see :mod:`convlog.gaps`).
 
     Args:
         endpoint: the broker's XSUB endpoint (default ``tcp://127.0.0.1:5555``).
         sndhwm: send high-water mark, messages (with ``XPUB_NODROP`` a full queue
             blocks :meth:`send` rather than dropping).
         context: a ZeroMQ context to use (default: the process-wide instance).
+        publisher_id: the id in the stamps (default :func:`default_publisher_id`).
+        stamp: stamp JSON object payloads with ``{"convlog": {"publisher", "seq"}}``;
+            other payloads are sent as they are (and count as unverified).
+        heartbeat_s: when nothing was sent for this long (seconds), send a heartbeat
+            carrying the last seq (on topic ``convlog.heartbeat``), from an APScheduler
+            background job; 0 or None: no heartbeats. A last heartbeat is sent by
+            :meth:`close`.
 
-    Use as a context manager, or call :meth:`close`.
+    The socket is used under a lock, so :meth:`send` may be called from any one thread
+    while the heartbeat job runs. Use as a context manager, or call :meth:`close`.
     """
 
+    HEARTBEAT_TOPIC = b"convlog.heartbeat"
+
     def __init__(
-        self, endpoint: str = DEFAULT_XSUB, sndhwm: int = 100_000, context: zmq.Context | None = None
+        self,
+        endpoint: str = DEFAULT_XSUB,
+        sndhwm: int = 100_000,
+        context: zmq.Context | None = None,
+        publisher_id: str | None = None,
+        stamp: bool = True,
+        heartbeat_s: float | None = 1.0,
     ) -> None:
         self.endpoint = endpoint
         self._ctx = context or zmq.Context.instance()
@@ -53,8 +81,25 @@ class Publisher:
         self._sock.setsockopt(zmq.XPUB_NODROP, 1)
         self._sock.setsockopt(zmq.LINGER, 10_000)
         self._sock.connect(endpoint)
+        self.publisher_id = publisher_id or default_publisher_id()
+        self._encoded_id = orjson.dumps(self.publisher_id)
+        self.stamp = stamp
         self.sent = 0
+        self.seq = 0
         self.subscriptions: set[bytes] = set()
+        self._lock = threading.Lock()
+        self._last_send = time.monotonic()
+        self._closed = False
+        self._scheduler = None
+        if stamp and heartbeat_s:
+            from apscheduler.schedulers.background import BackgroundScheduler
+
+            self._scheduler = BackgroundScheduler(daemon=True)
+            self._scheduler.add_job(
+                self._heartbeat_if_idle, "interval", seconds=heartbeat_s, args=(heartbeat_s,),
+                max_instances=1, coalesce=True,
+            )
+            self._scheduler.start()
 
     def wait_for_subscriber(self, timeout_s: float = 10.0, topic: bytes | None = None) -> bytes:
         """Block until a subscription arrives from the broker.
@@ -76,13 +121,16 @@ class Publisher:
                 if topic is None or topic.startswith(prefix):
                     return prefix
             left_ms = int((deadline - time.monotonic()) * 1000)
-            if left_ms <= 0 or not self._sock.poll(left_ms, zmq.POLLIN):
+            with self._lock:
+                ready = left_ms > 0 and self._sock.poll(min(left_ms, 100), zmq.POLLIN)
+                if ready:
+                    self._read_subscriptions()
+            if left_ms <= 0:
                 what = "no subscriber" if topic is None else f"no subscriber of topic {topic!r}"
                 raise NoSubscriberError(
                     f"{what} reached {self.endpoint} within {timeout_s:g} s "
                     "(is the broker running and the recorder connected to its XPUB side?)"
                 )
-            self._read_subscriptions()
 
     def _read_subscriptions(self) -> None:
         while True:
@@ -96,18 +144,54 @@ class Publisher:
                 self.subscriptions.discard(event[1:])
 
     def send(self, topic: bytes, payload: bytes) -> None:
-        """Publish one two-frame message (blocks while the send queue is full)."""
-        self._sock.send_multipart((topic, payload))
-        self.sent += 1
+        """Publish one two-frame message, stamped when it is a JSON object (blocks
+        while the send queue is full)."""
+        with self._lock:
+            if self.stamp:
+                stamped = stamp_payload(payload, self.publisher_id, self.seq + 1, self._encoded_id)
+                if stamped is not None:
+                    self.seq += 1
+                    payload = stamped
+            self._sock.send_multipart((topic, payload))
+            self.sent += 1
+            self._last_send = time.monotonic()
 
     def send_frames(self, frames: Iterable[bytes]) -> None:
-        """Publish one message with any number of frames, as given."""
-        self._sock.send_multipart(list(frames))
-        self.sent += 1
+        """Publish one message with any number of frames, exactly as given (unstamped)."""
+        with self._lock:
+            self._sock.send_multipart(list(frames))
+            self.sent += 1
+            self._last_send = time.monotonic()
+
+    def heartbeat(self) -> None:
+        """Send a heartbeat now: ``{"type": "publisher.heartbeat", "convlog": {...,
+        "seq": <last seq sent>}}`` on topic ``convlog.heartbeat``."""
+        with self._lock:
+            if self._closed:
+                return
+            payload = stamp_payload(b'{"type":"' + HEARTBEAT.encode() + b'"}', self.publisher_id, self.seq,
+                                    self._encoded_id)
+            assert payload is not None
+            self._sock.send_multipart((self.HEARTBEAT_TOPIC, payload))
+            self._last_send = time.monotonic()
+
+    def _heartbeat_if_idle(self, idle_s: float) -> None:
+        if time.monotonic() - self._last_send >= idle_s:
+            self.heartbeat()
 
     def close(self, linger_ms: int = 10_000) -> None:
-        """Close the socket, waiting up to ``linger_ms`` for queued messages to leave."""
-        self._sock.close(linger=linger_ms)
+        """Send a last heartbeat (when stamping), then close the socket, waiting up to
+        ``linger_ms`` for queued messages to leave. Idempotent."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        if self._closed:
+            return
+        if self.stamp and linger_ms:
+            self.heartbeat()
+        with self._lock:
+            self._closed = True
+            self._sock.close(linger=linger_ms)
 
     def __enter__(self) -> Publisher:
         return self

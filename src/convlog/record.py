@@ -47,6 +47,7 @@ BUS_KINDS: frozenset[str] = frozenset(
         "session.crystal",
         "session.delete",
         "llm.request",
+        "publisher.heartbeat",
     }
 )
 

@@ -1,0 +1,202 @@
+"""Loss detection: publisher stamps, gaps, restarts — the pure detector and the real recorder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import Bus, records, wait_for_records
+from convlog import replay
+from convlog.gaps import GapDetector, stamp_of, stamp_payload
+
+
+def test_stamp_payload_inserts_a_first_key_without_reserializing() -> None:
+    """Stamping keeps the payload's bytes after the new first key and stays valid JSON."""
+    payload = b'{"a": 123456789012345678901234567890, "b": [1, 2]}'
+    stamped = stamp_payload(payload, "agent-a", 7)
+    assert stamped.startswith(b'{"convlog":{"publisher":"agent-a","seq":7},')
+    assert stamped.endswith(b'"a": 123456789012345678901234567890, "b": [1, 2]}')
+    assert stamp_of(orjson.loads(stamped)) == ("agent-a", 7)
+    assert orjson.loads(stamp_payload(b" { } ", 'we"ird', 1)) == {"convlog": {"publisher": 'we"ird', "seq": 1}}
+    assert stamp_payload(b"[1, 2]", "p", 1) is None and stamp_payload(b"text", "p", 1) is None
+
+
+def test_malformed_stamps_are_not_stamps() -> None:
+    """Only a string publisher with a non-negative integer seq counts as a stamp."""
+    for value in ({"convlog": {"publisher": 1, "seq": 1}}, {"convlog": {"publisher": "p", "seq": "1"}},
+                  {"convlog": {"publisher": "p", "seq": -1}}, {"convlog": "p"}, [1], None):
+        assert stamp_of(value) is None
+
+
+def test_detector_reports_gaps_restarts_duplicates_and_unverified() -> None:
+    """A jump is a gap; seq 1 again is a restart; a repeat is a duplicate; a heartbeat
+    reveals a lost tail; unstamped messages count as unverified."""
+    d = GapDetector()
+    assert d.observe("p", 1, 10) is None and d.observe("p", 2, 11) is None
+    gap = d.observe("p", 6, 12)
+    assert (gap.first, gap.last, gap.seen, gap.heartbeat) == (3, 5, 6, False)
+    assert d.observe("p", 6, 13) is None and d.publishers["p"].duplicates == 1
+    tail = d.observe("p", 9, 14, heartbeat=True)
+    assert (tail.first, tail.last, tail.heartbeat) == (7, 9, True)
+    assert d.observe("p", 9, 15, heartbeat=True) is None
+    assert d.observe("p", 1, 16) is None and d.publishers["p"].restarts == 1
+    d.observe_value({"no": "stamp"}, "message", 17)
+    d.observe_value({"type": "publisher.heartbeat"}, "publisher.heartbeat", 18)
+    assert d.summary() == {"publishers": 1, "missing": 6, "restarts": 1, "duplicates": 1, "unverified": 1}
+    assert GapDetector.from_dict(orjson.loads(orjson.dumps(d.to_dict()))) == d
+    assert GapDetector.from_dict("garbage") == GapDetector()
+
+
+@settings(max_examples=300, deadline=None)
+@given(total=st.integers(1, 60), kept=st.sets(st.integers(1, 60)), beat=st.booleans())
+def test_gaps_name_exactly_the_messages_that_never_arrived(total: int, kept: set[int], beat: bool) -> None:
+    """For any subset of a publisher's messages 1..N arriving in order, followed (or not)
+    by its heartbeat, the gaps reported cover exactly the seqs that did not arrive
+    (with the heartbeat: all of them; without: all up to the last that arrived)."""
+    arrived = sorted(s for s in kept if s <= total)
+    d = GapDetector()
+    missing: set[int] = set()
+    for index, seq in enumerate(arrived):
+        gap = d.observe("p", seq, index)
+        if gap:
+            missing |= set(range(gap.first, gap.last + 1))
+    if beat:
+        gap = d.observe("p", total, len(arrived), heartbeat=True)
+        if gap:
+            missing |= set(range(gap.first, gap.last + 1))
+    end = total if beat else (arrived[-1] if arrived else 0)
+    assert missing == set(range(1, end + 1)) - set(arrived)
+    assert d.summary()["missing"] == len(missing)
+
+
+# --------------------------------------------------------------------------- the real recorder
+
+
+def gaps_in(directory: Path) -> list[dict]:
+    return [r["data"] for r in records(directory) if r["kind"] == "recorder.gap"]
+
+
+def event(i: int) -> tuple[bytes, bytes]:
+    return b"loss", orjson.dumps({"type": "message", "session_id": "loss", "message_id": f"m{i}", "content": str(i)})
+
+
+def test_skipped_stamps_become_gap_records_reported_by_replay(bus: Bus, tmp_path: Path) -> None:
+    """Messages a publisher stamped but the recorder never got are named by a
+    ``recorder.gap`` record right after the message that revealed them, and replay
+    reports the gap."""
+    directory = tmp_path / "log"
+    rec = bus.recorder(directory)
+    pub = bus.publisher(rec)
+    pub.send(*event(1))
+    pub.seq += 3  # three stamped messages lost on the way
+    pub.send(*event(5))
+    found = wait_for_records(directory, 3)
+    assert rec.terminate() == 0
+    pub.close(0)
+    found = records(directory)
+    kinds = [r["kind"] for r in found if r["kind"] in ("message", "recorder.gap")]
+    assert kinds == ["message", "message", "recorder.gap"]
+    assert gaps_in(directory) == [{"publisher": pub.publisher_id, "first": 2, "last": 4, "missing": 3, "seen": 5,
+                                   "by": "message"}]
+    gaps = replay.load(directory).state.gaps
+    assert [(g.publisher, g.first, g.last) for g in gaps] == [(pub.publisher_id, 2, 4)]
+    stop = found[-1]["data"]["publishers"]
+    assert stop["missing"] == 3 and stop["publishers"] == 1
+
+
+def test_messages_sent_while_the_recorder_was_killed_are_reported(bus: Bus, tmp_path: Path) -> None:
+    """kill -9 the recorder, keep publishing, restart it: the first message after the
+    restart reveals exactly the messages sent while it was down."""
+    directory = tmp_path / "log"
+    rec = bus.recorder(directory)
+    pub = bus.publisher(rec)
+    for i in range(1, 11):
+        pub.send(*event(i))
+    wait_for_records(directory, 10)
+    rec.kill9()
+    time.sleep(0.5)  # the broker notices the subscriber is gone and stops forwarding
+    for i in range(11, 16):
+        pub.send(*event(i))  # nobody is subscribed: these are lost
+    rec = bus.recorder(directory)
+    pub.subscriptions.clear()
+    pub.wait_for_subscriber(20)  # the restarted recorder's subscription
+    pub.send(*event(16))
+    wait_for_records(directory, 11)
+    assert rec.terminate() == 0
+    pub.close(0)
+    assert [(g["first"], g["last"]) for g in gaps_in(directory)] == [(11, 15)]
+    assert_every_message_recorded_or_reported(directory, pub.publisher_id, 16)
+
+
+def assert_every_message_recorded_or_reported(directory: Path, publisher: str, total: int) -> list[dict]:
+    """Every seq 1..total of ``publisher`` is either in the log or inside exactly one
+    ``recorder.gap``, never both. Returns the gaps."""
+    found = records(directory)
+    recorded = [r["data"]["convlog"]["seq"] for r in found
+                if r["kind"] == "message" and r["data"].get("convlog", {}).get("publisher") == publisher]
+    gaps = [g for g in gaps_in(directory) if g["publisher"] == publisher]
+    reported = [seq for g in gaps for seq in range(g["first"], g["last"] + 1)]
+    assert len(recorded) == len(set(recorded)), "a message was recorded twice"
+    assert len(reported) == len(set(reported)), "a message was reported missing twice"
+    assert not set(recorded) & set(reported), "a recorded message was also reported missing"
+    assert sorted(recorded + reported) == list(range(1, total + 1))
+    return gaps
+
+
+def test_broker_restart_mid_stream_is_recorded_as_a_gap(bus: Bus, tmp_path: Path) -> None:
+    """A broker restart in the middle of a steady stream: the recorder reconnects by
+    itself, and every message of the stream is either recorded or named by a
+    ``recorder.gap`` (the messages lost with the broker, and those it dropped before the
+    recorder had subscribed again)."""
+    directory = tmp_path / "log"
+    rec = bus.recorder(directory)
+    pub = bus.publisher(rec)
+    sent = 0
+
+    def stream(seconds: float) -> None:
+        nonlocal sent
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sent += 1
+            pub.send(*event(sent))
+            time.sleep(0.001)
+
+    stream(1.0)
+    assert bus.broker.terminate() == 0
+    stream(0.5)  # the broker is down
+    bus.start_broker()
+    stream(4.0)  # long enough for the recorder's reconnect (its interval backs off to 2 s)
+    pub.close()  # the final heartbeat tells the recorder the last seq
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        beats = [r for r in records(directory) if r["kind"] == "publisher.heartbeat"]
+        if beats and beats[-1]["data"]["convlog"]["seq"] == sent:
+            break
+        time.sleep(0.1)
+    assert rec.popen.poll() is None, "the recorder should have reconnected, not exited"
+    assert rec.terminate() == 0
+    gaps = assert_every_message_recorded_or_reported(directory, pub.publisher_id, sent)
+    assert gaps, "messages sent around the restart were lost, so a gap must be recorded"
+
+
+def test_a_lost_tail_is_revealed_by_the_heartbeat(bus: Bus, tmp_path: Path) -> None:
+    """Messages lost at the end of a stream are reported when the idle publisher's
+    heartbeat (sent by the APScheduler job) tells the recorder its last seq."""
+    directory = tmp_path / "log"
+    rec = bus.recorder(directory)
+    from convlog.publisher import Publisher
+
+    pub = Publisher(bus.xsub, heartbeat_s=0.2)
+    pub.wait_for_subscriber(20)
+    pub.send(*event(1))
+    pub.seq += 2  # the last two messages never arrive
+    deadline = time.monotonic() + 20
+    while not gaps_in(directory) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert rec.terminate() == 0
+    pub.close(0)
+    assert [(g["first"], g["last"], g["by"]) for g in gaps_in(directory)] == [(2, 3, "heartbeat")]
