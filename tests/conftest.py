@@ -148,8 +148,13 @@ def records(directory: Path) -> list[dict]:
     return list(iter_records(directory))
 
 
+def _received(found: list[dict], source: str) -> int:
+    return sum(1 for r in found if r["source"] == source and r["kind"] != "publisher.heartbeat")
+
+
 def wait_for_records(directory: Path, count: int, timeout_s: float = 30.0, kind_source: str = "sub") -> list[dict]:
-    """Wait until ``count`` records with ``source == kind_source`` are in the log.
+    """Wait until ``count`` records with ``source == kind_source`` (publishers' heartbeats
+    not counted) are in the log.
 
     Returns:
         all records of the log at that moment (fails the test on timeout).
@@ -159,8 +164,8 @@ def wait_for_records(directory: Path, count: int, timeout_s: float = 30.0, kind_
     while time.monotonic() < deadline:
         if list_segments(directory):
             found = records(directory)
-            if sum(1 for r in found if r["source"] == kind_source) >= count:
+            if _received(found, kind_source) >= count:
                 return found
         time.sleep(0.05)
-    got = sum(1 for r in found if r["source"] == kind_source)
+    got = _received(found, kind_source)
     pytest.fail(f"only {got} of {count} {kind_source} records reached {directory} in {timeout_s} s")

@@ -195,3 +195,16 @@ def test_reader_skips_torn_tail_and_reports_invalid_lines(logdir: Path) -> None:
     got = [r["seq"] for r in iter_records(logdir, on_error=lambda s, n, r: errors.append((s, n)))]
     assert got == [1, 2, 3] and errors == [(segment.name, 2)]
     os.sync()
+
+
+def test_recover_steps_over_an_invalid_last_line_of_the_previous_segment(logdir: Path) -> None:
+    """If the last segment holds only a torn line and the previous segment ends with an
+    invalid one, recovery still finds the last valid record instead of failing."""
+    write_records(logdir, 1, 30, segment_bytes=1000).close()
+    last_first, last_path = list_segments(logdir)[-1]
+    with last_path.open("ab") as fh:
+        fh.write(b"garbage that is not json\n")
+    torn = logdir / EVENTS / segment_name(last_first + 1000)
+    torn.write_bytes(b'{"seq": ')
+    report = recover(logdir)
+    assert report.last_seq == 30 and report.quarantined_bytes == len(b'{"seq": ')

@@ -123,13 +123,16 @@ def broker(xsub: str, xpub: str, hwm: int | None) -> None:
 @click.option("--topic", help="Topic for every message (default: sender or session id).")
 @click.option("--wait", "wait_s", type=float, default=10.0, show_default=True,
               help="Seconds to wait for a subscriber before sending (0: don't wait).")
-def publish(file: Path, endpoint: str, rate: float | None, fmt: str, topic: str | None, wait_s: float) -> None:
-    """Publish a JSONL file to a broker."""
-    from convlog.publisher import file_messages
+@click.option("--publisher-id", help="Id in the loss-detection stamps (default host:pid:random).")
+@click.option("--no-stamp", is_flag=True, help="Send payloads exactly as in the file, without stamps.")
+def publish(file: Path, endpoint: str, rate: float | None, fmt: str, topic: str | None, wait_s: float,
+            publisher_id: str | None, no_stamp: bool) -> None:
+    """Publish a JSONL file to a broker, stamping JSON objects for loss detection."""
+    from convlog.publisher import Publisher, file_messages
     from convlog.publisher import publish as run
 
-    report = run(file_messages(file, topic=topic, fmt=fmt), endpoint=endpoint, rate=rate,
-                 wait_s=wait_s or None)
+    with Publisher(endpoint, publisher_id=publisher_id, stamp=not no_stamp) as pub:
+        report = run(file_messages(file, topic=topic, fmt=fmt), rate=rate, wait_s=wait_s or None, publisher=pub)
     click.echo(f"published {report.sent} messages in {report.seconds:.2f} s ({report.rate:,.0f}/s)", err=True)
 
 
@@ -189,6 +192,73 @@ def demo(directory: Path | None, conversations: int) -> None:
     from convlog.demo import run_demo
 
     run_demo(directory, conversations)
+
+
+def log_dir_argument(func: Callable[..., Any]) -> Callable[..., Any]:
+    """An optional ``DIR`` argument and the equivalent ``--dir``; the command receives
+    ``dir_argument`` and ``dir_option`` and resolves them with :func:`_log_dir`."""
+    func = click.option(
+        "--dir", "dir_option", type=click.Path(file_okay=False, path_type=Path),
+        help="Log directory (the same as DIR; default $CONVLOG_DIR or ./conversation_logs).",
+    )(func)
+    return click.argument("dir_argument", metavar="[DIR]", required=False,
+                          type=click.Path(file_okay=False, path_type=Path))(func)
+
+
+def _log_dir(dir_argument: Path | None, dir_option: Path | None) -> Path:
+    """DIR or ``--dir`` (a usage error when they differ), else ``$CONVLOG_DIR`` or
+    ``./conversation_logs``."""
+    if dir_argument is not None and dir_option is not None and dir_argument != dir_option:
+        raise click.UsageError(f"two log directories given: {dir_argument} and --dir {dir_option}")
+    return dir_argument or dir_option or Path(_default_dir())
+
+
+@main.command()
+@log_dir_argument
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify(dir_argument: Path | None, dir_option: Path | None, as_json: bool) -> None:
+    """Check a log directory: whole records, seq contiguous from 1, segment names,
+    state.json and quarantine entries. Exits 1 when a problem is found."""
+    from convlog import output
+    from convlog.verify import verify as run
+
+    report = run(_log_dir(dir_argument, dir_option))
+    if as_json:
+        output.print_json(report.as_dict())
+    else:
+        output.print_verify(report)
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@log_dir_argument
+def recover(dir_argument: Path | None, dir_option: Path | None) -> None:
+    """Repair the tail of a log whose recorder is not running, as the recorder does at
+    start: a torn or invalid tail goes to recovery/quarantine.jsonl, a recorder.recovered
+    record says so, and the state is marked clean."""
+    from convlog import output
+    from convlog.importer import repair
+
+    directory = _log_dir(dir_argument, dir_option)
+    output.print_repair(directory, repair(directory))
+
+
+@main.command(name="import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@dir_option
+def import_(files: tuple[Path, ...], directory: Path) -> None:
+    """Import legacy ConversationEvent JSONL files into the log (source "import").
+
+    The recorder must not be running. Lines already imported are skipped; invalid lines
+    are reported as FILE:LINE: reason (exit 1) and the valid ones are still imported."""
+    from convlog import output
+    from convlog.importer import import_legacy
+
+    total = sum(path.stat().st_size for path in files)
+    with output.byte_progress("importing", total) as advance:
+        report = import_legacy(directory, files, progress=advance)
+    output.print_import(report)
+    sys.exit(1 if report.invalid else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,7 @@ The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has two tables::
     drain_timeout_ms = 2000              # bounded wait for delivered messages at stop
     state_interval_ms = 1000             # how often recovery/state.json is refreshed
     processing_nice = 5                  # lower the processing thread's priority (0 = off)
+    held_bytes = 268435456               # records held in memory while writes fail
 
     [enrich]
     word_count = false
@@ -78,6 +79,7 @@ class Config:
     drain_timeout_ms: int = 2000
     state_interval_ms: int = 1000
     processing_nice: int = 5
+    held_bytes: int = 256 * 1024 * 1024
     word_count: bool = False
     large_message_bytes: int = 8 * 1024 * 1024
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -198,6 +200,7 @@ _RECORDER_KEYS: dict[str, Callable[[Any], Any]] = {
     "drain_timeout_ms": _positive_int,
     "state_interval_ms": _positive_int,
     "processing_nice": _nice,
+    "held_bytes": _positive_int,
 }
 _ENRICH_KEYS: dict[str, Callable[[Any], Any]] = {
     "word_count": _bool,

@@ -18,6 +18,8 @@ fsync, write ``recorder.stop``, mark the state clean, exit 0.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import signal
@@ -46,6 +48,9 @@ BATCH_MESSAGES = 1024
 #: one wake-up (poll, exception, write) per message into one per batch. It adds at most
 #: this much latency; libzmq keeps receiving meanwhile. Not used with fsync "always".
 BATCH_PAUSE_S = 0.005
+#: Retry of failed writes: first after this many seconds, doubling up to the maximum.
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
 #: Quiet time that ends the drain at stop, milliseconds.
 DRAIN_QUIET_MS = 100
 
@@ -75,6 +80,14 @@ class Recorder:
         self._writer: SegmentWriter | None = None
         self._lock: LogLock | None = None
         self._started_ns = 0
+        # Disk faults: records held while writes fail, and messages dropped past the bound.
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._held_seq = 0
+        self._degraded: dict[str, Any] | None = None
+        self._dropped: dict[str, Any] | None = None
+        self._backoff_s = RETRY_FIRST_S
+        self._next_retry = 0.0
 
     def request_stop(self, *_: Any) -> None:
         """Ask the loop to stop (safe to call from a signal handler)."""
@@ -105,6 +118,7 @@ class Recorder:
             fsync=self.config.fsync,
             interval_ms=self.config.fsync_interval_ms,
         )
+        self._save_state(clean=False)  # before writing anything: a crash from here on is unclean
         if report.last_seq and (not report.was_clean or report.reason):
             self._append_own("recorder.recovered", report.as_data())
         self._restore_publishers(prior, report.last_seq)
@@ -144,11 +158,16 @@ class Recorder:
     def _append_own(self, kind: str, data: dict[str, Any]) -> None:
         assert self._writer is not None
         self.seq += 1
-        self._writer.write(
-            make_line(self.seq, self.clock.now(), kind, "recorder", None, None, data), self.seq
-        )
+        self._write(make_line(self.seq, self.clock.now(), kind, "recorder", None, None, data), self.seq)
 
     def _save_state(self, clean: bool) -> None:
+        assert self._writer is not None
+        try:
+            self._write_state(clean)
+        except OSError as exc:
+            log.warning("could not update %s/recovery/state.json: %s", self.directory, exc)
+
+    def _write_state(self, clean: bool) -> None:
         assert self._writer is not None
         write_state(
             self.directory,
@@ -186,6 +205,91 @@ class Recorder:
         return sockets
 
     # -- the loop -------------------------------------------------------------------------
+
+    # -- disk faults -----------------------------------------------------------------------
+
+    def _write(self, data: bytes, last_seq: int) -> None:
+        """Write whole lines, or hold them in memory while writes fail (in order: once
+        anything is held, later lines queue behind it until :meth:`_retry` succeeds)."""
+        if not self._held:
+            try:
+                self._writer.write(data, last_seq)  # type: ignore[union-attr]
+                return
+            except OSError as exc:
+                self._degraded = {"since": self.clock.now(), "error": _describe(exc), "retries": 0,
+                                  "first_seq": last_seq - data.count(b"\n") + 1}
+                self._backoff_s = RETRY_FIRST_S
+                self._next_retry = time.monotonic() + self._backoff_s
+                log.error(
+                    "cannot write to %s (%s): holding records in memory (up to %d bytes) and retrying",
+                    self._writer.segment, _describe(exc), self.config.held_bytes,  # type: ignore[union-attr]
+                )
+        self._held.append(data)
+        self._held_bytes += len(data)
+        self._held_seq = last_seq
+
+    def _retry(self) -> None:
+        """Try to write what is held; on success write ``recorder.degraded`` (and
+        ``recorder.dropped``) records saying what happened."""
+        assert self._writer is not None and self._degraded is not None
+        try:
+            self._writer.write(b"".join(self._held), self._held_seq)
+        except OSError as exc:
+            self._degraded["retries"] += 1
+            self._degraded["error"] = _describe(exc)
+            self._backoff_s = min(self._backoff_s * 2, RETRY_MAX_S)
+            self._next_retry = time.monotonic() + self._backoff_s
+            log.warning(
+                "still cannot write (%s): %d records (%d bytes) held%s; next try in %.1f s", _describe(exc),
+                self._held_seq - self._degraded["first_seq"] + 1, self._held_bytes,
+                f", {self._dropped['messages']} messages dropped" if self._dropped else "", self._backoff_s,
+            )
+            return
+        degraded, dropped = self._degraded, self._dropped
+        degraded.update(until=self.clock.now(), held_records=self._held_seq - degraded["first_seq"] + 1,
+                        held_bytes=self._held_bytes, last_seq=self._held_seq)
+        self._held.clear()
+        self._held_bytes = 0
+        self._degraded = self._dropped = None
+        log.warning("writing again: %d held records written", degraded["held_records"])
+        self._append_own("recorder.degraded", degraded)
+        if dropped is not None:
+            dropped["until"] = degraded["until"]
+            self._append_own("recorder.dropped", dropped)
+            log.error("%d messages were dropped while writes failed (held bytes at the bound)", dropped["messages"])
+
+    def _drop(self, sock: zmq.Socket, source: str, limit: int) -> int:
+        """Receive up to ``limit`` messages and drop them, counting (the held bytes are at
+        their bound). They get no seq, so seq stays gapless; a ``recorder.dropped``
+        record counts them once writes succeed again."""
+        count = 0
+        while count < limit:
+            try:
+                sock.recv_multipart(_NOBLOCK)
+            except zmq.Again:
+                break
+            count += 1
+        if count:
+            if self._dropped is None:
+                self._dropped = {"messages": 0, "bytes_bound": self.config.held_bytes, "since": self.clock.now(),
+                                 "after_seq": self.seq, "by_source": {}}
+            self._dropped["messages"] += count
+            by_source = self._dropped["by_source"]
+            by_source[source] = by_source.get(source, 0) + count
+            self.received[source] = self.received.get(source, 0) + count
+        return count
+
+    def _sync_if_due(self) -> None:
+        """Group commit when due; a failed fsync is logged and retried at the next one."""
+        writer = self._writer
+        assert writer is not None
+        try:
+            writer.maybe_sync()
+        except OSError as exc:
+            writer.last_error = exc
+        if writer.last_error is not None:
+            log.error("fsync/rotation of %s failed: %s (retrying)", writer.segment, _describe(writer.last_error))
+            writer.last_error = None
 
     def _gap_line(self, gap: Gap, seq: int) -> bytes:
         """The ``recorder.gap`` record for a gap, logged as a warning too."""
@@ -237,12 +341,12 @@ class Recorder:
                     pending += len(data)
                 gaps.clear()
             if pending >= room:
-                writer.write(b"".join(lines), seq)
+                self._write(b"".join(lines), seq)
                 lines.clear()
                 pending = 0
                 room = 0 if writer.policy == "always" else writer.segment_bytes - writer.offset
         if lines:
-            writer.write(b"".join(lines), seq)
+            self._write(b"".join(lines), seq)
         self.seq = seq
         count = seq - first - own
         if count:
@@ -287,12 +391,18 @@ class Recorder:
             while not self._stop:
                 due = writer.due_ns()
                 timeout_ms = 200 if due is None else max(1, due // 1_000_000)
+                if self._held:
+                    timeout_ms = min(timeout_ms, max(1, int((self._next_retry - time.monotonic()) * 1000)))
                 ready = dict(poller.poll(timeout_ms))
                 drained = 0
+                if self._held and time.monotonic() >= self._next_retry:
+                    self._retry()
+                full = self._held_bytes >= self.config.held_bytes
                 for sock, source in sockets:
                     if sock in ready:
-                        drained = max(drained, self._drain(sock, source, BATCH_MESSAGES))
-                writer.maybe_sync()
+                        take = self._drop if full else self._drain
+                        drained = max(drained, take(sock, source, BATCH_MESSAGES))
+                self._sync_if_due()
                 if 0 < drained < BATCH_MESSAGES and pause_s:
                     # The queue ran dry: let messages gather for a moment so the next
                     # wake-up takes a batch (one poll and one write for many records).
@@ -310,8 +420,7 @@ class Recorder:
                 sock.close(linger=0)
             if self._ctx is not None:
                 self._ctx.term()
-        self.close()
-        return 0
+        return self.close()
 
     def _yield_to_network(self) -> None:
         """Lower the scheduling priority of this (the processing) thread only.
@@ -345,34 +454,59 @@ class Recorder:
                 if sock in ready:
                     self._drain(sock, source, BATCH_MESSAGES)
 
-    def close(self) -> None:
-        """Write ``recorder.stop``, fsync, mark the state clean and release the lock."""
+    def close(self) -> int:
+        """Write ``recorder.stop``, fsync, mark the state clean and release the lock.
+
+        Returns:
+            0, or 1 when records held after failed writes could still not be written
+            (they are lost; the error says which seqs) — the state is left unclean.
+        """
         writer = self._writer
         if writer is None:
-            return
+            return 0
+        if self._held:
+            self._retry()
         uptime = (time.time_ns() - self._started_ns) / 1e9
-        self._append_own(
-            "recorder.stop",
-            {
-                "reason": "signal" if self._stop else "end",
-                "uptime_s": round(uptime, 3),
-                "received": dict(self.received),
-                "records_by_kind": dict(self.ingest.kinds),
-                "publishers": self.ingest.detector.summary(),
-                "fsyncs": writer.fsyncs,
-                "fsync_seconds": round(writer.fsync_seconds, 6),
-            },
-        )
-        writer.sync()
-        self._save_state(clean=True)
-        writer.close()
+        if not self._held:
+            self._append_own(
+                "recorder.stop",
+                {
+                    "reason": "signal" if self._stop else "end",
+                    "uptime_s": round(uptime, 3),
+                    "received": dict(self.received),
+                    "records_by_kind": dict(self.ingest.kinds),
+                    "publishers": self.ingest.detector.summary(),
+                    "fsyncs": writer.fsyncs,
+                    "fsync_seconds": round(writer.fsync_seconds, 6),
+                },
+            )
+        error = None
+        if self._held:
+            assert self._degraded is not None
+            error = (
+                f"{self._held_seq - self._degraded['first_seq'] + 1} records "
+                f"(seq {self._degraded['first_seq']}..{self._held_seq}) could not be written: {self._degraded['error']}"
+            )
+        else:
+            try:
+                writer.sync()
+            except OSError as exc:
+                error = f"the last fsync failed ({_describe(exc)}): recent records may not be durable"
+        if error is None:
+            self._save_state(clean=True)
+        with contextlib.suppress(OSError):
+            writer.close()
         self._writer = None
         if self._lock is not None:
             self._lock.release()
+        if error is not None:
+            log.error("stopping uncleanly: %s", error)
+            return 1
         log.info(
             "stopped cleanly at seq %d after %.1f s (%s)",
             self.seq, uptime, ", ".join(f"{k}={v}" for k, v in self.received.items()) or "nothing received",
         )
+        return 0
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -383,3 +517,9 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def _describe(exc: OSError) -> str:
+    """``ENOSPC: No space left on device``-style text for an OSError."""
+    name = errno.errorcode.get(exc.errno or 0, "OSError")
+    return f"{name}: {exc.strerror or exc}"

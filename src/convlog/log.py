@@ -29,6 +29,7 @@ most a torn last line, which :func:`recover` moves to quarantine.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import fcntl
 import os
 import socket
@@ -245,7 +246,12 @@ class RecoveryReport:
 
 
 def _last_seq_of(path: Path) -> int:
-    """Seq of the last complete record of a segment that is known whole (0 if empty)."""
+    """Seq of the last valid record of a closed segment (0 if it has none).
+
+    Reads backwards from the end; an invalid last line (corruption inside a segment
+    that was fsynced at rotation, which ``convlog verify`` reports) is stepped over
+    rather than trusted or allowed to stop recovery.
+    """
     size = path.stat().st_size
     with path.open("rb") as fh:
         chunk = 4096
@@ -253,11 +259,17 @@ def _last_seq_of(path: Path) -> int:
             start = max(0, size - chunk)
             fh.seek(start)
             data = fh.read(size - start)
-            end = data.rstrip(b"\n")
-            cut = end.rfind(b"\n")
-            if cut >= 0 or start == 0:
-                line = end[cut + 1:]
-                return parse_line(line)["seq"] if line else 0
+            lines = data.split(b"\n")
+            if start > 0:
+                lines = lines[1:]  # maybe cut in the middle
+            for line in reversed(lines):
+                if line.strip():
+                    try:
+                        return parse_line(line)["seq"]
+                    except ValueError:
+                        continue
+            if start == 0:
+                return 0
             chunk *= 4
 
 
@@ -336,7 +348,10 @@ def recover(directory: Path, clock: Clock | None = None) -> RecoveryReport:
         tail = fh.read()
         valid, last_seq, reason = scan_tail(tail, expected)
         if start == 0 and valid == 0 and len(segments) > 1:
-            last_seq = _last_seq_of(segments[-2][1])
+            for _, earlier in reversed(segments[:-1]):
+                last_seq = _last_seq_of(earlier)
+                if last_seq:
+                    break
             if reason and last_seq + 1 != first_seq:
                 reason = f"{reason}; previous segment ends at seq {last_seq}"
         report = RecoveryReport(
@@ -402,6 +417,7 @@ class SegmentWriter:
         self.written_seq = self.durable_seq = next_seq - 1
         self.fsyncs = 0
         self.fsync_seconds = 0.0
+        self.last_error: OSError | None = None
         self._unsynced_since: int | None = None
         segments = list_segments(self.directory)
         if segments and segments[-1][1].stat().st_size < segment_bytes:
@@ -411,9 +427,14 @@ class SegmentWriter:
         self.durable_offset = self.offset
 
     def _open(self, path: Path) -> None:
+        """Make ``path`` the current segment; the previous one (if any) is closed only
+        once the new one is open, so a failure leaves the writer on the old one."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        old, self._fd = getattr(self, "_fd", -1), fd
+        if old >= 0:
+            os.close(old)
         self.segment = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self.offset = os.fstat(self._fd).st_size
+        self.offset = os.fstat(fd).st_size
         fsync_dir(path.parent)
 
     def write(self, data: bytes, last_seq: int) -> None:
@@ -422,19 +443,32 @@ class SegmentWriter:
         Under ``always`` pass one record per call: it is fsynced before returning.
 
         Raises:
-            OSError: when the write fails (nothing is counted as written then).
+            OSError: when the bytes could not be written (disk full, file-size limit,
+                I/O error). The segment is then cut back to its last whole record, as if
+                nothing had been written, so the caller can retry the same bytes. A
+                failed fsync or rotation after a successful write does not raise: it is
+                kept in ``last_error`` and retried by the next :meth:`sync`/write.
         """
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError:
+            if len(view) != len(data):
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self.offset)
+            raise
         self.offset += len(data)
         self.written_seq = last_seq
-        if self.policy == "always":
-            self.sync()
-        elif self._unsynced_since is None:
-            self._unsynced_since = time.monotonic_ns()
-        if self.offset >= self.segment_bytes:
-            self.rotate()
+        try:
+            if self.policy == "always":
+                self.sync()
+            elif self._unsynced_since is None:
+                self._unsynced_since = time.monotonic_ns()
+            if self.offset >= self.segment_bytes:
+                self.rotate()
+        except OSError as exc:
+            self.last_error = exc
 
     def due_ns(self) -> int | None:
         """Nanoseconds until the group commit is due (0: now), or None if nothing waits."""
@@ -466,7 +500,6 @@ class SegmentWriter:
     def rotate(self) -> None:
         """Close the current segment (fsynced) and start one named by the next seq."""
         self.sync()
-        os.close(self._fd)
         self._open(self.directory / EVENTS / segment_name(self.written_seq + 1))
         self.durable_offset = self.offset
 

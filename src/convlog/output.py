@@ -6,20 +6,27 @@ to stdout, ``err`` to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 from rich.text import Text
 
 from convlog.fold import State
 from convlog.replay import Replay
 from convlog.view import ShownMessage
+
+if TYPE_CHECKING:
+    from convlog.importer import ImportReport, RepairReport
+    from convlog.verify import VerifyReport
 
 
 def _width(stream: object) -> int | None:
@@ -210,3 +217,62 @@ def print_summary(data: dict[str, Any]) -> None:
             out.print("  " + ", ".join(f"{k}={v}" for k, v in item.items()), markup=False)
         if len(items) > 20:
             out.print(f"  … and {len(items) - 20} more", markup=False)
+
+
+# -- offline tools (verify, recover, import) ----------------------------------------------
+
+
+def print_verify(report: VerifyReport) -> None:
+    """Print a :class:`~convlog.verify.VerifyReport`: one ``where:line: reason`` line per
+    problem, one ``NOTE`` line per note, then a one-line summary."""
+    for problem in report.problems:
+        out.print(str(problem), markup=False)
+    for note in report.notes:
+        out.print(f"NOTE {note}", markup=False)
+    count = len(report.problems)
+    out.print(
+        f"{report.directory}: {report.segments} segments, {report.records} records, last seq {report.last_seq}, "
+        f"{count} problem{'' if count == 1 else 's'}",
+        markup=False,
+    )
+
+
+def print_repair(directory: Path, report: RepairReport) -> None:
+    """Print what ``convlog recover`` found and did."""
+    rec = report.recovery
+    if rec.reason:
+        lines = f"{rec.quarantined_lines} line{'' if rec.quarantined_lines == 1 else 's'}"
+        out.print(
+            f"{directory}: moved {rec.quarantined_bytes} bytes ({lines}) from events/{rec.segment} at offset "
+            f"{rec.offset} to recovery/quarantine.jsonl: {rec.reason}",
+            markup=False,
+        )
+    else:
+        shutdown = "clean" if rec.was_clean else "unclean"
+        out.print(f"{directory}: nothing to repair (last seq {rec.last_seq}, previous shutdown {shutdown})",
+                  markup=False)
+    if report.recovered_seq is not None:
+        out.print(f"wrote recorder.recovered at seq {report.recovered_seq}; state marked clean", markup=False)
+
+
+@contextlib.contextmanager
+def byte_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar over ``total`` bytes on stderr (cleared at the end; not drawn when
+    stderr is not a terminal). Yields a callback taking the bytes done since its last call."""
+    if not err.is_terminal:  # rich would still write an empty line there
+        yield lambda done: None
+        return
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda done: progress.advance(task, done)
+
+
+def print_import(report: ImportReport) -> None:
+    """Print the invalid lines of an import (``file:line: reason``, stderr) and its
+    summary line (stdout)."""
+    for invalid in report.invalid:
+        err.print(str(invalid), markup=False)
+    out.print(report.summary(), markup=False)
