@@ -78,9 +78,13 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def copy_of(recorded: Path, tmp_path: Path) -> Path:
-    """A private copy of the recorded log (without its lock file)."""
+    """A private copy of the recorded log, without its lock file and without the
+    checkpoint the recorder wrote at stop (damage before a cut also invalidates the
+    checkpoint; that is tested in test_checkpoint.py, these tests are about segments)."""
     directory = tmp_path / "log"
-    shutil.copytree(recorded, directory, ignore=shutil.ignore_patterns("recorder.lock"))
+    shutil.copytree(recorded, directory, ignore=shutil.ignore_patterns("recorder.lock", "*.json"))
+    (directory / "recovery").mkdir(exist_ok=True)
+    shutil.copy2(recorded / "recovery" / "state.json", directory / "recovery" / "state.json")
     return directory
 
 
@@ -207,21 +211,21 @@ def test_verify_json_report_and_dir_defaults(recorded: Path, tmp_path: Path) -> 
     assert code == 1 and err.startswith("convlog: no event log in")
 
 
-def test_verify_notes_quarantine_and_unchecked_checkpoints(recorded: Path, tmp_path: Path) -> None:
+def test_verify_notes_quarantine_and_checks_checkpoints(recorded: Path, tmp_path: Path) -> None:
     """Quarantine entries are counted as a NOTE (not a problem), a broken quarantine
-    entry is a problem with its line, and files in checkpoints/ give a 'not checked'
-    NOTE."""
+    entry is a problem with its line, and an unreadable checkpoint file is a problem."""
     directory = copy_of(recorded, tmp_path)
     quarantine = directory / RECOVERY / QUARANTINE_FILE
     entry = {"ts": "2026-01-01T00:00:00.000000Z", "segment": segment_name(1), "offset": 0,
              "reason": "torn line", "bytes": 3, "text": "abc"}
     quarantine.write_bytes(orjson.dumps(entry) + b"\n" + orjson.dumps(entry) + b"\n")
-    (directory / "checkpoints" / "00000000000000000010.json").write_bytes(b"{}")
     code, out, _ = run("verify", str(directory))
     assert code == 0, out
     assert "NOTE recovery/quarantine.jsonl: 2 entries (bytes salvaged by recovery)" in out.splitlines()
-    assert any(line.startswith("NOTE checkpoints/") and "not checked: checkpoint verification not implemented"
-               in line for line in out.splitlines())
+    (directory / "checkpoints" / "00000000000000000010.json").write_bytes(b"{}")
+    code, out, _ = run("verify", str(directory))
+    assert code == 1 and problem_lines(out) == ["checkpoints/00000000000000000010.json: unknown format None"]
+    (directory / "checkpoints" / "00000000000000000010.json").unlink()
     with quarantine.open("ab") as fh:
         fh.write(b'{"reason": "x", "text"\n')
     code, out, _ = run("verify", str(directory))

@@ -15,6 +15,7 @@ import click
 import zmq
 
 from convlog import __version__
+from convlog.checkpoint import CheckpointError
 from convlog.config import FSYNC_POLICIES, ConfigError, load_config
 from convlog.demo import DemoError
 from convlog.log import LogLockedError
@@ -25,6 +26,7 @@ from convlog.sharegpt import DatasetMissingError
 #: Failures that are the user's to fix: one line, exit 1.
 EXPECTED = (
     ConfigError,
+    CheckpointError,
     LogLockedError,
     NoLogError,
     UnknownSessionError,
@@ -63,6 +65,28 @@ def dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
         default=_default_dir, show_default="$CONVLOG_DIR or ./conversation_logs",
         help="Log directory.",
     )(func)
+
+
+def as_of_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--as-of SEQ|TIME``: fold the log only up to a seq or a receive time (time travel)."""
+    return click.option(
+        "--as-of", "as_of", metavar="SEQ|TIME",
+        help="Show the state as of a seq or an ISO 8601 time (UTC unless a zone is given).",
+    )(func)
+
+
+def _load(directory: Path, as_of: str | None, upto: int | None = None) -> Any:
+    from convlog.replay import load, parse_as_of
+
+    seq, ts = (None, None)
+    if as_of is not None:
+        try:
+            seq, ts = parse_as_of(as_of)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--as-of'") from None
+    if upto is not None:
+        seq = upto if seq is None else min(seq, upto)
+    return load(directory, upto_seq=seq, as_of_ts=ts)
 
 
 @click.group(cls=ConvlogGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -141,12 +165,12 @@ def publish(file: Path, endpoint: str, rate: float | None, fmt: str, topic: str 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--all", "include_deleted", is_flag=True, help="Include deleted sessions.")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the N most recently active.")
-def sessions(directory: Path, as_json: bool, include_deleted: bool, limit: int | None) -> None:
+@as_of_option
+def sessions(directory: Path, as_json: bool, include_deleted: bool, limit: int | None, as_of: str | None) -> None:
     """List the sessions folded from the log."""
     from convlog import output
-    from convlog.replay import load
 
-    replay = load(directory)
+    replay = _load(directory, as_of)
     if as_json:
         output.print_json(output.session_rows(replay.state, include_deleted))
     else:
@@ -157,24 +181,25 @@ def sessions(directory: Path, as_json: bool, include_deleted: bool, limit: int |
 @click.argument("session")
 @dir_option
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
-def show(session: str, directory: Path, fmt: str) -> None:
+@as_of_option
+def show(session: str, directory: Path, fmt: str, as_of: str | None) -> None:
     """Show the visible branch of SESSION (an id or a unique prefix)."""
     from convlog import output
-    from convlog.replay import load
 
-    output.print_transcript(load(directory), session, fmt)
+    output.print_transcript(_load(directory, as_of), session, fmt)
 
 
 @main.command()
 @dir_option
 @click.option("--upto", type=click.IntRange(min=1), help="Fold only records up to this seq.")
+@as_of_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def replay(directory: Path, upto: int | None, as_json: bool) -> None:
-    """Fold the log and summarise it: sessions, records by kind, gaps, incomplete streams."""
+def replay(directory: Path, upto: int | None, as_of: str | None, as_json: bool) -> None:
+    """Fold the log and summarise it: sessions, records by kind, gaps, incomplete streams.
+    Starts from the newest checkpoint that still matches the log."""
     from convlog import output
-    from convlog.replay import load
 
-    data = output.summary(load(directory, upto_seq=upto))
+    data = output.summary(_load(directory, as_of, upto))
     if as_json:
         output.print_json(data)
     else:
@@ -259,6 +284,55 @@ def import_(files: tuple[Path, ...], directory: Path) -> None:
         report = import_legacy(directory, files, progress=advance)
     output.print_import(report)
     sys.exit(1 if report.invalid else 0)
+
+
+@main.command()
+@dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def checkpoints(directory: Path, as_json: bool) -> None:
+    """List the checkpoints: seq, time, label, sessions, size."""
+    from convlog import output
+    from convlog.checkpoint import list_checkpoints
+
+    infos = list_checkpoints(directory)
+    if as_json:
+        output.print_json([output.checkpoint_row(info) for info in infos])
+    else:
+        output.out.print(output.checkpoints_table(infos))
+
+
+@main.group()
+def checkpoint() -> None:
+    """Create or delete labelled checkpoints."""
+
+
+@checkpoint.command("create")
+@dir_option
+@click.option("--label", required=True, help="Name to keep it by (letters, digits, '.', '_', '-').")
+def checkpoint_create(directory: Path, label: str) -> None:
+    """Fold the log to its end and write a checkpoint kept under LABEL (until deleted).
+
+    Works offline (the recorder must not be running; through a running recorder once it
+    has a control channel)."""
+    from convlog.checkpoint import Checkpointer
+    from convlog.log import LogLock, list_segments
+    from convlog.replay import NoLogError
+
+    if not list_segments(directory):
+        raise NoLogError(f"no event log in {directory} (expected {directory / 'events'}/*.jsonl)")
+    with LogLock(directory, command="convlog checkpoint create"):
+        path = Checkpointer(directory).checkpoint(label=label)
+    click.echo(f"checkpoint {path.name}" if path else "nothing to checkpoint")
+
+
+@checkpoint.command("delete")
+@dir_option
+@click.argument("label")
+def checkpoint_delete(directory: Path, label: str) -> None:
+    """Delete the checkpoint labelled LABEL."""
+    from convlog.checkpoint import delete_checkpoint
+
+    click.echo(f"deleted {delete_checkpoint(directory, label).name}")
 
 
 if __name__ == "__main__":  # pragma: no cover

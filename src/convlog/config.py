@@ -16,6 +16,8 @@ The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has two tables::
     state_interval_ms = 1000             # how often recovery/state.json is refreshed
     processing_nice = 5                  # lower the processing thread's priority (0 = off)
     held_bytes = 268435456               # records held in memory while writes fail
+    checkpoint_interval_s = 300          # automatic checkpoints (also one at clean stop)
+    checkpoint_keep = 12                 # automatic checkpoints kept (labelled ones always)
 
     [enrich]
     word_count = false
@@ -80,6 +82,8 @@ class Config:
     state_interval_ms: int = 1000
     processing_nice: int = 5
     held_bytes: int = 256 * 1024 * 1024
+    checkpoint_interval_s: int = 300
+    checkpoint_keep: int = 12
     word_count: bool = False
     large_message_bytes: int = 8 * 1024 * 1024
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -201,6 +205,8 @@ _RECORDER_KEYS: dict[str, Callable[[Any], Any]] = {
     "state_interval_ms": _positive_int,
     "processing_nice": _nice,
     "held_bytes": _positive_int,
+    "checkpoint_interval_s": _positive_int,
+    "checkpoint_keep": _positive_int,
 }
 _ENRICH_KEYS: dict[str, Callable[[Any], Any]] = {
     "word_count": _bool,

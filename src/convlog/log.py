@@ -581,3 +581,47 @@ def read_seqs(directory: Path, seqs: Iterable[int]) -> dict[int, dict[str, Any]]
         if record["seq"] in want:
             out[record["seq"]] = record
     return out
+
+
+def follow(
+    directory: Path,
+    position: tuple[str, int] | None = None,
+    on_error: Callable[[str, int, str], None] | None = None,
+) -> Iterator[tuple[dict[str, Any], str, int]]:
+    """Yield the complete records after a byte position, with the position after each.
+
+    Args:
+        directory: the log directory.
+        position: ``(segment name, byte offset)`` just after the last record already
+            seen, or None to start at the beginning of the log.
+
+    Yields:
+        ``(record, segment name, offset after its line)``. Stops at the end of what is
+        written; an incomplete last line (a write in progress) is left for the next
+        call. Invalid lines are skipped and reported to ``on_error(segment name,
+        line number, reason)``; line numbers count from the start position.
+    """
+    segments = list_segments(directory)
+    names = [path.name for _, path in segments]
+    if position is None:
+        index, offset = 0, 0
+    else:
+        name, offset = position
+        if name not in names:
+            return
+        index = names.index(name)
+    for _, path in segments[index:]:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            for number, line in enumerate(fh, 1):
+                if not line.endswith(b"\n"):
+                    return
+                offset += len(line)
+                try:
+                    record = parse_line(line)
+                except ValueError as exc:
+                    if on_error is not None:
+                        on_error(path.name, number, str(exc))
+                    continue
+                yield record, path.name, offset
+        offset = 0

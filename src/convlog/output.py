@@ -194,6 +194,8 @@ def summary(replay: Replay) -> dict[str, Any]:
         "read_errors": [
             {"segment": e.segment, "line": e.line, "reason": e.reason} for e in replay.read_errors
         ],
+        "from_checkpoint": replay.checkpoint.name if replay.checkpoint else None,
+        "refused_checkpoints": list(replay.refused),
     }
 
 
@@ -204,6 +206,10 @@ def print_summary(data: dict[str, Any]) -> None:
         f"{data['sessions']} sessions ({data['forks']} forks, {data['deleted_sessions']} deleted), "
         f"{data['messages_visible']} visible messages, {data['duplicates']} duplicate copies"
     )
+    if data["from_checkpoint"]:
+        out.print(f"folded from checkpoint {data['from_checkpoint']}", markup=False)
+    for reason in data["refused_checkpoints"]:
+        out.print(f"[yellow]checkpoint refused:[/] {reason}")
     kinds = Table("kind", "records", pad_edge=False)
     for kind, count in data["records_by_kind"].items():
         kinds.add_row(kind, str(count))
@@ -276,3 +282,30 @@ def print_import(report: ImportReport) -> None:
     for invalid in report.invalid:
         err.print(str(invalid), markup=False)
     out.print(report.summary(), markup=False)
+
+
+def checkpoint_row(info: Any) -> dict[str, Any]:
+    """One checkpoint as a JSON-friendly dict."""
+    return {
+        "file": info.path.name,
+        "seq": info.seq,
+        "label": info.label,
+        "created": info.created,
+        "ts": info.ts,
+        "sessions": info.sessions,
+        "bytes": info.size,
+    }
+
+
+def checkpoints_table(infos: Sequence[Any]) -> Table:
+    """The checkpoints as a rich table, oldest first."""
+    table = Table(pad_edge=False)
+    for name, justify in (("seq", "right"), ("time (last record)", "left"), ("label", "left"),
+                          ("sessions", "right"), ("size", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for info in infos:
+        table.add_row(
+            str(info.seq), (info.ts or "?")[:19].replace("T", " "), info.label or "(automatic)",
+            "?" if info.sessions is None else str(info.sessions), f"{info.size / 1024:,.1f} KiB",
+        )
+    return table

@@ -18,7 +18,7 @@ What is checked (README, "The event log"):
   record closes a writer's session (see :data:`CLEAN_ENDINGS`);
 * every entry of ``recovery/quarantine.jsonl`` parses (the count is a note).
 
-Checkpoints are not verified yet; files under ``checkpoints/`` give a note.
+Checkpoints: each must be readable and its cut (digest) must still match the log.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from convlog.checkpoint import CheckpointError, check_cut, list_checkpoints, load_checkpoint
 from convlog.log import (
     CHECKPOINTS,
     EVENTS,
@@ -175,14 +176,28 @@ def verify(directory: str | Path) -> VerifyReport:
     if state is not None:
         _check_state(state, durable, tail, report)
     _check_quarantine(directory, report)
-    checkpoints = directory / CHECKPOINTS
-    if checkpoints.is_dir():
-        count = sum(1 for _ in checkpoints.iterdir())
-        if count:
-            report.notes.append(
-                f"{CHECKPOINTS}/: {count} files not checked: checkpoint verification not implemented"
-            )
+    _check_checkpoints(directory, report)
     return report
+
+
+def _check_checkpoints(directory: Path, report: VerifyReport) -> None:
+    """Every checkpoint must be readable and its cut must still match the log (digest
+    of the cut's segment, sizes of the earlier ones)."""
+    for info in list_checkpoints(directory):
+        where = f"{CHECKPOINTS}/{info.path.name}"
+        try:
+            cut, state = load_checkpoint(info.path)
+        except CheckpointError as exc:
+            report.problems.append(Problem(where, None, str(exc).split(": ", 1)[-1]))
+            continue
+        reason = check_cut(directory, cut)
+        if reason is None and state.last_seq != cut.seq:
+            reason = f"its state ends at seq {state.last_seq}, its cut at {cut.seq}"
+        if reason is not None:
+            report.problems.append(Problem(where, None, reason))
+    count = len(list_checkpoints(directory))
+    if count:
+        report.notes.append(f"{CHECKPOINTS}/: {count} checkpoint(s) checked against the log")
 
 
 def _read_state(directory: Path, report: VerifyReport) -> tuple[dict[str, Any] | None, _Durable | None]:

@@ -1,0 +1,239 @@
+"""Checkpoints on real log directories: the replay law, refusal of a checkpoint that no
+longer matches the log, pruning, time travel on a real recording, the CLI and the
+recorder's own checkpoints."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import Bus, records, shearwater_file, wait_for_records
+from convlog.checkpoint import Checkpointer, list_checkpoints, prune
+from convlog.cli import main
+from convlog.fold import fold_all
+from convlog.ingest import Ingest
+from convlog.log import SegmentWriter, ensure_layout, iter_records, list_segments
+from convlog.replay import load
+from convlog.verify import verify
+from convlog.wire import legacy_to_bus
+
+
+class LogBuilder:
+    """Writes records into a real log directory with the real writer, one at a time."""
+
+    def __init__(self, directory: Path, segment_bytes: int = 4096) -> None:
+        ensure_layout(directory)
+        self.directory = directory
+        self.ingest = Ingest()
+        self.writer = SegmentWriter(directory, next_seq=1, segment_bytes=segment_bytes, fsync="never")
+        self.seq = 0
+
+    def add(self, event: dict, ts: str = "2026-11-21T12:00:00.000000Z") -> None:
+        self.seq += 1
+        topic = str(event.get("session_id", "t")).encode()
+        self.writer.write(self.ingest.line([topic, orjson.dumps(event)], self.seq, ts, "sub"), self.seq)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def all_records(directory: Path) -> list[dict]:
+    return list(iter_records(directory))
+
+
+sessions = st.sampled_from(["a", "b", "c"])
+events = st.one_of(
+    st.builds(lambda s, m: {"type": "message", "session_id": s, "message_id": f"m{m}", "content": "x" * m},
+              sessions, st.integers(0, 12)),
+    st.builds(lambda s, n: {"type": "session.checkpoint", "session_id": s, "name": f"cp{n}"},
+              sessions, st.integers(0, 2)),
+    st.builds(lambda s, n: {"type": "session.rewind", "session_id": s, "checkpoint": f"cp{n}"},
+              sessions, st.integers(0, 2)),
+    st.builds(lambda s, n: {"type": "session.rewind", "session_id": s, "to": n}, sessions, st.integers(0, 4)),
+    st.builds(lambda s, p, n: {"type": "session.fork", "session_id": f"{p}-f{n}", "parent": p, "at": n},
+              sessions, sessions, st.integers(0, 3)),
+    st.builds(lambda s: {"type": "session.crystal", "session_id": s, "summary": "so far"}, sessions),
+    st.builds(lambda s, m: {"type": "message.delta", "session_id": s, "message_id": f"s{m}", "delta": "d"},
+              sessions, st.integers(0, 3)),
+    st.just({"unexpected": "shape"}),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(log=st.lists(events, min_size=1, max_size=60), cuts=st.lists(st.integers(0, 60), max_size=4),
+       targets=st.lists(st.integers(1, 60), min_size=1, max_size=4))
+def test_state_from_a_checkpoint_plus_tail_equals_folding_everything(
+    log: list[dict], cuts: list[int], targets: list[int]
+) -> None:
+    """For random logs, checkpoints at random cut points and random targets: the state
+    loaded from the newest checkpoint plus the records after it equals folding every
+    record up to the target (and equals loading without checkpoints)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp) / "log"
+        builder = LogBuilder(directory)
+        cut_points = {min(c, len(log)) for c in cuts}
+        for index, event in enumerate(log, 1):
+            builder.add(event)
+            if index in cut_points:
+                builder.writer.sync()
+                Checkpointer(directory).checkpoint()
+        builder.close()
+        everything = all_records(directory)
+        for target in {min(t, len(log)) for t in targets} | {len(log)}:
+            expected = fold_all(everything[:target])
+            loaded = load(directory, upto_seq=target)
+            assert loaded.state == expected
+            assert load(directory, upto_seq=target, use_checkpoints=False).state == expected
+            used = loaded.checkpoint
+            if used is not None:
+                assert int(used.name[:20]) <= target
+
+
+def build(directory: Path, count: int = 200) -> None:
+    builder = LogBuilder(directory, segment_bytes=2048)
+    for i in range(count):
+        builder.add({"type": "message", "session_id": f"s{i % 5}", "message_id": f"m{i}", "content": f"#{i}"})
+    builder.close()
+
+
+def test_a_checkpoint_that_no_longer_matches_the_log_is_refused(tmp_path: Path) -> None:
+    """Changing the log under a checkpoint makes replay refuse it (with the reason) and
+    fall back to an older checkpoint or the start; verify reports it too."""
+    directory = tmp_path / "log"
+    build(directory)
+    newest = Checkpointer(directory).checkpoint(label="late")
+    segment = next(path for _, path in list_segments(directory) if path.name == orjson.loads(
+        newest.read_bytes())["cut"]["segment"])
+    data = bytearray(segment.read_bytes())
+    data[10:12] = b"99" if data[10:12] != b"99" else b"88"
+    segment.write_bytes(bytes(data))
+    loaded = load(directory)
+    assert loaded.checkpoint is None and len(loaded.refused) == 1
+    assert "digest mismatch" in loaded.refused[0] and newest.name in loaded.refused[0]
+    report = verify(directory)
+    assert any(p.where == f"checkpoints/{newest.name}" and "digest mismatch" in p.reason for p in report.problems)
+
+
+def test_automatic_checkpoints_are_pruned_labelled_kept(tmp_path: Path) -> None:
+    """Only the newest K automatic checkpoints stay; labelled ones are never pruned."""
+    directory = tmp_path / "log"
+    builder = LogBuilder(directory)
+    for i in range(20):
+        builder.add({"type": "message", "session_id": "s", "message_id": f"m{i}", "content": "x"})
+        builder.writer.sync()
+        Checkpointer(directory, keep=3).checkpoint(label="first" if i == 0 else None)
+    builder.close()
+    infos = list_checkpoints(directory)
+    assert [i.label for i in infos if i.label] == ["first"]
+    assert [i.seq for i in infos if i.label is None] == [18, 19, 20]
+    assert prune(directory, keep=1) and len([i for i in list_checkpoints(directory) if i.label is None]) == 1
+
+
+def test_time_travel_on_a_real_recording_with_forks_and_rewinds(tmp_path: Path) -> None:
+    """The Shearwater recovery file, replayed with forks and rewinds interleaved and one
+    second of receive time per record: the state as of any time equals folding the
+    records received up to then, whether a checkpoint is used or not."""
+    directory = tmp_path / "log"
+    builder = LogBuilder(directory, segment_bytes=64 * 1024)
+    legacy = [orjson.loads(line) for line in shearwater_file("crash_recovery.jsonl").read_bytes().splitlines()]
+    second = 0
+
+    def ts() -> str:
+        return f"2026-11-21T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}.000000Z"
+
+    contexts: list[str] = []
+    for index, event in enumerate(legacy):
+        topic, payload = legacy_to_bus(event)
+        builder.seq += 1
+        builder.writer.write(builder.ingest.line([topic, payload], builder.seq, ts(), "sub"), builder.seq)
+        second += 1
+        context = event["ContextId"]
+        if context not in contexts:
+            contexts.append(context)
+        if index % 50 == 25:
+            builder.add({"type": "session.checkpoint", "session_id": context, "name": f"c{index}"}, ts())
+            second += 1
+        if index % 50 == 40:
+            builder.add({"type": "session.fork", "session_id": f"{context}-fork{index}", "parent": context, "at": 1,
+                         "name": f"b{index}"}, ts())
+            builder.add({"type": "session.rewind", "session_id": context, "to": 1}, ts())
+            second += 1
+        if index in (120, 260):
+            builder.writer.sync()
+            Checkpointer(directory).checkpoint()
+    builder.close()
+    everything = all_records(directory)
+    forks = [r for r in everything if r["kind"] == "session.fork"]
+    assert len(forks) >= 8
+    for probe in (5, 130, 131, 300, second):
+        as_of = f"2026-11-21T{probe // 3600:02d}:{probe // 60 % 60:02d}:{probe % 60:02d}.000000Z"
+        expected = fold_all(r for r in everything if r["ts"] <= as_of)
+        loaded = load(directory, as_of_ts=as_of)
+        assert loaded.state == expected, f"as of {as_of}"
+        assert load(directory, as_of_ts=as_of, use_checkpoints=False).state == expected
+    assert load(directory, as_of_ts="2026-11-21T00:05:00.000000Z").checkpoint is not None
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_checkpoint_commands(tmp_path: Path) -> None:
+    """``checkpoint create --label``, ``checkpoints`` and ``checkpoint delete`` on a real
+    log; ``replay --as-of`` uses the checkpoint; bad labels and seqs are one-line errors."""
+    directory = tmp_path / "log"
+    build(directory, 50)
+    code, out, err = run("checkpoint", "create", "--label", "before-change", "--dir", str(directory))
+    assert code == 0, err
+    assert out.strip() == "checkpoint 00000000000000000050-before-change.json"
+    code, out, _ = run("checkpoints", "--dir", str(directory), "--json")
+    rows = orjson.loads(out)
+    assert [(r["seq"], r["label"], r["sessions"]) for r in rows] == [(50, "before-change", 5)]
+    code, out, _ = run("replay", "--dir", str(directory), "--json", "--as-of", "50")
+    assert orjson.loads(out)["from_checkpoint"] == "00000000000000000050-before-change.json"
+    code, out, _ = run("sessions", "--dir", str(directory), "--json", "--as-of", "10")
+    assert sum(row["messages"] for row in orjson.loads(out)) == 10
+    code, _, err = run("checkpoint", "create", "--label", "no spaces", "--dir", str(directory))
+    assert code == 1 and "convlog: invalid label 'no spaces'" in err
+    code, _, err = run("replay", "--dir", str(directory), "--as-of", "yesterday")
+    assert code == 2 and "neither a seq nor an ISO 8601 time" in err
+    code, out, _ = run("checkpoint", "delete", "before-change", "--dir", str(directory))
+    assert code == 0 and list_checkpoints(directory) == []
+    code, _, err = run("checkpoint", "delete", "before-change", "--dir", str(directory))
+    assert code == 1 and "no checkpoint labelled 'before-change'" in err
+
+
+@pytest.mark.slow
+def test_the_recorder_writes_checkpoints_on_its_timer_and_at_stop(bus: Bus, tmp_path: Path) -> None:
+    """With a 1 s checkpoint interval the running recorder writes checkpoints that match
+    its log, and one more at clean stop that includes ``recorder.stop``; a create while
+    it runs is refused naming it."""
+    directory = tmp_path / "log"
+    rec = bus.recorder(directory, env={"CONVLOG_CHECKPOINT_INTERVAL_S": "1"})
+    pub = bus.publisher(rec)
+    for i in range(30):
+        pub.send(b"cp", orjson.dumps({"type": "message", "session_id": "cp", "message_id": f"m{i}", "content": "x"}))
+    wait_for_records(directory, 30)
+    deadline = time.monotonic() + 10
+    while not list_checkpoints(directory) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list_checkpoints(directory), "no checkpoint within 10 s at a 1 s interval"
+    code, _, err = run("checkpoint", "create", "--label", "x", "--dir", str(directory))
+    assert code == 1 and f"pid {rec.popen.pid}" in err
+    assert rec.terminate() == 0
+    pub.close(0)
+    found = records(directory)
+    newest = list_checkpoints(directory)[-1]
+    assert newest.seq == found[-1]["seq"] and found[-1]["kind"] == "recorder.stop"
+    assert verify(directory).ok, verify(directory).problems
+    assert load(directory).checkpoint == newest.path
+    assert os.path.getsize(newest.path) > 0
