@@ -179,15 +179,15 @@ class Publisher:
         if time.monotonic() - self._last_send >= idle_s:
             self.heartbeat()
 
-    def close(self, linger_ms: int = 10_000) -> None:
-        """Send a last heartbeat (when stamping), then close the socket, waiting up to
-        ``linger_ms`` for queued messages to leave. Idempotent."""
+    def close(self, linger_ms: int = 10_000, heartbeat: bool = True) -> None:
+        """Send a last heartbeat (when stamping and ``heartbeat``), then close the socket,
+        waiting up to ``linger_ms`` for queued messages to leave. Idempotent."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
         if self._closed:
             return
-        if self.stamp and linger_ms:
+        if self.stamp and linger_ms and heartbeat:
             self.heartbeat()
         with self._lock:
             self._closed = True
