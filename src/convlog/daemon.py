@@ -207,8 +207,6 @@ class Recorder:
             sockets.append((pull, "pull"))
         return sockets
 
-    # -- the loop -------------------------------------------------------------------------
-
     # -- disk faults -----------------------------------------------------------------------
 
     def _write(self, data: bytes, last_seq: int) -> None:
@@ -293,6 +291,8 @@ class Recorder:
         if writer.last_error is not None:
             log.error("fsync/rotation of %s failed: %s (retrying)", writer.segment, _describe(writer.last_error))
             writer.last_error = None
+
+    # -- the loop -------------------------------------------------------------------------
 
     def _gap_line(self, gap: Gap, seq: int) -> bytes:
         """The ``recorder.gap`` record for a gap, logged as a warning too."""
