@@ -169,3 +169,15 @@ def wait_for_records(directory: Path, count: int, timeout_s: float = 30.0, kind_
         time.sleep(0.05)
     got = _received(found, kind_source)
     pytest.fail(f"only {got} of {count} {kind_source} records reached {directory} in {timeout_s} s")
+
+
+def wait_for_final_heartbeat(directory: Path, last_seq: int, timeout_s: float = 30.0) -> None:
+    """Wait until a publisher's heartbeat carrying ``last_seq`` (sent by its close()) is
+    in the log: everything it sent before has been recorded or reported missing."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        beats = [r for r in records(directory) if r["kind"] == "publisher.heartbeat"]
+        if beats and beats[-1]["data"]["convlog"]["seq"] == last_seq:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"no heartbeat with seq {last_seq} reached {directory} in {timeout_s} s")

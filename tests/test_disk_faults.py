@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from conftest import Bus, Proc, convlog_cmd, records, wait_for_records
+from conftest import Bus, Proc, convlog_cmd, records, wait_for_final_heartbeat, wait_for_records
 from convlog.log import list_segments
 from convlog.publisher import Publisher
 
@@ -75,12 +75,7 @@ def test_write_failures_hold_records_then_resume_and_count_drops(bus: Bus, tmp_p
         sent += 1
         pub.send(*message(sent))
     pub.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        beats = [r for r in records(directory) if r["kind"] == "publisher.heartbeat"]
-        if beats and beats[-1]["data"]["convlog"]["seq"] == sent:
-            break
-        time.sleep(0.1)
+    wait_for_final_heartbeat(directory, sent)
     assert rec.terminate() == 0, rec.output()
 
     found = records(directory)

@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import Bus, records, wait_for_records
+from conftest import Bus, records, wait_for_final_heartbeat, wait_for_records
 from convlog import replay
 from convlog.gaps import GapDetector, stamp_of, stamp_payload
 
@@ -171,12 +171,7 @@ def test_broker_restart_mid_stream_is_recorded_as_a_gap(bus: Bus, tmp_path: Path
     bus.start_broker()
     stream(4.0)  # long enough for the recorder's reconnect (its interval backs off to 2 s)
     pub.close()  # the final heartbeat tells the recorder the last seq
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        beats = [r for r in records(directory) if r["kind"] == "publisher.heartbeat"]
-        if beats and beats[-1]["data"]["convlog"]["seq"] == sent:
-            break
-        time.sleep(0.1)
+    wait_for_final_heartbeat(directory, sent)
     assert rec.popen.poll() is None, "the recorder should have reconnected, not exited"
     assert rec.terminate() == 0
     gaps = assert_every_message_recorded_or_reported(directory, pub.publisher_id, sent)

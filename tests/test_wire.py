@@ -31,14 +31,14 @@ SW_BUS2 = {
     "content": {"message": "hello"},
     "metadata": {"sender_role": "Agent"},
 }
-LEGACY = {
-    "Id": "f142922c",
-    "Timestamp": "2025-11-20T22:49:06.079092",
-    "SpeakerName": "consolidated",
+LEGACY = {  # the legacy ConversationEvent shape (shared/data/shearwater/README.md), synthetic values
+    "Id": "legacy-0001",
+    "Timestamp": "2025-11-20T10:00:00.000001",
+    "SpeakerName": "agent_a",
     "SpeakerRole": "System",
     "Message": '{"message": "1) Use 4-bit QLoRA"}',
     "ConversationType": 0,
-    "ContextId": "context_917acf7a",
+    "ContextId": "context_test",
     "Metadata": {},
 }
 
@@ -108,16 +108,16 @@ def test_shearwater_push_envelope() -> None:
 
 def test_legacy_record_and_round_trip_to_bus() -> None:
     """A legacy ConversationEvent decodes as a message; legacy_to_bus follows the data README."""
-    d = decode([b"consolidated", orjson.dumps(LEGACY)])
-    assert (d.kind, d.session, d.meta["message_id"]) == ("message", "context_917acf7a", "f142922c")
+    d = decode([b"agent_a", orjson.dumps(LEGACY)])
+    assert (d.kind, d.session, d.meta["message_id"]) == ("message", "context_test", "legacy-0001")
     assert d.text == "1) Use 4-bit QLoRA"
     topic, payload = legacy_to_bus(LEGACY)
     bus = orjson.loads(payload)
-    assert topic == b"consolidated"
-    assert bus == {"message_id": "f142922c", "timestamp": LEGACY["Timestamp"], "sender_id": "consolidated",
-                   "context_id": "context_917acf7a", "content": {"message": "1) Use 4-bit QLoRA"}, "metadata": {}}
+    assert topic == b"agent_a"
+    assert bus == {"message_id": "legacy-0001", "timestamp": LEGACY["Timestamp"], "sender_id": "agent_a",
+                   "context_id": "context_test", "content": {"message": "1) Use 4-bit QLoRA"}, "metadata": {}}
     again = decode([topic, payload])
-    assert (again.kind, again.session, again.meta["shape"]) == ("message", "context_917acf7a", "shearwater")
+    assert (again.kind, again.session, again.meta["shape"]) == ("message", "context_test", "shearwater")
 
 
 def test_session_fields_order_is_configurable() -> None:

@@ -37,7 +37,7 @@ from convlog.checkpoint import Checkpointer
 from convlog.config import Config
 from convlog.gaps import Gap, GapDetector
 from convlog.ingest import Ingest
-from convlog.log import LogLock, SegmentWriter, iter_records, read_state, recover, write_state
+from convlog.log import LogLock, SegmentWriter, iter_records, read_state, recover
 from convlog.record import Clock, make_line
 
 log = logging.getLogger("convlog.recorder")
@@ -172,17 +172,9 @@ class Recorder:
 
     def _write_state(self, clean: bool) -> None:
         assert self._writer is not None
-        write_state(
-            self.directory,
-            {
-                "format": 1,
-                **self._writer.position(),
-                "clean": clean,
-                "pid": os.getpid(),
-                "updated": self.clock.now(),
-                "publishers_seq": self.seq,
-                "publishers": self.ingest.detector.to_dict(),
-            },
+        self._writer.save_state(
+            clean, self.clock.now(),
+            {"publishers_seq": self.seq, "publishers": self.ingest.detector.to_dict()},
         )
 
     def _sockets(self) -> list[tuple[zmq.Socket, str]]:

@@ -21,7 +21,6 @@ until then the lock refuses it with :class:`ImportLockedError`.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
@@ -40,7 +39,6 @@ from convlog.log import (
     list_segments,
     read_state,
     recover,
-    write_state,
 )
 from convlog.record import Clock, make_line
 from convlog.replay import NoLogError
@@ -141,17 +139,7 @@ class OfflineWriter:
         assert self._writer is not None
         # Fields this writer does not maintain (the recorder's publisher snapshot, which
         # describes records before the ones appended here) are carried over unchanged.
-        write_state(
-            self.directory,
-            {
-                **self._prior_state,
-                "format": 1,
-                **self._writer.position(),
-                "clean": clean,
-                "pid": os.getpid(),
-                "updated": self.clock.now(),
-            },
-        )
+        self._writer.save_state(clean, self.clock.now(), self._prior_state)
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         if exc_type is not None:

@@ -503,6 +503,19 @@ class SegmentWriter:
         self._open(self.directory / EVENTS / segment_name(self.written_seq + 1))
         self.durable_offset = self.offset
 
+    def save_state(self, clean: bool, ts: str, extra: dict[str, Any] | None = None) -> None:
+        """Write ``recovery/state.json`` atomically: format, this writer's durable
+        position, the clean-shutdown flag, pid and time (``ts``), over ``extra`` (fields
+        other writers keep there, such as the recorder's publisher snapshot).
+
+        Raises:
+            OSError: when it cannot be written.
+        """
+        write_state(
+            self.directory,
+            {**(extra or {}), "format": 1, **self.position(), "clean": clean, "pid": os.getpid(), "updated": ts},
+        )
+
     def position(self) -> dict[str, Any]:
         """The durable position, for ``recovery/state.json``."""
         return {
@@ -529,41 +542,29 @@ def iter_records(
     """Yield the records of a log in seq order.
 
     Starts at the segment holding ``start_seq`` (segments are named by first seq), so
-    reading the end of a long log does not scan it all. A torn last line (a writer
-    may be in the middle of it) is not yielded. An invalid line is skipped and
-    reported to ``on_error(segment_name, line_number, reason)``.
+    reading the end of a long log does not scan it all; see :func:`follow` for torn
+    and invalid lines.
 
     Args:
         directory: the log directory.
         start_seq: first seq wanted.
         upto_seq: last seq wanted (inclusive), or None for all.
-        on_error: callback for invalid lines.
+        on_error: callback for invalid lines: ``(segment name, line number, reason)``.
 
     Yields:
         record dicts as :func:`convlog.record.parse_line` returns them.
     """
     segments = list_segments(directory)
-    firsts = [first for first, _ in segments]
-    index = max(0, bisect.bisect_right(firsts, start_seq) - 1)
-    for first, path in segments[index:]:
-        if upto_seq is not None and first > upto_seq:
+    if not segments:
+        return
+    index = max(0, bisect.bisect_right([first for first, _ in segments], start_seq) - 1)
+    for record, _segment, _offset in follow(directory, (segments[index][1].name, 0), on_error):
+        seq = record["seq"]
+        if seq < start_seq:
+            continue
+        if upto_seq is not None and seq > upto_seq:
             return
-        with path.open("rb") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.endswith(b"\n"):
-                    break
-                try:
-                    record = parse_line(line)
-                except ValueError as exc:
-                    if on_error is not None:
-                        on_error(path.name, number, str(exc))
-                    continue
-                seq = record["seq"]
-                if seq < start_seq:
-                    continue
-                if upto_seq is not None and seq > upto_seq:
-                    return
-                yield record
+        yield record
 
 
 def read_seqs(directory: Path, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -610,12 +611,17 @@ def follow(
         if name not in names:
             return
         index = names.index(name)
+    last = segments[-1][1] if segments else None
     for _, path in segments[index:]:
         with path.open("rb") as fh:
             fh.seek(offset)
             for number, line in enumerate(fh, 1):
                 if not line.endswith(b"\n"):
-                    return
+                    if path == last:
+                        return  # a write in progress: the next call reads it whole
+                    if on_error is not None:
+                        on_error(path.name, number, f"torn line: {len(line)} bytes without a newline")
+                    break
                 offset += len(line)
                 try:
                     record = parse_line(line)
