@@ -5,13 +5,14 @@ good one and folds only the records after its cut (DESIGN.md, "Fold semantics": 
 from a checkpoint plus the records after it equals folding everything). One JSON file
 per checkpoint in ``checkpoints/``, named ``<seq, 20 digits>.json`` (automatic) or
 ``<seq>-<label>.json`` (labelled), written atomically (temp file, fsync, rename, fsync
-of the directory)::
+of the directory). Two JSON lines: a small header (so listing does not read states),
+then the state::
 
-    {"format": 1, "label": null, "created": "...Z",
+    {"format": 1, "label": null, "created": "...Z", "sessions": 12,
      "cut": {"seq": 41, "segment": "000...1.jsonl", "offset": 18230, "ts": "...Z",
              "digest": "<sha256 of the segment's bytes before offset>",
-             "segments": [["000...1.jsonl", 67108871], ...]},   # earlier segments, sizes
-     "sessions": 12, "state": {<convlog.fold.State.to_dict()>}}
+             "segments": [["000...1.jsonl", 67108871], ...]}}   # earlier segments, sizes
+    {"state": {<convlog.fold.State.to_dict()>}}
 
 The digest ties the checkpoint to the log: a checkpoint whose cut no longer matches
 (the log was truncated, rewritten or replaced) is refused by :func:`check_cut`, and
@@ -188,15 +189,14 @@ def write_checkpoint(
     folder = Path(directory) / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / checkpoint_name(cut.seq, label)
-    body = {
+    header = {
         "format": FORMAT,
         "label": label,
         "created": (clock or Clock()).now(),
         "cut": cut.as_dict(),
         "sessions": len(state.sessions),
-        "state": state.to_dict(),
     }
-    write_atomic(path, orjson.dumps(body))
+    write_atomic(path, orjson.dumps(header) + b"\n" + orjson.dumps({"state": state.to_dict()}) + b"\n")
     return path
 
 
@@ -211,8 +211,8 @@ def list_checkpoints(directory: Path) -> list[CheckpointInfo]:
             if not match:
                 continue
             header: Any = {}
-            with contextlib.suppress(OSError, orjson.JSONDecodeError):
-                header = orjson.loads(path.read_bytes())
+            with contextlib.suppress(OSError, orjson.JSONDecodeError), path.open("rb") as fh:
+                header = orjson.loads(fh.readline())
             if not isinstance(header, dict):
                 header = {}
             cut = header.get("cut") if isinstance(header.get("cut"), dict) else {}
@@ -233,10 +233,13 @@ def load_checkpoint(path: Path) -> tuple[Cut, State]:
         CheckpointError: when it cannot be read or is not a checkpoint of this format.
     """
     try:
-        body = orjson.loads(Path(path).read_bytes())
-        if body.get("format") != FORMAT:
-            raise CheckpointError(f"{path.name}: unknown format {body.get('format')!r}")
-        return Cut.from_dict(body["cut"]), State.from_dict(body["state"])
+        with Path(path).open("rb") as fh:
+            header = orjson.loads(fh.readline())
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                found = header.get("format") if isinstance(header, dict) else None
+                raise CheckpointError(f"{Path(path).name}: unknown format {found!r}")
+            cut = Cut.from_dict(header["cut"])
+            return cut, State.from_dict(orjson.loads(fh.readline())["state"])
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

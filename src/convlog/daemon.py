@@ -37,7 +37,7 @@ from convlog.checkpoint import Checkpointer
 from convlog.config import Config
 from convlog.gaps import Gap, GapDetector
 from convlog.ingest import Ingest
-from convlog.log import LogLock, SegmentWriter, iter_records, read_state, recover
+from convlog.log import EVENTS, LogLock, SegmentWriter, follow, iter_records, read_state, recover
 from convlog.record import Clock, make_line
 
 log = logging.getLogger("convlog.recorder")
@@ -142,8 +142,18 @@ class Recorder:
                 "state.json knew records up to seq %d but the log ends at %d: records were lost "
                 "(power failure with fsync=%s?)", prior["publishers_seq"], last_seq, self.config.fsync,
             )
-        for record in iter_records(self.directory, start_seq=as_of + 1):
-            if record.get("source") in ("sub", "pull"):
+        segment, offset = prior.get("segment"), prior.get("written_offset")
+        path = self.directory / EVENTS / str(segment)
+        if (
+            as_of == prior.get("written_seq") and isinstance(offset, int)
+            and path.is_file() and path.stat().st_size >= offset
+        ):
+            # Only what was written after the snapshot (nothing, after a clean stop).
+            tail: Any = (record for record, _, _ in follow(self.directory, (path.name, offset)))
+        else:
+            tail = iter_records(self.directory, start_seq=as_of + 1)
+        for record in tail:
+            if record["seq"] > as_of and record.get("source") in ("sub", "pull"):
                 detector.observe_value(record.get("data"), record["kind"], record["seq"])
         self.ingest.detector = detector
 
@@ -172,6 +182,9 @@ class Recorder:
 
     def _write_state(self, clean: bool) -> None:
         assert self._writer is not None
+        # The detector has seen every record up to self.seq; those not written yet (held
+        # while writes fail) make publishers_seq differ from written_seq, and the
+        # restore then reads the log by seq instead of from the written offset.
         self._writer.save_state(
             clean, self.clock.now(),
             {"publishers_seq": self.seq, "publishers": self.ingest.detector.to_dict()},
@@ -427,16 +440,20 @@ class Recorder:
         the recorder's CPU per message at high rates."""
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        self.checkpointer = Checkpointer(self.directory, keep=self.config.checkpoint_keep, clock=Clock())
-        for reason in self.checkpointer.refused:
-            log.warning("checkpoint refused: %s", reason)
         scheduler = BackgroundScheduler(daemon=True, job_defaults={"max_instances": 1, "coalesce": True})
         scheduler.add_job(self._job_checkpoint, "interval", seconds=self.config.checkpoint_interval_s)
         scheduler.start()
         self._scheduler = scheduler
 
     def _job_checkpoint(self) -> None:
+        """Write a checkpoint. The :class:`Checkpointer` (which loads the newest good
+        checkpoint) is made here, in the job's thread, on first use: recording starts
+        without waiting for it."""
         try:
+            if self.checkpointer is None:
+                self.checkpointer = Checkpointer(self.directory, keep=self.config.checkpoint_keep, clock=Clock())
+                for reason in self.checkpointer.refused:
+                    log.warning("checkpoint refused: %s", reason)
             path = self.checkpointer.checkpoint()
         except Exception:
             log.exception("writing a checkpoint failed")
@@ -519,8 +536,7 @@ class Recorder:
                 error = f"the last fsync failed ({_describe(exc)}): recent records may not be durable"
         if error is None:
             self._save_state(clean=True)
-            if self.checkpointer is not None:
-                self._job_checkpoint()
+            self._job_checkpoint()
         with contextlib.suppress(OSError):
             writer.close()
         self._writer = None

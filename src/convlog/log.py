@@ -517,12 +517,14 @@ class SegmentWriter:
         )
 
     def position(self) -> dict[str, Any]:
-        """The durable position, for ``recovery/state.json``."""
+        """The durable and the written position in the current segment, for
+        ``recovery/state.json``."""
         return {
             "segment": self.segment.name,
             "durable_offset": self.durable_offset,
             "durable_seq": self.durable_seq,
             "written_seq": self.written_seq,
+            "written_offset": self.offset,
         }
 
     def close(self) -> None:
