@@ -303,7 +303,7 @@ def build_log(directory: Path, count: int, events: list[dict[str, Any]], tail_re
     from convlog.checkpoint import Checkpointer
     from convlog.gaps import stamp_payload
     from convlog.ingest import Ingest
-    from convlog.log import SegmentWriter, ensure_layout, list_segments, write_state
+    from convlog.log import SegmentWriter, ensure_layout, list_segments
     from convlog.record import Clock
 
     ensure_layout(directory)
@@ -339,23 +339,12 @@ def build_log(directory: Path, count: int, events: list[dict[str, Any]], tail_re
             built.checkpoint_seq = seq
             built.checkpoint_s = checkpoint_s
             built.checkpoint_mb = path.stat().st_size / 1e6
-            built.sessions = orjson.loads(path.read_bytes()).get("sessions")
+            built.sessions = orjson.loads(path.read_bytes().split(b"\n", 1)[0]).get("sessions")
     if lines:
         writer.write(b"".join(lines), count)
     writer.close()
     built.build_s = time.perf_counter() - started - checkpoint_s
-    write_state(
-        directory,
-        {
-            "format": 1,
-            **writer.position(),
-            "clean": True,
-            "pid": os.getpid(),
-            "updated": clock.now(),
-            "publishers_seq": count,
-            "publishers": ingest.detector.to_dict(),
-        },
-    )
+    writer.save_state(True, clock.now(), {"publishers_seq": count, "publishers": ingest.detector.to_dict()})
     segments = list_segments(directory)
     built.segments = len(segments)
     built.bytes = sum(path.stat().st_size for _, path in segments)
