@@ -82,7 +82,6 @@ class Recorder:
         self._lock: LogLock | None = None
         self._started_ns = 0
         self._scheduler: Any = None
-        self.checkpointer: Checkpointer | None = None
         # Disk faults: records held while writes fail, and messages dropped past the bound.
         self._held: list[bytes] = []
         self._held_bytes = 0
@@ -446,15 +445,16 @@ class Recorder:
         self._scheduler = scheduler
 
     def _job_checkpoint(self) -> None:
-        """Write a checkpoint. The :class:`Checkpointer` (which loads the newest good
-        checkpoint) is made here, in the job's thread, on first use: recording starts
-        without waiting for it."""
+        """Write a checkpoint: load the newest good one, fold what was written since,
+        write the new one. This runs in the job's thread, so recording never waits for
+        it, and the folded state is released afterwards: until the state is compact it
+        holds a reference per message, and keeping it between checkpoints would make the
+        recorder's memory grow with the log."""
         try:
-            if self.checkpointer is None:
-                self.checkpointer = Checkpointer(self.directory, keep=self.config.checkpoint_keep, clock=Clock())
-                for reason in self.checkpointer.refused:
-                    log.warning("checkpoint refused: %s", reason)
-            path = self.checkpointer.checkpoint()
+            checkpointer = Checkpointer(self.directory, keep=self.config.checkpoint_keep, clock=Clock())
+            for reason in checkpointer.refused:
+                log.warning("checkpoint refused: %s", reason)
+            path = checkpointer.checkpoint()
         except Exception:
             log.exception("writing a checkpoint failed")
             return
