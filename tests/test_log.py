@@ -208,3 +208,22 @@ def test_recover_steps_over_an_invalid_last_line_of_the_previous_segment(logdir:
     torn.write_bytes(b'{"seq": ')
     report = recover(logdir)
     assert report.last_seq == 30 and report.quarantined_bytes == len(b'{"seq": ')
+
+
+def test_find_record_by_seq_without_scanning(logdir: Path) -> None:
+    """Every seq is found by bisecting segments and binary-searching byte offsets, also
+    with invalid lines in between; absent seqs give None; sparse read_seqs agrees."""
+    writer = SegmentWriter(logdir, next_seq=1, segment_bytes=64 * 1024)
+    for seq in range(1, 3001):
+        writer.write(line(seq, "z" * (seq % 97)), seq)
+        if seq == 1500:
+            writer.write(b"not a record\n", seq)
+    writer.close()
+    from convlog.log import find_record
+
+    assert len(list_segments(logdir)) > 3
+    for seq in (1, 2, 777, 1500, 1501, 2047, 3000):
+        assert find_record(logdir, seq)["seq"] == seq
+    assert find_record(logdir, 0) is None and find_record(logdir, 3001) is None
+    assert sorted(read_seqs(logdir, [5, 2999, 1400])) == [5, 1400, 2999]
+    assert all(find_record(logdir, seq)["seq"] == seq for seq in range(1, 3001, 37))

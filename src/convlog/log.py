@@ -569,8 +569,70 @@ def iter_records(
         yield record
 
 
+def _seq_at(fh: Any, offset: int, size: int) -> tuple[int, int, bytes] | None:
+    """The first whole record starting at or after ``offset``: ``(start, seq, line)``,
+    or None when there is none before ``size``. Invalid lines are stepped over."""
+    fh.seek(offset)
+    if offset:
+        fh.readline()  # the rest of a line cut in the middle
+    while True:
+        start = fh.tell()
+        if start >= size:
+            return None
+        line = fh.readline()
+        if not line.endswith(b"\n"):
+            return None
+        try:
+            return start, parse_line(line)["seq"], line
+        except ValueError:
+            continue
+
+
+def find_record(directory: Path, seq: int) -> dict[str, Any] | None:
+    """The record with ``seq``, found without scanning: the segment by its name (first
+    seq, bisect), then the line by binary search over byte offsets (records are sorted
+    by seq inside a segment). About log2(segment size / line size) reads.
+
+    Returns:
+        the record, or None when the log has no record ``seq``.
+    """
+    segments = list_segments(directory)
+    index = bisect.bisect_right([first for first, _ in segments], seq) - 1
+    if index < 0:
+        return None
+    path = segments[index][1]
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        low, high = 0, size  # invariant: the line of ``seq``, if any, starts in [low, high)
+        while high - low > 4096:
+            middle = (low + high) // 2
+            found = _seq_at(fh, middle, high)
+            if found is None or found[1] > seq:
+                high = middle
+            elif found[1] == seq:
+                return parse_line(found[2])
+            else:
+                low = found[0]
+        fh.seek(low)  # 0 or the start of a line found above
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                record = parse_line(line)
+            except ValueError:
+                continue
+            if record["seq"] == seq:
+                return record
+            if record["seq"] > seq:
+                break
+    return None
+
+
 def read_seqs(directory: Path, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:
-    """Fetch the records with the given seqs in one forward pass.
+    """Fetch the records with the given seqs.
+
+    A few seqs spread over a long log are looked up one by one (:func:`find_record`);
+    many seqs close together are read in one forward pass.
 
     Returns:
         ``{seq: record}`` for those found.
@@ -578,7 +640,15 @@ def read_seqs(directory: Path, seqs: Iterable[int]) -> dict[int, dict[str, Any]]
     wanted = sorted(set(seqs))
     if not wanted:
         return {}
-    out: dict[int, dict[str, Any]] = {}
+    span = wanted[-1] - wanted[0] + 1
+    if len(wanted) * 64 < span:
+        out = {}
+        for seq in wanted:
+            record = find_record(directory, seq)
+            if record is not None:
+                out[seq] = record
+        return out
+    out = {}
     want = set(wanted)
     for record in iter_records(directory, start_seq=wanted[0], upto_seq=wanted[-1]):
         if record["seq"] in want:
