@@ -85,3 +85,13 @@ def test_shipped_shearwater_example_loads() -> None:
     assert {"chain_type", "ace_tier", "shl_tags"} <= fields
     assert config.pull == "tcp://127.0.0.1:5557"
     config.enricher()
+
+
+def test_readme_config_example_is_valid(tmp_path: Path) -> None:
+    """The configuration example in README.md loads as it stands."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "readme.toml"
+    path.write_text(block)
+    config = load_config(path, env={})
+    assert config.checkpoint_keep == 12 and config.fsync == "interval" and config.rules
