@@ -52,6 +52,9 @@ def test_precedence_file_env_flags(tmp_path: Path) -> None:
         ('[[enrich.rules]]\nkeywords = ["a"]\nfield = "sha256"\nvalue = 1\n', "field 'sha256' is reserved"),
         ('[[enrich.rules]]\nkeywords = ["a"]\ncolour = "red"\ntag = "t"\n', ":3: enrich.rules[1].colour: unknown key"),
         ('[nonsense]\na = 1\n', "nonsense: unknown table"),
+        ('[recorder]\nprocessing_nice = 20\n', ":2: recorder.processing_nice: must be an integer from 0 to 19"),
+        ('[recorder]\nheld_bytes = 0\n', ":2: recorder.held_bytes: must be a positive integer"),
+        ('[recorder]\ncheckpoint_keep = "many"\n', ":2: recorder.checkpoint_keep: must be a positive integer"),
     ],
 )
 def test_invalid_file_names_file_line_key_reason(tmp_path: Path, text: str, expected: str) -> None:

@@ -689,3 +689,23 @@ def test_publish_command_replays_a_recording_at_a_rate(bus: Bus, tmp_path: Path)
     ids = [r["meta"]["message_id"] for r in sub_records(found)]
     expected = [orjson.loads(line)["Id"] for line in source.read_bytes().splitlines()]
     assert ids == expected
+
+
+def test_fsync_always_makes_every_record_durable_before_the_next(bus: Bus, tmp_path: Path) -> None:
+    """With ``--fsync always`` every received record is fsynced on its own: after the
+    messages arrive, the state's durable seq reaches the last record without waiting
+    for a group commit, and a clean stop leaves a whole log."""
+    directory = tmp_path / "log"
+    rec = bus.recorder(directory, "--fsync", "always")
+    pub = bus.publisher(rec)
+    for i in range(100):
+        pub.send(*small_event(i, "always"))
+    found = wait_for_records(directory, 100)
+    stop(rec)
+    pub.close(0)
+    found = assert_log_whole(directory)
+    assert_started_and_stopped(found, directory)
+    stop_data = found[-1]["data"]
+    assert stop_data["fsyncs"] >= 100  # one per record (plus the recorder's own)
+    state = orjson.loads((directory / "recovery" / "state.json").read_bytes())
+    assert state["durable_seq"] == found[-1]["seq"]
