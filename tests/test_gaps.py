@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from conftest import Bus, records, wait_for_final_heartbeat, wait_for_records
 from convlog import replay
 from convlog.gaps import GapDetector, stamp_of, stamp_payload
+from convlog.log import list_segments
 
 
 def test_stamp_payload_inserts_a_first_key_without_reserializing() -> None:
@@ -195,3 +196,29 @@ def test_a_lost_tail_is_revealed_by_the_heartbeat(bus: Bus, tmp_path: Path) -> N
     assert rec.terminate() == 0
     pub.close(0)
     assert [(g["first"], g["last"], g["by"]) for g in gaps_in(directory)] == [(2, 3, "heartbeat")]
+
+
+def test_a_gap_record_lost_in_a_crash_is_written_at_restart(bus: Bus, tmp_path: Path) -> None:
+    """If a crash cuts the log between a message that reveals a gap and its
+    ``recorder.gap`` record, the restarted recorder finds the gap in the log and writes
+    the record (marked ``restored``), so the loss is still reported exactly once."""
+    directory = tmp_path / "log"
+    rec = bus.recorder(directory)
+    pub = bus.publisher(rec)
+    pub.send(*event(1))
+    pub.seq += 2
+    pub.send(*event(4))
+    wait_for_records(directory, 2)
+    assert rec.terminate() == 0
+    pub.close(0)
+    segment = list_segments(directory)[-1][1]
+    lines = segment.read_bytes().splitlines(keepends=True)
+    cut = next(i for i, line in enumerate(lines) if b'"recorder.gap"' in line)
+    segment.write_bytes(b"".join(lines[:cut]))  # the crash: the gap line never made it
+    state = directory / "recovery" / "state.json"
+    state.write_bytes(orjson.dumps({**orjson.loads(state.read_bytes()), "clean": False}))
+    rec = bus.recorder(directory)
+    bus.publisher(rec).close(0)  # running again
+    assert rec.terminate() == 0
+    gaps = gaps_in(directory)
+    assert [(g["first"], g["last"], g.get("restored")) for g in gaps] == [(2, 3, True)]

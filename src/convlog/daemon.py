@@ -132,7 +132,9 @@ class Recorder:
     def _restore_publishers(self, prior: dict[str, Any], last_seq: int) -> None:
         """Rebuild the publishers' last seqs: the snapshot in state.json, then the
         stamps of the records written after it (so messages sent while this recorder
-        was down are reported as gaps by the first message after the restart)."""
+        was down are reported as gaps by the first message after the restart). A gap
+        those records reveal whose ``recorder.gap`` record is missing (a crash between
+        the two lines) is written now, marked ``restored``."""
         detector = GapDetector.from_dict(prior.get("publishers"))
         as_of = prior.get("publishers_seq")
         as_of = as_of if isinstance(as_of, int) and 0 <= as_of <= last_seq else 0
@@ -151,10 +153,24 @@ class Recorder:
             tail: Any = (record for record, _, _ in follow(self.directory, (path.name, offset)))
         else:
             tail = iter_records(self.directory, start_seq=as_of + 1)
+        # A gap revealed by a replayed message must be followed by its recorder.gap
+        # record; when a crash cut the write between the two, it is written now.
+        unreported: dict[tuple[Any, Any, Any], Gap] = {}
         for record in tail:
-            if record["seq"] > as_of and record.get("source") in ("sub", "pull"):
-                detector.observe_value(record.get("data"), record["kind"], record["seq"])
+            if record["seq"] <= as_of:
+                continue
+            if record.get("source") in ("sub", "pull"):
+                gap = detector.observe_value(record.get("data"), record["kind"], record["seq"])
+                if gap is not None:
+                    unreported[(gap.publisher, gap.first, gap.last)] = gap
+            elif record["kind"] == "recorder.gap" and isinstance(record.get("data"), dict):
+                data = record["data"]
+                unreported.pop((data.get("publisher"), data.get("first"), data.get("last")), None)
         self.ingest.detector = detector
+        for gap in unreported.values():
+            log.warning("publisher %s: gap seq %d..%d found in the log had no record: writing it",
+                        gap.publisher, gap.first, gap.last)
+            self._append_own("recorder.gap", {**gap.as_data(), "restored": True})
 
     def _start_data(self) -> dict[str, Any]:
         return {
