@@ -51,7 +51,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import struct
 import subprocess
@@ -60,11 +59,12 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from benchmark import fmt, free_port, parse_ts, print_targets, ratio, stop_process, vm_hwm_mb
 
 RCVHWM = 1_000_000
 PACE_BATCH = 100
@@ -305,34 +305,6 @@ class Lines:
         self._thread.join(timeout)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def vm_hwm_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 def events_size(directory: Path) -> int:
     total = 0
     with contextlib.suppress(FileNotFoundError), os.scandir(directory / "events") as it:
@@ -340,10 +312,6 @@ def events_size(directory: Path) -> int:
             if entry.name.endswith(".jsonl"):
                 total += entry.stat().st_size
     return total
-
-
-def parse_ts(value: str) -> float:
-    return datetime.fromisoformat(value).timestamp()
 
 
 def read_recorder_log(directory: Path) -> dict[str, Any]:
@@ -551,16 +519,6 @@ class Bench:
         return result
 
 
-def fmt(value: float | None, spec: str = ",.0f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def ratio(num: float | None, den: float | None) -> float | None:
-    if num is None or den is None or den == 0:
-        return None
-    return num / den
-
-
 def evaluate(results: dict[tuple[str, str], Result]) -> tuple[dict[str, float | None], list[dict[str, Any]]]:
     def get(receiver: str, load: str) -> Result | None:
         return results.get((receiver, load))
@@ -639,15 +597,7 @@ def report(
             "; ".join(r.notes),
         )
     console.print(table)
-    for name, value in ratios.items():
-        console.print(f"  {name}: {fmt(value, '.2f')}")
-    failed = []
-    for t in targets:
-        mark = {True: "[green]PASS[/green]", False: "[red]FAIL[/red]", None: "[yellow]N/A[/yellow]"}[t["pass"]]
-        console.print(f"  {mark} {t['target']}: {t['detail']}")
-        if t["pass"] is not True:
-            failed.append(t["target"])
-    console.print("targets failed: " + (", ".join(failed) if failed else "none"))
+    print_targets(console, ratios, targets)
 
 
 def main(argv: list[str] | None = None) -> int:

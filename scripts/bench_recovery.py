@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import contextlib
 import json
 import os
 import shutil
@@ -81,11 +80,12 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from benchmark import fmt, free_port, parse_ts, print_targets, ratio, stop_process, vm_hwm_mb
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 BATCH_MESSAGES = 1024  # lines per write when building, as the recorder batches
@@ -131,12 +131,6 @@ def role_publish(args: argparse.Namespace) -> int:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_listening(port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -146,28 +140,6 @@ def wait_listening(port: int, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s")
         time.sleep(0.02)
-
-
-def vm_hwm_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 def hwm_until_exit(proc: subprocess.Popen[bytes], timeout: float) -> tuple[float | None, float]:
@@ -190,26 +162,12 @@ def recorder_cmd(directory: Path, xpub: str) -> list[str]:
     return ["convlog", "record", "--dir", str(directory), "--sub", xpub, "--log-level", "WARNING"]
 
 
-def parse_ts(value: str) -> float:
-    return datetime.fromisoformat(value).timestamp()
-
-
 def count_label(n: int) -> str:
     if n >= 1_000_000 and n % 1_000_000 == 0:
         return f"{n // 1_000_000}M"
     if n >= 1_000 and n % 1_000 == 0:
         return f"{n // 1_000}k"
     return f"{n:,}"
-
-
-def fmt(value: float | None, spec: str = ".2f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def ratio(num: float | None, den: float | None) -> float | None:
-    if num is None or den is None or den == 0:
-        return None
-    return num / den
 
 
 def median(values: list[float | None]) -> float | None:
@@ -739,12 +697,12 @@ def evaluate(
         value = ratio(rb.restart_s if rb else None, rs.restart_s if rs else None)
         ratios[f"restart({b}, ckpt) / restart({s}, ckpt)"] = value
         target(f"restart does not grow with the log: {b}/{s} <= {GROWTH_MAX:g}",
-               None if value is None else value <= GROWTH_MAX, fmt(value))
+               None if value is None else value <= GROWTH_MAX, fmt(value, '.2f'))
         ls, lb = loads.get((small, True)), loads.get((big, True))
         value = ratio(lb.load_s if lb else None, ls.load_s if ls else None)
         ratios[f"load({b}, ckpt) / load({s}, ckpt)"] = value
         target(f"replay.load does not grow with the log: {b}/{s} <= {GROWTH_MAX:g}",
-               None if value is None else value <= GROWTH_MAX, fmt(value))
+               None if value is None else value <= GROWTH_MAX, fmt(value, '.2f'))
         for ckpt in (False,):
             ls, lb = loads.get((small, ckpt)), loads.get((big, ckpt))
             ratios[f"load({b}, no ckpt) / load({s}, no ckpt)"] = ratio(lb.load_s if lb else None,
@@ -767,7 +725,7 @@ def evaluate(
         ratios[f"RSS while recording({label_hi}) / ({label_lo})"] = value
         target(f"recorder peak RSS while recording: {label_hi}/{label_lo} <= {RSS_RATIO_MAX:g}",
                None if value is None else value <= RSS_RATIO_MAX,
-               f"{fmt(hi_mb, '.0f')} MB / {fmt(lo_mb, '.0f')} MB = {fmt(value)}")
+               f"{fmt(hi_mb, '.0f')} MB / {fmt(lo_mb, '.0f')} MB = {fmt(value, '.2f')}")
         value = ratio(hi.peak_with_stop_mb, lo.peak_with_stop_mb)
         ratios[f"RSS incl. the stop checkpoint({label_hi}) / ({label_lo}) (information)"] = value
     return ratios, targets
@@ -874,15 +832,7 @@ def report(
             )
         console.print(rss_table)
 
-    for name, value in ratios.items():
-        console.print(f"  {name}: {fmt(value)}")
-    failed = []
-    for t in targets:
-        mark = {True: "[green]PASS[/green]", False: "[red]FAIL[/red]", None: "[yellow]N/A[/yellow]"}[t["pass"]]
-        console.print(f"  {mark} {t['target']}: {t['detail']}")
-        if t["pass"] is not True:
-            failed.append(t["target"])
-    console.print("targets failed: " + (", ".join(failed) if failed else "none"))
+    print_targets(console, ratios, targets)
 
 
 def parse_counts(text: str) -> list[int]:

@@ -4,10 +4,8 @@ real log directories in tmp dirs, and the real Shearwater recordings from ../sha
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from convlog.demo import free_port
 from convlog.log import iter_records, list_segments
 from convlog.publisher import NoSubscriberError, Publisher
 
@@ -32,13 +31,6 @@ def shearwater_file(name: str) -> Path:
     if not path.exists():
         pytest.fail(f"test input {path} is missing (tests read ../shared/data; set CONVLOG_SHARED_DATA)")
     return path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def convlog_cmd(*args: str) -> list[str]:

@@ -74,6 +74,23 @@ def test_gaps_name_exactly_the_messages_that_never_arrived(total: int, kept: set
     assert d.summary()["missing"] == len(missing)
 
 
+def test_replay_returns_only_gaps_whose_record_is_missing() -> None:
+    """Replaying logged records updates the detector and returns the gaps that have no
+    ``recorder.gap`` record after them (a crash cut it off), not those that do."""
+    def msg(seq: int, n: int) -> dict:
+        return {"seq": seq, "kind": "message", "source": "sub", "data": {"convlog": {"publisher": "p", "seq": n}}}
+
+    logged = [
+        msg(1, 1), msg(2, 4),
+        {"seq": 3, "kind": "recorder.gap", "source": "recorder", "data": {"publisher": "p", "first": 2, "last": 3}},
+        msg(4, 7),  # its gap record (5..6) never made it to the log
+    ]
+    d = GapDetector()
+    missing = d.replay(logged)
+    assert [(g.first, g.last) for g in missing] == [(5, 6)]
+    assert d.publishers["p"].seq == 7 and d.observe("p", 8, 5) is None
+
+
 # --------------------------------------------------------------------------- the real recorder
 
 

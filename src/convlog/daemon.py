@@ -153,21 +153,9 @@ class Recorder:
             tail: Any = (record for record, _, _ in follow(self.directory, (path.name, offset)))
         else:
             tail = iter_records(self.directory, start_seq=as_of + 1)
-        # A gap revealed by a replayed message must be followed by its recorder.gap
-        # record; when a crash cut the write between the two, it is written now.
-        unreported: dict[tuple[Any, Any, Any], Gap] = {}
-        for record in tail:
-            if record["seq"] <= as_of:
-                continue
-            if record.get("source") in ("sub", "pull"):
-                gap = detector.observe_value(record.get("data"), record["kind"], record["seq"])
-                if gap is not None:
-                    unreported[(gap.publisher, gap.first, gap.last)] = gap
-            elif record["kind"] == "recorder.gap" and isinstance(record.get("data"), dict):
-                data = record["data"]
-                unreported.pop((data.get("publisher"), data.get("first"), data.get("last")), None)
+        unreported = detector.replay(record for record in tail if record["seq"] > as_of)
         self.ingest.detector = detector
-        for gap in unreported.values():
+        for gap in unreported:
             log.warning("publisher %s: gap seq %d..%d found in the log had no record: writing it",
                         gap.publisher, gap.first, gap.last)
             self._append_own("recorder.gap", {**gap.as_data(), "restored": True})

@@ -20,6 +20,7 @@ and is only counted. Messages without a stamp are counted as unverified.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +151,31 @@ class GapDetector:
                 self.unverified += 1
             return None
         return self.observe(stamp[0], stamp[1], record_seq, heartbeat=kind == HEARTBEAT)
+
+    def replay(self, records: Iterable[dict[str, Any]]) -> list[Gap]:
+        """Bring the detector up to date with records already in the log.
+
+        Stamps of ``sub``/``pull`` records are observed as when they were received.
+        Every gap they reveal should be followed in the log by its ``recorder.gap``
+        record; the gaps whose record is missing (a crash cut the write between the
+        two lines) are returned, in order, for the caller to write.
+
+        Args:
+            records: parsed records, in seq order, after the detector's snapshot.
+
+        Returns:
+            the gaps without a ``recorder.gap`` record.
+        """
+        unreported: dict[tuple[Any, Any, Any], Gap] = {}
+        for record in records:
+            if record.get("source") in ("sub", "pull"):
+                gap = self.observe_value(record.get("data"), record["kind"], record["seq"])
+                if gap is not None:
+                    unreported[(gap.publisher, gap.first, gap.last)] = gap
+            elif record.get("kind") == "recorder.gap" and isinstance(record.get("data"), dict):
+                data = record["data"]
+                unreported.pop((data.get("publisher"), data.get("first"), data.get("last")), None)
+        return list(unreported.values())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly snapshot (for ``recovery/state.json``)."""

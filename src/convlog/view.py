@@ -7,7 +7,7 @@ and asks this module for their text, whatever bus shape they arrived in.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
@@ -93,19 +93,8 @@ class ShownMessage:
     complete: bool = True
 
     def as_dict(self) -> dict[str, Any]:
-        """The message as a JSON-friendly dict."""
-        return {
-            "index": self.index,
-            "message_id": self.message_id,
-            "sender": self.sender,
-            "role": self.role,
-            "seq": self.seq,
-            "ts": self.ts,
-            "text": self.text,
-            "copies": self.copies,
-            "streamed": self.streamed,
-            "complete": self.complete,
-        }
+        """The message as a JSON-friendly dict (its fields by name)."""
+        return asdict(self)
 
 
 def stream_text(records: Sequence[dict[str, Any]]) -> str:

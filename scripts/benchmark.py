@@ -1,0 +1,80 @@
+"""What the benchmark scripts share: ports, stopping processes, peak RSS, parsing record
+times, formatting figures and printing the PASS/FAIL lines of the targets.
+
+Imported by ``bench_record.py`` and ``bench_recovery.py`` (run as scripts, so this
+folder is on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from convlog.demo import free_port
+
+__all__ = ["fmt", "free_port", "parse_ts", "print_targets", "ratio", "stop_process", "vm_hwm_mb"]
+
+
+def vm_hwm_mb(pid: int) -> float | None:
+    """Peak resident memory (``VmHWM`` in /proc/PID/status) in MB, or None when gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` (default SIGTERM) and wait ``timeout`` seconds; SIGKILL after that."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def parse_ts(value: str) -> float:
+    """A record's ``ts`` (RFC 3339) as Unix seconds."""
+    return datetime.fromisoformat(value).timestamp()
+
+
+def fmt(value: float | None, spec: str = ",.0f") -> str:
+    """``value`` formatted with ``spec``, or ``-`` when it is None."""
+    return "-" if value is None else format(value, spec)
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    """``num / den``, or None when either is missing or ``den`` is 0."""
+    if num is None or den is None or den == 0:
+        return None
+    return num / den
+
+
+def print_targets(console: Any, ratios: Mapping[str, float | None], targets: Sequence[Mapping[str, Any]]) -> None:
+    """Print the ratios, then one PASS/FAIL/N/A line per target and the failed ones.
+
+    Args:
+        console: a rich Console.
+        ratios: name -> ratio.
+        targets: ``{"target": name, "pass": True | False | None, "detail": text}``.
+    """
+    for name, value in ratios.items():
+        console.print(f"  {name}: {fmt(value, '.2f')}")
+    failed = []
+    for t in targets:
+        mark = {True: "[green]PASS[/green]", False: "[red]FAIL[/red]", None: "[yellow]N/A[/yellow]"}[t["pass"]]
+        console.print(f"  {mark} {t['target']}: {t['detail']}")
+        if t["pass"] is not True:
+            failed.append(t["target"])
+    console.print("targets failed: " + (", ".join(failed) if failed else "none"))
