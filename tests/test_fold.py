@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
 import orjson
@@ -13,13 +14,14 @@ from convlog.fold import (
     Crystal,
     FoldError,
     Gap,
-    MessageRef,
+    Refs,
     Rewind,
     SessionCheckpoint,
     State,
     Stream,
     fold,
     fold_all,
+    message_key,
 )
 
 # --------------------------------------------------------------------------- factory
@@ -74,8 +76,24 @@ class Log:
         return fold_all(self.records)
 
 
-def ids(state: State, session: str) -> list[str]:
-    return [ref.id for ref in state.visible(session)]
+#: Every message id these tests use, by key: the state keeps keys, not ids.
+_ID_OF_KEY = {
+    message_key(name): name
+    for name in [*(f"{p}{i}" for p in ("m", "b", "x") for i in range(100)), *(f"seq:{i}" for i in range(1, 200))]
+}
+
+
+def ids(state: State, session: str) -> list[str | int]:
+    """The visible message ids of ``session`` (an unknown key stays an int and fails)."""
+    return [_ID_OF_KEY.get(key, key) for key in state.sessions[session].visible.keys]
+
+
+def refs(*pairs: tuple[int, str], speakers: tuple[str, ...] = ()) -> Refs:
+    """Refs of ``(seq, message_id)`` pairs without senders, or with ``(seq, id, sender)``."""
+    out = Refs()
+    for seq, mid, *sender in pairs:
+        out.append(seq, message_key(mid), speakers.index(sender[0]) if sender and sender[0] is not None else -1)
+    return out
 
 
 # --------------------------------------------------------------------------- messages
@@ -88,10 +106,9 @@ def test_message_creates_session_and_appends_ref() -> None:
     s2 = log.msg("a", "m2", sender="alice", role="assistant")
     state = log.fold()
     session = state.sessions["a"]
-    assert state.visible("a") == [
-        MessageRef("m1", s1, "bob", "user", False),
-        MessageRef("m2", s2, "alice", "assistant", False),
-    ]
+    assert state.visible("a") == [s1, s2]
+    assert session.visible == refs((s1, "m1", "bob"), (s2, "m2", "alice"), speakers=("bob", "alice"))
+    assert session.speakers == ["bob", "alice"]
     assert (session.first_seq, session.last_seq) == (s1, s2)
     assert session.last_ts == log.records[-1]["ts"]
     assert session.participants == ["alice", "bob"]
@@ -111,7 +128,7 @@ def test_non_string_sender_and_role_are_ignored() -> None:
     log = Log()
     log.msg("a", "m1", sender=5, role=["x"])
     state = log.fold()
-    assert state.visible("a") == [MessageRef("m1", 1, None, None, False)]
+    assert state.sessions["a"].visible == refs((1, "m1"))
     assert state.sessions["a"].participants == []
 
 
@@ -135,7 +152,7 @@ def test_duplicate_message_is_shown_once_and_counted() -> None:
     log.msg("b", "m1")
     state = log.fold()
     assert ids(state, "a") == ["m1", "m2"]
-    assert state.visible("a")[0].seq == 1
+    assert state.visible("a")[0] == 1
     assert state.sessions["a"].copies == {"m1": 2}
     assert state.sessions["a"].duplicates == 2
     assert ids(state, "b") == ["m1"]
@@ -151,7 +168,7 @@ def test_message_rewound_away_is_appended_again() -> None:
     log.msg("a", "m2")
     state = log.fold()
     assert ids(state, "a") == ["m1", "m2"]
-    assert state.visible("a")[1].seq == 4
+    assert state.visible("a")[1] == 4
     assert state.sessions["a"].duplicates == 0
 
 
@@ -176,16 +193,13 @@ def test_stream_is_visible_while_open_and_completes_on_end() -> None:
     log.msg("a", "m0")
     second = log.delta("a", "m1")
     state = log.fold()
-    assert state.visible("a") == [
-        MessageRef("m1", first, "bot", None, True),
-        MessageRef("m0", 2, None, None, False),
-    ]
+    assert state.sessions["a"].visible == refs((first, "m1", "bot"), (2, "m0"), speakers=("bot",))
     stream = state.streams[("a", "m1")]
-    assert stream == Stream("a", "m1", first, [first, second], None, False)
+    assert stream == Stream("a", "m1", first, array("q", [first, second]), None, False)
     assert state.incomplete_streams() == [stream]
     end = log.end("a", "m1")
     state = log.fold()
-    assert state.streams[("a", "m1")] == Stream("a", "m1", first, [first, second], end, True)
+    assert state.streams[("a", "m1")] == Stream("a", "m1", first, array("q", [first, second]), end, True)
     assert state.incomplete_streams() == []
     assert ids(state, "a") == ["m1", "m0"]
 
@@ -207,8 +221,8 @@ def test_end_without_stream_is_one_shot_stream() -> None:
     log = Log()
     end = log.end("a", "m1")
     state = log.fold()
-    assert state.streams[("a", "m1")] == Stream("a", "m1", end, [], end, True)
-    assert state.visible("a") == [MessageRef("m1", end, None, None, True)]
+    assert state.streams[("a", "m1")] == Stream("a", "m1", end, array("q"), end, True)
+    assert state.sessions["a"].visible == refs((end, "m1"))
 
 
 def test_second_end_and_final_message_are_copies() -> None:
@@ -232,7 +246,7 @@ def test_late_delta_is_kept() -> None:
     late = log.delta("a", "m1")
     state = log.fold()
     stream = state.streams[("a", "m1")]
-    assert stream.delta_seqs == [1, late]
+    assert stream.delta_seqs.tolist() == [1, late]
     assert stream.complete
 
 
@@ -302,7 +316,7 @@ def test_fork_at_n_then_branches_diverge() -> None:
     log.add("session.rewind", "a", {"to": 0})
     state = log.fold()
     assert ids(state, "b") == ["m1", "b1"]
-    assert state.sessions["b"].visible[0] == MessageRef("m1", 1, None, None, False)
+    assert state.visible("b")[0] == 1
     assert state.sessions["b"].fork_at == 1
     assert ids(state, "a") == []
 
@@ -319,7 +333,7 @@ def test_rewind_to_n_keeps_dropped_refs() -> None:
     seq = log.add("session.rewind", "a", {"to": 1})
     state = log.fold()
     assert ids(state, "a") == ["m1"]
-    assert state.sessions["a"].rewinds == [Rewind(seq, 3, 1, (MessageRef("m2", 2), MessageRef("m3", 3)))]
+    assert state.sessions["a"].rewinds == [Rewind(seq, 3, 1, (2, 3))]
 
 
 def test_rewind_to_checkpoint_restores_exact_list() -> None:
@@ -334,9 +348,9 @@ def test_rewind_to_checkpoint_restores_exact_list() -> None:
     seq = log.add("session.rewind", "a", {"checkpoint": "cp"})
     state = log.fold()
     session = state.sessions["a"]
-    assert session.checkpoints["cp"] == SessionCheckpoint(cp, (MessageRef("m1", 1), MessageRef("m2", 2)))
-    assert state.visible("a") == [MessageRef("m1", 1), MessageRef("m2", 2)]
-    assert session.rewinds[-1] == Rewind(seq, 3, 2, (MessageRef("m2", 5), MessageRef("m3", 6)))
+    assert session.checkpoints["cp"] == SessionCheckpoint(cp, refs((1, "m1"), (2, "m2")))
+    assert state.visible("a") == [1, 2]
+    assert session.rewinds[-1] == Rewind(seq, 3, 2, (5, 6))
     # dedup index follows the restored list
     log.msg("a", "m3")
     log.msg("a", "m2")
@@ -358,8 +372,8 @@ def test_checkpoint_at_n_and_overwrite() -> None:
     seq = log.add("session.checkpoint", "a", {"name": "two", "at": 0})
     state = log.fold()
     checkpoints = state.sessions["a"].checkpoints
-    assert checkpoints["one"].refs == (MessageRef("m1", 1),)
-    assert checkpoints["two"] == SessionCheckpoint(seq, ())
+    assert checkpoints["one"].refs == refs((1, "m1"))
+    assert checkpoints["two"] == SessionCheckpoint(seq, Refs())
 
 
 # --------------------------------------------------------------------------- session.crystal
@@ -369,16 +383,16 @@ def test_crystal_and_resume_refs() -> None:
     """resume_refs gives the latest crystal and the visible messages after its upto."""
     log = Log()
     log.msg("a", "m1")
-    assert log.fold().resume_refs("a") == (None, [MessageRef("m1", 1)])
+    assert log.fold().resume_refs("a") == (None, [1])
     log.msg("a", "m2")
     c1 = log.add("session.crystal", "a", {"summary": "first two"})
     log.msg("a", "m3")
     c2 = log.add("session.crystal", "a", {"summary": "first one", "upto": 1})
     state = log.fold()
     assert state.sessions["a"].crystals == [Crystal(c1, 2, 2), Crystal(c2, 1, 1)]
-    crystal, refs = state.resume_refs("a")
+    crystal, after = state.resume_refs("a")
     assert crystal == Crystal(c2, 1, 1)
-    assert [r.id for r in refs] == ["m2", "m3"]
+    assert after == [2, 4]
 
 
 def test_crystal_covering_rewound_messages_is_set_aside() -> None:
@@ -391,13 +405,13 @@ def test_crystal_covering_rewound_messages_is_set_aside() -> None:
     late = log.add("session.crystal", "a", {"summary": "m1 m2"})
     log.add("session.rewind", "a", {"to": 1})
     log.msg("a", "x2")
-    crystal, refs = log.fold().resume_refs("a")
+    crystal, after = log.fold().resume_refs("a")
     assert crystal is not None and crystal.seq == early
-    assert [r.id for r in refs] == ["x2"]
+    assert after == [log.records[-1]["seq"]]
     log.add("session.rewind", "a", {"checkpoint": "cp"})
-    crystal, refs = log.fold().resume_refs("a")
+    crystal, after = log.fold().resume_refs("a")
     assert crystal is not None and crystal.seq == late
-    assert refs == []
+    assert after == []
 
 
 def test_state_does_not_store_summary_text() -> None:
@@ -868,7 +882,7 @@ def test_law_fork_shares_parents_first_n(before: list[Any], after: list[Any], pa
     records (which never name the fork) leave it unchanged."""
     items = [*before, ("session.start", parent, None, {})]
     state = fold_all(number(items))
-    parent_visible = state.visible(parent)
+    parent_visible = state.sessions[parent].visible.copy()
     at = data.draw(st.none() | st.integers(0, len(parent_visible)), label="at")
     fork_data = {"parent": parent, "name": "branch"} | ({} if at is None else {"at": at})
     items.append(("session.fork", "forked", fork_data, {}))
@@ -878,7 +892,7 @@ def test_law_fork_shares_parents_first_n(before: list[Any], after: list[Any], pa
     assert child.visible == parent_visible[:n]
     assert (child.parent, child.fork_at, child.branch) == (parent, n, "branch")
     fold_all(number(after, start=len(items) + 1), state)
-    assert state.visible("forked") == parent_visible[:n]
+    assert state.sessions["forked"].visible == parent_visible[:n]
 
 
 @PROPERTY

@@ -4,12 +4,13 @@ Pure code: no I/O, no clock, no randomness, no logging. The state after a
 sequence of records depends only on those records (and the state folded into).
 
     state = fold_all(records)            # or: state = fold(state, record), one at a time
-    state.visible("s1")                  # -> [MessageRef, ...]
+    state.visible("s1")                  # -> [seq, ...]
     crystal, refs = state.resume_refs("s1")
 
-The state refers to records by ``seq`` only; message bodies, deltas and crystal
-summaries stay in the log and are read from it when shown, so the state stays
-small while the log grows.
+The state refers to records by ``seq`` only; message bodies, ids, roles, deltas and
+crystal summaries stay in the log and are read from it when shown. A session keeps
+20 bytes a visible message (:class:`Refs`: seq, a 64-bit key of the message id for
+recognising copies, a sender index), so the state stays small while the log grows.
 
 Records are dicts as parsed from one log line (:func:`convlog.record.parse_line`).
 Each ``kind`` has a handler in a dispatch table (:data:`_HANDLERS`). A handler
@@ -46,8 +47,12 @@ Rules by kind (parameters are read from ``data``; ids from ``meta``):
 
 from __future__ import annotations
 
+import base64
 import bisect
+import hashlib
 import math
+import sys
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -57,7 +62,7 @@ __all__ = [
     "Crystal",
     "FoldError",
     "Gap",
-    "MessageRef",
+    "Refs",
     "Rewind",
     "Session",
     "SessionCheckpoint",
@@ -66,10 +71,11 @@ __all__ = [
     "Usage",
     "fold",
     "fold_all",
+    "message_key",
 ]
 
 #: Version of the :meth:`State.to_dict` layout; :meth:`State.from_dict` refuses others.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 #: Largest token count accepted in one ``llm.request`` field (exact in a float too).
 _MAX_TOKENS = 2**53
@@ -81,49 +87,112 @@ _MAX_INT64 = 2**63 - 1
 # --------------------------------------------------------------------------- values
 
 
-@dataclass(frozen=True, slots=True)
-class MessageRef:
-    """One message in a session's visible list, by reference to its record.
+def message_key(message_id: str) -> int:
+    """Return the 64-bit key the fold recognises a message id by.
+
+    The first 8 bytes of BLAKE2b (RFC 7693) of the id's UTF-8 bytes, as a signed
+    little-endian integer: stable across processes and machines (unlike ``hash``).
+    Two different ids in one session share a key with probability about
+    ``n**2 / 2**65`` for ``n`` messages; the second would then be counted as a copy.
+
+    Args:
+        message_id: the message id (``meta.message_id`` or ``"seq:<seq>"``).
+
+    Returns:
+        an int in ``-2**63 .. 2**63 - 1``.
+    """
+    digest = hashlib.blake2b(message_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def _array_to_text(values: array) -> str:
+    """An int array as base64 of its little-endian bytes (compact in a checkpoint)."""
+    if sys.byteorder != "little":
+        values = array(values.typecode, values)
+        values.byteswap()
+    return base64.b64encode(values.tobytes()).decode("ascii")
+
+
+def _array_from_text(typecode: str, text: str) -> array:
+    """Invert :func:`_array_to_text`. Raises ValueError (binascii.Error) when malformed."""
+    values = array(typecode)
+    values.frombytes(base64.b64decode(text, validate=True))
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values
+
+
+@dataclass(slots=True)
+class Refs:
+    """A list of messages, by reference to their records, stored as three int columns.
+
+    Message bodies, roles and ids stay in the log; this holds 20 bytes a message.
 
     Fields:
-        id: the message id (``meta.message_id``, or ``"seq:<seq>"`` when the
-            ``message`` record had none).
-        seq: the record that brought the message: the ``message`` record, or the
-            first record of a stream (its first delta, or the end of a one-shot stream).
-        sender: ``meta.sender`` or None.
-        role: ``meta.role`` or None.
-        stream: True when the message is a stream (``message.delta``/``message.end``);
-            its parts are in ``State.streams[(session, id)]``.
+        seqs: ``array('q')``; the record that brought each message: the ``message``
+            record, or the first record of a stream (its first delta, or the end of a
+            one-shot stream). Read the record to show the message.
+        keys: ``array('q')``; :func:`message_key` of each message id.
+        senders: ``array('i')``; index of each message's sender in the owning
+            session's ``speakers`` list, or -1 when it had none.
+
+    ``len(refs)`` is the number of messages; ``refs[i:j]`` is a new :class:`Refs`.
+    Equality compares the three columns.
     """
 
-    id: str
-    seq: int
-    sender: str | None = None
-    role: str | None = None
-    stream: bool = False
+    seqs: array = field(default_factory=lambda: array("q"))
+    keys: array = field(default_factory=lambda: array("q"))
+    senders: array = field(default_factory=lambda: array("i"))
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return ``{"id", "seq", "sender", "role", "stream"}`` (JSON-serializable)."""
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def __getitem__(self, index: slice) -> Refs:
+        if not isinstance(index, slice):
+            raise TypeError("Refs supports slices only; read .seqs[i] for one message")
+        return Refs(self.seqs[index], self.keys[index], self.senders[index])
+
+    def copy(self) -> Refs:
+        """Return an independent copy."""
+        return self[:]
+
+    def append(self, seq: int, key: int, sender: int) -> None:
+        """Append one message (``sender`` is a speaker index or -1)."""
+        self.seqs.append(seq)
+        self.keys.append(key)
+        self.senders.append(sender)
+
+    def truncate(self, n: int) -> None:
+        """Keep only the first ``n`` messages."""
+        del self.seqs[n:]
+        del self.keys[n:]
+        del self.senders[n:]
+
+    def to_dict(self) -> dict[str, str]:
+        """Return ``{"seqs", "keys", "senders"}``, each the base64 of the column's
+        little-endian bytes (8, 8 and 4 bytes a message)."""
         return {
-            "id": self.id,
-            "seq": self.seq,
-            "sender": self.sender,
-            "role": self.role,
-            "stream": self.stream,
+            "seqs": _array_to_text(self.seqs),
+            "keys": _array_to_text(self.keys),
+            "senders": _array_to_text(self.senders),
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> MessageRef:
-        """Invert :meth:`to_dict`. Raises KeyError when a field is missing."""
-        return cls(d["id"], d["seq"], d["sender"], d["role"], bool(d["stream"]))
+    def from_dict(cls, d: Mapping[str, Any]) -> Refs:
+        """Invert :meth:`to_dict`.
 
-
-def _refs_to_list(refs: Iterable[MessageRef]) -> list[dict[str, Any]]:
-    return [ref.to_dict() for ref in refs]
-
-
-def _refs_from_list(items: Iterable[Mapping[str, Any]]) -> list[MessageRef]:
-    return [MessageRef.from_dict(item) for item in items]
+        Raises:
+            KeyError: a column is missing.
+            ValueError: a column is not base64 of whole items, or the columns differ in length.
+        """
+        refs = cls(
+            _array_from_text("q", d["seqs"]),
+            _array_from_text("q", d["keys"]),
+            _array_from_text("i", d["senders"]),
+        )
+        if not len(refs.seqs) == len(refs.keys) == len(refs.senders):
+            raise ValueError("refs columns differ in length")
+        return refs
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,28 +203,28 @@ class Rewind:
         seq: the rewind record.
         from_count: visible messages before it.
         to_count: visible messages after it.
-        dropped: the refs that left the visible list, in their former order (they stay
-            reachable here: history is never destroyed).
+        dropped: the seqs of the messages that left the visible list, in their former
+            order (they stay in the log: history is never destroyed).
     """
 
     seq: int
     from_count: int
     to_count: int
-    dropped: tuple[MessageRef, ...]
+    dropped: tuple[int, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        """Return ``{"seq", "from_count", "to_count", "dropped": [ref dict, ...]}``."""
+        """Return ``{"seq", "from_count", "to_count", "dropped": [seq, ...]}``."""
         return {
             "seq": self.seq,
             "from_count": self.from_count,
             "to_count": self.to_count,
-            "dropped": _refs_to_list(self.dropped),
+            "dropped": list(self.dropped),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Rewind:
         """Invert :meth:`to_dict`. Raises KeyError when a field is missing."""
-        return cls(d["seq"], d["from_count"], d["to_count"], tuple(_refs_from_list(d["dropped"])))
+        return cls(d["seq"], d["from_count"], d["to_count"], tuple(d["dropped"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,20 +233,21 @@ class SessionCheckpoint:
 
     Fields:
         seq: the checkpoint record.
-        refs: exactly the visible refs it names (the first ``at`` at that time).
+        refs: exactly the visible messages it names (the first ``at`` at that time).
+            Never mutated: a rewind to it copies them.
     """
 
     seq: int
-    refs: tuple[MessageRef, ...]
+    refs: Refs
 
     def to_dict(self) -> dict[str, Any]:
-        """Return ``{"seq", "refs": [ref dict, ...]}``."""
-        return {"seq": self.seq, "refs": _refs_to_list(self.refs)}
+        """Return ``{"seq", "refs": Refs dict}``."""
+        return {"seq": self.seq, "refs": self.refs.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SessionCheckpoint:
-        """Invert :meth:`to_dict`. Raises KeyError when a field is missing."""
-        return cls(d["seq"], tuple(_refs_from_list(d["refs"])))
+        """Invert :meth:`to_dict`. Raises KeyError/ValueError when malformed."""
+        return cls(d["seq"], Refs.from_dict(d["refs"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,8 +399,8 @@ class Stream:
     Fields:
         session, message_id: its key (``State.streams[(session, message_id)]``).
         first_seq: its first record (first delta, or the end of a one-shot stream).
-        delta_seqs: every ``message.delta`` record of it, in log order (including the
-            first one, and deltas that arrive after the end).
+        delta_seqs: ``array('q')``: every ``message.delta`` record of it, in log order
+            (including the first one, and deltas that arrive after the end).
         end_seq: the ``message.end`` record, or None while it is open.
         complete: True once ended. An open stream is reported by
             :meth:`State.incomplete_streams`; the fold never completes or drops it.
@@ -339,13 +409,13 @@ class Stream:
     session: str
     message_id: str
     first_seq: int
-    delta_seqs: list[int] = field(default_factory=list)
+    delta_seqs: array = field(default_factory=lambda: array("q"))
     end_seq: int | None = None
     complete: bool = False
 
     def copy(self) -> Stream:
         """Return an independent copy."""
-        return replace(self, delta_seqs=list(self.delta_seqs))
+        return replace(self, delta_seqs=array("q", self.delta_seqs))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the stream as a dict with its field names as keys (JSON-serializable)."""
@@ -353,7 +423,7 @@ class Stream:
             "session": self.session,
             "message_id": self.message_id,
             "first_seq": self.first_seq,
-            "delta_seqs": list(self.delta_seqs),
+            "delta_seqs": _array_to_text(self.delta_seqs),
             "end_seq": self.end_seq,
             "complete": self.complete,
         }
@@ -365,7 +435,7 @@ class Stream:
             d["session"],
             d["message_id"],
             d["first_seq"],
-            list(d["delta_seqs"]),
+            _array_from_text("q", d["delta_seqs"]),
             d["end_seq"],
             bool(d["complete"]),
         )
@@ -384,10 +454,12 @@ class Session:
             messages it shares, and the branch name (all None otherwise).
         title: from ``session.start`` ``data.title``, or None.
         deleted_seq: the ``session.delete`` tombstone, or None when live.
-        visible: the visible message list of this branch (message ids unique).
-        rewinds: every applied rewind, in order, with the refs it dropped.
+        visible: the visible messages of this branch (:class:`Refs`; message ids unique).
+        rewinds: every applied rewind, in order, with the seqs it dropped.
         checkpoints: name -> :class:`SessionCheckpoint` (a reused name overwrites).
         crystals: every crystal, in order; see :meth:`State.resume_refs`.
+        speakers: every sender seen in this session or inherited by a fork, in order of
+            first sight; ``Refs.senders`` index it.
         participants: sorted unique senders of every message that has been visible
             in this session (including those a fork inherited).
         copies: message id -> number of extra copies received (beyond the first).
@@ -404,19 +476,19 @@ class Session:
     branch: str | None = None
     title: str | None = None
     deleted_seq: int | None = None
-    visible: list[MessageRef] = field(default_factory=list)
+    visible: Refs = field(default_factory=Refs)
     rewinds: list[Rewind] = field(default_factory=list)
     checkpoints: dict[str, SessionCheckpoint] = field(default_factory=dict)
     crystals: list[Crystal] = field(default_factory=list)
+    speakers: list[str] = field(default_factory=list)
     participants: list[str] = field(default_factory=list)
     copies: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     usage: Usage = field(default_factory=Usage)
-    # Ids in ``visible``: O(1) dedup. Derived, so not compared nor serialized.
-    _ids: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        self._ids = {ref.id for ref in self.visible}
+    # Derived, so neither compared nor serialized; built on first use, since most
+    # sessions of a loaded checkpoint never receive another message.
+    _keys: set[int] | None = field(default=None, init=False, repr=False, compare=False)
+    _speaker_index: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def deleted(self) -> bool:
@@ -427,10 +499,11 @@ class Session:
         """Return a copy that shares nothing mutable with this session."""
         return replace(
             self,
-            visible=list(self.visible),
+            visible=self.visible.copy(),
             rewinds=list(self.rewinds),
             checkpoints=dict(self.checkpoints),
             crystals=list(self.crystals),
+            speakers=list(self.speakers),
             participants=list(self.participants),
             copies=dict(self.copies),
             usage=self.usage.copy(),
@@ -440,20 +513,43 @@ class Session:
         self.last_seq = seq
         self.last_ts = ts
 
-    def _add(self, ref: MessageRef) -> None:
-        """Append ``ref``, or count it as a copy when its id is already visible."""
-        if ref.id in self._ids:
-            self._count_copy(ref.id)
+    def _visible_keys(self) -> set[int]:
+        if self._keys is None:
+            self._keys = set(self.visible.keys)
+        return self._keys
+
+    def _set_visible(self, refs: Refs) -> None:
+        self.visible = refs
+        self._keys = None
+
+    def _speaker(self, sender: str | None) -> int:
+        """The index of ``sender`` in ``speakers`` (added on first sight), -1 for None."""
+        if sender is None:
+            return -1
+        if self._speaker_index is None:
+            self._speaker_index = {name: i for i, name in enumerate(self.speakers)}
+        index = self._speaker_index.get(sender)
+        if index is None:
+            index = self._speaker_index[sender] = len(self.speakers)
+            self.speakers.append(sender)
+        return index
+
+    def _add(self, seq: int, message_id: str, sender: str | None) -> None:
+        """Append a message, or count it as a copy when its id is already visible."""
+        key = message_key(message_id)
+        keys = self._visible_keys()
+        if key in keys:
+            self._count_copy(message_id)
             return
-        self.visible.append(ref)
-        self._ids.add(ref.id)
-        self._note_sender(ref.sender)
+        self.visible.append(seq, key, self._speaker(sender))
+        keys.add(key)
+        self._note_participant(sender)
 
     def _count_copy(self, message_id: str) -> None:
         self.copies[message_id] = self.copies.get(message_id, 0) + 1
         self.duplicates += 1
 
-    def _note_sender(self, sender: str | None) -> None:
+    def _note_participant(self, sender: str | None) -> None:
         if sender is None:
             return
         i = bisect.bisect_left(self.participants, sender)
@@ -461,7 +557,8 @@ class Session:
             self.participants.insert(i, sender)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the session as a JSON-serializable dict (field names as keys)."""
+        """Return the session as a JSON-serializable dict (field names as keys; the
+        :class:`Refs` as their base64 columns)."""
         return {
             "id": self.id,
             "first_seq": self.first_seq,
@@ -472,10 +569,11 @@ class Session:
             "branch": self.branch,
             "title": self.title,
             "deleted_seq": self.deleted_seq,
-            "visible": _refs_to_list(self.visible),
+            "visible": self.visible.to_dict(),
             "rewinds": [rewind.to_dict() for rewind in self.rewinds],
             "checkpoints": {name: cp.to_dict() for name, cp in self.checkpoints.items()},
             "crystals": [crystal.to_dict() for crystal in self.crystals],
+            "speakers": list(self.speakers),
             "participants": list(self.participants),
             "copies": dict(self.copies),
             "duplicates": self.duplicates,
@@ -484,7 +582,7 @@ class Session:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Session:
-        """Invert :meth:`to_dict`. Raises KeyError when a field is missing."""
+        """Invert :meth:`to_dict`. Raises KeyError/ValueError when malformed."""
         return cls(
             id=d["id"],
             first_seq=d["first_seq"],
@@ -495,12 +593,13 @@ class Session:
             branch=d["branch"],
             title=d["title"],
             deleted_seq=d["deleted_seq"],
-            visible=_refs_from_list(d["visible"]),
+            visible=Refs.from_dict(d["visible"]),
             rewinds=[Rewind.from_dict(item) for item in d["rewinds"]],
             checkpoints={
                 name: SessionCheckpoint.from_dict(item) for name, item in d["checkpoints"].items()
             },
             crystals=[Crystal.from_dict(item) for item in d["crystals"]],
+            speakers=list(d["speakers"]),
             participants=list(d["participants"]),
             copies=dict(d["copies"]),
             duplicates=d["duplicates"],
@@ -609,13 +708,14 @@ class State:
 
     # ----------------------------------------------------------------- queries
 
-    def visible(self, session_id: str) -> list[MessageRef]:
-        """Return a new list of the session's visible message refs, oldest first.
+    def visible(self, session_id: str) -> list[int]:
+        """Return a new list of the seqs of the session's visible messages, oldest first
+        (the record that brought each; see :class:`Refs`).
 
         Raises:
             KeyError: when there is no session ``session_id``.
         """
-        return list(self.sessions[session_id].visible)
+        return self.sessions[session_id].visible.seqs.tolist()
 
     def session_list(self, include_deleted: bool = False) -> list[Session]:
         """Return the sessions sorted by ``first_seq`` ascending.
@@ -637,26 +737,27 @@ class State:
         """
         return [stream for stream in self.streams.values() if not stream.complete]
 
-    def resume_refs(self, session_id: str) -> tuple[Crystal | None, list[MessageRef]]:
+    def resume_refs(self, session_id: str) -> tuple[Crystal | None, list[int]]:
         """Return what a resumed agent needs: a summary and the messages after it.
 
         The crystal is the latest one whose covered messages are still the session's
         visible prefix (a rewind below a crystal's ``upto`` sets it aside until a
         rewind brings those messages back); the refs are the visible messages after
-        its ``upto``. With no such crystal: ``(None, all visible refs)``.
+        its ``upto``, as seqs (see :meth:`visible`). With no such crystal:
+        ``(None, all visible seqs)``.
 
         Raises:
             KeyError: when there is no session ``session_id``.
         """
         session = self.sessions[session_id]
-        visible = session.visible
+        seqs = session.visible.seqs
         for crystal in reversed(session.crystals):
             n = crystal.upto
-            if n > len(visible):
+            if n > len(seqs):
                 continue
-            if n == 0 or visible[n - 1].seq == crystal.last_ref_seq:
-                return crystal, visible[n:]
-        return None, list(visible)
+            if n == 0 or seqs[n - 1] == crystal.last_ref_seq:
+                return crystal, seqs[n:].tolist()
+        return None, seqs.tolist()
 
 
 # --------------------------------------------------------------------------- folding
@@ -846,16 +947,9 @@ def _message_id(rec: _Record, required: bool = True) -> str:
     raise _Invalid(f"meta.message_id is not a string ({type(mid).__name__})")
 
 
-def _ref(rec: _Record, mid: str, stream: bool) -> MessageRef:
+def _sender(rec: _Record) -> str | None:
     sender = rec.meta.get("sender")
-    role = rec.meta.get("role")
-    return MessageRef(
-        mid,
-        rec.seq,
-        sender if isinstance(sender, str) else None,
-        role if isinstance(role, str) else None,
-        stream,
-    )
+    return sender if isinstance(sender, str) else None
 
 
 # --------------------------------------------------------------------------- handlers
@@ -868,7 +962,7 @@ def _on_message(state: State, rec: _Record) -> None:
         return
     sid = _session_id(rec)
     mid = _message_id(rec, required=False)
-    _open_session(state, sid, rec)._add(_ref(rec, mid, stream=False))
+    _open_session(state, sid, rec)._add(rec.seq, mid, _sender(rec))
 
 
 def _on_delta(state: State, rec: _Record) -> None:
@@ -878,8 +972,8 @@ def _on_delta(state: State, rec: _Record) -> None:
     session = _open_session(state, sid, rec)
     stream = state.streams.get((sid, mid))
     if stream is None:
-        state.streams[(sid, mid)] = Stream(sid, mid, rec.seq, [rec.seq])
-        session._add(_ref(rec, mid, stream=True))
+        state.streams[(sid, mid)] = Stream(sid, mid, rec.seq, array("q", (rec.seq,)))
+        session._add(rec.seq, mid, _sender(rec))
     else:
         stream.delta_seqs.append(rec.seq)
 
@@ -891,8 +985,8 @@ def _on_end(state: State, rec: _Record) -> None:
     session = _open_session(state, sid, rec)
     stream = state.streams.get((sid, mid))
     if stream is None:
-        state.streams[(sid, mid)] = Stream(sid, mid, rec.seq, [], rec.seq, True)
-        session._add(_ref(rec, mid, stream=True))
+        state.streams[(sid, mid)] = Stream(sid, mid, rec.seq, array("q"), rec.seq, True)
+        session._add(rec.seq, mid, _sender(rec))
     elif stream.complete:
         session._count_copy(mid)
     else:
@@ -928,6 +1022,8 @@ def _on_fork(state: State, rec: _Record) -> None:
         raise _Invalid(f"parent session {parent_id!r} is deleted")
     n = _count(params, "at", len(parent.visible))
     branch = _optional_str(params, "name")
+    visible = parent.visible[:n]
+    speakers = list(parent.speakers)
     child = Session(
         id=sid,
         first_seq=rec.seq,
@@ -936,10 +1032,10 @@ def _on_fork(state: State, rec: _Record) -> None:
         parent=parent_id,
         fork_at=n,
         branch=branch,
-        visible=parent.visible[:n],
+        visible=visible,
+        speakers=speakers,
+        participants=sorted({speakers[i] for i in set(visible.senders) if i >= 0}),
     )
-    for ref in child.visible:
-        child._note_sender(ref.sender)
     state.sessions[sid] = child
 
 
@@ -955,19 +1051,18 @@ def _on_rewind(state: State, rec: _Record) -> None:
     from_count = len(old)
     if to is not None:
         n = _count(params, "to", from_count)
-        dropped = tuple(old[n:])
-        del old[n:]
-        for ref in dropped:
-            session._ids.discard(ref.id)
+        dropped = tuple(old.seqs[n:])
+        if session._keys is not None:
+            session._keys.difference_update(old.keys[n:])
+        old.truncate(n)
     else:
         name = _required_str(params, "checkpoint")
         checkpoint = session.checkpoints.get(name)
         if checkpoint is None:
             raise _Invalid(f"unknown checkpoint {name!r}")
-        kept = set(checkpoint.refs)
-        dropped = tuple(ref for ref in old if ref not in kept)
-        session.visible = list(checkpoint.refs)
-        session._ids = {ref.id for ref in session.visible}
+        kept = set(checkpoint.refs.seqs)
+        dropped = tuple(seq for seq in old.seqs if seq not in kept)
+        session._set_visible(checkpoint.refs.copy())
     session.rewinds.append(Rewind(rec.seq, from_count, len(session.visible), dropped))
     session._touch(rec.seq, rec.ts)
 
@@ -978,7 +1073,7 @@ def _on_checkpoint(state: State, rec: _Record) -> None:
     params = _params(rec)
     name = _required_str(params, "name")
     n = _count(params, "at", len(session.visible))
-    session.checkpoints[name] = SessionCheckpoint(rec.seq, tuple(session.visible[:n]))
+    session.checkpoints[name] = SessionCheckpoint(rec.seq, session.visible[:n])
     session._touch(rec.seq, rec.ts)
 
 
@@ -988,7 +1083,7 @@ def _on_crystal(state: State, rec: _Record) -> None:
     params = _params(rec)
     _required_str(params, "summary")
     n = _count(params, "upto", len(session.visible))
-    last_ref_seq = session.visible[n - 1].seq if n else None
+    last_ref_seq = session.visible.seqs[n - 1] if n else None
     session.crystals.append(Crystal(rec.seq, n, last_ref_seq))
     session._touch(rec.seq, rec.ts)
 

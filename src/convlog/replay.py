@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from convlog.checkpoint import Start, best_start
-from convlog.fold import State, fold
+from convlog.fold import State, Stream, fold
 from convlog.log import follow, list_segments, read_seqs
 from convlog.view import ShownMessage, payload_text, stream_text
 
@@ -89,26 +89,29 @@ class Replay:
         """
         sid = self.resolve(session)
         info = self.state.sessions[sid]
-        refs = self.state.visible(sid)
-        wanted: set[int] = set()
-        streams: dict[int, Any] = {}
-        for ref in refs:
-            wanted.add(ref.seq)
-            if ref.stream:
-                stream = self.state.streams.get((sid, ref.id))
+        seqs = self.state.visible(sid)
+        records = read_seqs(self.directory, seqs)
+        # A streamed message's first record is a delta or an end; its parts come next.
+        streams: dict[int, Stream] = {}
+        for seq in seqs:
+            record = records.get(seq)
+            if record is not None and record.get("kind") in STREAM_KINDS:
+                stream = self.state.streams.get((sid, _message_id(record)))
                 if stream is not None:
-                    streams[ref.seq] = stream
-                    wanted.update(stream.delta_seqs)
-                    if stream.end_seq is not None:
-                        wanted.add(stream.end_seq)
-        records = read_seqs(self.directory, wanted)
+                    streams[seq] = stream
+        parts = read_seqs(
+            self.directory,
+            {s for stream in streams.values() for s in (*stream.delta_seqs, stream.end_seq) if s is not None},
+        )
         shown = []
-        for index, ref in enumerate(refs, 1):
-            record = records.get(ref.seq, {})
-            stream = streams.get(ref.seq)
+        for index, seq in enumerate(seqs, 1):
+            record = records.get(seq, {})
+            meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
+            mid = _message_id(record)
+            stream = streams.get(seq)
             if stream is not None:
-                seqs = [*stream.delta_seqs] + ([stream.end_seq] if stream.end_seq else [])
-                text = stream_text([records[s] for s in sorted(set(seqs)) if s in records])
+                stream_seqs = sorted({*stream.delta_seqs, *([stream.end_seq] if stream.end_seq else [])})
+                text = stream_text([parts[s] for s in stream_seqs if s in parts])
                 complete = bool(stream.complete)
             else:
                 text = payload_text(record) if record else "<record missing from the log>"
@@ -116,18 +119,33 @@ class Replay:
             shown.append(
                 ShownMessage(
                     index=index,
-                    message_id=ref.id,
-                    sender=ref.sender,
-                    role=ref.role,
-                    seq=ref.seq,
+                    message_id=mid,
+                    sender=_text_or_none(meta.get("sender")),
+                    role=_text_or_none(meta.get("role")),
+                    seq=seq,
                     ts=record.get("ts"),
                     text=text,
-                    copies=1 + info.copies.get(ref.id, 0),
+                    copies=1 + info.copies.get(mid, 0),
                     streamed=stream is not None,
                     complete=complete,
                 )
             )
         return shown
+
+
+#: Kinds whose records make up a streamed message.
+STREAM_KINDS = frozenset({"message.delta", "message.end"})
+
+
+def _message_id(record: dict[str, Any]) -> str:
+    """The message id the fold gave a record: ``meta.message_id``, else ``"seq:<seq>"``."""
+    meta = record.get("meta")
+    mid = meta.get("message_id") if isinstance(meta, dict) else None
+    return mid if isinstance(mid, str) else f"seq:{record.get('seq')}"
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def parse_as_of(text: str) -> tuple[int | None, str | None]:
