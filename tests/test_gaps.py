@@ -239,3 +239,64 @@ def test_a_gap_record_lost_in_a_crash_is_written_at_restart(bus: Bus, tmp_path: 
     assert rec.terminate() == 0
     gaps = gaps_in(directory)
     assert [(g["first"], g["last"], g.get("restored")) for g in gaps] == [(2, 3, True)]
+
+
+def test_restart_without_state_json_takes_the_publishers_from_the_checkpoint(bus: Bus, tmp_path: Path) -> None:
+    """A restart that finds no ``recovery/state.json`` (lost, or a crash before its first
+    write) rebuilds the publishers' seqs from the newest checkpoint's snapshot plus the
+    records after its cut: a publisher that goes on where it was reports no false gap,
+    and a real one is still found."""
+    from convlog.checkpoint import list_checkpoints, publishers_start
+
+    directory = tmp_path / "log"
+    rec = bus.recorder(directory)
+    pub = bus.publisher(rec)
+    for n in range(1, 4):
+        pub.send(*event(n))
+    wait_for_records(directory, 3)
+    assert rec.terminate() == 0  # a clean stop writes a checkpoint
+    pub.close(0)
+    newest = list_checkpoints(directory)[-1]
+    header = orjson.loads(newest.path.read_bytes().split(b"\n", 1)[0])
+    assert header["publishers"]["publishers"][pub.publisher_id]["seq"] == 3
+    found = publishers_start(directory, newest.seq)
+    assert found is not None and found[2] == newest.seq
+    (directory / "recovery" / "state.json").unlink()
+
+    rec = bus.recorder(directory)
+    from convlog.publisher import Publisher
+
+    again = Publisher(bus.xsub, publisher_id=pub.publisher_id, heartbeat_s=None)
+    again.seq = 3  # the same publisher, going on
+    again.wait_for_subscriber(20)
+    again.send(*event(4))
+    again.seq += 1  # seq 5 is lost
+    again.send(*event(6))
+    wait_for_records(directory, 5)
+    assert rec.terminate() == 0
+    again.close(0)
+    assert [(g["publisher"], g["first"], g["last"]) for g in gaps_in(directory)] == [(pub.publisher_id, 5, 5)]
+
+
+def test_a_checkpoint_whose_cut_no_longer_matches_gives_no_publishers_snapshot(tmp_path: Path) -> None:
+    """publishers_start only trusts a checkpoint whose cut still matches the log."""
+    from convlog.checkpoint import Checkpointer, publishers_start
+    from convlog.ingest import Ingest
+    from convlog.log import SegmentWriter, ensure_layout
+    from convlog.record import Clock
+
+    directory = tmp_path / "log"
+    ensure_layout(directory)
+    writer = SegmentWriter(directory, next_seq=1, fsync="never")
+    ingest, clock = Ingest(), Clock()
+    for n in range(1, 4):
+        payload = stamp_payload(orjson.dumps({"type": "message", "session_id": "s", "text": str(n)}), "p", n)
+        assert payload is not None
+        writer.write(ingest.line((b"s", payload), n, clock.now(), "sub"), n)
+    writer.close()
+    Checkpointer(directory).checkpoint()
+    found = publishers_start(directory, 10)
+    assert found is not None and found[0].publishers["p"].seq == 3
+    segment = list_segments(directory)[-1][1]
+    segment.write_bytes(segment.read_bytes().replace(b'"text":"1"', b'"text":"9"'))
+    assert publishers_start(directory, 10) is None

@@ -9,10 +9,15 @@ of the directory). Two JSON lines: a small header (so listing does not read stat
 then the state::
 
     {"format": 1, "label": null, "created": "...Z", "sessions": 12,
+     "publishers": {<convlog.gaps.GapDetector.to_dict()>},   # as of the cut
      "cut": {"seq": 41, "segment": "000...1.jsonl", "offset": 18230, "ts": "...Z",
              "digest": "<sha256 of the segment's bytes before offset>",
              "segments": [["000...1.jsonl", 67108871], ...]}}   # earlier segments, sizes
     {"state": {<convlog.fold.State.to_dict()>}}
+
+The publishers' snapshot lets a recorder that restarts without ``recovery/state.json``
+(a crash before its first write of it, a lost file) rebuild the publishers' seqs from
+the newest checkpoint and the records after it, instead of the whole log.
 
 The digest ties the checkpoint to the log: a checkpoint whose cut no longer matches
 (the log was truncated, rewritten or replaced) is refused by :func:`check_cut`, and
@@ -37,6 +42,7 @@ from typing import Any
 import orjson
 
 from convlog.fold import State, fold
+from convlog.gaps import GapDetector
 from convlog.log import CHECKPOINTS, EVENTS, follow, list_segments, write_atomic
 from convlog.record import Clock
 
@@ -167,7 +173,12 @@ def checkpoint_name(seq: int, label: str | None = None) -> str:
 
 
 def write_checkpoint(
-    directory: Path, state: State, cut: Cut, label: str | None = None, clock: Clock | None = None
+    directory: Path,
+    state: State,
+    cut: Cut,
+    label: str | None = None,
+    clock: Clock | None = None,
+    publishers: GapDetector | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temp file, fsync, rename, fsync of the directory).
 
@@ -177,6 +188,8 @@ def write_checkpoint(
         cut: where it ends (see :func:`make_cut`).
         label: a name to keep it by (never pruned), or None for an automatic one.
         clock: time source for ``created``.
+        publishers: the gap detector after records 1..``cut.seq`` (its snapshot goes in
+            the header), or None to write none.
 
     Returns:
         the checkpoint's path.
@@ -197,6 +210,8 @@ def write_checkpoint(
         "cut": cut.as_dict(),
         "sessions": len(state.sessions),
     }
+    if publishers is not None:
+        header["publishers"] = publishers.to_dict()
     write_atomic(path, orjson.dumps(header) + b"\n" + orjson.dumps({"state": state.to_dict()}) + b"\n")
     return path
 
@@ -291,12 +306,15 @@ class Start:
         position: ``(segment, offset)`` after the cut, or None for the log's start.
         checkpoint: the checkpoint file used, or None.
         refused: ``"<file>: <reason>"`` for every newer checkpoint that could not be used.
+        publishers: the gap detector as of the start (empty for the log's start; None
+            when the checkpoint has no publishers' snapshot).
     """
 
     state: State
     position: tuple[str, int] | None
     checkpoint: Path | None
     refused: list[str]
+    publishers: GapDetector | None = None
 
 
 def best_start(directory: Path, upto_seq: int | None = None, as_of_ts: str | None = None) -> Start:
@@ -323,8 +341,47 @@ def best_start(directory: Path, upto_seq: int | None = None, as_of_ts: str | Non
         if reason is not None:
             refused.append(f"{info.path.name}: {reason}")
             continue
-        return Start(state, (cut.segment, cut.offset), info.path, refused)
-    return Start(State(), None, None, refused)
+        return Start(state, (cut.segment, cut.offset), info.path, refused, _publishers(info.path))
+    return Start(State(), None, None, refused, GapDetector())
+
+
+def _publishers(path: Path) -> GapDetector | None:
+    """The publishers' snapshot in a checkpoint's header, or None when it has none."""
+    try:
+        with Path(path).open("rb") as fh:
+            header = orjson.loads(fh.readline())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(header, dict) or not isinstance(header.get("publishers"), dict):
+        return None
+    return GapDetector.from_dict(header["publishers"])
+
+
+def publishers_start(directory: Path, upto_seq: int) -> tuple[GapDetector, tuple[str, int], int] | None:
+    """The newest checkpoint at or before ``upto_seq`` with a publishers' snapshot and a
+    cut that still matches the log, without reading its state.
+
+    Args:
+        directory: the log directory.
+        upto_seq: the last seq that may be covered.
+
+    Returns:
+        ``(detector, (segment, offset) after the cut, cut seq)``, or None when there is none.
+    """
+    for info in reversed(list_checkpoints(directory)):
+        if info.seq > upto_seq:
+            continue
+        detector = _publishers(info.path)
+        if detector is None:
+            continue
+        try:
+            with info.path.open("rb") as fh:
+                cut = Cut.from_dict(orjson.loads(fh.readline())["cut"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if check_cut(directory, cut) is None:
+            return detector, (cut.segment, cut.offset), cut.seq
+    return None
 
 
 class Checkpointer:
@@ -350,6 +407,9 @@ class Checkpointer:
         self.state = start.state
         self.position = start.position
         self.refused = start.refused
+        # None after a checkpoint without a snapshot: then none is written either (an
+        # empty detector would make every known publisher look new).
+        self.publishers = start.publishers
         self.last_ts: str | None = None
         self.last_checkpoint: Path | None = start.checkpoint
 
@@ -362,8 +422,11 @@ class Checkpointer:
         with self._lock:
             count = 0
             state = self.state
+            observe = self.publishers.observe_record if self.publishers is not None else None
             for record, segment, offset in follow(self.directory, self.position):
                 fold(state, record)
+                if observe is not None:
+                    observe(record)
                 self.position = (segment, offset)
                 self.last_ts = record.get("ts")
                 count += 1
@@ -393,7 +456,7 @@ class Checkpointer:
                 return None
             segment, offset = self.position
             cut = make_cut(self.directory, seq, segment, offset, self.last_ts)
-            path = write_checkpoint(self.directory, self.state, cut, label, self.clock)
+            path = write_checkpoint(self.directory, self.state, cut, label, self.clock, self.publishers)
             if label is None:
                 self.last_checkpoint = path
                 prune(self.directory, self.keep)

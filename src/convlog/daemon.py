@@ -33,7 +33,7 @@ from typing import Any
 import zmq
 
 from convlog import __version__
-from convlog.checkpoint import Checkpointer
+from convlog.checkpoint import Checkpointer, publishers_start
 from convlog.config import Config
 from convlog.gaps import Gap, GapDetector
 from convlog.ingest import Ingest
@@ -130,11 +130,12 @@ class Recorder:
         self._save_state(clean=False)
 
     def _restore_publishers(self, prior: dict[str, Any], last_seq: int) -> None:
-        """Rebuild the publishers' last seqs: the snapshot in state.json, then the
-        stamps of the records written after it (so messages sent while this recorder
-        was down are reported as gaps by the first message after the restart). A gap
-        those records reveal whose ``recorder.gap`` record is missing (a crash between
-        the two lines) is written now, marked ``restored``."""
+        """Rebuild the publishers' last seqs: the snapshot in state.json (or in the newest
+        checkpoint, when that one is newer), then the stamps of the records written after
+        it, so messages sent while this recorder was down are reported as gaps by the
+        first message after the restart. A gap those records reveal whose
+        ``recorder.gap`` record is missing (a crash between the two lines) is written
+        now, marked ``restored``."""
         detector = GapDetector.from_dict(prior.get("publishers"))
         as_of = prior.get("publishers_seq")
         as_of = as_of if isinstance(as_of, int) and 0 <= as_of <= last_seq else 0
@@ -151,6 +152,11 @@ class Recorder:
         ):
             # Only what was written after the snapshot (nothing, after a clean stop).
             tail: Any = (record for record, _, _ in follow(self.directory, (path.name, offset)))
+        elif (found := publishers_start(self.directory, last_seq)) is not None and found[2] > as_of:
+            # No usable state.json (a crash before it was first written, a lost file):
+            # the newest checkpoint's snapshot, then only the records after its cut.
+            detector, position, as_of = found
+            tail = (record for record, _, _ in follow(self.directory, position))
         else:
             tail = iter_records(self.directory, start_seq=as_of + 1)
         unreported = detector.replay(record for record in tail if record["seq"] > as_of)

@@ -26,6 +26,8 @@ from typing import Any
 
 #: The payload key holding the stamp.
 STAMP_KEY = "convlog"
+#: Record sources that came from the bus (the others are the recorder's own, imports, ...).
+BUS_SOURCES = ("sub", "pull")
 #: The payload ``type`` of a heartbeat.
 HEARTBEAT = "publisher.heartbeat"
 
@@ -152,6 +154,17 @@ class GapDetector:
             return None
         return self.observe(stamp[0], stamp[1], record_seq, heartbeat=kind == HEARTBEAT)
 
+    def observe_record(self, record: dict[str, Any]) -> Gap | None:
+        """Take a parsed log record into account as when it was received: the stamp of a
+        record from the bus (source ``sub`` or ``pull``); other records are ignored.
+
+        Returns:
+            the :class:`Gap` it reveals, or None.
+        """
+        if record.get("source") not in BUS_SOURCES:
+            return None
+        return self.observe_value(record.get("data"), record["kind"], record["seq"])
+
     def replay(self, records: Iterable[dict[str, Any]]) -> list[Gap]:
         """Bring the detector up to date with records already in the log.
 
@@ -168,8 +181,8 @@ class GapDetector:
         """
         unreported: dict[tuple[Any, Any, Any], Gap] = {}
         for record in records:
-            if record.get("source") in ("sub", "pull"):
-                gap = self.observe_value(record.get("data"), record["kind"], record["seq"])
+            if record.get("source") in BUS_SOURCES:
+                gap = self.observe_record(record)
                 if gap is not None:
                     unreported[(gap.publisher, gap.first, gap.last)] = gap
             elif record.get("kind") == "recorder.gap" and isinstance(record.get("data"), dict):
