@@ -46,8 +46,10 @@ Implementation: the PyPI package ``sdnotify`` (pure Python), with these adjustme
 - its socket blocks; a send timeout of :data:`SEND_TIMEOUT_S` keeps a busy service
   manager from stalling the recorder.
 
-It reads ``NOTIFY_SOCKET`` from ``os.environ`` itself, so :class:`Notifier` does too.
-It handles abstract sockets (``@name``).
+It reads ``NOTIFY_SOCKET`` from ``os.environ`` itself (when it connects), so
+:class:`Notifier` does too, and the variable must stay set while notifications are sent
+(do not unset it for child processes before the last :meth:`Notifier.stopping`). It
+handles abstract sockets (``@name``).
 """
 
 from __future__ import annotations
@@ -179,25 +181,43 @@ class Notifier:
         # sdnotify encodes with Latin-1; hand it UTF-8 bytes spelled as Latin-1 text.
         wire = message.encode("utf-8").decode("latin-1")
         with self._lock:
-            try:
-                if self._sd is None:
-                    if self.socket_address[0] not in "/@":
-                        # sd_notify(3) accepts only absolute paths and abstract names.
-                        raise ValueError("not an absolute path or @abstract name")
-                    notifier = sdnotify.SystemdNotifier(debug=True)
-                    notifier.socket.settimeout(SEND_TIMEOUT_S)
-                    self._sd = notifier
-                self._sd.notify(wire)
-                return True
-            except Exception as exc:  # never into the daemon: sd_notify failures are not fatal
-                self._drop()
-                if not self._warned:
-                    self._warned = True
-                    log.warning(
-                        "cannot notify systemd at NOTIFY_SOCKET=%s: %s (further failures are not logged)",
-                        self.socket_address, exc,
-                    )
-                return False
+            # A connection kept from an earlier call may be stale (the receiving socket was
+            # re-created): on failure, retry once on a fresh one.
+            error: Exception | None = None
+            for _attempt in range(2 if self._sd is not None else 1):
+                try:
+                    if self._sd is None:
+                        self._sd = self._connect(self.socket_address)
+                    self._sd.notify(wire)
+                    return True
+                except Exception as exc:  # never into the daemon: sd_notify failures are not fatal
+                    self._drop()
+                    error = exc
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "cannot notify systemd at NOTIFY_SOCKET=%s: %s (further failures are not logged)",
+                    self.socket_address, error,
+                )
+            return False
+
+    @staticmethod
+    def _connect(address: str) -> sdnotify.SystemdNotifier:
+        """A notifier connected to ``address`` (which sdnotify reads from the environment).
+
+        Raises:
+            ValueError: ``address`` is neither an absolute path nor ``@name``, the only
+                forms sd_notify(3) accepts; or ``NOTIFY_SOCKET`` no longer names it.
+            OSError: the socket cannot be created or connected (e.g. FileNotFoundError,
+                ConnectionRefusedError).
+        """
+        if address[0] not in "/@":
+            raise ValueError("not an absolute path or @abstract name")
+        if os.environ.get("NOTIFY_SOCKET") != address:
+            raise ValueError("NOTIFY_SOCKET was changed or unset after the notifier was created")
+        notifier = sdnotify.SystemdNotifier(debug=True)
+        notifier.socket.settimeout(SEND_TIMEOUT_S)
+        return notifier
 
     def _drop(self) -> None:
         if self._sd is not None and self._sd.socket is not None:
