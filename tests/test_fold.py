@@ -655,6 +655,8 @@ def test_to_dict_round_trip_and_copy_independence() -> None:
     state = log.fold()
     d = state.to_dict()
     assert State.from_dict(orjson.loads(orjson.dumps(d))) == state
+    blob = bytearray()
+    assert State.from_dict(orjson.loads(orjson.dumps(state.to_dict(blob))), memoryview(bytes(blob))) == state
     snapshot = state.copy()
     assert snapshot == state
     fold_all(
@@ -671,6 +673,16 @@ def test_to_dict_round_trip_and_copy_independence() -> None:
     assert snapshot != state
     assert state.to_dict() == d
     assert State.from_dict(d) == state
+
+
+def test_refs_pointing_outside_the_binary_part_are_refused() -> None:
+    """A checkpoint whose refs point past its binary part (truncated file) is refused."""
+    blob = bytearray()
+    d = _base_log().fold().to_dict(blob)
+    with pytest.raises(ValueError):
+        State.from_dict(d, bytes(blob[:-1]))
+    with pytest.raises(ValueError):
+        State.from_dict(d)
 
 
 def test_from_dict_rejects_other_versions() -> None:
@@ -849,6 +861,14 @@ def test_law_checkpoint_then_tail_equals_full_fold(records: list[dict[str, Any]]
     prefix_dict = prefix.to_dict()
     restored = State.from_dict(orjson.loads(orjson.dumps(prefix_dict)))
     assert fold_all(records[k:], restored) == full
+    # The checkpoint form: message columns in a binary part, left as views until used,
+    # and a state written again from views (untouched sessions copied as bytes).
+    blob = bytearray()
+    from_blob = State.from_dict(orjson.loads(orjson.dumps(prefix.to_dict(blob))), bytes(blob))
+    again = bytearray()
+    from_views = State.from_dict(orjson.loads(orjson.dumps(from_blob.to_dict(again))), bytes(again))
+    assert fold_all(records[k:], from_views) == full
+    assert fold_all(records[k:], from_blob) == full
     copied = prefix.copy()
     assert fold_all(records[k:], copied) == full
     assert prefix.to_dict() == prefix_dict

@@ -8,12 +8,13 @@ per checkpoint in ``checkpoints/``, named ``<seq, 20 digits>.json`` (automatic) 
 of the directory). Two JSON lines: a small header (so listing does not read states),
 then the state::
 
-    {"format": 1, "label": null, "created": "...Z", "sessions": 12,
+    {"format": 1, "label": null, "created": "...Z", "sessions": 12, "blob_bytes": 2400,
      "publishers": {<convlog.gaps.GapDetector.to_dict()>},   # as of the cut
      "cut": {"seq": 41, "segment": "000...1.jsonl", "offset": 18230, "ts": "...Z",
              "digest": "<sha256 of the segment's bytes before offset>",
              "segments": [["000...1.jsonl", 67108871], ...]}}   # earlier segments, sizes
-    {"state": {<convlog.fold.State.to_dict()>}}
+    {"state": {<convlog.fold.State.to_dict(blob)>}}
+    <blob_bytes bytes: the sessions' message columns, see convlog.fold.Refs>
 
 The publishers' snapshot lets a recorder that restarts without ``recovery/state.json``
 (a crash before its first write of it, a lost file) rebuild the publishers' seqs from
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import mmap
 import re
 import threading
 from dataclasses import dataclass
@@ -212,7 +214,10 @@ def write_checkpoint(
     }
     if publishers is not None:
         header["publishers"] = publishers.to_dict()
-    write_atomic(path, orjson.dumps(header) + b"\n" + orjson.dumps({"state": state.to_dict()}) + b"\n")
+    blob = bytearray()
+    state_line = orjson.dumps({"state": state.to_dict(blob)})
+    header["blob_bytes"] = len(blob)
+    write_atomic(path, b"".join((orjson.dumps(header), b"\n", state_line, b"\n", blob)))
     return path
 
 
@@ -255,13 +260,21 @@ def load_checkpoint(path: Path) -> tuple[Cut, State]:
                 found = header.get("format") if isinstance(header, dict) else None
                 raise CheckpointError(f"{Path(path).name}: unknown format {found!r}")
             cut = Cut.from_dict(header["cut"])
-            # Building a state makes an object per message; the cyclic collector would
-            # run again and again over them (about half the time at 1M records) and can
-            # find nothing: the state holds no reference cycles.
+            state_line = fh.readline()
+            start, size = fh.tell(), header.get("blob_bytes", 0)
+            blob: Any = b""
+            if size:
+                if not isinstance(size, int) or start + size != fh.seek(0, 2):
+                    raise CheckpointError(f"{Path(path).name}: binary part is not {size!r} bytes (truncated?)")
+                # Mapped, not read: the message columns of sessions the caller never
+                # touches are never copied (see fold.Refs).
+                blob = memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))[start:]
+            # Building a state makes objects per session; the cyclic collector would run
+            # over them again and again and can find nothing: the state holds no cycles.
             collecting = gc.isenabled()
             gc.disable()
             try:
-                return cut, State.from_dict(orjson.loads(fh.readline())["state"])
+                return cut, State.from_dict(orjson.loads(state_line)["state"], blob)
             finally:
                 if collecting:
                     gc.enable()

@@ -122,13 +122,12 @@ def _array_from_text(typecode: str, text: str) -> array:
     return values
 
 
-@dataclass(slots=True)
 class Refs:
     """A list of messages, by reference to their records, stored as three int columns.
 
     Message bodies, roles and ids stay in the log; this holds 20 bytes a message.
 
-    Fields:
+    Columns (attributes):
         seqs: ``array('q')``; the record that brought each message: the ``message``
             record, or the first record of a stream (its first delta, or the end of a
             one-shot stream). Read the record to show the message.
@@ -136,16 +135,74 @@ class Refs:
         senders: ``array('i')``; index of each message's sender in the owning
             session's ``speakers`` list, or -1 when it had none.
 
+    A :class:`Refs` read from a checkpoint's binary part (:meth:`from_dict` with a
+    buffer) stays a view of those bytes until a column is first used, so loading a
+    checkpoint costs nothing per message for the sessions that are never touched, and
+    writing the next checkpoint copies their bytes as they are.
+
     ``len(refs)`` is the number of messages; ``refs[i:j]`` is a new :class:`Refs`.
     Equality compares the three columns.
     """
 
-    seqs: array = field(default_factory=lambda: array("q"))
-    keys: array = field(default_factory=lambda: array("q"))
-    senders: array = field(default_factory=lambda: array("i"))
+    __slots__ = ("_keys", "_senders", "_seqs", "_view")
+
+    def __init__(self, seqs: array | None = None, keys: array | None = None, senders: array | None = None) -> None:
+        self._seqs = array("q") if seqs is None else seqs
+        self._keys = array("q") if keys is None else keys
+        self._senders = array("i") if senders is None else senders
+        # (buffer, offset, count) while the columns are still bytes in a checkpoint.
+        self._view: tuple[Any, int, int] | None = None
+
+    @classmethod
+    def _of_view(cls, buffer: Any, offset: int, count: int) -> Refs:
+        refs = cls.__new__(cls)
+        refs._seqs = refs._keys = refs._senders = None  # type: ignore[assignment]
+        refs._view = (buffer, offset, count)
+        return refs
+
+    def _load(self) -> None:
+        buffer, offset, n = self._view  # type: ignore[misc]
+        columns = []
+        for typecode, size in (("q", 8), ("q", 8), ("i", 4)):
+            column = array(typecode)
+            column.frombytes(buffer[offset : offset + size * n])
+            if sys.byteorder != "little":
+                column.byteswap()
+            columns.append(column)
+            offset += size * n
+        self._seqs, self._keys, self._senders = columns
+        self._view = None
+
+    @property
+    def seqs(self) -> array:
+        if self._view is not None:
+            self._load()
+        return self._seqs
+
+    @property
+    def keys(self) -> array:
+        if self._view is not None:
+            self._load()
+        return self._keys
+
+    @property
+    def senders(self) -> array:
+        if self._view is not None:
+            self._load()
+        return self._senders
 
     def __len__(self) -> int:
-        return len(self.seqs)
+        return self._view[2] if self._view is not None else len(self._seqs)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Refs):
+            return NotImplemented
+        return self.seqs == other.seqs and self.keys == other.keys and self.senders == other.senders
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Refs(seqs={self.seqs.tolist()!r}, keys={self.keys.tolist()!r}, senders={self.senders.tolist()!r})"
 
     def __getitem__(self, index: slice) -> Refs:
         if not isinstance(index, slice):
@@ -153,7 +210,9 @@ class Refs:
         return Refs(self.seqs[index], self.keys[index], self.senders[index])
 
     def copy(self) -> Refs:
-        """Return an independent copy."""
+        """Return an independent copy (a view stays a view: its bytes are never written)."""
+        if self._view is not None:
+            return Refs._of_view(*self._view)
         return self[:]
 
     def append(self, seq: int, key: int, sender: int) -> None:
@@ -168,23 +227,54 @@ class Refs:
         del self.keys[n:]
         del self.senders[n:]
 
-    def to_dict(self) -> dict[str, str]:
-        """Return ``{"seqs", "keys", "senders"}``, each the base64 of the column's
-        little-endian bytes (8, 8 and 4 bytes a message)."""
-        return {
-            "seqs": _array_to_text(self.seqs),
-            "keys": _array_to_text(self.keys),
-            "senders": _array_to_text(self.senders),
-        }
+    def to_dict(self, blob: bytearray | None = None) -> dict[str, Any]:
+        """Serialize for a checkpoint.
+
+        Args:
+            blob: the checkpoint's binary part, or None. Given, the columns are appended
+                to it (seqs, keys, senders, little-endian: 20 bytes a message) and the
+                result is ``{"blob": [offset, count]}``; else the result holds each
+                column as base64 of the same bytes: ``{"seqs", "keys", "senders"}``.
+        """
+        if blob is None:
+            return {
+                "seqs": _array_to_text(self.seqs),
+                "keys": _array_to_text(self.keys),
+                "senders": _array_to_text(self.senders),
+            }
+        offset = len(blob)
+        if self._view is not None:
+            buffer, start, n = self._view
+            blob += buffer[start : start + 20 * n]
+            return {"blob": [offset, n]}
+        for column in (self._seqs, self._keys, self._senders):
+            if sys.byteorder != "little":
+                column = array(column.typecode, column)
+                column.byteswap()
+            blob += column.tobytes()
+        return {"blob": [offset, len(self._seqs)]}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Refs:
+    def from_dict(cls, d: Mapping[str, Any], blob: Any = None) -> Refs:
         """Invert :meth:`to_dict`.
+
+        Args:
+            d: the serialized form.
+            blob: the checkpoint's binary part (bytes, or a memoryview of an mmap) when
+                ``d`` points into it; the result is then a view of it.
 
         Raises:
             KeyError: a column is missing.
-            ValueError: a column is not base64 of whole items, or the columns differ in length.
+            ValueError: a column is malformed, the columns differ in length, or the
+                blob range lies outside ``blob``.
         """
+        if "blob" in d:
+            offset, n = d["blob"]
+            if blob is None or not (_is_int(offset) and _is_int(n) and offset >= 0 and n >= 0):
+                raise ValueError("refs point into a binary part that is missing or malformed")
+            if offset + 20 * n > len(blob):
+                raise ValueError("refs point past the end of the binary part")
+            return cls._of_view(blob, offset, n)
         refs = cls(
             _array_from_text("q", d["seqs"]),
             _array_from_text("q", d["keys"]),
@@ -240,14 +330,14 @@ class SessionCheckpoint:
     seq: int
     refs: Refs
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return ``{"seq", "refs": Refs dict}``."""
-        return {"seq": self.seq, "refs": self.refs.to_dict()}
+    def to_dict(self, blob: bytearray | None = None) -> dict[str, Any]:
+        """Return ``{"seq", "refs": Refs dict}`` (see :meth:`Refs.to_dict` for ``blob``)."""
+        return {"seq": self.seq, "refs": self.refs.to_dict(blob)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> SessionCheckpoint:
+    def from_dict(cls, d: Mapping[str, Any], blob: Any = None) -> SessionCheckpoint:
         """Invert :meth:`to_dict`. Raises KeyError/ValueError when malformed."""
-        return cls(d["seq"], Refs.from_dict(d["refs"]))
+        return cls(d["seq"], Refs.from_dict(d["refs"], blob))
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,9 +646,9 @@ class Session:
         if i == len(self.participants) or self.participants[i] != sender:
             self.participants.insert(i, sender)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, blob: bytearray | None = None) -> dict[str, Any]:
         """Return the session as a JSON-serializable dict (field names as keys; the
-        :class:`Refs` as their base64 columns)."""
+        :class:`Refs` as their base64 columns, or in ``blob``: see :meth:`Refs.to_dict`)."""
         return {
             "id": self.id,
             "first_seq": self.first_seq,
@@ -569,9 +659,9 @@ class Session:
             "branch": self.branch,
             "title": self.title,
             "deleted_seq": self.deleted_seq,
-            "visible": self.visible.to_dict(),
+            "visible": self.visible.to_dict(blob),
             "rewinds": [rewind.to_dict() for rewind in self.rewinds],
-            "checkpoints": {name: cp.to_dict() for name, cp in self.checkpoints.items()},
+            "checkpoints": {name: cp.to_dict(blob) for name, cp in self.checkpoints.items()},
             "crystals": [crystal.to_dict() for crystal in self.crystals],
             "speakers": list(self.speakers),
             "participants": list(self.participants),
@@ -581,8 +671,9 @@ class Session:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Session:
-        """Invert :meth:`to_dict`. Raises KeyError/ValueError when malformed."""
+    def from_dict(cls, d: Mapping[str, Any], blob: Any = None) -> Session:
+        """Invert :meth:`to_dict` (``blob``: see :meth:`Refs.from_dict`). Raises
+        KeyError/ValueError when malformed."""
         return cls(
             id=d["id"],
             first_seq=d["first_seq"],
@@ -593,10 +684,10 @@ class Session:
             branch=d["branch"],
             title=d["title"],
             deleted_seq=d["deleted_seq"],
-            visible=Refs.from_dict(d["visible"]),
+            visible=Refs.from_dict(d["visible"], blob),
             rewinds=[Rewind.from_dict(item) for item in d["rewinds"]],
             checkpoints={
-                name: SessionCheckpoint.from_dict(item) for name, item in d["checkpoints"].items()
+                name: SessionCheckpoint.from_dict(item, blob) for name, item in d["checkpoints"].items()
             },
             crystals=[Crystal.from_dict(item) for item in d["crystals"]],
             speakers=list(d["speakers"]),
@@ -658,7 +749,7 @@ class State:
             unsessioned=self.unsessioned,
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, blob: bytearray | None = None) -> dict[str, Any]:
         """Return the state as plain JSON-serializable data (dicts, lists, str, int, float,
         bool, None), for checkpoints.
 
@@ -666,6 +757,10 @@ class State:
         "unsessioned", "usage", "sessions": [session dict, ...], "streams": [stream
         dict, ...], "gaps": [...], "errors": [...]}``; sessions and streams are lists in
         order of first sight (streams carry their own key fields).
+
+        Args:
+            blob: a binary part to put the message columns in (see :meth:`Refs.to_dict`),
+                or None to keep them in the dict as base64.
         """
         return {
             "version": FORMAT_VERSION,
@@ -674,17 +769,24 @@ class State:
             "kinds": dict(self.kinds),
             "unsessioned": self.unsessioned,
             "usage": self.usage.to_dict(),
-            "sessions": [session.to_dict() for session in self.sessions.values()],
+            "sessions": [session.to_dict(blob) for session in self.sessions.values()],
             "streams": [stream.to_dict() for stream in self.streams.values()],
             "gaps": [gap.to_dict() for gap in self.gaps],
             "errors": [error.to_dict() for error in self.errors],
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> State:
+    def from_dict(cls, d: Mapping[str, Any], blob: Any = None) -> State:
         """Rebuild a state from :meth:`to_dict` output (also after a JSON round trip).
 
-        ``State.from_dict(s.to_dict()) == s`` for every state ``s``.
+        ``State.from_dict(s.to_dict()) == s`` for every state ``s``, and
+        ``State.from_dict(s.to_dict(b), bytes(b)) == s``.
+
+        Args:
+            d: the serialized state.
+            blob: the binary part :meth:`to_dict` filled, when one was given; the
+                sessions' message columns stay views of it until used (keep it alive
+                and unchanged: an ``mmap`` of a checkpoint file, or bytes).
 
         Raises:
             ValueError: when ``d["version"]`` is not :data:`FORMAT_VERSION`.
@@ -692,7 +794,7 @@ class State:
         """
         if d.get("version") != FORMAT_VERSION:
             raise ValueError(f"unsupported fold state version: {d.get('version')!r}")
-        sessions = [Session.from_dict(item) for item in d["sessions"]]
+        sessions = [Session.from_dict(item, blob) for item in d["sessions"]]
         streams = [Stream.from_dict(item) for item in d["streams"]]
         return cls(
             last_seq=d["last_seq"],
