@@ -17,10 +17,12 @@ import zmq
 from convlog import __version__
 from convlog.checkpoint import CheckpointError
 from convlog.config import FSYNC_POLICIES, ConfigError, load_config
+from convlog.control import ControlError
 from convlog.demo import DemoError
 from convlog.log import LogLockedError
 from convlog.publisher import NoSubscriberError, PublishFileError
 from convlog.replay import NoLogError, UnknownSessionError
+from convlog.session_control import SessionControlError
 from convlog.sharegpt import DatasetMissingError
 
 #: Failures that are the user's to fix: one line, exit 1.
@@ -36,6 +38,9 @@ EXPECTED = (
     FileNotFoundError,
     PermissionError,
     PublishFileError,
+    ControlError,
+    SessionControlError,
+    TimeoutError,
     zmq.ZMQError,
 )
 
@@ -301,28 +306,58 @@ def checkpoints(directory: Path, as_json: bool) -> None:
         output.out.print(output.checkpoints_table(infos))
 
 
-@main.group()
+class CheckpointGroup(click.Group):
+    """``convlog checkpoint create|delete ...`` for log checkpoints; anything else is a
+    session checkpoint: ``convlog checkpoint SESSION NAME`` (= ``checkpoint session ...``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["session", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=CheckpointGroup)
 def checkpoint() -> None:
-    """Create or delete labelled checkpoints."""
+    """Log checkpoints (create, delete) and session checkpoints (SESSION NAME).
+
+    \b
+    convlog checkpoint create --label NAME   fold the log and keep a labelled checkpoint
+    convlog checkpoint delete LABEL          delete a labelled checkpoint
+    convlog checkpoint SESSION NAME [--at N] name a point of a session, for rewind --checkpoint
+    """
+
+
+@checkpoint.command("session")
+@dir_option
+@click.argument("session")
+@click.argument("name")
+@click.option("--at", type=click.IntRange(min=0), help="Name the first N visible messages (default all).")
+def checkpoint_session(directory: Path, session: str, name: str, at: int | None) -> None:
+    """Name the current point (or the first N messages) of SESSION as NAME."""
+    _session_checkpoint(directory, session, name, at)
 
 
 @checkpoint.command("create")
 @dir_option
 @click.option("--label", required=True, help="Name to keep it by (letters, digits, '.', '_', '-').")
 def checkpoint_create(directory: Path, label: str) -> None:
-    """Fold the log to its end and write a checkpoint kept under LABEL (until deleted).
-
-    Works offline (the recorder must not be running; through a running recorder once it
-    has a control channel)."""
-    from convlog.checkpoint import Checkpointer
-    from convlog.log import LogLock, list_segments
+    """Fold the log to its end and write a checkpoint kept under LABEL (until deleted):
+    through the running recorder when one runs, else directly under the writer lock."""
+    from convlog import control
+    from convlog.checkpoint import Checkpointer, checkpoint_name
+    from convlog.log import LogLock, LogLockedError, list_segments
     from convlog.replay import NoLogError
 
+    checkpoint_name(0, label)  # a bad label fails here, before anything else
     if not list_segments(directory):
         raise NoLogError(f"no event log in {directory} (expected {directory / 'events'}/*.jsonl)")
-    with LogLock(directory, command="convlog checkpoint create"):
-        path = Checkpointer(directory).checkpoint(label=label)
-    click.echo(f"checkpoint {path.name}" if path else "nothing to checkpoint")
+    try:
+        with LogLock(directory, command="convlog checkpoint create"):
+            path = Checkpointer(directory).checkpoint(label=label)
+        click.echo(f"checkpoint {path.name}" if path else "nothing to checkpoint")
+    except LogLockedError:
+        reply = control.request(directory, "checkpoint", timeout_s=600, label=label)
+        click.echo(f"checkpoint {reply.get('checkpoint')} (written by the running recorder)")
 
 
 @checkpoint.command("delete")
@@ -333,6 +368,218 @@ def checkpoint_delete(directory: Path, label: str) -> None:
     from convlog.checkpoint import delete_checkpoint
 
     click.echo(f"deleted {delete_checkpoint(directory, label).name}")
+
+
+# --------------------------------------------------------------------------- running recorder
+
+
+@main.command()
+@dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds to wait for the recorder's answer.")
+def status(directory: Path, as_json: bool, timeout: float) -> None:
+    """Is the recorder of DIR really recording? Exit 0 when healthy, 1 when unhealthy,
+    3 when no recorder runs (usable as a health check)."""
+    from convlog import control, output
+
+    try:
+        reply = control.request(directory, "status", timeout_s=timeout)
+    except control.NotRunningError as exc:
+        if as_json:
+            output.print_json({"running": False, "healthy": False, "problems": [str(exc)]})
+        else:
+            click.echo(f"not running: {exc}")
+        sys.exit(3)
+    reply.pop("ok", None)
+    reply["running"] = True
+    if as_json:
+        output.print_json(reply)
+    else:
+        output.print_status(reply)
+    sys.exit(0 if reply.get("healthy") else 1)
+
+
+@main.command()
+@dir_option
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML config file (default $CONVLOG_CONFIG).")
+@click.option("--sub", multiple=True, metavar="ENDPOINT",
+              help="SUB endpoint to check (repeatable; default: the running recorder's, else the config's).")
+@click.option("--silence", "silence_s", type=click.FloatRange(min=1),
+              help="Seconds of silence from known publishers that count as a problem (default: the config's).")
+def doctor(directory: Path, config_path: Path | None, sub: tuple[str, ...], silence_s: float | None) -> None:
+    """Check the set-up and explain each problem with its fix, one line each: config,
+    directory, recorder, each SUB endpoint (really an XPUB?), silence, clock."""
+    from convlog import control, output
+    from convlog.config import Config
+    from convlog.doctor import run_checks
+
+    try:
+        config = load_config(config_path, overrides={})
+    except ConfigError:
+        config = Config()  # the config check reports it
+    try:
+        status: dict[str, Any] | None = control.request(directory, "status", timeout_s=3.0)
+    except control.NotRunningError:
+        status = None
+    endpoints = list(sub)
+    if not endpoints and status is not None:
+        endpoints = [ep["endpoint"] for ep in status.get("endpoints", []) if ep.get("kind") == "sub"]
+    if not endpoints:
+        endpoints = list(config.sub)
+    checks = run_checks(config_path, directory, endpoints, status,
+                        silence_s=silence_s or float(config.silence_threshold_s))
+    output.print_checks(checks)
+    sys.exit(0 if all(check.ok for check in checks) else 1)
+
+
+@main.command()
+@dir_option
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
+              help="Seconds to wait for the recorder to exit (it drains and writes a checkpoint).")
+def stop(directory: Path, timeout: float) -> None:
+    """Stop the recorder of DIR cleanly and wait until it has exited."""
+    from convlog import control
+    from convlog.launcher import stop_recorder
+
+    try:
+        pid = stop_recorder(directory, timeout_s=timeout)
+    except control.NotRunningError as exc:
+        click.echo(f"convlog: {exc}", err=True)
+        sys.exit(3)
+    click.echo(f"stopped the recorder (pid {pid}) of {directory}")
+
+
+def _session_command(directory: Path, build: Any) -> None:
+    from convlog.session_control import append, describe
+
+    click.echo(describe(append(directory, build)))
+
+
+@main.command()
+@dir_option
+@click.argument("session")
+@click.option("--at", type=click.IntRange(min=0), help="Share the first N visible messages (default all).")
+@click.option("--name", help="Branch name (default fork-K).")
+@click.option("--id", "new_id", help="Id of the new session (default SESSION/NAME).")
+def fork(directory: Path, session: str, at: int | None, name: str | None, new_id: str | None) -> None:
+    """Fork SESSION into a new session sharing its first N messages."""
+    from convlog.session_control import fork_id
+
+    def build(replay: Any) -> tuple[str, str, dict[str, Any]]:
+        parent = replay.resolve(session)
+        data: dict[str, Any] = {"parent": parent}
+        if at is not None:
+            data["at"] = at
+        if name is not None:
+            data["name"] = name
+        return "session.fork", new_id or fork_id(replay.state, parent, name), data
+
+    _session_command(directory, build)
+
+
+@main.command()
+@dir_option
+@click.argument("session")
+@click.option("--to", "to", type=click.IntRange(min=0), help="Keep the first N visible messages.")
+@click.option("--checkpoint", "checkpoint_name", metavar="NAME", help="Restore the session checkpoint NAME.")
+def rewind(directory: Path, session: str, to: int | None, checkpoint_name: str | None) -> None:
+    """Rewind SESSION to N messages or to a named session checkpoint (history is kept)."""
+    if (to is None) == (checkpoint_name is None):
+        raise click.UsageError("give exactly one of --to N and --checkpoint NAME")
+
+    def build(replay: Any) -> tuple[str, str, dict[str, Any]]:
+        data: dict[str, Any] = {"to": to} if to is not None else {"checkpoint": checkpoint_name}
+        return "session.rewind", replay.resolve(session), data
+
+    _session_command(directory, build)
+
+
+@main.command()
+@dir_option
+@click.argument("session")
+@click.option("--summary", required=True, help="The summary text.")
+@click.option("--upto", type=click.IntRange(min=0), help="It covers the first N visible messages (default all).")
+def crystal(directory: Path, session: str, summary: str, upto: int | None) -> None:
+    """Store a summary (crystal) of SESSION's first N messages: the resume context starts there."""
+
+    def build(replay: Any) -> tuple[str, str, dict[str, Any]]:
+        data: dict[str, Any] = {"summary": summary}
+        if upto is not None:
+            data["upto"] = upto
+        return "session.crystal", replay.resolve(session), data
+
+    _session_command(directory, build)
+
+
+@main.command()
+@dir_option
+@click.argument("session")
+def delete(directory: Path, session: str) -> None:
+    """Mark SESSION deleted (a tombstone: its history stays in the log)."""
+    _session_command(directory, lambda replay: ("session.delete", replay.resolve(session), {}))
+
+
+def _session_checkpoint(directory: Path, session: str, name: str, at: int | None) -> None:
+    def build(replay: Any) -> tuple[str, str, dict[str, Any]]:
+        data: dict[str, Any] = {"name": name}
+        if at is not None:
+            data["at"] = at
+        return "session.checkpoint", replay.resolve(session), data
+
+    _session_command(directory, build)
+
+
+@main.command()
+@dir_option
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML config file for the recorder it starts.")
+@click.option("--sub", multiple=True, metavar="ENDPOINT", help="XPUB endpoint for the recorder it starts (repeatable).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds to wait for a new recorder to answer.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing on success (for hooks).")
+@click.option("--resume", metavar="SESSION|latest", help="Then print the resume context of a session.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True,
+              help="Format of --resume.")
+@click.option("--menu", is_flag=True, help="Then pick a session to resume interactively.")
+def launch(directory: Path, config_path: Path | None, sub: tuple[str, ...], timeout: float, quiet: bool,
+           resume: str | None, fmt: str, menu: bool) -> None:
+    """Make sure exactly one recorder runs for DIR (start it detached if none answers);
+    for agents' startup hooks. Exit 0 when it runs, 1 (with its log's last lines) when not."""
+    from convlog import launcher, output
+
+    args: list[str] = []
+    if config_path is not None:
+        args += ["--config", str(config_path)]
+    for endpoint in sub:
+        args += ["--sub", endpoint]
+    try:
+        result = launcher.ensure_running(directory, args, timeout_s=timeout)
+    except launcher.LaunchError as exc:
+        click.echo(f"convlog: {exc}", err=True)
+        sys.exit(1)
+    if not quiet:
+        verb = "started" if result.started else "already running"
+        click.echo(f"recorder {verb}: pid {result.pid}, {directory} (log {result.log})", err=bool(resume or menu))
+    if menu:
+        resume = output.pick_session(_load(directory, None))
+        if resume is None:
+            return
+    if resume is not None:
+        output.print_resume(_load(directory, None), resume, fmt)
+
+
+@main.command()
+@dir_option
+@click.argument("session")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+def resume(directory: Path, session: str, fmt: str) -> None:
+    """Print the resume context of SESSION (or 'latest'): its latest crystal, then the
+    messages after it, for an agent to read."""
+    from convlog import output
+
+    output.print_resume(_load(directory, None), session, fmt)
 
 
 if __name__ == "__main__":  # pragma: no cover

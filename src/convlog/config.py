@@ -18,6 +18,7 @@ The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has two tables::
     held_bytes = 268435456               # records held in memory while writes fail
     checkpoint_interval_s = 300          # automatic checkpoints (also one at clean stop)
     checkpoint_keep = 12                 # automatic checkpoints kept (labelled ones always)
+    silence_threshold_s = 120            # status is unhealthy when known publishers are silent longer
 
     [enrich]
     word_count = false
@@ -84,6 +85,7 @@ class Config:
     held_bytes: int = 256 * 1024 * 1024
     checkpoint_interval_s: int = 300
     checkpoint_keep: int = 12
+    silence_threshold_s: int = 120
     word_count: bool = False
     large_message_bytes: int = 8 * 1024 * 1024
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -207,6 +209,7 @@ _RECORDER_KEYS: dict[str, Callable[[Any], Any]] = {
     "held_bytes": _positive_int,
     "checkpoint_interval_s": _positive_int,
     "checkpoint_keep": _positive_int,
+    "silence_threshold_s": _positive_int,
 }
 _ENRICH_KEYS: dict[str, Callable[[Any], Any]] = {
     "word_count": _bool,

@@ -18,26 +18,30 @@ fsync, write ``recorder.stop``, mark the state clean, exit 0.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from convlog import __version__
-from convlog.checkpoint import Checkpointer, publishers_start
+from convlog import __version__, control
+from convlog.checkpoint import Checkpointer, CheckpointError, list_checkpoints, publishers_start
 from convlog.config import Config
 from convlog.gaps import Gap, GapDetector
 from convlog.ingest import Ingest
-from convlog.log import EVENTS, LogLock, SegmentWriter, follow, iter_records, read_state, recover
+from convlog.log import EVENTS, LogLock, SegmentWriter, follow, iter_records, list_segments, read_state, recover
+from convlog.notify import Notifier
 from convlog.record import Clock, make_line
 
 log = logging.getLogger("convlog.recorder")
@@ -54,6 +58,10 @@ RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
 #: Quiet time that ends the drain at stop, milliseconds.
 DRAIN_QUIET_MS = 100
+#: Control requests answered per loop iteration (the rest wait for the next one).
+CONTROL_BATCH = 16
+#: Window of the rate reported by ``status``, seconds.
+RATE_WINDOW_S = 60.0
 
 
 class Recorder:
@@ -90,6 +98,21 @@ class Recorder:
         self._dropped: dict[str, Any] | None = None
         self._backoff_s = RETRY_FIRST_S
         self._next_retry = 0.0
+        # Status: wall time of the newest record received, monotonic time of the last
+        # message from the bus and of the last loop iteration, rate samples, endpoints.
+        self._newest_ts: str | None = None
+        self._last_bus = 0.0
+        self._loop_tick = time.monotonic()
+        self._rate: collections.deque[tuple[float, int]] = collections.deque()
+        self._connected: dict[str, bool] = {endpoint: False for endpoint in config.sub}
+        self._start_seq = 0
+        self._started_mono = time.monotonic()
+        self._last_checkpoint: dict[str, Any] | None = None
+        # Control channel: replies finished by other threads (a checkpoint), sent by the loop.
+        self._control: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
+        self._replies: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self.notifier = Notifier()
 
     def request_stop(self, *_: Any) -> None:
         """Ask the loop to stop (safe to call from a signal handler)."""
@@ -124,7 +147,9 @@ class Recorder:
         if report.last_seq and (not report.was_clean or report.reason):
             self._append_own("recorder.recovered", report.as_data())
         self._restore_publishers(prior, report.last_seq)
+        self._start_seq = self.seq
         self._started_ns = time.time_ns()
+        self._started_mono = time.monotonic()
         self._append_own("recorder.start", self._start_data())
         self._writer.sync()
         self._save_state(clean=False)
@@ -177,10 +202,12 @@ class Recorder:
             "config": self.config.summary(),
         }
 
-    def _append_own(self, kind: str, data: dict[str, Any]) -> None:
+    def _append_own(
+        self, kind: str, data: dict[str, Any], source: str = "recorder", session: str | None = None
+    ) -> None:
         assert self._writer is not None
         self.seq += 1
-        self._write(make_line(self.seq, self.clock.now(), kind, "recorder", None, None, data), self.seq)
+        self._write(make_line(self.seq, self.clock.now(), kind, source, None, session, data), self.seq)
 
     def _save_state(self, clean: bool) -> None:
         assert self._writer is not None
@@ -210,6 +237,8 @@ class Recorder:
         sub.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
         for prefix in self.config.topics:
             sub.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8"))
+        # Connection events of the SUB socket, for status (which endpoints are connected).
+        self._monitor = sub.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         for endpoint in self.config.sub:
             sub.connect(endpoint)
         sockets = [(sub, "sub")]
@@ -346,7 +375,8 @@ class Recorder:
                 frame = recv(copy=False)
                 frames.append(frame.bytes)
             seq += 1
-            data = line(frames, seq, stamp(), source)
+            ts = stamp()
+            data = line(frames, seq, ts, source)
             lines.append(data)
             pending += len(data)
             if gaps:
@@ -368,6 +398,8 @@ class Recorder:
         count = seq - first - own
         if count:
             self.received[source] = self.received.get(source, 0) + count
+            self._newest_ts = ts
+            self._last_bus = time.monotonic()
         return count
 
     def run(self) -> int:
@@ -395,6 +427,11 @@ class Recorder:
         poller = zmq.Poller()
         for sock, _ in sockets:
             poller.register(sock, zmq.POLLIN)
+        control_sock = self._bind_control()
+        poller.register(control_sock, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
+        self.notifier.ready(f"recording {', '.join(self.config.sub)} into {self.directory}, seq from {self.seq + 1}")
         log.info(
             "recording %s%s into %s (fsync=%s, seq from %d)",
             ", ".join(self.config.sub),
@@ -420,22 +457,34 @@ class Recorder:
                     if sock in ready:
                         take = self._drop if full else self._drain
                         drained = max(drained, take(sock, source, BATCH_MESSAGES))
+                if control_sock in ready:
+                    self._serve_control(control_sock)
+                while self._replies:
+                    control_sock.send_multipart([*self._replies.popleft()])
+                if self._monitor is not None and self._monitor in ready:
+                    self._connection_events()
                 self._sync_if_due()
                 if 0 < drained < BATCH_MESSAGES and pause_s:
                     # The queue ran dry: let messages gather for a moment so the next
                     # wake-up takes a batch (one poll and one write for many records).
                     time.sleep(pause_s)
                 now = time.monotonic_ns()
+                self._loop_tick = now / 1e9
                 if now >= next_state:
                     next_state = now + state_every_ns
+                    self._sample_rate(now / 1e9)
                     position = writer.position()
                     if position != saved_position:
                         self._save_state(clean=False)
                         saved_position = position
+            self.notifier.stopping("draining, then writing the final checkpoint")
             self._drain_at_stop(sockets)
         finally:
             for sock, _ in sockets:
                 sock.close(linger=0)
+            if self._monitor is not None:
+                self._monitor.close(linger=0)
+            self._close_control()
             if self._ctx is not None:
                 self._ctx.term()
         return self.close()
@@ -451,25 +500,235 @@ class Recorder:
 
         scheduler = BackgroundScheduler(daemon=True, job_defaults={"max_instances": 1, "coalesce": True})
         scheduler.add_job(self._job_checkpoint, "interval", seconds=self.config.checkpoint_interval_s)
+        watchdog_s = self.notifier.watchdog_interval_s
+        if watchdog_s:
+            scheduler.add_job(self._job_watchdog, "interval", seconds=watchdog_s, args=(watchdog_s,))
         scheduler.start()
         self._scheduler = scheduler
 
-    def _job_checkpoint(self) -> None:
+    def _job_checkpoint(self, label: str | None = None) -> Path | None:
         """Write a checkpoint: load the newest good one, fold what was written since,
         write the new one. This runs in the job's thread, so recording never waits for
-        it, and the folded state is released afterwards: until the state is compact it
-        holds a reference per message, and keeping it between checkpoints would make the
-        recorder's memory grow with the log."""
+        it, and the folded state is released afterwards, so the recorder's memory does
+        not grow with the log between checkpoints.
+
+        Args:
+            label: keep it under this name (never pruned); None for an automatic one.
+
+        Returns:
+            the checkpoint written, or None when none was needed or writing failed (logged).
+        """
         try:
             checkpointer = Checkpointer(self.directory, keep=self.config.checkpoint_keep, clock=Clock())
             for reason in checkpointer.refused:
                 log.warning("checkpoint refused: %s", reason)
-            path = checkpointer.checkpoint()
+            path = checkpointer.checkpoint(label)
+        except (CheckpointError, OSError) as exc:
+            if label is not None:
+                raise
+            log.error("writing a checkpoint failed: %s", exc)
+            return None
         except Exception:
+            if label is not None:
+                raise
             log.exception("writing a checkpoint failed")
-            return
+            return None
         if path is not None:
+            self._last_checkpoint = {"file": path.name, "seq": checkpointer.state.last_seq,
+                                     "created": self.clock.now(), "label": label}
             log.info("checkpoint %s", path.name)
+            self.notifier.status(f"recording; checkpoint at seq {checkpointer.state.last_seq}")
+        return path
+
+    def _job_watchdog(self, interval_s: float) -> None:
+        """Tell systemd the recorder is alive (``WATCHDOG=1``), but only while the
+        recording loop is: its last iteration must be younger than the interval
+        (sd_watchdog_enabled(3))."""
+        if time.monotonic() - self._loop_tick < interval_s:
+            self.notifier.watchdog()
+
+    # -- control channel ------------------------------------------------------------------
+
+    def _bind_control(self) -> zmq.Socket:
+        """Bind the control ROUTER socket (see :mod:`convlog.control`), mode 0600. A socket
+        file left by a recorder that died is removed first: this one holds the lock."""
+        assert self._ctx is not None
+        path = control.socket_path(self.directory)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        old = os.umask(0o177)  # the socket file is created 0600, with no window
+        try:
+            sock.bind(f"ipc://{path}")
+        finally:
+            os.umask(old)
+        self._control = sock
+        return sock
+
+    def _close_control(self) -> None:
+        if self._control is not None:
+            self._control.close(linger=0)
+            self._control = None
+            control.socket_path(self.directory).unlink(missing_ok=True)
+
+    def _serve_control(self, sock: zmq.Socket) -> None:
+        """Answer the queued control requests (a checkpoint is answered when written)."""
+        for _ in range(CONTROL_BATCH):
+            try:
+                frames = sock.recv_multipart(_NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) < 3 or frames[-2] != b"":
+                continue  # not a REQ envelope: nothing to answer
+            route, body = frames[:-1], frames[-1]
+            try:
+                request = control.parse_request(body)
+                reply = self._answer(route, request)
+            except control.ControlError as exc:
+                reply = control.error_reply(str(exc))
+            except OSError as exc:
+                reply = control.error_reply(_describe(exc))
+            if reply is not None:
+                sock.send_multipart([*route, reply])
+
+    def _answer(self, route: list[bytes], request: control.Request) -> bytes | None:
+        """The reply to one request, or None when it will be sent later."""
+        writer = self._writer
+        assert writer is not None
+        op, params = request.op, request.params
+        if op == "status":
+            return control.ok_reply(self.status())
+        if op == "flush":
+            writer.sync()
+            return control.ok_reply({"durable_seq": writer.durable_seq})
+        if op == "rotate":
+            writer.rotate()
+            return control.ok_reply({"segment": writer.segment.name})
+        if op == "stop":
+            log.info("stop requested on the control channel")
+            self.request_stop()
+            return control.ok_reply({"stopping": True, "pid": os.getpid()})
+        if op == "append":
+            if self._held:
+                raise control.ControlError("the log cannot be written at the moment (disk fault): try again later")
+            self._append_own(params["kind"], params["data"], source="control", session=params["session"])
+            writer.sync()  # a control record is rare and someone waits for it: make it durable
+            return control.ok_reply({"seq": self.seq})
+        # checkpoint: written in the scheduler's thread; the loop sends the reply.
+        self._sample_rate(time.monotonic())
+        label = params["label"]
+        if label is not None:
+            from convlog.checkpoint import checkpoint_name
+
+            checkpoint_name(0, label)  # CheckpointError (a ControlError-like reply) for a bad label
+        assert self._scheduler is not None
+        self._scheduler.add_job(self._checkpoint_for, args=(route, label))
+        return None
+
+    def _checkpoint_for(self, route: list[bytes], label: str | None) -> None:
+        """Write a checkpoint for a control request and queue the reply."""
+        try:
+            path = self._job_checkpoint(label)
+            reply = control.ok_reply({"checkpoint": path.name if path else None,
+                                      "seq": self._last_checkpoint["seq"] if path and self._last_checkpoint else None})
+        except Exception as exc:  # any failure becomes the reply
+            reply = control.error_reply(f"checkpoint failed: {exc}")
+        self._replies.append((*route, reply))  # type: ignore[arg-type]
+
+    def _connection_events(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        assert self._monitor is not None
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, _NOBLOCK)
+            except zmq.Again:
+                return
+            where = event.get("endpoint")
+            where = where.decode() if isinstance(where, bytes) else where
+            if where in self._connected:
+                self._connected[where] = event["event"] == zmq.EVENT_CONNECTED
+
+    def _sample_rate(self, now: float) -> None:
+        self._rate.append((now, self.seq))
+        while self._rate and now - self._rate[0][0] > RATE_WINDOW_S:
+            self._rate.popleft()
+
+    def status(self) -> dict[str, Any]:
+        """What ``convlog status`` shows, as JSON-friendly values.
+
+        Returns:
+            ``{"pid", "started", "uptime_s", "directory", "endpoints": [{"endpoint",
+            "kind", "connected"}], "records" (written since start), "last_seq", "bytes"
+            (log size), "rate_1m" (records/s over the last minute), "newest_ts",
+            "newest_age_s", "last_checkpoint", "fsync": {"policy", "lag_s", "durable_seq"},
+            "disk": {"used_bytes", "free_bytes"}, "gaps": {publishers, missing, ...},
+            "drops", "held_bytes", "degraded", "publishers": {"known", "silent_s"},
+            "healthy", "problems": [str]}``; times in seconds.
+        """
+        writer = self._writer
+        assert writer is not None
+        now = time.monotonic()
+        rate = 0.0
+        if self._rate:
+            then, seq = self._rate[0]
+            if now - then > 0.5:
+                rate = (self.seq - seq) / (now - then)
+        newest_age = None
+        if self._newest_ts is not None:
+            newest_age = round(time.time() - _epoch(self._newest_ts), 3)
+        last_checkpoint = self._last_checkpoint
+        if last_checkpoint is None:
+            infos = list_checkpoints(self.directory)
+            if infos:
+                last_checkpoint = {"file": infos[-1].path.name, "seq": infos[-1].seq, "created": infos[-1].created,
+                                   "label": infos[-1].label}
+        used = sum(path.stat().st_size for _, path in list_segments(self.directory) if path.exists())
+        free = shutil.disk_usage(self.directory).free
+        detector = self.ingest.detector
+        known = len(detector.publishers)
+        # Since the last message or heartbeat from the bus (or since the start).
+        silent = round(now - (self._last_bus or self._started_mono), 3)
+        lag = 0.0
+        if writer.durable_seq < writer.written_seq and writer.due_ns() is not None:
+            lag = round(max(0.0, writer.interval_ns - writer.due_ns()) / 1e9, 6)
+        problems = []
+        for where, up in self._connected.items():
+            if not up:
+                problems.append(f"not connected to {where}")
+        if self._degraded is not None:
+            problems.append(f"writes failing since {self._degraded['since']}: {self._degraded['error']}")
+        if self._dropped is not None:
+            problems.append(f"{self._dropped['messages']} messages dropped (held bytes at the bound)")
+        threshold = self.config.silence_threshold_s
+        if known and silent > threshold:
+            problems.append(f"{known} known publisher(s) silent for {silent:.0f} s (threshold {threshold:g} s)")
+        return {
+            "pid": os.getpid(),
+            "started": _rfc3339(self._started_ns),
+            "uptime_s": round((time.time_ns() - self._started_ns) / 1e9, 3),
+            "directory": str(self.directory),
+            "endpoints": [{"endpoint": e, "kind": "sub", "connected": up} for e, up in self._connected.items()]
+            + ([{"endpoint": self.config.pull, "kind": "pull", "connected": True}] if self.config.pull else []),
+            "records": self.seq - self._start_seq,
+            "last_seq": self.seq,
+            "bytes": used,
+            "rate_1m": round(rate, 3),
+            "newest_ts": self._newest_ts,
+            "newest_age_s": newest_age,
+            "last_checkpoint": last_checkpoint,
+            "fsync": {"policy": writer.policy, "lag_s": lag, "durable_seq": writer.durable_seq},
+            "disk": {"used_bytes": used, "free_bytes": free},
+            "gaps": detector.summary(),
+            "drops": self._dropped["messages"] if self._dropped else 0,
+            "held_bytes": self._held_bytes,
+            "degraded": [self._degraded["error"]] if self._degraded else [],
+            "publishers": {"known": known, "silent_s": silent},
+            "received": dict(self.received),
+            "healthy": not problems,
+            "problems": problems,
+        }
 
     def _yield_to_network(self) -> None:
         """Lower the scheduling priority of this (the processing) thread only.
@@ -570,6 +829,16 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def _rfc3339(ns: int) -> str:
+    """Nanoseconds since the epoch as RFC 3339 UTC with microseconds (as record ``ts``)."""
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _epoch(ts: str) -> float:
+    """Seconds since the epoch of a record ``ts`` (RFC 3339, ``Z``)."""
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
 def _describe(exc: OSError) -> str:

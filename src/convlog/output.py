@@ -309,3 +309,136 @@ def checkpoints_table(infos: Sequence[Any]) -> Table:
             "?" if info.sessions is None else str(info.sessions), f"{info.size / 1024:,.1f} KiB",
         )
     return table
+
+
+def print_status(status: dict[str, Any]) -> None:
+    """Print a running recorder's ``status`` reply (see ``convlog.daemon.Recorder.status``)
+    as a short report: health first, then one line per aspect."""
+    healthy = bool(status.get("healthy"))
+    where = f" recorder pid {status.get('pid')} · up {status.get('uptime_s', 0):.0f} s · {status.get('directory')}"
+    out.print(Text("healthy" if healthy else "UNHEALTHY", style="bold green" if healthy else "bold red"), Text(where))
+    for problem in status.get("problems") or []:
+        out.print(Text(f"  problem: {problem}", style="red"))
+    for ep in status.get("endpoints") or []:
+        state = "connected" if ep.get("connected") else "NOT connected"
+        out.print(f"  {ep.get('kind')} {ep.get('endpoint')}: {state}", markup=False)
+    age = status.get("newest_age_s")
+    out.print(
+        f"  records: {status.get('records', 0):,} since start (seq {status.get('last_seq')}), "
+        f"{status.get('rate_1m', 0):.1f}/s over the last minute, newest "
+        + (f"{age:.1f} s ago" if age is not None else "none yet"),
+        markup=False,
+    )
+    fsync = status.get("fsync") or {}
+    disk = status.get("disk") or {}
+    out.print(
+        f"  fsync {fsync.get('policy')} (lag {fsync.get('lag_s', 0):.3f} s, durable seq {fsync.get('durable_seq')}); "
+        f"log {disk.get('used_bytes', 0) / 1e6:.1f} MB, {disk.get('free_bytes', 0) / 1e9:.1f} GB free",
+        markup=False,
+    )
+    cp = status.get("last_checkpoint")
+    out.print(f"  last checkpoint: {cp.get('file')} (seq {cp.get('seq')})" if cp else "  last checkpoint: none",
+              markup=False)
+    gaps, pubs = status.get("gaps") or {}, status.get("publishers") or {}
+    silent = pubs.get("silent_s")
+    out.print(
+        f"  publishers: {pubs.get('known', 0)} known, last heard {silent:.0f} s ago; "
+        if silent is not None and pubs.get("known") else f"  publishers: {pubs.get('known', 0)} known; ",
+        f"missing {gaps.get('missing', 0)}, restarts {gaps.get('restarts', 0)}, "
+        f"unverified {gaps.get('unverified', 0)}, dropped {status.get('drops', 0)}",
+        sep="", markup=False,
+    )
+
+
+def resume_context(replay: Replay, session: str) -> dict[str, Any]:
+    """The resume context of a session: its latest valid crystal (with the summary read
+    from the log) and the visible messages after it.
+
+    Args:
+        replay: a loaded replay.
+        session: a session id, unique prefix, or ``latest`` (the session with the most
+            recent activity).
+
+    Returns:
+        ``{"session", "crystal": {"seq", "upto", "summary"} | None, "messages": [...]}``.
+
+    Raises:
+        UnknownSessionError: no such session (or no session at all for ``latest``).
+    """
+    from convlog.log import find_record
+    from convlog.replay import UnknownSessionError
+
+    if session == "latest":
+        live = replay.state.session_list()
+        if not live:
+            raise UnknownSessionError(f"no session in {replay.directory}")
+        sid = max(live, key=lambda s: s.last_seq).id
+    else:
+        sid = replay.resolve(session)
+    crystal, after = replay.state.resume_refs(sid)
+    wanted = set(after)
+    messages = [m for m in replay.messages(sid) if m.seq in wanted]
+    summary_text = None
+    if crystal is not None:
+        record = find_record(replay.directory, crystal.seq) or {}
+        data = record.get("data")
+        summary_text = data.get("summary") if isinstance(data, dict) else None
+    return {
+        "session": sid,
+        "crystal": None if crystal is None else {"seq": crystal.seq, "upto": crystal.upto, "summary": summary_text},
+        "messages": [m.as_dict() for m in messages],
+    }
+
+
+def print_resume(replay: Replay, session: str, fmt: str) -> None:
+    """Print :func:`resume_context` as ``markdown`` (for an agent to read) or ``json``."""
+    context = resume_context(replay, session)
+    if fmt == "json":
+        print_json(context)
+        return
+    lines = [f"# Resume context: session {context['session']}", ""]
+    crystal = context["crystal"]
+    if crystal is not None:
+        lines += [f"## Summary of the first {crystal['upto']} messages", "", str(crystal["summary"] or ""), ""]
+    lines += [f"## {'Messages after the summary' if crystal else 'Messages'} ({len(context['messages'])})", ""]
+    for m in context["messages"]:
+        who = m.get("sender") or m.get("role") or "?"
+        lines += [f"**{who}** ({m.get('ts')}):", "", str(m.get("text", "")), ""]
+    out.print("\n".join(lines).rstrip(), markup=False)
+
+
+def pick_session(replay: Replay, limit: int = 20) -> str | None:
+    """Show the most recently active sessions (and the checkpoints) and let the user pick
+    one by number on a terminal (rich prompt). Returns the session id, or None on ``q``.
+
+    Raises:
+        click.UsageError: when stdin is not a terminal.
+    """
+    import click
+    from rich.prompt import Prompt
+
+    if not sys.stdin.isatty():
+        raise click.UsageError("--menu needs a terminal; use --resume SESSION|latest in hooks")
+    sessions = sorted(replay.state.session_list(), key=lambda s: s.last_seq, reverse=True)[:limit]
+    if not sessions:
+        err.print("no sessions recorded yet")
+        return None
+    table = Table(title="sessions (most recent first)")
+    for column in ("#", "session", "branch", "messages", "last activity", "checkpoints"):
+        table.add_column(column)
+    for i, s in enumerate(sessions, 1):
+        table.add_row(str(i), s.id, branch_label(s), str(len(s.visible)), s.last_ts or "",
+                      ", ".join(sorted(s.checkpoints)))
+    err.print(table)
+    choice = Prompt.ask("resume which session (number, q to quit)", console=err,
+                        choices=[str(i) for i in range(1, len(sessions) + 1)] + ["q"], default="1")
+    return None if choice == "q" else sessions[int(choice) - 1].id
+
+
+def print_checks(checks: Sequence[Any]) -> None:
+    """Print ``convlog doctor`` results: one line per check, its fix indented below."""
+    for check in checks:
+        mark = Text("ok  ", style="green") if check.ok else Text("FAIL", style="bold red")
+        out.print(mark, Text(f" {check.name}: {check.message}"))
+        if not check.ok and check.fix:
+            out.print(Text(f"      fix: {check.fix}", style="yellow"))
