@@ -214,6 +214,11 @@ def test_recorder_check_reads_the_lock_file(tmp_path: Path) -> None:
     assert not gone.ok and f"pid {dead.pid}" in gone.message and "gone" in gone.message and gone.fix
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "convlog-record-stand-in"])
     try:
+        # Until the child has exec'd, /proc/PID/cmdline is still this process's.
+        cmdline = Path(f"/proc/{alive.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while b"convlog-record-stand-in" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         lock.write_bytes(orjson.dumps({"pid": alive.pid, "host": socket.gethostname()}))
         hung = check_recorder(tmp_path, None)
     finally:

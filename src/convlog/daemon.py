@@ -585,7 +585,7 @@ class Recorder:
             try:
                 request = control.parse_request(body)
                 reply = self._answer(route, request)
-            except control.ControlError as exc:
+            except (control.ControlError, CheckpointError) as exc:
                 reply = control.error_reply(str(exc))
             except OSError as exc:
                 reply = control.error_reply(_describe(exc))

@@ -91,6 +91,10 @@ def append(directory: Path, build: Build, timeout_s: float = 30.0, clock: Clock 
     if not list_segments(directory):
         raise NoLogError(f"no event log in {directory} (expected {directory / 'events'}/*.jsonl)")
     clock = clock or Clock()
+    # Checked before the writer lock too: entering the writer recovers a crashed tail
+    # and records that, which a refused command must not do.
+    replay = load(directory)
+    check(replay.state, *build(replay))
     try:
         with OfflineWriter(directory, command="convlog session control", clock=clock) as writer:
             replay = load(directory)

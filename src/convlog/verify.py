@@ -54,14 +54,17 @@ def is_clean_ending(record: dict[str, Any]) -> bool:
     ends its session with a record of its own: the recorder with ``recorder.stop``;
     ``convlog recover`` with the ``recorder.recovered`` it appends (the recorder itself
     always follows that record with ``recorder.start``); ``convlog import`` with its
-    last ``import`` record.
+    last ``import`` record; a session command run with no recorder (``convlog fork``, ...)
+    with its ``control`` record.
     """
     kind, source = record.get("kind"), record.get("source")
-    return kind == "recorder.stop" or (kind == "recorder.recovered" and source == "recorder") or source == "import"
+    return (kind == "recorder.stop" or (kind == "recorder.recovered" and source == "recorder")
+            or source in ("import", "control"))
 
 
 #: What may end a log whose state is clean, in words (for the problem message).
-CLEAN_ENDINGS = "recorder.stop (or, after convlog recover / import, recorder.recovered or an import record)"
+CLEAN_ENDINGS = ("recorder.stop (or, after convlog recover / import / a session command, recorder.recovered, "
+                 "an import or a control record)")
 
 
 @dataclass(slots=True)

@@ -1,0 +1,339 @@
+"""Running unattended: ``convlog launch`` (exactly one recorder per directory, even when
+five agents launch at once), the ``ensure_running`` API, resume context for hooks,
+``status`` health and ``doctor`` against a real broker, and the sd_notify datagrams of a
+real recorder process received on a real Unix datagram socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import pytest
+
+from conftest import Bus, Proc, convlog_cmd, records, wait_for_records
+from convlog import control, launcher
+from convlog.publisher import NoSubscriberError, Publisher
+
+pytestmark = pytest.mark.slow
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(convlog_cmd(*args), capture_output=True, text=True, timeout=120)
+
+
+def recorder_processes(directory: Path) -> list[psutil.Process]:
+    """Live ``convlog record --dir DIRECTORY`` processes (zombies not counted)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["status"] == psutil.STATUS_ZOMBIE or "record" not in cmdline or "convlog" not in cmdline:
+            continue
+        with contextlib.suppress(ValueError, IndexError):
+            if cmdline[cmdline.index("--dir") + 1] == str(directory):
+                found.append(proc)
+    return found
+
+
+@pytest.fixture
+def detached() -> Iterator[list[Path]]:
+    """Directories whose detached recorders (started by ``launch``, not by the test)
+    are killed at teardown, whatever the test's outcome."""
+    directories: list[Path] = []
+    yield directories
+    for directory in directories:
+        for proc in recorder_processes(directory):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+                proc.wait(10)
+
+
+def answering(directory: Path, proc: Proc, timeout_s: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return control.request(directory, "status", timeout_s=2.0)
+        except control.NotRunningError:
+            if proc.popen.poll() is not None:
+                pytest.fail(f"recorder exited with {proc.popen.returncode}:\n{proc.output()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the recorder of {directory} did not answer:\n{proc.output()}")
+            time.sleep(0.05)
+
+
+def wait_status(directory: Path, until: Any, what: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Poll ``status`` until ``until(reply)`` holds; return that reply."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reply = control.request(directory, "status")
+        if until(reply):
+            return reply
+        if time.monotonic() > deadline:
+            pytest.fail(f"status never showed {what}: {reply}")
+        time.sleep(0.1)
+
+
+def quiet_publisher(xsub: str, timeout_s: float = 20.0) -> Publisher:
+    """A stamping publisher that sends no heartbeats, once a subscription reached it."""
+    pub = Publisher(xsub, heartbeat_s=None)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            pub.wait_for_subscriber(0.2)
+            return pub
+        except NoSubscriberError:
+            if time.monotonic() > deadline:
+                pub.close(0)
+                pytest.fail("no subscription reached the publisher")
+
+
+def message(session: str, i: int) -> tuple[bytes, bytes]:
+    event = {"type": "message", "session_id": session, "message_id": f"{session}-m{i}", "sender": "agent",
+             "role": "assistant", "content": f"step {i} of {session}"}
+    return session.encode(), orjson.dumps(event)
+
+
+# --------------------------------------------------------------------------- launch
+
+
+def test_five_launches_at_once_start_exactly_one_recorder(bus: Bus, tmp_path: Path, detached: list[Path]) -> None:
+    """Five ``convlog launch --quiet`` started together on one directory all exit 0
+    silently; one recorder process runs (the lock holder, the pid ``status`` reports,
+    the only ``convlog record`` for the directory) and the log has one
+    ``recorder.start``. ``convlog stop`` then stops it and the process is gone."""
+    directory = tmp_path / "log"
+    detached.append(directory)
+    args = convlog_cmd("launch", "--dir", str(directory), "--sub", bus.xpub, "--quiet")
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(5)]
+    results = [proc.communicate(timeout=120) for proc in procs]
+    for proc, (out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err
+        assert (out, err) == ("", "")
+
+    status = control.request(directory, "status")
+    pid = status["pid"]
+    holder = launcher.lock_holder(directory)
+    assert holder is not None and holder["pid"] == pid
+    assert [p.pid for p in recorder_processes(directory)] == [pid]
+    starts = [r for r in records(directory) if r["kind"] == "recorder.start"]
+    assert len(starts) == 1 and starts[0]["data"]["pid"] == pid
+    log_text = (directory / launcher.LOG_NAME).read_text()
+    assert log_text.count("--- convlog launch:") == 1
+
+    again = cli("launch", "--dir", str(directory), "--sub", bus.xpub)
+    assert again.returncode == 0
+    assert f"already running: pid {pid}" in again.stdout
+
+    stopped = cli("stop", "--dir", str(directory))
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"pid {pid}" in stopped.stdout
+    assert not launcher.pid_alive(pid)
+    assert recorder_processes(directory) == []
+    assert not control.socket_path(directory).exists()
+    assert records(directory)[-1]["kind"] == "recorder.stop"
+    assert cli("status", "--dir", str(directory)).returncode == 3
+
+
+def test_launch_of_a_recorder_that_cannot_start_prints_its_log(tmp_path: Path, detached: list[Path]) -> None:
+    """A recorder that exits at start (an invalid config) makes ``launch`` exit 1 with
+    the last lines of the recorder's log, which name the config error; nothing runs."""
+    directory = tmp_path / "log"
+    detached.append(directory)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[recorder]\nfsync = "sometimes"\n')
+    result = cli("launch", "--dir", str(directory), "--config", str(bad), "--quiet")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "the recorder exited with status 1" in result.stderr
+    assert f"{bad}:2: recorder.fsync: must be one of always, interval, never (got 'sometimes')" in result.stderr
+    assert str(directory / launcher.LOG_NAME) in result.stderr
+    assert result.stdout == ""
+    assert recorder_processes(directory) == []
+    assert launcher.lock_holder(directory) is None
+    assert cli("status", "--dir", str(directory)).returncode == 3
+
+
+def test_ensure_running_starts_once_then_finds_it(bus: Bus, tmp_path: Path, detached: list[Path]) -> None:
+    """The Python API: the first call starts a recorder (``started`` True), the second
+    finds the same one running (``started`` False); ``stop_recorder`` stops it."""
+    directory = tmp_path / "log"
+    detached.append(directory)
+    first = launcher.ensure_running(directory, ["--sub", bus.xpub])
+    assert first.started is True
+    assert first.status["pid"] == first.pid and first.log == directory / launcher.LOG_NAME
+    assert [p.pid for p in recorder_processes(directory)] == [first.pid]
+    second = launcher.ensure_running(directory, ["--sub", bus.xpub])
+    assert (second.started, second.pid) == (False, first.pid)
+    assert launcher.stop_recorder(directory) == first.pid
+    assert not launcher.pid_alive(first.pid)
+    assert recorder_processes(directory) == []
+
+
+def test_launch_resume_prints_the_crystal_and_the_messages_after_it(
+    bus: Bus, tmp_path: Path, detached: list[Path]
+) -> None:
+    """After messages and a crystal over the first two, ``launch --resume latest``
+    prints the resume context: as JSON the summary and exactly the messages after it;
+    as markdown the summary and their text."""
+    directory = tmp_path / "log"
+    detached.append(directory)
+    started = cli("launch", "--dir", str(directory), "--sub", bus.xpub)
+    assert started.returncode == 0 and "recorder started" in started.stdout
+    pub = quiet_publisher(bus.xsub)
+    for i in range(1, 5):
+        pub.send(*message("agent-7", i))
+    wait_for_records(directory, 4)
+    pub.close(0, heartbeat=False)
+    crystal = cli("crystal", "agent-7", "--summary", "Set up the repo; tests pass.", "--upto", "2",
+                  "--dir", str(directory))
+    assert crystal.returncode == 0 and "(recorder)" in crystal.stdout
+
+    as_json = cli("launch", "--dir", str(directory), "--resume", "latest", "--format", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert "already running" in as_json.stderr
+    context = orjson.loads(as_json.stdout)
+    assert context["session"] == "agent-7"
+    assert context["crystal"]["upto"] == 2 and context["crystal"]["summary"] == "Set up the repo; tests pass."
+    assert [m["text"] for m in context["messages"]] == ["step 3 of agent-7", "step 4 of agent-7"]
+
+    markdown = cli("launch", "--dir", str(directory), "--quiet", "--resume", "agent-7")
+    assert markdown.returncode == 0 and markdown.stderr == ""
+    assert "Set up the repo; tests pass." in markdown.stdout
+    assert "step 4 of agent-7" in markdown.stdout and "step 1 of agent-7" not in markdown.stdout
+    assert cli("stop", "--dir", str(directory)).returncode == 0
+
+
+# --------------------------------------------------------------------------- status and doctor
+
+
+def test_status_unhealthy_when_known_publishers_go_silent_healthy_when_idle(bus: Bus, tmp_path: Path) -> None:
+    """With ``silence_threshold_s = 1``: a recorder whose only publisher sent stamped
+    messages and then nothing (no heartbeats) is reported unhealthy (exit 1, naming the
+    silence); a recorder with no known publishers stays healthy (exit 0) however long
+    it is idle."""
+    config = tmp_path / "convlog.toml"
+    config.write_text("[recorder]\nsilence_threshold_s = 1\n")
+    silent_dir, idle_dir = tmp_path / "silent", tmp_path / "idle"
+    rec = bus.recorder(silent_dir, "--config", str(config))
+    answering(silent_dir, rec)
+    pub = quiet_publisher(bus.xsub)
+    for i in range(1, 3):
+        pub.send(*message("s", i))
+    wait_for_records(silent_dir, 2)
+    pub.close(0, heartbeat=False)
+
+    idle = bus.recorder(idle_dir, "--config", str(config))
+    answering(idle_dir, idle)
+
+    wait_status(silent_dir, lambda s: not s["healthy"] and s["publishers"]["silent_s"] > 1, "the silence")
+    result = cli("status", "--dir", str(silent_dir))
+    assert result.returncode == 1, result.stdout
+    assert "UNHEALTHY" in result.stdout and "1 known publisher(s) silent" in result.stdout
+    as_json = cli("status", "--dir", str(silent_dir), "--json")
+    assert as_json.returncode == 1
+    reported = orjson.loads(as_json.stdout)
+    assert reported["healthy"] is False and reported["publishers"]["known"] == 1
+    assert any("silent" in problem for problem in reported["problems"])
+
+    wait_status(idle_dir, lambda s: s["endpoints"][0]["connected"] and s["publishers"]["silent_s"] > 1.5,
+                "a connected recorder idle past the threshold")
+    result = cli("status", "--dir", str(idle_dir))
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.startswith("healthy")
+    reported = orjson.loads(cli("status", "--dir", str(idle_dir), "--json").stdout)
+    assert reported["healthy"] is True and reported["publishers"]["known"] == 0 and reported["problems"] == []
+    assert rec.terminate() == 0 and idle.terminate() == 0
+
+
+def test_doctor_names_a_sub_pointed_at_the_xsub_port(
+    bus: Bus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``doctor --sub <XSUB port>`` exits 1 and names the XSUB mistake on that
+    endpoint's line; with the XPUB port and a running recorder every check passes."""
+    monkeypatch.delenv("CONVLOG_CONFIG", raising=False)
+    directory = tmp_path / "log"
+    rec = bus.recorder(directory)
+    answering(directory, rec)
+    wrong = cli("doctor", "--dir", str(directory), "--sub", bus.xsub)
+    assert wrong.returncode == 1
+    line = next(line for line in wrong.stdout.splitlines() if f"sub {bus.xsub}" in line)
+    assert line.startswith("FAIL") and "XSUB" in line
+    assert "point --sub at its XPUB port" in wrong.stdout
+    right = cli("doctor", "--dir", str(directory), "--sub", bus.xpub)
+    assert right.returncode == 0, right.stdout
+    assert all(line.startswith("ok") for line in right.stdout.splitlines()), right.stdout
+    assert rec.terminate() == 0
+
+
+# --------------------------------------------------------------------------- sd_notify
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[tuple[socket.socket, str]]:
+    """A Unix datagram socket bound in a short temporary directory (sun_path is 108 bytes)."""
+    where = Path(tempfile.mkdtemp(prefix="cln-", dir="/tmp"))
+    path = str(where / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    try:
+        yield sock, path
+    finally:
+        sock.close()
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def receive_until(sock: socket.socket, wanted: str, proc: Proc, timeout_s: float = 30.0) -> list[dict[str, str]]:
+    """Datagrams (as KEY=VALUE dicts) up to and including the first that has ``wanted``."""
+    got: list[dict[str, str]] = []
+    deadline = time.monotonic() + timeout_s
+    sock.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            if proc.popen.poll() is not None and wanted != "STOPPING":
+                break
+            continue
+        fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+        got.append(fields)
+        if wanted in fields:
+            return got
+    pytest.fail(f"no {wanted}= datagram (received {got}):\n{proc.output()[-2000:]}")
+
+
+def test_recorder_sends_ready_watchdog_and_stopping(
+    bus: Bus, tmp_path: Path, notify_socket: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under NOTIFY_SOCKET and WATCHDOG_USEC (no WATCHDOG_PID) the recorder sends
+    ``READY=1`` with its own MAINPID once it answers, then ``WATCHDOG=1`` pings; on
+    SIGTERM it sends ``STOPPING=1`` and exits 0."""
+    sock, path = notify_socket
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    directory = tmp_path / "log"
+    rec = bus.recorder(directory, env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+    ready = receive_until(sock, "READY", rec)[-1]
+    assert ready["READY"] == "1" and ready["MAINPID"] == str(rec.popen.pid)
+    assert str(directory) in ready["STATUS"]
+    assert control.request(directory, "status")["pid"] == rec.popen.pid
+    pings = receive_until(sock, "WATCHDOG", rec)
+    assert pings[-1]["WATCHDOG"] == "1"
+    assert all("READY" not in fields for fields in pings)
+    rec.popen.send_signal(signal.SIGTERM)
+    stopping = receive_until(sock, "STOPPING", rec)[-1]
+    assert stopping["STOPPING"] == "1"
+    assert rec.popen.wait(60) == 0, rec.output()
+    assert records(directory)[-1]["kind"] == "recorder.stop"
+    assert "cannot notify systemd" not in rec.output()
