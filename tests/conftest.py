@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,14 +100,16 @@ class Bus:
         self.procs.append(proc)
         return proc
 
-    def publisher(self, proc: Proc | None = None, timeout_s: float = 20.0, context=None) -> Publisher:
+    def publisher(
+        self, proc: Proc | None = None, timeout_s: float = 20.0, context=None, heartbeat_s: float | None = 1.0
+    ) -> Publisher:
         """A publisher connected to the broker, returned once a subscription arrived.
 
         Fails the test with the recorder's output when ``proc`` exits first. Pass an own
         ``context`` to be able to ``term()`` it, which returns once everything queued
         has left the publisher.
         """
-        pub = Publisher(self.xsub, context=context)
+        pub = Publisher(self.xsub, context=context, heartbeat_s=heartbeat_s)
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -173,3 +176,20 @@ def wait_for_final_heartbeat(directory: Path, last_seq: int, timeout_s: float = 
             return
         time.sleep(0.1)
     pytest.fail(f"no heartbeat with seq {last_seq} reached {directory} in {timeout_s} s")
+
+
+def answering(directory: Path, proc: Proc, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Wait until the recorder of ``directory`` answers ``status`` on its control channel;
+    return the reply. Fails the test with the recorder's output when it exits first."""
+    from convlog import control
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return control.request(directory, "status", timeout_s=2.0)
+        except control.NotRunningError:
+            if proc.popen.poll() is not None:
+                pytest.fail(f"recorder exited with {proc.popen.returncode}:\n{proc.output()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the recorder of {directory} did not answer within {timeout_s} s:\n{proc.output()}")
+            time.sleep(0.05)

@@ -21,9 +21,8 @@ import orjson
 import psutil
 import pytest
 
-from conftest import Bus, Proc, convlog_cmd, records, wait_for_records
+from conftest import Bus, Proc, answering, convlog_cmd, records, wait_for_records
 from convlog import control, launcher
-from convlog.publisher import NoSubscriberError, Publisher
 
 pytestmark = pytest.mark.slow
 
@@ -61,17 +60,6 @@ def detached() -> Iterator[list[Path]]:
                 proc.wait(10)
 
 
-def answering(directory: Path, proc: Proc, timeout_s: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return control.request(directory, "status", timeout_s=2.0)
-        except control.NotRunningError:
-            if proc.popen.poll() is not None:
-                pytest.fail(f"recorder exited with {proc.popen.returncode}:\n{proc.output()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the recorder of {directory} did not answer:\n{proc.output()}")
-            time.sleep(0.05)
 
 
 def wait_status(directory: Path, until: Any, what: str, timeout_s: float = 30.0) -> dict[str, Any]:
@@ -86,18 +74,6 @@ def wait_status(directory: Path, until: Any, what: str, timeout_s: float = 30.0)
         time.sleep(0.1)
 
 
-def quiet_publisher(xsub: str, timeout_s: float = 20.0) -> Publisher:
-    """A stamping publisher that sends no heartbeats, once a subscription reached it."""
-    pub = Publisher(xsub, heartbeat_s=None)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            pub.wait_for_subscriber(0.2)
-            return pub
-        except NoSubscriberError:
-            if time.monotonic() > deadline:
-                pub.close(0)
-                pytest.fail("no subscription reached the publisher")
 
 
 def message(session: str, i: int) -> tuple[bytes, bytes]:
@@ -192,7 +168,7 @@ def test_launch_resume_prints_the_crystal_and_the_messages_after_it(
     detached.append(directory)
     started = cli("launch", "--dir", str(directory), "--sub", bus.xpub)
     assert started.returncode == 0 and "recorder started" in started.stdout
-    pub = quiet_publisher(bus.xsub)
+    pub = bus.publisher(heartbeat_s=None)
     for i in range(1, 5):
         pub.send(*message("agent-7", i))
     wait_for_records(directory, 4)
@@ -229,7 +205,7 @@ def test_status_unhealthy_when_known_publishers_go_silent_healthy_when_idle(bus:
     silent_dir, idle_dir = tmp_path / "silent", tmp_path / "idle"
     rec = bus.recorder(silent_dir, "--config", str(config))
     answering(silent_dir, rec)
-    pub = quiet_publisher(bus.xsub)
+    pub = bus.publisher(heartbeat_s=None)
     for i in range(1, 3):
         pub.send(*message("s", i))
     wait_for_records(silent_dir, 2)

@@ -334,7 +334,7 @@ def checkpoint() -> None:
 @click.option("--at", type=click.IntRange(min=0), help="Name the first N visible messages (default all).")
 def checkpoint_session(directory: Path, session: str, name: str, at: int | None) -> None:
     """Name the current point (or the first N messages) of SESSION as NAME."""
-    _session_checkpoint(directory, session, name, at)
+    _control_record(directory, "session.checkpoint", session, name=name, at=at)
 
 
 @checkpoint.command("create")
@@ -457,6 +457,13 @@ def _session_command(directory: Path, build: Any) -> None:
     click.echo(describe(append(directory, build)))
 
 
+def _control_record(directory: Path, kind: str, session: str, **params: Any) -> None:
+    """Append a ``kind`` record for SESSION (an id or unique prefix) with the parameters
+    that were given (None ones left out: the fold's defaults apply)."""
+    data = {key: value for key, value in params.items() if value is not None}
+    _session_command(directory, lambda replay: (kind, replay.resolve(session), data))
+
+
 @main.command()
 @dir_option
 @click.argument("session")
@@ -488,12 +495,7 @@ def rewind(directory: Path, session: str, to: int | None, checkpoint_name: str |
     """Rewind SESSION to N messages or to a named session checkpoint (history is kept)."""
     if (to is None) == (checkpoint_name is None):
         raise click.UsageError("give exactly one of --to N and --checkpoint NAME")
-
-    def build(replay: Any) -> tuple[str, str, dict[str, Any]]:
-        data: dict[str, Any] = {"to": to} if to is not None else {"checkpoint": checkpoint_name}
-        return "session.rewind", replay.resolve(session), data
-
-    _session_command(directory, build)
+    _control_record(directory, "session.rewind", session, to=to, checkpoint=checkpoint_name)
 
 
 @main.command()
@@ -503,14 +505,7 @@ def rewind(directory: Path, session: str, to: int | None, checkpoint_name: str |
 @click.option("--upto", type=click.IntRange(min=0), help="It covers the first N visible messages (default all).")
 def crystal(directory: Path, session: str, summary: str, upto: int | None) -> None:
     """Store a summary (crystal) of SESSION's first N messages: the resume context starts there."""
-
-    def build(replay: Any) -> tuple[str, str, dict[str, Any]]:
-        data: dict[str, Any] = {"summary": summary}
-        if upto is not None:
-            data["upto"] = upto
-        return "session.crystal", replay.resolve(session), data
-
-    _session_command(directory, build)
+    _control_record(directory, "session.crystal", session, summary=summary, upto=upto)
 
 
 @main.command()
@@ -518,17 +513,7 @@ def crystal(directory: Path, session: str, summary: str, upto: int | None) -> No
 @click.argument("session")
 def delete(directory: Path, session: str) -> None:
     """Mark SESSION deleted (a tombstone: its history stays in the log)."""
-    _session_command(directory, lambda replay: ("session.delete", replay.resolve(session), {}))
-
-
-def _session_checkpoint(directory: Path, session: str, name: str, at: int | None) -> None:
-    def build(replay: Any) -> tuple[str, str, dict[str, Any]]:
-        data: dict[str, Any] = {"name": name}
-        if at is not None:
-            data["at"] = at
-        return "session.checkpoint", replay.resolve(session), data
-
-    _session_command(directory, build)
+    _control_record(directory, "session.delete", session)
 
 
 @main.command()

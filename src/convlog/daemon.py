@@ -36,7 +36,7 @@ from typing import Any
 import zmq
 
 from convlog import __version__, control
-from convlog.checkpoint import Checkpointer, CheckpointError, list_checkpoints, publishers_start
+from convlog.checkpoint import Checkpointer, CheckpointError, checkpoint_name, list_checkpoints, publishers_start
 from convlog.config import Config
 from convlog.gaps import Gap, GapDetector
 from convlog.ingest import Ingest
@@ -616,12 +616,9 @@ class Recorder:
             writer.sync()  # a control record is rare and someone waits for it: make it durable
             return control.ok_reply({"seq": self.seq})
         # checkpoint: written in the scheduler's thread; the loop sends the reply.
-        self._sample_rate(time.monotonic())
         label = params["label"]
         if label is not None:
-            from convlog.checkpoint import checkpoint_name
-
-            checkpoint_name(0, label)  # CheckpointError (a ControlError-like reply) for a bad label
+            checkpoint_name(0, label)  # CheckpointError (an error reply) for a bad label
         assert self._scheduler is not None
         self._scheduler.add_job(self._checkpoint_for, args=(route, label))
         return None

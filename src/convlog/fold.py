@@ -71,6 +71,7 @@ __all__ = [
     "Usage",
     "fold",
     "fold_all",
+    "message_id",
     "message_key",
 ]
 
@@ -1032,6 +1033,21 @@ def _required_str(params: Mapping[str, Any], name: str) -> str:
     if not isinstance(value, str):
         raise _Invalid(f"{name} is not a string ({type(value).__name__})")
     return value
+
+
+def message_id(record: Mapping[str, Any]) -> str:
+    """The message id the fold gives a parsed record: ``meta.message_id`` when it is a
+    string, else ``"seq:<seq>"`` (the rule of ``message`` records without an id).
+
+    Args:
+        record: a parsed log record.
+
+    Returns:
+        the id (never raises for a record with an int seq).
+    """
+    meta = record.get("meta")
+    mid = meta.get("message_id") if isinstance(meta, Mapping) else None
+    return mid if isinstance(mid, str) else f"seq:{record.get('seq')}"
 
 
 def _message_id(rec: _Record, required: bool = True) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from convlog.checkpoint import Start, best_start
-from convlog.fold import State, Stream, fold
+from convlog.fold import State, Stream, fold, message_id
 from convlog.log import follow, list_segments, read_seqs
 from convlog.view import ShownMessage, payload_text, stream_text
 
@@ -96,7 +96,7 @@ class Replay:
         for seq in seqs:
             record = records.get(seq)
             if record is not None and record.get("kind") in STREAM_KINDS:
-                stream = self.state.streams.get((sid, _message_id(record)))
+                stream = self.state.streams.get((sid, message_id(record)))
                 if stream is not None:
                     streams[seq] = stream
         parts = read_seqs(
@@ -107,7 +107,7 @@ class Replay:
         for index, seq in enumerate(seqs, 1):
             record = records.get(seq, {})
             meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
-            mid = _message_id(record)
+            mid = message_id(record)
             stream = streams.get(seq)
             if stream is not None:
                 stream_seqs = sorted({*stream.delta_seqs, *([stream.end_seq] if stream.end_seq else [])})
@@ -135,13 +135,6 @@ class Replay:
 
 #: Kinds whose records make up a streamed message.
 STREAM_KINDS = frozenset({"message.delta", "message.end"})
-
-
-def _message_id(record: dict[str, Any]) -> str:
-    """The message id the fold gave a record: ``meta.message_id``, else ``"seq:<seq>"``."""
-    meta = record.get("meta")
-    mid = meta.get("message_id") if isinstance(meta, dict) else None
-    return mid if isinstance(mid, str) else f"seq:{record.get('seq')}"
 
 
 def _text_or_none(value: Any) -> str | None:
