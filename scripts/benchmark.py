@@ -17,18 +17,28 @@ from typing import Any
 
 from convlog.demo import free_port
 
-__all__ = ["fmt", "free_port", "parse_ts", "print_targets", "ratio", "stop_process", "vm_hwm_mb"]
+__all__ = ["fmt", "free_port", "parse_ts", "print_targets", "ratio", "stop_process", "vm_hwm_mb", "vm_rss_mb"]
 
 
-def vm_hwm_mb(pid: int) -> float | None:
-    """Peak resident memory (``VmHWM`` in /proc/PID/status) in MB, or None when gone."""
+def _status_mb(pid: int, key: str) -> float | None:
+    """A ``kB`` field of /proc/PID/status in MB (1 MB = 1024 kB here), or None when gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+def vm_hwm_mb(pid: int) -> float | None:
+    """Peak resident memory (``VmHWM`` in /proc/PID/status) in MB, or None when gone."""
+    return _status_mb(pid, "VmHWM:")
+
+
+def vm_rss_mb(pid: int) -> float | None:
+    """Resident memory now (``VmRSS`` in /proc/PID/status) in MB, or None when gone."""
+    return _status_mb(pid, "VmRSS:")
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
