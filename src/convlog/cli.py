@@ -567,5 +567,14 @@ def resume(directory: Path, session: str, fmt: str) -> None:
     output.print_resume(_load(directory, None), session, fmt)
 
 
+# -- search and reindex (issue 5) ----------------------------------------------------------
+
+
+# -- tail and info (issue 5) ---------------------------------------------------------------
+
+
+# -- export and play (issue 5) -------------------------------------------------------------
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
