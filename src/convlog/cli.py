@@ -114,6 +114,8 @@ def main() -> None:
 @click.option("--fsync", type=click.Choice(FSYNC_POLICIES), help="fsync policy (default interval).")
 @click.option("--fsync-interval-ms", type=int, help="Group-commit bound for --fsync interval (default 50).")
 @click.option("--segment-bytes", type=int, help="Rotate segments at this size (default 64 MiB).")
+@click.option("--metrics", metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (default off).")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def record(config_path: Path | None, log_level: str, **flags: Any) -> None:

@@ -19,6 +19,7 @@ The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has two tables::
     checkpoint_interval_s = 300          # automatic checkpoints (also one at clean stop)
     checkpoint_keep = 12                 # automatic checkpoints kept (labelled ones always)
     silence_threshold_s = 120            # status is unhealthy when known publishers are silent longer
+    metrics = ""                         # Prometheus endpoint HOST:PORT, e.g. "127.0.0.1:9464" ("" = off)
 
     [enrich]
     word_count = false
@@ -86,6 +87,7 @@ class Config:
     checkpoint_interval_s: int = 300
     checkpoint_keep: int = 12
     silence_threshold_s: int = 120
+    metrics: str | None = None
     word_count: bool = False
     large_message_bytes: int = 8 * 1024 * 1024
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -114,6 +116,7 @@ class Config:
             "segment_bytes": self.segment_bytes,
             "session_fields": list(self.session_fields),
             "rules": len(self.rules),
+            "metrics": self.metrics,
             "source": self.source,
         }
 
@@ -172,6 +175,34 @@ def _optional_endpoint(value: Any) -> str | None:
     return None if value in ("", None) else _endpoint(value)
 
 
+def parse_host_port(text: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[::1]:9464`` for IPv6), as for the metrics endpoint.
+
+    Args:
+        text: the address; HOST may be empty (``:9464``), meaning all interfaces.
+
+    Returns:
+        ``(host, port)``, host ``0.0.0.0`` when empty; port 0 lets the system pick one.
+
+    Raises:
+        ValueError: without a port, or with a port outside 0..65535.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:9464 (got {text!r})")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return host or "0.0.0.0", int(port)
+
+
+def _metrics_address(value: Any) -> str | None:
+    if value in ("", None):
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:9464 (got {value!r})")
+    parse_host_port(value)
+    return value
+
+
 def _path(value: Any) -> Path:
     if not isinstance(value, str) or not value:
         raise ValueError("must be a non-empty path")
@@ -210,6 +241,7 @@ _RECORDER_KEYS: dict[str, Callable[[Any], Any]] = {
     "checkpoint_interval_s": _positive_int,
     "checkpoint_keep": _positive_int,
     "silence_threshold_s": _positive_int,
+    "metrics": _metrics_address,
 }
 _ENRICH_KEYS: dict[str, Callable[[Any], Any]] = {
     "word_count": _bool,

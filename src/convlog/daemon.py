@@ -84,6 +84,13 @@ class Recorder:
         self.ingest = Ingest(config.enricher(), config.session_fields, verify=tuple(config.topics) == ("",))
         self.seq = 0
         self.received: dict[str, int] = {}
+        # Records the recorder writes itself (recorder.*, control), by (kind, source),
+        # and totals since start for metrics: gap records and the messages they name,
+        # messages dropped past the held-bytes bound.
+        self.own_kinds: dict[tuple[str, str], int] = {}
+        self.gap_records = 0
+        self.gap_missing = 0
+        self.dropped_total = 0
         self._stop = False
         self._ctx: zmq.Context | None = None
         self._writer: SegmentWriter | None = None
@@ -108,6 +115,8 @@ class Recorder:
         self._start_seq = 0
         self._started_mono = time.monotonic()
         self._last_checkpoint: dict[str, Any] | None = None
+        self._checkpoint_at_start: dict[str, Any] | None = None  # the newest one when opened
+        self.metrics: Any = None  # convlog.metrics.MetricsServer with --metrics
         # Control channel: replies finished by other threads (a checkpoint), sent by the loop.
         self._control: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None
@@ -123,11 +132,23 @@ class Recorder:
     def open(self) -> None:
         """Take the lock, recover the tail, open the writer, write ``recorder.start``.
 
+        With ``metrics`` configured, the metrics endpoint starts once the lock is held.
+
         Raises:
             LogLockedError: when another recorder writes this directory.
-            OSError: when the directory cannot be prepared.
+            OSError: when the directory cannot be prepared, or the metrics address
+                cannot be bound (nothing is written then).
         """
         self._lock = LogLock(self.directory, command=" ".join(sys.argv)).acquire()
+        if self.config.metrics:
+            from convlog.metrics import serve
+
+            try:
+                self.metrics = serve(self, self.config.metrics)
+            except OSError:
+                self._lock.release()
+                raise
+            log.info("serving Prometheus metrics at %s", self.metrics.url)
         prior = read_state(self.directory) or {}
         report = recover(self.directory, self.clock)
         if report.reason:
@@ -143,6 +164,12 @@ class Recorder:
             fsync=self.config.fsync,
             interval_ms=self.config.fsync_interval_ms,
         )
+        if self.metrics is not None:
+            self._writer.on_fsync = self.metrics.fsync.observe
+        infos = list_checkpoints(self.directory)
+        if infos:
+            self._checkpoint_at_start = {"file": infos[-1].path.name, "seq": infos[-1].seq,
+                                         "created": infos[-1].created, "label": infos[-1].label}
         self._save_state(clean=False)  # before writing anything: a crash from here on is unclean
         if report.last_seq and (not report.was_clean or report.reason):
             self._append_own("recorder.recovered", report.as_data())
@@ -207,7 +234,51 @@ class Recorder:
     ) -> None:
         assert self._writer is not None
         self.seq += 1
+        self._count_own(kind, source)
         self._write(make_line(self.seq, self.clock.now(), kind, source, None, session, data), self.seq)
+
+    def _count_own(self, kind: str, source: str) -> None:
+        key = (kind, source)
+        self.own_kinds[key] = self.own_kinds.get(key, 0) + 1
+
+    def counters(self) -> dict[str, Any]:
+        """A snapshot of the running counts, for metrics (safe to call from another
+        thread: each dict is copied in one C-level step).
+
+        Returns:
+            ``{"records": {(kind, source): n}, "received": {source: n}, "bytes_written",
+            "gap_records", "gap_missing", "dropped", "last_seq", "newest_ts" (RFC 3339 or
+            None), "checkpoint_created" (RFC 3339 or None), "held_bytes", "degraded"
+            (bool), "publishers_known", "started_ns"}``; counts since this start.
+        """
+        records = self.ingest.kinds.copy()
+        for key, n in self.own_kinds.copy().items():
+            records[key] = records.get(key, 0) + n
+        writer = self._writer
+        checkpoint = self._last_checkpoint or self._checkpoint_at_start
+        return {
+            "records": records,
+            "received": self.received.copy(),
+            "bytes_written": writer.bytes_written if writer else 0,
+            "gap_records": self.gap_records,
+            "gap_missing": self.gap_missing,
+            "dropped": self.dropped_total,
+            "last_seq": self.seq,
+            "newest_ts": self._newest_ts,
+            "checkpoint_created": checkpoint["created"] if checkpoint else None,
+            "held_bytes": self._held_bytes,
+            "degraded": self._degraded is not None,
+            "publishers_known": len(self.ingest.detector.publishers),
+            "started_ns": self._started_ns,
+        }
+
+    def records_by_kind(self) -> dict[str, int]:
+        """Records written since start, by kind (messages and the recorder's own)."""
+        out: dict[str, int] = {}
+        for counts in (self.ingest.kinds.copy(), self.own_kinds.copy()):
+            for (kind, _source), n in counts.items():
+                out[kind] = out.get(kind, 0) + n
+        return dict(sorted(out.items()))
 
     def _save_state(self, clean: bool) -> None:
         assert self._writer is not None
@@ -318,6 +389,7 @@ class Recorder:
                 self._dropped = {"messages": 0, "bytes_bound": self.config.held_bytes, "since": self.clock.now(),
                                  "after_seq": self.seq, "by_source": {}}
             self._dropped["messages"] += count
+            self.dropped_total += count
             by_source = self._dropped["by_source"]
             by_source[source] = by_source.get(source, 0) + count
             self.received[source] = self.received.get(source, 0) + count
@@ -343,6 +415,9 @@ class Recorder:
             "publisher %s: %d message(s) missing (seq %d..%d)", gap.publisher, gap.last - gap.first + 1,
             gap.first, gap.last,
         )
+        self._count_own("recorder.gap", "recorder")
+        self.gap_records += 1
+        self.gap_missing += gap.last - gap.first + 1
         return make_line(seq, self.clock.now(), "recorder.gap", "recorder", None, None, gap.as_data())
 
     def _drain(self, sock: zmq.Socket, source: str, limit: int) -> int:
@@ -662,6 +737,7 @@ class Recorder:
             "newest_age_s", "last_checkpoint", "fsync": {"policy", "lag_s", "durable_seq"},
             "disk": {"used_bytes", "free_bytes"}, "gaps": {publishers, missing, ...},
             "drops", "held_bytes", "degraded", "publishers": {"known", "silent_s"},
+            "received": {source: messages}, "metrics" (URL or None),
             "healthy", "problems": [str]}``; times in seconds.
         """
         writer = self._writer
@@ -675,12 +751,7 @@ class Recorder:
         newest_age = None
         if self._newest_ts is not None:
             newest_age = round(time.time() - _epoch(self._newest_ts), 3)
-        last_checkpoint = self._last_checkpoint
-        if last_checkpoint is None:
-            infos = list_checkpoints(self.directory)
-            if infos:
-                last_checkpoint = {"file": infos[-1].path.name, "seq": infos[-1].seq, "created": infos[-1].created,
-                                   "label": infos[-1].label}
+        last_checkpoint = self._last_checkpoint or self._checkpoint_at_start
         used = sum(path.stat().st_size for _, path in list_segments(self.directory) if path.exists())
         free = shutil.disk_usage(self.directory).free
         detector = self.ingest.detector
@@ -723,6 +794,7 @@ class Recorder:
             "degraded": [self._degraded["error"]] if self._degraded else [],
             "publishers": {"known": known, "silent_s": silent},
             "received": dict(self.received),
+            "metrics": self.metrics.url if self.metrics is not None else None,
             "healthy": not problems,
             "problems": problems,
         }
@@ -782,7 +854,7 @@ class Recorder:
                     "reason": "signal" if self._stop else "end",
                     "uptime_s": round(uptime, 3),
                     "received": dict(self.received),
-                    "records_by_kind": dict(self.ingest.kinds),
+                    "records_by_kind": self.records_by_kind(),
                     "publishers": self.ingest.detector.summary(),
                     "fsyncs": writer.fsyncs,
                     "fsync_seconds": round(writer.fsync_seconds, 6),
@@ -808,6 +880,9 @@ class Recorder:
         self._writer = None
         if self._lock is not None:
             self._lock.release()
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         if error is not None:
             log.error("stopping uncleanly: %s", error)
             return 1

@@ -33,7 +33,8 @@ class Ingest:
             only, since a publisher's messages on other topics would look missing).
 
     Attributes:
-        kinds: records produced so far, by kind (a running count, for status).
+        kinds: records produced so far, by ``(kind, source)`` (a running count, for
+            ``recorder.stop`` and metrics).
         gaps: gaps revealed by the messages given to :meth:`line` and not yet taken by
             the caller (who writes a ``recorder.gap`` record for each and clears it).
     """
@@ -52,7 +53,7 @@ class Ingest:
         self.verify = verify
         self.gaps: list[Gap] = []
         self.session_fields = tuple(session_fields)
-        self.kinds: dict[str, int] = {}
+        self.kinds: dict[tuple[str, str], int] = {}
         self._complete = self.enricher.complete
 
     def line(self, frames: Sequence[bytes], seq: int, ts: str, source: str) -> bytes:
@@ -86,7 +87,8 @@ class Ingest:
                     if self.verify:
                         self._check_stamp(value, kind, seq)
                     kinds = self.kinds
-                    kinds[kind] = kinds.get(kind, 0) + 1
+                    key = (kind, source)
+                    kinds[key] = kinds.get(key, 0) + 1
                     return _dumps(
                         {
                             "seq": seq,
@@ -108,7 +110,8 @@ class Ingest:
         kind = decoded.kind
         if self.verify:
             self._check_stamp(decoded.value, kind, seq)
-        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        key = (kind, source)
+        self.kinds[key] = self.kinds.get(key, 0) + 1
         head = {
             "seq": seq,
             "ts": ts,

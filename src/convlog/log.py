@@ -400,6 +400,9 @@ class SegmentWriter:
     Attributes:
         written_seq / durable_seq: last seq written to the file / known fsynced.
         segment / offset: current segment path and its size in bytes.
+        bytes_written: bytes appended by this writer (all segments).
+        fsyncs / fsync_seconds: fsyncs done and the seconds they took in total.
+        on_fsync: called with each fsync's duration in seconds (for metrics), or None.
     """
 
     def __init__(
@@ -417,6 +420,8 @@ class SegmentWriter:
         self.written_seq = self.durable_seq = next_seq - 1
         self.fsyncs = 0
         self.fsync_seconds = 0.0
+        self.bytes_written = 0
+        self.on_fsync: Callable[[float], None] | None = None
         self.last_error: OSError | None = None
         self._unsynced_since: int | None = None
         segments = list_segments(self.directory)
@@ -459,6 +464,7 @@ class SegmentWriter:
                     os.ftruncate(self._fd, self.offset)
             raise
         self.offset += len(data)
+        self.bytes_written += len(data)
         self.written_seq = last_seq
         try:
             if self.policy == "always":
@@ -491,8 +497,11 @@ class SegmentWriter:
             return
         started = time.perf_counter()
         _fdatasync(self._fd)
-        self.fsync_seconds += time.perf_counter() - started
+        took = time.perf_counter() - started
+        self.fsync_seconds += took
         self.fsyncs += 1
+        if self.on_fsync is not None:
+            self.on_fsync(took)
         self.durable_seq = self.written_seq
         self.durable_offset = self.offset
         self._unsynced_since = None

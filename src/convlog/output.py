@@ -339,6 +339,8 @@ def print_status(status: dict[str, Any]) -> None:
     cp = status.get("last_checkpoint")
     out.print(f"  last checkpoint: {cp.get('file')} (seq {cp.get('seq')})" if cp else "  last checkpoint: none",
               markup=False)
+    if status.get("metrics"):
+        out.print(f"  metrics: {status['metrics']}", markup=False)
     gaps, pubs = status.get("gaps") or {}, status.get("publishers") or {}
     silent = pubs.get("silent_s")
     out.print(
