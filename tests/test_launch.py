@@ -313,3 +313,72 @@ def test_recorder_sends_ready_watchdog_and_stopping(
     assert rec.popen.wait(60) == 0, rec.output()
     assert records(directory)[-1]["kind"] == "recorder.stop"
     assert "cannot notify systemd" not in rec.output()
+
+
+# --------------------------------------------------------------------------- launch --menu
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    ("1", ("session", 0)), (" 3 ", ("session", 2)), ("c1", ("checkpoint", 0)), ("C2", ("checkpoint", 1)),
+    ("q", ("quit", -1)), ("Q", ("quit", -1)), ("0", None), ("4", None), ("c3", None), ("c", None), ("x", None),
+    ("", None), ("-1", None),
+])
+def test_parse_pick(answer: str, expected: tuple[str, int] | None) -> None:
+    from convlog.output import parse_pick
+
+    assert parse_pick(answer, sessions=3, checkpoints=2) == expected
+
+
+def test_launch_menu_resumes_a_session_as_of_a_checkpoint(bus: Bus, tmp_path: Path, detached: list[Path]) -> None:
+    """In a real pseudo-terminal: ``launch --menu`` lists sessions and checkpoints;
+    picking the checkpoint taken before a crystal, then the session, prints the resume
+    context as it was then (no crystal, the messages up to then); picking the session
+    directly prints today's (the crystal)."""
+    import pexpect
+    directory = tmp_path / "log"
+    detached.append(directory)
+    assert cli("launch", "--dir", str(directory), "--sub", bus.xpub).returncode == 0
+    pub = bus.publisher(heartbeat_s=None)
+    for i in range(1, 4):
+        pub.send(*message("agent-9", i))
+    wait_for_records(directory, 3)
+    pub.close(0, heartbeat=False)
+    made = cli("checkpoint", "create", "--label", "before-summary", "--dir", str(directory))
+    assert made.returncode == 0, made.stderr
+    assert cli("crystal", "agent-9", "--summary", "Later summary.", "--upto", "3",
+               "--dir", str(directory)).returncode == 0
+
+    def menu() -> Any:
+        child = pexpect.spawn(convlog_cmd("launch")[0], [*convlog_cmd("launch")[1:], "--dir", str(directory), "--menu"],
+                              encoding="utf-8", timeout=60, dimensions=(50, 160))
+        child.expect("checkpoints")
+        child.expect("before-summary")
+        child.expect(r"resume which session")
+        return child
+
+    child = menu()
+    child.sendline("c1")
+    child.expect("sessions as of seq")
+    child.expect(r"resume which session")
+    child.sendline("1")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    then = child.before
+    assert "Resume context: session agent-9" in then and "step 3 of agent-9" in then
+    assert "Later summary." not in then
+
+    child = menu()
+    child.sendline("1")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and "Later summary." in child.before
+
+    child = menu()
+    child.sendline("c9")  # not listed: asked again, nothing printed
+    child.expect("not in the lists above")
+    child.sendline("q")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and "Resume context" not in child.before
+    assert cli("stop", "--dir", str(directory)).returncode == 0

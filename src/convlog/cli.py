@@ -529,7 +529,8 @@ def delete(directory: Path, session: str) -> None:
 @click.option("--resume", metavar="SESSION|latest", help="Then print the resume context of a session.")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True,
               help="Format of --resume.")
-@click.option("--menu", is_flag=True, help="Then pick a session to resume interactively.")
+@click.option("--menu", is_flag=True,
+              help="Then pick a session, or a checkpoint and a session as of it, to resume (on a terminal).")
 def launch(directory: Path, config_path: Path | None, sub: tuple[str, ...], timeout: float, quiet: bool,
            resume: str | None, fmt: str, menu: bool) -> None:
     """Make sure exactly one recorder runs for DIR (start it detached if none answers);
@@ -549,12 +550,14 @@ def launch(directory: Path, config_path: Path | None, sub: tuple[str, ...], time
     if not quiet:
         verb = "started" if result.started else "already running"
         click.echo(f"recorder {verb}: pid {result.pid}, {directory} (log {result.log})", err=bool(resume or menu))
+    upto = None
     if menu:
-        resume = output.pick_session(_load(directory, None))
-        if resume is None:
+        picked = output.pick_resume(directory, _load(directory, None))
+        if picked is None:
             return
+        resume, upto = picked
     if resume is not None:
-        output.print_resume(_load(directory, None), resume, fmt)
+        output.print_resume(_load(directory, None, upto), resume, fmt)
 
 
 @main.command()

@@ -409,9 +409,55 @@ def print_resume(replay: Replay, session: str, fmt: str) -> None:
     out.print("\n".join(lines).rstrip(), markup=False)
 
 
-def pick_session(replay: Replay, limit: int = 20) -> str | None:
-    """Show the most recently active sessions (and the checkpoints) and let the user pick
-    one by number on a terminal (rich prompt). Returns the session id, or None on ``q``.
+def parse_pick(answer: str, sessions: int, checkpoints: int) -> tuple[str, int] | None:
+    """Read a picker answer: ``N`` a session, ``cN`` a checkpoint (both 1-based), ``q`` quit.
+
+    Args:
+        answer: what was typed (surrounding blanks and case ignored).
+        sessions, checkpoints: how many of each were listed.
+
+    Returns:
+        ``("session", index)``, ``("checkpoint", index)`` (0-based) or ``("quit", -1)``;
+        None when the answer names nothing listed.
+    """
+    text = answer.strip().lower()
+    if text in ("q", "quit"):
+        return ("quit", -1)
+    kind, digits, count = ("checkpoint", text[1:], checkpoints) if text.startswith("c") else ("session", text, sessions)
+    if digits.isdigit() and 1 <= int(digits) <= count:
+        return (kind, int(digits) - 1)
+    return None
+
+
+def _recent_sessions(replay: Replay, limit: int) -> list[Any]:
+    return sorted(replay.state.session_list(), key=lambda s: s.last_seq, reverse=True)[:limit]
+
+
+def _sessions_table(sessions: Sequence[Any], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "session", "branch", "messages", "last activity", "session checkpoints"):
+        table.add_column(column)
+    for i, s in enumerate(sessions, 1):
+        table.add_row(str(i), s.id, branch_label(s), str(len(s.visible)), s.last_ts or "",
+                      ", ".join(sorted(s.checkpoints)))
+    return table
+
+
+def pick_resume(directory: Path, replay: Replay, limit: int = 20) -> tuple[str, int | None] | None:
+    """The ``convlog launch --menu`` picker, on a terminal (rich prompts, no raw mode).
+
+    Lists the most recently active sessions (``N``) and the log's checkpoints (``cN``,
+    newest first). Picking a checkpoint lists the sessions as they were at its seq and
+    asks for one of those: the agent then resumes from that point in the past.
+
+    Args:
+        directory: the log directory (for its checkpoints).
+        replay: the log loaded to its end.
+        limit: sessions and checkpoints listed at most.
+
+    Returns:
+        ``(session id, seq to fold up to or None for the end)``, or None on ``q``
+        (or when nothing is recorded yet).
 
     Raises:
         click.UsageError: when stdin is not a terminal.
@@ -419,22 +465,47 @@ def pick_session(replay: Replay, limit: int = 20) -> str | None:
     import click
     from rich.prompt import Prompt
 
+    from convlog.checkpoint import list_checkpoints
+    from convlog.replay import load
+
     if not sys.stdin.isatty():
         raise click.UsageError("--menu needs a terminal; use --resume SESSION|latest in hooks")
-    sessions = sorted(replay.state.session_list(), key=lambda s: s.last_seq, reverse=True)[:limit]
+    sessions = _recent_sessions(replay, limit)
     if not sessions:
         err.print("no sessions recorded yet")
         return None
-    table = Table(title="sessions (most recent first)")
-    for column in ("#", "session", "branch", "messages", "last activity", "checkpoints"):
-        table.add_column(column)
-    for i, s in enumerate(sessions, 1):
-        table.add_row(str(i), s.id, branch_label(s), str(len(s.visible)), s.last_ts or "",
-                      ", ".join(sorted(s.checkpoints)))
-    err.print(table)
-    choice = Prompt.ask("resume which session (number, q to quit)", console=err,
-                        choices=[str(i) for i in range(1, len(sessions) + 1)] + ["q"], default="1")
-    return None if choice == "q" else sessions[int(choice) - 1].id
+    checkpoints = list(reversed(list_checkpoints(directory)))[:limit]
+    err.print(_sessions_table(sessions, "sessions (most recent first)"))
+    if checkpoints:
+        table = Table(title="checkpoints (newest first): resume as of one", title_justify="left")
+        for column in ("#", "label", "seq", "log time", "sessions"):
+            table.add_column(column)
+        for i, cp in enumerate(checkpoints, 1):
+            sessions_then = "" if cp.sessions is None else str(cp.sessions)
+            table.add_row(f"c{i}", cp.label or "", str(cp.seq), cp.ts or "", sessions_then)
+        err.print(table)
+    hint = "number" + (", c<number> for a checkpoint" if checkpoints else "") + ", q to quit"
+    while True:
+        pick = parse_pick(Prompt.ask(f"resume which session ({hint})", console=err, default="1"),
+                          len(sessions), len(checkpoints))
+        if pick is not None:
+            break
+        err.print("[red]not in the lists above[/red]")
+    kind, index = pick
+    if kind == "quit":
+        return None
+    if kind == "session":
+        return sessions[index].id, None
+    seq = checkpoints[index].seq
+    then = _recent_sessions(load(directory, upto_seq=seq), limit)
+    if not then:
+        err.print(f"no sessions as of seq {seq}")
+        return None
+    name = checkpoints[index].label or checkpoints[index].path.name
+    err.print(_sessions_table(then, f"sessions as of seq {seq} ({name})"))
+    choices = [str(i) for i in range(1, len(then) + 1)] + ["q"]
+    choice = Prompt.ask("resume which session (number, q to quit)", console=err, choices=choices, default="1")
+    return None if choice == "q" else (then[int(choice) - 1].id, seq)
 
 
 def print_checks(checks: Sequence[Any]) -> None:
