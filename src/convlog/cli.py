@@ -125,7 +125,7 @@ def record(config_path: Path | None, log_level: str, **flags: Any) -> None:
     flags["dir"] = flags.pop("directory")
     config = load_config(config_path, overrides=flags)
     configure_logging(log_level.upper())
-    sys.exit(Recorder(config).run())
+    sys.exit(Recorder(config, reload_config=lambda: load_config(config_path, overrides=flags)).run())
 
 
 @main.command()

@@ -29,6 +29,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,14 +70,21 @@ class Recorder:
 
     Args:
         config: validated settings (see :mod:`convlog.config`).
+        reload_config: loads the configuration again as at start (same file,
+            environment and flags). With it, and a configuration file, the recorder
+            watches the file and applies changed enrichment rules while recording (see
+            :mod:`convlog.reload`).
 
     Attributes:
         seq: seq of the last record written.
         received: messages received, by source.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, reload_config: Callable[[], Config] | None = None) -> None:
         self.config = config
+        self._reload_config = reload_config
+        self._rules_watcher: Any = None
+        self._reloads: collections.deque[Any] = collections.deque()  # convlog.reload.Reload, from its thread
         self.directory = Path(config.dir)
         self.clock = Clock()
         # Gap detection needs every message of a stamped publisher: only when the
@@ -498,6 +506,7 @@ class Recorder:
         assert writer is not None
         sockets = self._sockets()
         self._start_jobs()
+        self._watch_rules()
         self._yield_to_network()
         poller = zmq.Poller()
         for sock, _ in sockets:
@@ -536,6 +545,8 @@ class Recorder:
                     self._serve_control(control_sock)
                 while self._replies:
                     control_sock.send_multipart([*self._replies.popleft()])
+                while self._reloads:
+                    self._apply_reload(self._reloads.popleft())
                 if self._monitor is not None and self._monitor in ready:
                     self._connection_events()
                 self._sync_if_due()
@@ -563,6 +574,34 @@ class Recorder:
             if self._ctx is not None:
                 self._ctx.term()
         return self.close()
+
+    def _watch_rules(self) -> None:
+        """Start watching the configuration file for rule changes (when there is one)."""
+        source = Path(self.config.source)
+        if self._reload_config is None or self.config.source in ("defaults", "") or not source.is_file():
+            return
+        from convlog.reload import RulesWatcher
+
+        self._rules_watcher = RulesWatcher(source, self._reload_config, self.config, self._reloads.append)
+        self._rules_watcher.start()
+        log.info("watching %s for enrichment rule changes", source)
+
+    def _apply_reload(self, result: Any) -> None:
+        """Apply a :class:`convlog.reload.Reload` between two records and record it."""
+        data = result.data
+        if result.enricher is not None:
+            self.ingest.use(result.enricher)
+            self.config = result.config
+            log.info("reloaded %s: %s changed, %d rule(s) in force", data["file"], ", ".join(data["changed"]),
+                     data["rules"])
+        if data["error"] is not None:
+            log.error("rules not reloaded, the previous ones stay in force: %s", data["error"])
+        if data["restart_needed"]:
+            log.warning("%s: %s changed; that takes a restart of the recorder", data["file"],
+                        ", ".join(data["restart_needed"]))
+        self._append_own("recorder.config", data)
+        if self._writer is not None:
+            self._writer.sync()  # rare, and the next records depend on it
 
     def _start_jobs(self) -> None:
         """A background job (APScheduler) writes a checkpoint every
@@ -844,6 +883,9 @@ class Recorder:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
+        if self._rules_watcher is not None:
+            self._rules_watcher.stop()
+            self._rules_watcher = None
         if self._held:
             self._retry()
         uptime = (time.time_ns() - self._started_ns) / 1e9

@@ -56,6 +56,11 @@ class Ingest:
         self.kinds: dict[tuple[str, str], int] = {}
         self._complete = self.enricher.complete
 
+    def use(self, enricher: Enricher) -> None:
+        """Compute ``meta`` with ``enricher`` from the next record on (a rules reload)."""
+        self.enricher = enricher
+        self._complete = enricher.complete
+
     def line(self, frames: Sequence[bytes], seq: int, ts: str, source: str) -> bytes:
         """Build the log line of one received message.
 
