@@ -384,3 +384,26 @@ def test_import_recovers_the_tail_first(recorded: Path, tmp_path: Path) -> None:
     assert [r["source"] for r in after[len(before) + 1:]] == ["import"] * 414
     code, out, _ = run("verify", str(directory))
     assert code == 0, out
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def test_verify_and_replay_report_progress_to_the_end(recorded: Path, tmp_path: Path, monkeypatch) -> None:
+    """Progress callbacks count bytes and end at the total: verify per segment, the fold
+    every PROGRESS_RECORDS records (made small here) and once at the end."""
+    from convlog.verify import verify
+
+    total = sum(path.stat().st_size for _, path in list_segments(recorded))
+    calls: list[tuple[int, int]] = []
+    verify(recorded, progress=lambda done, of: calls.append((done, of)))
+    assert len(calls) == len(list_segments(recorded)) and calls[-1] == (total, total)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+
+    monkeypatch.setattr(replay, "PROGRESS_RECORDS", 5)
+    calls.clear()
+    folded = replay.load(recorded, use_checkpoints=False, progress=lambda done, of: calls.append((done, of)))
+    assert calls[-1] == (total, total) and len(calls) > 3
+    assert all(0 < done <= of == total for done, of in calls)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+    assert folded.state.last_seq == records(recorded)[-1]["seq"]

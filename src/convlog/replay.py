@@ -7,6 +7,7 @@ session's visible messages from the log when they are shown.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -164,11 +165,16 @@ def parse_as_of(text: str) -> tuple[int | None, str | None]:
     return None, when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+#: How often :func:`load` reports progress, records.
+PROGRESS_RECORDS = 20_000
+
+
 def load(
     directory: str | Path,
     upto_seq: int | None = None,
     as_of_ts: str | None = None,
     use_checkpoints: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Replay:
     """Fold the log in ``directory`` up to a seq or a time (default: all of it).
 
@@ -183,6 +189,9 @@ def load(
         as_of_ts: fold only records received at or before this time (RFC 3339 as in
             records, see :func:`parse_as_of`); None for no limit.
         use_checkpoints: False to fold from the first record.
+        progress: called as ``progress(bytes read, bytes to read)`` every
+            ``PROGRESS_RECORDS`` records folded and once at the end (bytes of the log
+            after the starting point); None for none.
 
     Returns:
         a :class:`Replay`.
@@ -196,12 +205,28 @@ def load(
     start = best_start(directory, upto_seq, as_of_ts) if use_checkpoints else Start(State(), None, None, [])
     errors: list[ReadError] = []
     state = start.state
-    for record, _segment, _offset in follow(directory, start.position, on_error=lambda s, n, r: errors.append(
+    sizes = {path.name: path.stat().st_size for _, path in list_segments(directory)}
+    before: dict[str, int] = {}  # bytes of the segments before each one, from the start
+    total = 0
+    first = start.position[0] if start.position else None
+    for name, size in sizes.items():
+        if first is not None and name < first:
+            continue
+        before[name] = total
+        total += size
+    skipped = start.position[1] if start.position else 0
+    count = 0
+    for record, segment, offset in follow(directory, start.position, on_error=lambda s, n, r: errors.append(
             ReadError(s, n, r))):
         if upto_seq is not None and record["seq"] > upto_seq:
             break
         if as_of_ts is not None and str(record.get("ts")) > as_of_ts:
             break
         fold(state, record)
+        count += 1
+        if progress is not None and count % PROGRESS_RECORDS == 0:
+            progress(before.get(segment, 0) + offset - skipped, total - skipped)
+    if progress is not None and count:
+        progress(total - skipped, total - skipped)
     return Replay(directory=directory, state=state, read_errors=errors,
                   checkpoint=start.checkpoint, refused=start.refused)

@@ -23,6 +23,7 @@ Checkpoints: each must be readable and its cut (digest) must still match the log
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,11 +147,13 @@ class _Tail:
     last: dict[str, Any] | None = None
 
 
-def verify(directory: str | Path) -> VerifyReport:
+def verify(directory: str | Path, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Check a log directory (see the module doc for the rules).
 
     Args:
         directory: the log directory.
+        progress: called as ``progress(bytes checked, bytes of all segments)`` after
+            each segment; None for none.
 
     Returns:
         a :class:`VerifyReport`; ``report.ok`` is False when any rule is broken.
@@ -174,8 +177,11 @@ def verify(directory: str | Path) -> VerifyReport:
     segments = list_segments(directory)
     report.segments = len(segments)
     tail = _Tail()
+    sizes = [path.stat().st_size for _, path in segments]
     for index, (first, path) in enumerate(segments):
         _check_segment(first, path, index == len(segments) - 1, report, durable, tail)
+        if progress is not None:
+            progress(sum(sizes[: index + 1]), sum(sizes))
     if state is not None:
         _check_state(state, durable, tail, report)
     _check_quarantine(directory, report)
