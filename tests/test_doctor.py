@@ -212,19 +212,27 @@ def test_recorder_check_reads_the_lock_file(tmp_path: Path) -> None:
     lock.write_bytes(orjson.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "2025-01-01T00:00:00Z"}))
     gone = check_recorder(tmp_path, None)
     assert not gone.ok and f"pid {dead.pid}" in gone.message and "gone" in gone.message and gone.fix
-    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "convlog-record-stand-in"])
+    # A live process that holds the lock (flock) but does not answer: hung. The same
+    # process once it has released the lock (as an offline writer does): not running.
+    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); "
+            "print('held', flush=True); sys.stdin.readline(); fcntl.flock(fd, fcntl.LOCK_UN); "
+            "print('released', flush=True); time.sleep(30)")
+    alive = subprocess.Popen([sys.executable, "-c", hold, str(lock), "convlog-record-stand-in"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        # Until the child has exec'd, /proc/PID/cmdline is still this process's.
-        cmdline = Path(f"/proc/{alive.pid}/cmdline")
-        deadline = time.monotonic() + 10
-        while b"convlog-record-stand-in" not in cmdline.read_bytes() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert alive.stdout is not None and alive.stdin is not None
+        assert alive.stdout.readline().strip() == "held"  # exec'd, so /proc/PID/cmdline is the child's
         lock.write_bytes(orjson.dumps({"pid": alive.pid, "host": socket.gethostname()}))
         hung = check_recorder(tmp_path, None)
+        alive.stdin.write("go\n")
+        alive.stdin.flush()
+        assert alive.stdout.readline().strip() == "released"
+        idle = check_recorder(tmp_path, None)
     finally:
         alive.kill()
         alive.wait()
     assert not hung.ok and "does not answer" in hung.message and f"kill {alive.pid}" in hung.fix
+    assert not idle.ok and "not running: no process holds" in idle.message and "convlog record" in idle.fix
     degraded = check_recorder(tmp_path, {"pid": 1, "degraded": ["disk full: holding records"]})
     assert not degraded.ok and "disk full" in degraded.message
 

@@ -94,11 +94,31 @@ def _load(directory: Path, as_of: str | None, upto: int | None = None) -> Any:
     return load(directory, upto_seq=seq, as_of_ts=ts)
 
 
-@click.group(cls=ConvlogGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ConvlogGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="convlog")
-def main() -> None:
+@click.option("--dir", "menu_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Log directory of the menu (default $CONVLOG_DIR or ./conversation_logs); "
+                   "commands take their own --dir.")
+@click.pass_context
+def main(ctx: click.Context, menu_dir: Path | None) -> None:
     """convlog: record a ZeroMQ agent bus into a durable JSONL event log and fold it
-    back into conversations."""
+    back into conversations.
+
+    With no command on a terminal, opens an interactive menu (sessions, checkpoints,
+    recent messages, search, diagnostics; q goes back, Ctrl-C quits)."""
+    if ctx.invoked_subcommand is not None:
+        if menu_dir is not None:
+            raise click.UsageError(f"--dir before the command is the menu's; write: convlog "
+                                   f"{ctx.invoked_subcommand} --dir {menu_dir}")
+        return
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        click.echo(ctx.get_help(), err=True)
+        if menu_dir is not None:
+            click.echo("convlog: the menu needs a terminal (stdin and stdout); give a command", err=True)
+        ctx.exit(2)
+    from convlog.menu import run_menu
+
+    ctx.exit(run_menu(menu_dir or Path(_default_dir())))
 
 
 @main.command()
@@ -414,22 +434,13 @@ def doctor(directory: Path, config_path: Path | None, sub: tuple[str, ...], sile
     """Check the set-up and explain each problem with its fix, one line each: config,
     directory, recorder, each SUB endpoint (really an XPUB?), silence, clock."""
     from convlog import control, output
-    from convlog.config import Config
-    from convlog.doctor import run_checks
+    from convlog.doctor import check_inputs, run_checks
 
-    try:
-        config = load_config(config_path, overrides={})
-    except ConfigError:
-        config = Config()  # the config check reports it
     try:
         status: dict[str, Any] | None = control.request(directory, "status", timeout_s=3.0)
     except control.NotRunningError:
         status = None
-    endpoints = list(sub)
-    if not endpoints and status is not None:
-        endpoints = [ep["endpoint"] for ep in status.get("endpoints", []) if ep.get("kind") == "sub"]
-    if not endpoints:
-        endpoints = list(config.sub)
+    config, endpoints = check_inputs(config_path, sub, status)
     checks = run_checks(config_path, directory, endpoints, status,
                         silence_s=silence_s or float(config.silence_threshold_s))
     output.print_checks(checks)

@@ -24,6 +24,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +32,8 @@ from typing import Any
 
 import orjson
 
-from convlog.config import ConfigError, load_config
-from convlog.log import LOCK_FILE, RECOVERY, list_segments
+from convlog.config import Config, ConfigError, load_config
+from convlog.log import LOCK_FILE, RECOVERY, LogLock, list_segments
 from convlog.probe import probe_endpoint
 from convlog.record import parse_line
 
@@ -66,6 +67,29 @@ class Check:
     ok: bool
     message: str
     fix: str | None = None
+
+
+def check_inputs(config_path: Path | None, sub: Sequence[str], status: dict | None) -> tuple[Config, list[str]]:
+    """What ``doctor`` checks against: the configuration (defaults when it is invalid;
+    the config check reports that) and the SUB endpoints: those given, else the running
+    recorder's (from its ``status``), else the configuration's.
+
+    Args:
+        config_path: ``--config`` or None (``CONVLOG_CONFIG`` if set).
+        sub: endpoints given on the command line (may be empty).
+        status: the running recorder's ``status`` reply, or None.
+
+    Returns:
+        ``(config, endpoints)``.
+    """
+    try:
+        config = load_config(config_path, overrides={})
+    except ConfigError:
+        config = Config()
+    endpoints = list(sub)
+    if not endpoints and status is not None:
+        endpoints = [ep["endpoint"] for ep in status.get("endpoints", []) if ep.get("kind") == "sub"]
+    return config, endpoints or list(config.sub)
 
 
 def run_checks(
@@ -216,6 +240,11 @@ def check_recorder(directory: Path, status: dict | None) -> Check:
     if not _pid_alive(pid):
         return Check("recorder", False, f"not running: the last recorder (pid {pid}{since}) is gone",
                      f"{start}; its log (journalctl, or the log file in {directory}) says why it stopped")
+    if not LogLock.is_held(directory):
+        # Alive, but not holding the lock: it stopped writing (or it was an offline
+        # writer such as a session command, which releases the lock when done).
+        return Check("recorder", False, f"not running: no process holds {directory} (last writer: pid {pid}{since})",
+                     start)
     command = _pid_command(pid)
     if command is not None and "convlog" not in command:
         return Check("recorder", False,

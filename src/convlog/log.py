@@ -194,6 +194,28 @@ class LogLock:
         self._fd = fd
         return self
 
+    @staticmethod
+    def is_held(directory: Path) -> bool:
+        """Whether some process holds the writer lock of ``directory`` right now: a
+        non-blocking ``flock`` probe, released at once (the lock file's pid only names
+        the last holder, which may have released it and still be alive).
+
+        Returns:
+            False when there is no lock file or nobody holds it.
+        """
+        path = Path(directory) / RECOVERY / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops a probe lock taken
+        return False
+
     def release(self) -> None:
         """Release the lock (idempotent)."""
         if self._fd is not None:

@@ -22,7 +22,7 @@ from rich.text import Text
 
 from convlog.fold import State
 from convlog.replay import Replay
-from convlog.view import ShownMessage
+from convlog.view import ShownMessage, printable
 
 if TYPE_CHECKING:
     from convlog.importer import ImportReport, RepairReport
@@ -150,6 +150,8 @@ def print_transcript(replay: Replay, session: str, fmt: str) -> None:
         return
     header = f"session {sid} · {branch_label(info)} · {len(messages)} messages"
     body = transcript(messages, fmt)
+    if out.is_terminal:  # recorded escape sequences are shown, not obeyed; a pipe gets the text as is
+        header, body = printable(header), printable(body)
     if fmt == "markdown":
         text = f"# {header}\n\n{body}"
         if out.is_terminal:

@@ -6,6 +6,7 @@ and asks this module for their text, whatever bus shape they arrived in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -113,3 +114,19 @@ def stream_text(records: Sequence[dict[str, Any]]) -> str:
         else:
             parts.append(payload_text(record))
     return "".join(parts)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` made safe to print on a terminal: CRLF becomes LF, and every other
+    control character (ESC, CR, BEL, backspace, the C1 range, ...) becomes a visible
+    ``\\xNN``, so an escape sequence recorded in a message cannot move the cursor,
+    switch to the alternate screen, retitle or otherwise break the terminal it is read
+    on. Newlines and tabs stay.
+
+    Returns:
+        the text to print.
+    """
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text.replace("\r\n", "\n"))
