@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from conftest import Bus, answering, convlog_cmd, records
 from convlog.checkpoint import list_checkpoints
 from convlog.ingest import Ingest
-from convlog.log import SegmentWriter, ensure_layout, iter_records, list_segments
+from convlog.log import SegmentWriter, complete_end, ensure_layout, iter_records, lines_backwards, list_segments
 from convlog.menu import (
     MESSAGE_PAGE,
     RECENT_KINDS,
@@ -34,7 +34,6 @@ from convlog.menu import (
     control_build,
     fork_build,
     highlight,
-    lines_backwards,
     message_position,
     one_line,
     page_containing,
@@ -234,7 +233,20 @@ def test_lines_backwards_reverses_the_whole_lines(tmp_path: Path, lines: list[by
     lines last first; the unterminated tail (a write in progress) is not a line."""
     path = tmp_path / "segment.jsonl"
     path.write_bytes(b"".join(line + b"\n" for line in lines) + torn)
-    assert list(lines_backwards(path, chunk)) == [line for line in reversed(lines) if line]
+    end = complete_end(path, chunk)
+    assert list(lines_backwards(path, end, chunk)) == [
+        (offset, line + b"\n") for offset, line in reversed(list(zip(offsets(lines), lines, strict=True)))
+        if line.strip()
+    ]
+
+
+def offsets(lines: list[bytes]) -> list[int]:
+    """Byte offset of each line when written one per line."""
+    out, at = [], 0
+    for line in lines:
+        out.append(at)
+        at += len(line) + 1
+    return out
 
 
 def _native_log(directory: Path, count: int, segment_bytes: int, first: int = 1) -> None:

@@ -586,7 +586,195 @@ def resume(directory: Path, session: str, fmt: str) -> None:
 # -- search and reindex (issue 5) ----------------------------------------------------------
 
 
+class _IndexProgress:
+    """A rich progress bar over the log bytes an index update reads, on stderr: drawn
+    only when stderr is a terminal, and only once there is something to index (an index
+    already current shows nothing). Call it as ``progress(done, total)``; use as a
+    context manager to remove the bar at the end."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from convlog import output
+
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                console=output.err, transient=True, disable=not output.err.is_terminal,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.description, total=total)
+        self._progress.update(self._task, completed=done, total=total)
+
+    def __enter__(self) -> _IndexProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _search_time(value: str | None, option: str) -> str | None:
+    """Check a ``--since``/``--until`` value (ISO 8601); a usage error when it is not one."""
+    from convlog.search import SearchQueryError, parse_time
+
+    if value is None:
+        return None
+    try:
+        return parse_time(value, option)
+    except SearchQueryError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'{option}'") from None
+
+
+@main.command()
+@click.argument("query", nargs=-1, required=True)
+@dir_option
+@click.option("--session", help="Only this session id.")
+@click.option("--speaker", metavar="NAME", help="Only messages whose sender or role is NAME (any case).")
+@click.option("--kind", metavar="K", help="Only records of this kind (message, message.delta, session.crystal, …).")
+@click.option("--since", metavar="TIME", help="Only records received at or after TIME (ISO 8601, UTC unless zoned).")
+@click.option("--until", metavar="TIME", help="Only records received at or before TIME (ISO 8601, UTC unless zoned).")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most N matches.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list of the matches.")
+def search(query: tuple[str, ...], directory: Path, session: str | None, speaker: str | None, kind: str | None,
+           since: str | None, until: str | None, limit: int, as_json: bool) -> None:
+    """Full-text search of what was said, newest first (SQLite FTS5 syntax: words,
+    "a phrase", OR, NOT, NEAR(a b), prefix*). The index (DIR/index/search.sqlite) is
+    brought up to date from the log first."""
+    import sqlite3
+
+    from convlog import output
+    from convlog.search import SearchIndex, SearchQueryError
+
+    _search_time(since, "--since")
+    _search_time(until, "--until")
+    text = " ".join(query)
+    try:
+        with SearchIndex(directory) as index:
+            with _IndexProgress("indexing") as progress:
+                index.update(progress)
+            hits = index.query(text, session=session, speaker=speaker, kind=kind, since=since, until=until,
+                               limit=limit)
+    except SearchQueryError as exc:
+        click.echo(f"convlog: {exc}", err=True)
+        sys.exit(1)
+    except sqlite3.DatabaseError as exc:
+        _index_failed(directory, exc)
+        return
+    output.print_hits(hits, as_json)
+
+
+def _index_failed(directory: Path, exc: Exception) -> None:
+    """One line for a search index SQLite could not use (damaged, disk full, locked past
+    the busy timeout), then exit 1."""
+    click.echo(f"convlog: the search index {directory / 'index' / 'search.sqlite'} failed: {exc} (it is derived "
+               f"from the log: convlog reindex --dir {directory} rebuilds it)", err=True)
+    sys.exit(1)
+
+
+@main.command()
+@dir_option
+def reindex(directory: Path) -> None:
+    """Rebuild the search index (DIR/index/search.sqlite) from the whole log."""
+    import sqlite3
+
+    from convlog.search import SearchIndex
+
+    try:
+        with SearchIndex(directory) as index:
+            with _IndexProgress("reindexing") as progress:
+                index.rebuild(progress)
+            count, last_seq = index.count(), index.last_seq
+    except sqlite3.DatabaseError as exc:
+        _index_failed(directory, exc)
+        return
+    size = index.size_bytes()  # once closed: the WAL is folded back into the file
+    click.echo(f"indexed {count:,} records with text up to seq {last_seq:,} in {index.path} "
+               f"({size / 1e6:,.1f} MB)")
+
+
 # -- tail and info (issue 5) ---------------------------------------------------------------
+
+
+@main.command()
+@dir_option
+@click.option("-n", "--lines", "count", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Print the newest N records (after the filters).")
+@click.option("-f", "--follow", "follow_", is_flag=True,
+              help="Then print records as they are appended, across rotations and recorder restarts "
+                   "(waits for a log that does not exist yet; Ctrl-C stops).")
+@click.option("--session", "sessions", multiple=True, metavar="ID", help="Only records of this session (repeatable).")
+@click.option("--kind", "kinds", multiple=True, metavar="K",
+              help="Only records of this kind; shell patterns such as 'recorder.*' work (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print each record's line exactly as it is in the log.")
+def tail(directory: Path, count: int, follow_: bool, sessions: tuple[str, ...], kinds: tuple[str, ...],
+         as_json: bool) -> None:
+    """Print the newest records of the log (time, seq, kind, session, speaker, text) and,
+    with -f, follow new ones as the recorder appends them."""
+    import signal
+    import threading
+
+    from convlog import output
+    from convlog.log import list_segments
+    from convlog.tail import Follower, RecordFilter, newest, watch_log
+
+    try:
+        keep = RecordFilter.of(sessions, kinds)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--kind'") from None
+    stop = threading.Event()
+    if follow_:  # Ctrl-C and SIGTERM end the watch through its stop event: exit 0, no traceback
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+    try:
+        if keep.kinds or keep.sessions:  # a filter that matches rarely may read far back: show progress
+            total = sum(path.stat().st_size for _, path in list_segments(directory) if path.exists())
+            with output.byte_progress("reading backwards", total) as advance:
+                start = newest(directory, count, keep, raw=as_json, progress=advance)
+        else:
+            start = newest(directory, count, keep, raw=as_json)
+        if start.position is None and not follow_:
+            raise NoLogError(f"no event log in {directory} (expected {directory / 'events'}/*.jsonl)")
+        output.print_skipped(start.skipped)
+        output.print_tail(start.records, as_json)
+        if follow_:
+            follower = Follower(directory, start.position, start.last_seq, keep, raw=as_json)
+
+            def on_change() -> None:
+                batch = follower.poll()
+                output.print_skipped(batch.skipped)
+                output.print_tail(batch.records, as_json)
+
+            watch_log(directory, on_change, stop)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C while reading without -f: stop quietly
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, like tail(1)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@main.command()
+@dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(directory: Path, as_json: bool) -> None:
+    """Describe the log, like `ros2 bag info`: time span, records by kind and source,
+    sessions, publishers, gaps, drops, segments, checkpoints, disk use and quarantine.
+    Reads the whole log once (a progress bar on a terminal)."""
+    from convlog import output
+    from convlog.info import gather
+    from convlog.log import list_segments
+
+    total = sum(path.stat().st_size for _, path in list_segments(directory) if path.exists())
+    with output.info_progress(total) as (advance, fold):
+        data = gather(directory, progress=advance, fold_progress=fold)
+    if as_json:
+        output.print_json(data)
+    else:
+        output.print_info(data)
 
 
 # -- export and play (issue 5) -------------------------------------------------------------

@@ -734,3 +734,63 @@ def follow(
                     continue
                 yield record, path.name, offset
         offset = 0
+
+
+# -- reading from the end ---------------------------------------------------------------------
+
+#: First read size when reading a segment backwards, bytes (doubled up to 4 MiB per read).
+BACKWARD_CHUNK = 1 << 16
+
+
+def complete_end(path: Path, chunk: int | None = None) -> int:
+    """Byte offset just after the last newline of a segment (0 when it has none): the
+    end of its complete lines; a line still being written is not included. Reads
+    backwards from the end in chunks of ``chunk`` bytes (default ``BACKWARD_CHUNK``, 64 KiB), doubling.
+
+    Raises:
+        OSError: when the file cannot be read.
+    """
+    with path.open("rb") as fh:
+        pos = fh.seek(0, 2)
+        chunk = chunk or BACKWARD_CHUNK
+        while pos > 0:
+            start = max(0, pos - chunk)
+            fh.seek(start)
+            data = fh.read(pos - start)
+            cut = data.rfind(b"\n")
+            if cut >= 0:
+                return start + cut + 1
+            pos = start
+            chunk = min(chunk * 2, 1 << 22)
+    return 0
+
+
+def lines_backwards(path: Path, end: int, chunk: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines of a segment before byte ``end`` (a line boundary), newest
+    first, read from the end in chunks of ``chunk`` bytes (default ``BACKWARD_CHUNK``, 64 KiB), doubling up
+    to 4 MiB (a longer line is assembled from several chunks).
+
+    Yields:
+        ``(byte offset of the line, line bytes with its newline)``.
+
+    Raises:
+        OSError: when the file cannot be read.
+    """
+    with path.open("rb") as fh:
+        pos, rest, chunk = end, b"", chunk or BACKWARD_CHUNK
+        while pos > 0:
+            start = max(0, pos - chunk)
+            fh.seek(start)
+            data = fh.read(pos - start) + rest
+            pieces = data.split(b"\n")
+            offsets = [start]
+            for piece in pieces[:-1]:
+                offsets.append(offsets[-1] + len(piece) + 1)
+            rest = pieces[0]  # may begin before ``start``: completed by the next chunk
+            for offset, line in zip(reversed(offsets[1:]), reversed(pieces[1:]), strict=True):
+                if line.strip():
+                    yield offset, line + b"\n"
+            pos = start
+            chunk = min(chunk * 2, 1 << 22)
+        if rest.strip():
+            yield 0, rest + b"\n"

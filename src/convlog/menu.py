@@ -30,7 +30,6 @@ records are folded); "recent messages" reads the log backwards from its end
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import signal
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -45,9 +44,9 @@ from rich.text import Text
 from convlog import output
 from convlog.fold import Session, State, Stream
 from convlog.log import list_segments
-from convlog.record import parse_line
 from convlog.replay import Replay
 from convlog.session_control import Build, fork_id
+from convlog.tail import RecordFilter, newest
 from convlog.view import payload_text, printable
 
 #: Sessions (or checkpoint sessions, checkpoints) per page of a list.
@@ -358,53 +357,11 @@ def one_line(text: str, width: int = 160) -> str:
 # --------------------------------------------------------------------------- reading the end of the log
 
 
-def lines_backwards(path: Path, chunk_bytes: int = 1 << 16) -> Iterator[bytes]:
-    """The newline-terminated lines of a file, last first, without their newline, read
-    ``chunk_bytes`` at a time from the end (so reading the last lines of a big segment
-    reads only its end). Bytes after the last newline (a write in progress or a torn
-    line) are not a line and are left out; blank lines are skipped.
-
-    Args:
-        path: the file.
-        chunk_bytes: bytes per read (>= 1).
-
-    Yields:
-        lines as bytes.
-
-    Raises:
-        ValueError: for ``chunk_bytes`` below 1.
-        OSError: when the file cannot be read.
-    """
-    if chunk_bytes < 1:
-        raise ValueError(f"chunk_bytes must be at least 1, not {chunk_bytes}")
-    with path.open("rb") as fh:
-        end = fh.seek(0, os.SEEK_END)
-        pending = b""  # the start of the line being read backwards, up to its newline
-        tail_skipped = False
-        while end > 0:
-            start = max(0, end - chunk_bytes)
-            fh.seek(start)
-            data = fh.read(end - start)
-            end = start
-            if not tail_skipped:
-                last_newline = data.rfind(b"\n")
-                if last_newline < 0:
-                    continue  # still inside the unterminated tail
-                data = data[: last_newline + 1]
-                tail_skipped = True
-            pieces = (data + pending).split(b"\n")  # the last piece is b"": it ends in "\n"
-            for piece in reversed(pieces[1:-1]):
-                if piece:
-                    yield piece
-            pending = pieces[0] + b"\n"
-        if tail_skipped and pending != b"\n":
-            yield pending[:-1]
-
-
 def recent_records(directory: Path, count: int = RECENT_COUNT, kinds: frozenset[str] = RECENT_KINDS) -> list[dict]:
     """The last ``count`` records of the given kinds, read backwards from the end of the
     last segment (and earlier segments only when it holds too few), so the cost follows
-    what is shown, not the size of the log. Unreadable lines are skipped.
+    what is shown, not the size of the log (:func:`convlog.tail.newest`). Unreadable
+    lines are skipped.
 
     Args:
         directory: the log directory.
@@ -417,20 +374,9 @@ def recent_records(directory: Path, count: int = RECENT_COUNT, kinds: frozenset[
     Raises:
         OSError: when a segment cannot be read.
     """
-    found: list[dict] = []
     if count <= 0:
-        return found
-    for _, path in reversed(list_segments(directory)):
-        for line in lines_backwards(path):
-            try:
-                record = parse_line(line)
-            except ValueError:
-                continue
-            if record["kind"] in kinds:
-                found.append(record)
-                if len(found) >= count:
-                    return found[::-1]
-    return found[::-1]
+        return []
+    return [found.record for found in newest(directory, count, RecordFilter.of(kinds=kinds)).records]
 
 
 # --------------------------------------------------------------------------- shell
