@@ -81,6 +81,8 @@ def as_of_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _load(directory: Path, as_of: str | None, upto: int | None = None) -> Any:
+    """Fold the log up to ``--as-of`` and/or ``upto`` (a progress bar on a terminal)."""
+    from convlog import output
     from convlog.replay import load, parse_as_of
 
     seq, ts = (None, None)
@@ -91,7 +93,8 @@ def _load(directory: Path, as_of: str | None, upto: int | None = None) -> Any:
             raise click.BadParameter(str(exc), param_hint="'--as-of'") from None
     if upto is not None:
         seq = upto if seq is None else min(seq, upto)
-    return load(directory, upto_seq=seq, as_of_ts=ts)
+    with output.lazy_progress("folding the log") as progress:
+        return load(directory, upto_seq=seq, as_of_ts=ts, progress=progress)
 
 
 @click.group(cls=ConvlogGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -274,7 +277,8 @@ def verify(dir_argument: Path | None, dir_option: Path | None, as_json: bool) ->
     from convlog import output
     from convlog.verify import verify as run
 
-    report = run(_log_dir(dir_argument, dir_option))
+    with output.lazy_progress("verifying") as progress:
+        report = run(_log_dir(dir_argument, dir_option), progress=progress)
     if as_json:
         output.print_json(report.as_dict())
     else:
@@ -586,39 +590,6 @@ def resume(directory: Path, session: str, fmt: str) -> None:
 # -- search and reindex (issue 5) ----------------------------------------------------------
 
 
-class _IndexProgress:
-    """A rich progress bar over the log bytes an index update reads, on stderr: drawn
-    only when stderr is a terminal, and only once there is something to index (an index
-    already current shows nothing). Call it as ``progress(done, total)``; use as a
-    context manager to remove the bar at the end."""
-
-    def __init__(self, description: str) -> None:
-        self.description = description
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __call__(self, done: int, total: int) -> None:
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from convlog import output
-
-        if self._progress is None:
-            self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                console=output.err, transient=True, disable=not output.err.is_terminal,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task(self.description, total=total)
-        self._progress.update(self._task, completed=done, total=total)
-
-    def __enter__(self) -> _IndexProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-
 def _search_time(value: str | None, option: str) -> str | None:
     """Check a ``--since``/``--until`` value (ISO 8601); a usage error when it is not one."""
     from convlog.search import SearchQueryError, parse_time
@@ -656,7 +627,7 @@ def search(query: tuple[str, ...], directory: Path, session: str | None, speaker
     text = " ".join(query)
     try:
         with SearchIndex(directory) as index:
-            with _IndexProgress("indexing") as progress:
+            with output.lazy_progress("indexing") as progress:
                 index.update(progress)
             hits = index.query(text, session=session, speaker=speaker, kind=kind, since=since, until=until,
                                limit=limit)
@@ -683,11 +654,12 @@ def reindex(directory: Path) -> None:
     """Rebuild the search index (DIR/index/search.sqlite) from the whole log."""
     import sqlite3
 
+    from convlog import output
     from convlog.search import SearchIndex
 
     try:
         with SearchIndex(directory) as index:
-            with _IndexProgress("reindexing") as progress:
+            with output.lazy_progress("reindexing") as progress:
                 index.rebuild(progress)
             count, last_seq = index.count(), index.last_seq
     except sqlite3.DatabaseError as exc:

@@ -574,39 +574,13 @@ class Menu:
             return output.err.status(what)
         return contextlib.nullcontext()
 
-    @contextlib.contextmanager
-    def _bytes_progress(self, description: str) -> Iterator[Callable[[int, int], None]]:
-        """A transient progress bar on stderr fed with ``(done, total)`` bytes, drawn from
-        the first report of unfinished work on (so nothing flashes when the work is quick)
-        and only when stderr is a terminal. Yields the callback."""
-        if not output.err.is_terminal:
-            yield lambda done, total: None
-            return
-        from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
-
-        with contextlib.ExitStack() as stack:
-            shown: list[tuple[Progress, TaskID]] = []
-
-            def advance(done: int, total: int) -> None:
-                if not shown:
-                    if done >= total:
-                        return  # finished at its first report: quick, nothing to show
-                    bar = stack.enter_context(Progress(
-                        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                        console=output.err, transient=True))
-                    shown.append((bar, bar.add_task(description, total=total)))
-                bar, task = shown[0]
-                bar.update(task, completed=done, total=total)
-
-            yield advance
-
     def _load(self, upto_seq: int | None = None) -> Replay:
         """The fold of the whole log (kept current, see :class:`CurrentFold`), or of the
         records up to ``upto_seq`` (folded for the occasion)."""
         from convlog.replay import load
 
         if upto_seq is None:
-            with self._bytes_progress("folding the log") as progress:
+            with output.lazy_progress("folding the log") as progress:
                 return self.fold.replay(progress)
         with self._busy("folding the log…"):
             return load(self.directory, upto_seq=upto_seq)
@@ -901,7 +875,7 @@ class Menu:
                 if not query:
                     return
                 try:
-                    with self._bytes_progress("indexing the log for search") as progress:
+                    with output.lazy_progress("indexing the log for search") as progress:
                         index.update(progress=progress)
                     hits = index.query(query, limit=SEARCH_LIMIT)
                 except (SearchQueryError, sqlite3.Error) as exc:

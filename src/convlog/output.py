@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from rich.console import Console
 from rich.markdown import Markdown
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -276,6 +284,33 @@ def byte_progress(description: str, total: int) -> Iterator[Callable[[int], None
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda done: progress.advance(task, done)
+
+
+@contextlib.contextmanager
+def lazy_progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr fed with ``(bytes done, bytes in all)``, drawn from the
+    first report of unfinished work on (so nothing flashes when the work is quick or
+    there is none), cleared at the end, and never drawn when stderr is not a terminal.
+    Yields the callback (as :func:`convlog.replay.load`, :func:`convlog.verify.verify`
+    and :meth:`convlog.search.SearchIndex.update` take it)."""
+    if not err.is_terminal:
+        yield lambda done, total: None
+        return
+    with contextlib.ExitStack() as stack:
+        shown: list[tuple[Progress, TaskID]] = []
+
+        def report(done: int, total: int) -> None:
+            if not shown:
+                if done >= total:
+                    return  # finished at its first report: nothing to show
+                bar = stack.enter_context(Progress(
+                    TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                    console=err, transient=True))
+                shown.append((bar, bar.add_task(description, total=total)))
+            bar, task = shown[0]
+            bar.update(task, completed=done, total=total)
+
+        yield report
 
 
 def print_import(report: ImportReport) -> None:
