@@ -151,3 +151,18 @@ def test_publish_bad_legacy_file_names_the_line(tmp_path: Path) -> None:
                        "--endpoint", f"tcp://127.0.0.1:{free_port()}")
     assert code == 1
     assert f"convlog: {bad}:2: not a legacy ConversationEvent" in err and "Traceback" not in err
+
+
+def test_a_fork_shows_its_inherited_streamed_message_whole(logdir: Path) -> None:
+    """A fork of ``beta`` after its streamed message shows the whole stream ("partial"),
+    read under the session that recorded it, not only the first delta."""
+    code, _out, err = run("fork", "beta", "--name", "beta-fork", "--dir", str(logdir))
+    assert code == 0, err
+    code, out, _ = run("show", "beta", "--format", "json", "--dir", str(logdir))
+    parent = orjson.loads(out)["messages"]
+    code, out, _ = run("sessions", "--json", "--dir", str(logdir))
+    fork = next(s["id"] for s in orjson.loads(out) if s.get("parent") == "beta")
+    code, out, _ = run("show", fork, "--format", "json", "--dir", str(logdir))
+    child = orjson.loads(out)["messages"]
+    assert [m["text"] for m in parent] == ["partial"]
+    assert [m["text"] for m in child] == ["partial"]

@@ -752,5 +752,132 @@ def info(directory: Path, as_json: bool) -> None:
 # -- export and play (issue 5) -------------------------------------------------------------
 
 
+class _TerminalStream:
+    """Wraps stdout when it is a terminal: recorded text goes through
+    :func:`convlog.view.printable`, so escape sequences in messages cannot act on it
+    (JSON and JSONL escape control characters themselves)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, data: bytes) -> int:
+        from convlog.view import printable
+
+        return self.stream.write(printable(data.decode("utf-8", "replace")).encode("utf-8"))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@main.command(name="export")
+@click.argument("sessions", nargs=-1, metavar="[SESSION]...")
+@click.option("--all", "all_sessions", is_flag=True,
+              help="Every live session (with --with-history: every fork tree, forks nested).")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json", "jsonl", "csv"]), default="markdown",
+              show_default=True,
+              help="markdown: a transcript; json: one document; jsonl: native bus events "
+                   "(re-record with 'convlog publish FILE --format native'); csv: one row per message.")
+@click.option("--out", "out", metavar="PATH",
+              help="A file (one session), or a directory: one file per session named from its id "
+                   "(always with several sessions or --all). Default (or -): stdout.")
+@click.option("--with-history", is_flag=True,
+              help="Also rewound messages, copies, rewinds, checkpoints and requests; forks nested where made.")
+@dir_option
+@as_of_option
+def export_command(sessions: tuple[str, ...], all_sessions: bool, fmt: str, out: str | None, with_history: bool,
+                   directory: Path, as_of: str | None) -> None:
+    """Export SESSIONs (ids or unique prefixes) as Markdown, JSON, JSONL or CSV: the
+    visible branch with its crystals and usage, or with --with-history the whole tree."""
+    from convlog import export as exporting
+    from convlog import output
+
+    if all_sessions == bool(sessions):
+        raise click.UsageError("give one or more SESSIONs, or --all (not both)")
+    replay = _load(directory, as_of)
+    state = replay.state
+    if all_sessions:
+        ids = exporting.export_ids(state, with_history)
+    else:
+        ids = list(dict.fromkeys(replay.resolve(name) for name in sessions))
+    try:
+        target, as_dir = exporting.out_target(out, several=all_sessions or len(ids) > 1)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--out'") from None
+    request = exporting.ExportRequest(with_history=with_history, events=fmt == "jsonl")
+    header = exporting.export_header(directory, state, with_history)
+    with output.byte_progress("exporting", exporting.export_bytes(directory, state, ids)) as advance:
+        built = exporting.export(directory, state, ids, request, progress=advance)
+        if not all_sessions:  # in the order asked
+            by_id = {item.id: item for item in built}
+            built = iter([by_id[sid] for sid in ids if sid in by_id])
+        if target is None:
+            stream: Any = sys.stdout.buffer
+            if fmt in ("markdown", "csv") and sys.stdout.isatty():
+                stream = _TerminalStream(stream)
+            try:
+                exporting.write_stream(built, fmt, header, stream)
+            except BrokenPipeError:  # the reader went away (| head): stop quietly
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                sys.exit(1)
+            return
+        written = exporting.write_files(built, fmt, header, target, as_dir)
+    count = len(written) if as_dir else len(ids)
+    where = f"{len(written)} files in {target}" if as_dir else str(target)
+    click.echo(f"exported {count} session{'' if count == 1 else 's'} ({fmt}) to {where}", err=True)
+
+
+@main.command()
+@dir_option
+@click.option("--to", "endpoint", required=True, metavar="ENDPOINT",
+              help="The broker's XSUB endpoint, e.g. tcp://127.0.0.1:5555.")
+@click.option("--session", "sessions", multiple=True, metavar="ID",
+              help="Only this session (an id or unique prefix; repeatable).")
+@click.option("--since", metavar="SEQ|TIME", help="From this seq or receive time (ISO 8601, UTC unless a zone).")
+@click.option("--until", metavar="SEQ|TIME", help="Up to this seq or receive time, inclusive.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
+              help="Speed factor on the original pacing: 2 plays twice as fast (default 1).")
+@click.option("--max", "as_fast", is_flag=True, help="As fast as possible, ignoring the original pacing.")
+@click.option("--topic-prefix", default="", metavar="P", help="Prepend P to every topic.")
+@click.option("--source", "sources", multiple=True, type=click.Choice(["sub", "pull", "control", "import"]),
+              help="Play records of this source (repeatable; default: sub, what came from the bus).")
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds to wait for a subscriber before sending (0: don't wait).")
+def play(directory: Path, endpoint: str, sessions: tuple[str, ...], since: str | None, until: str | None,
+         rate: float | None, as_fast: bool, topic_prefix: str, sources: tuple[str, ...], wait_s: float) -> None:
+    """Re-publish recorded messages to a broker with their original topics and payload
+    bytes, paced by their original receive times (like ros2 bag play)."""
+    from convlog import output
+    from convlog import play as playing
+    from convlog.log import bytes_from, list_segments
+    from convlog.replay import parse_as_of
+
+    if rate is not None and as_fast:
+        raise click.UsageError("--rate and --max exclude each other")
+    bounds: dict[str, Any] = {}
+    for name, value in (("since", since), ("until", until)):
+        if value is not None:
+            try:
+                seq, ts = parse_as_of(value)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc).replace("--as-of", f"--{name}"), param_hint=f"'--{name}'") from None
+            bounds[f"{name}_seq"], bounds[f"{name}_ts"] = seq, ts
+    if not list_segments(directory):
+        raise NoLogError(f"no event log in {directory} (expected {directory / 'events'}/*.jsonl)")
+    selected = None
+    if sessions:
+        selected = playing.resolve_sessions(sessions, _load(directory, None).state.sessions)
+    selection = playing.Selection(sessions=selected, sources=frozenset(sources) or playing.DEFAULT_SOURCES, **bounds)
+    total = bytes_from(directory, selection.since_seq or 1)
+    try:
+        with output.byte_progress("playing", total) as advance:
+            report = playing.play(directory, endpoint, selection, None if as_fast else (rate or 1.0), topic_prefix,
+                                  wait_s or None, advance)
+    except playing.NothingToPlayError as exc:
+        click.echo(f"convlog: {exc}", err=True)
+        sys.exit(1)
+    click.echo(report.summary(endpoint), err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

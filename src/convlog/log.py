@@ -600,6 +600,54 @@ def iter_records(
         yield record
 
 
+def segments_from(directory: Path, start_seq: int) -> list[Path]:
+    """The segment paths from the one holding ``start_seq`` on (bisect over the names)."""
+    segments = list_segments(directory)
+    index = max(0, bisect.bisect_right([first for first, _ in segments], start_seq) - 1)
+    return [path for _first, path in segments[index:]]
+
+
+def iter_lines(
+    directory: Path, start_seq: int = 1, progress: Callable[[int], None] | None = None
+) -> Iterator[bytes]:
+    """Yield the whole lines (with their LF) of a log, in order, from the segment that
+    holds ``start_seq`` (segments are named by their first seq).
+
+    A torn last line of the last segment (a write in progress) is not yielded; a torn
+    line inside an earlier segment is skipped. Lines are not validated: parse them with
+    :func:`convlog.record.parse_line`.
+
+    Args:
+        directory: the log directory.
+        start_seq: the first seq wanted (earlier lines of its segment are yielded too).
+        progress: called with the bytes read since its last call (about every 1 MiB).
+
+    Yields:
+        line bytes.
+    """
+    pending = 0
+    for path in segments_from(directory, start_seq):
+        with path.open("rb") as fh:
+            for line in fh:
+                pending += len(line)
+                if progress is not None and pending >= 1 << 20:
+                    progress(pending)
+                    pending = 0
+                if line.endswith(b"\n"):
+                    yield line
+    if progress is not None and pending:
+        progress(pending)
+
+
+def bytes_from(directory: Path, start_seq: int = 1) -> int:
+    """Bytes :func:`iter_lines` reads from ``start_seq`` on (for a progress bar's total)."""
+    total = 0
+    for path in segments_from(directory, start_seq):
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+    return total
+
+
 def _seq_at(fh: Any, offset: int, size: int) -> tuple[int, int, bytes] | None:
     """The first whole record starting at or after ``offset``: ``(start, seq, line)``,
     or None when there is none before ``size``. Invalid lines are stepped over."""

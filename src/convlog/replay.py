@@ -97,7 +97,8 @@ class Replay:
         for seq in seqs:
             record = records.get(seq)
             if record is not None and record.get("kind") in STREAM_KINDS:
-                stream = self.state.streams.get((sid, message_id(record)))
+                # Keyed by the session that recorded it: a fork inherits its parent's.
+                stream = self.state.streams.get((record.get("session"), message_id(record)))
                 if stream is not None:
                     streams[seq] = stream
         parts = read_seqs(
