@@ -4,6 +4,7 @@ real log directories in tmp dirs, and the real Shearwater recordings from ../sha
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -124,11 +125,12 @@ class Bus:
                     pytest.fail("no subscriber reached the broker in time")
 
 
-@pytest.fixture
-def bus(tmp_path: Path) -> Iterator[Bus]:
-    """A reference broker (libzmq default high-water marks) on free loopback ports."""
+@contextlib.contextmanager
+def running_bus(tmp: Path) -> Iterator[Bus]:
+    """A reference broker (libzmq default high-water marks) on free loopback ports, its
+    output in ``tmp``; it and every recorder started through it are killed at the end."""
     xsub, xpub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    b = Bus(tmp_path, xsub, xpub, broker=None)  # type: ignore[arg-type]
+    b = Bus(tmp, xsub, xpub, broker=None)  # type: ignore[arg-type]
     b.start_broker()
     try:
         yield b
@@ -136,6 +138,13 @@ def bus(tmp_path: Path) -> Iterator[Bus]:
         for proc in [*b.procs, b.broker]:
             if proc.popen.poll() is None:
                 proc.kill9()
+
+
+@pytest.fixture
+def bus(tmp_path: Path) -> Iterator[Bus]:
+    """A reference broker for one test (see :func:`running_bus`)."""
+    with running_bus(tmp_path) as b:
+        yield b
 
 
 def records(directory: Path) -> list[dict]:

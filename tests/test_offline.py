@@ -15,7 +15,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from conftest import Bus, free_port, records, shearwater_file, wait_for_records
+from conftest import Bus, records, running_bus, shearwater_file, wait_for_records
 from convlog import replay
 from convlog.cli import main
 from convlog.log import QUARANTINE_FILE, RECOVERY, list_segments, read_state, segment_name, write_state
@@ -62,17 +62,11 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     SIGTERM, with 4 KiB segments so that it has several. Recorded once per module; tests
     that change it work on a copy (:func:`copy_of`)."""
     tmp = tmp_path_factory.mktemp("recorded")
-    bus = Bus(tmp, f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", broker=None)  # type: ignore[arg-type]
-    bus.start_broker()
     directory = tmp / "log"
-    try:
+    with running_bus(tmp) as bus:
         record_some(bus, directory, "--segment-bytes", "4096")
         for proc in bus.procs:
             assert proc.terminate() == 0, proc.output()
-    finally:
-        for proc in [*bus.procs, bus.broker]:
-            if proc.popen.poll() is None:
-                proc.kill9()
     assert len(list_segments(directory)) >= 4
     yield directory
 

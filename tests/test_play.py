@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import Bus, convlog_cmd, records, wait_for_records
+from conftest import Bus, convlog_cmd, records, running_bus, wait_for_records
 from convlog.demo import free_port
 from convlog.ingest import Ingest
 from convlog.play import (
@@ -182,14 +182,8 @@ def second_bus(tmp_path: Path) -> Iterator[Bus]:
     """A second reference broker (the one played into)."""
     tmp = tmp_path / "b"
     tmp.mkdir()
-    bus = Bus(tmp, f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", broker=None)  # type: ignore[arg-type]
-    bus.start_broker()
-    try:
+    with running_bus(tmp) as bus:
         yield bus
-    finally:
-        for proc in [*bus.procs, bus.broker]:
-            if proc.popen.poll() is None:
-                proc.kill9()
 
 
 #: JSON payloads whose exact spelling a re-serializer would change.

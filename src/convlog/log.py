@@ -693,17 +693,33 @@ def find_record(directory: Path, seq: int) -> dict[str, Any] | None:
             else:
                 low = found[0]
         fh.seek(low)  # 0 or the start of a line found above
-        for line in fh:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                record = parse_line(line)
-            except ValueError:
-                continue
-            if record["seq"] == seq:
-                return record
-            if record["seq"] > seq:
-                break
+        return scan_for_seq(fh, seq)
+
+
+def scan_for_seq(fh: Any, seq: int, limit: int | None = None) -> dict[str, Any] | None:
+    """Read complete lines from ``fh``'s position (a line start) until the record
+    ``seq``: records are sorted by seq inside a segment, so it stops at a higher seq.
+    Invalid lines are passed over.
+
+    Args:
+        fh: a segment opened in binary mode, positioned at a line start.
+        seq: the seq wanted.
+        limit: lines read at most (None: to the end).
+
+    Returns:
+        the record, or None when it is not there.
+    """
+    for number, line in enumerate(fh):
+        if (limit is not None and number >= limit) or not line.endswith(b"\n"):
+            break
+        try:
+            record = parse_line(line)
+        except ValueError:
+            continue
+        if record["seq"] == seq:
+            return record
+        if record["seq"] > seq:
+            break
     return None
 
 

@@ -45,7 +45,7 @@ from convlog import output
 from convlog.fold import Session, State, Stream
 from convlog.log import list_segments
 from convlog.replay import Replay
-from convlog.session_control import Build, fork_id
+from convlog.session_control import Build, fork_id, session_notes
 from convlog.tail import RecordFilter, newest
 from convlog.view import payload_text, printable
 
@@ -673,13 +673,7 @@ class Menu:
             info = replay.state.sessions[sid]
             current = page_of(len(messages), page, self.message_page)
             self._title(f"session {sid} · {output.branch_label(info)} · {len(messages)} messages · {current.label()}")
-            extras = []
-            if info.checkpoints:
-                extras.append(f"checkpoints: {', '.join(sorted(info.checkpoints))}")
-            if info.crystals:
-                extras.append(f"crystal over {info.crystals[-1].upto}")
-            if info.deleted:
-                extras.append("deleted")
+            extras = session_notes(info)
             if extras:
                 self.console.print(printable(" · ".join(extras)), markup=False, style="dim")
             if messages:

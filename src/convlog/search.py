@@ -49,6 +49,7 @@ by batch and never index a record twice (SQLite's locking; busy timeout 60 s).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -60,14 +61,15 @@ from pathlib import Path
 from typing import Any
 
 from convlog.fold import message_id
-from convlog.log import EVENTS, find_record, follow, list_segments, segment_name
-from convlog.record import parse_line
+from convlog.log import EVENTS, find_record, follow, list_segments, scan_for_seq, segment_name
 from convlog.replay import NoLogError
 from convlog.view import payload_text
 
 #: Folder (inside the log directory) and file of the index.
 INDEX_DIR = "index"
 INDEX_FILE = "search.sqlite"
+#: Held (flock) while a reader opens and sets up the index, next to it.
+LOCK_FILE = "search.lock"
 #: Format of the index; an index of another format is rebuilt (``PRAGMA user_version``).
 FORMAT = 1
 #: FTS5 tokenizer: Unicode 6.1 word rules, case folded, diacritics removed.
@@ -332,17 +334,23 @@ class SearchIndex:
     # -- opening -----------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA journal_size_limit=16777216")
-            conn.execute("PRAGMA temp_store=MEMORY")
-            if conn.execute("PRAGMA user_version").fetchone()[0] != FORMAT:
-                self._create(conn)
-        except BaseException:
-            conn.close()
-            raise
+        """Connect and set the index up. The set-up runs under an exclusive ``flock`` on
+        ``index/search.lock``: switching a new database to WAL needs an exclusive SQLite
+        lock that does not wait on the busy timeout, so two readers opening a fresh
+        index at once would otherwise see "database is locked"."""
+        with open(self.path.parent / LOCK_FILE, "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA journal_size_limit=16777216")
+                conn.execute("PRAGMA temp_store=MEMORY")
+                if conn.execute("PRAGMA user_version").fetchone()[0] != FORMAT:
+                    self._create(conn)
+            except BaseException:
+                conn.close()
+                raise
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -738,18 +746,9 @@ class SearchIndex:
         try:
             with (self.directory / EVENTS / segment_name(segment)).open("rb") as fh:
                 fh.seek(offset)
-                for _ in range(64):
-                    line = fh.readline()
-                    if not line.endswith(b"\n"):
-                        break
-                    try:
-                        record = parse_line(line)
-                    except ValueError:
-                        continue
-                    if record["seq"] == seq:
-                        return record
-                    if record["seq"] > seq:
-                        break
+                record = scan_for_seq(fh, seq, limit=64)
+                if record is not None:
+                    return record
         except FileNotFoundError:
             pass
         return find_record(self.directory, seq)

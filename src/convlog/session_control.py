@@ -127,11 +127,18 @@ def describe(appended: Appended) -> str:
     """The one line a command prints: what was written and the session's new state."""
     info = appended.after
     where = "main" if info.parent is None else f"branch {info.branch or 'fork'} of {info.parent} at {info.fork_at}"
-    parts = [f"{len(info.visible)} messages visible", where]
-    if info.checkpoints:
-        parts.append(f"checkpoints: {', '.join(sorted(info.checkpoints))}")
-    if info.crystals:
-        parts.append(f"crystal over {info.crystals[-1].upto}")
-    if info.deleted:
-        parts.append("deleted")
+    parts = [f"{len(info.visible)} messages visible", where, *session_notes(info)]
     return f"{appended.kind} seq {appended.seq} ({appended.via}): {info.id}: " + "; ".join(parts)
+
+
+def session_notes(info: Session) -> list[str]:
+    """Short notes on a session for one-line displays: its checkpoints, latest crystal,
+    and whether it is deleted (empty when none apply)."""
+    notes = []
+    if info.checkpoints:
+        notes.append(f"checkpoints: {', '.join(sorted(info.checkpoints))}")
+    if info.crystals:
+        notes.append(f"crystal over {info.crystals[-1].upto}")
+    if info.deleted:
+        notes.append("deleted")
+    return notes
