@@ -25,11 +25,14 @@ from convlog.export import (
     CSV_COLUMNS,
     MAX_STEM,
     SESSION_KINDS,
+    ExportDocumentError,
     ExportRequest,
     SessionExport,
     build_exports,
+    document_events,
     export_ids,
     plan_trees,
+    render,
     safe_file_name,
 )
 from convlog.fold import State, fold_all, message_id
@@ -502,3 +505,264 @@ def test_markdown_sections_for_several_sessions(demo_log: Path) -> None:
     sessions = load(demo_log).state.session_list()
     assert out.count("\n---\n") == len(sessions) - 1
     assert len(re.findall(r"^- \*\*Session:\*\* ", out, re.M)) == len(sessions)
+
+
+# --------------------------------------------------------------------------- the JSON document, re-recorded
+
+
+def json_doc(records_: list[dict[str, Any]], ids: list[str], with_history: bool) -> dict[str, Any]:
+    """The JSON export document of ``ids`` built from records the way ``convlog export
+    --format json`` builds it (trees planned, built, rendered in the order asked), parsed."""
+    state = fold_all(records_)
+    built: dict[str, SessionExport] = {}
+    for tree in plan_trees(state, ids):
+        tree.records = [r for r in records_ if r.get("session") in tree.members and r["kind"] in SESSION_KINDS]
+        for item in build_exports(tree, ExportRequest(with_history=with_history)):
+            built[item.id] = item
+    header = {"log": "mem", "as_of_seq": state.last_seq, "with_history": with_history, "exported_at": None}
+    return orjson.loads(b"".join(render([built[sid] for sid in ids], "json", header)))
+
+
+def lineage(state: State, sid: str) -> list[str]:
+    """``sid`` and its ancestors, nearest first."""
+    chain = [sid]
+    while (parent := state.sessions[chain[-1]].parent) is not None and parent not in chain:
+        chain.append(parent)
+    return chain
+
+
+def request_counts(directory_or_records: Path | list[dict[str, Any]], sid: str) -> list[tuple[Any, ...]]:
+    """The ``llm.request`` records of a session as the fold counts them, in order:
+    (model, input tokens, output tokens, cost)."""
+    found = records(directory_or_records) if isinstance(directory_or_records, Path) else directory_or_records
+    state = fold_all(found)
+    counted = []
+    for record in found:
+        if record["kind"] == "llm.request" and record.get("session") == sid and \
+                not any(e.seq == record["seq"] for e in state.errors):
+            usage = fold_all([record]).usage
+            counted.append((next(iter(usage.models), None), usage.input_tokens, usage.output_tokens, usage.cost_usd))
+    return counted
+
+
+@pytest.mark.parametrize("history", [False, True], ids=["visible", "history"])
+def test_json_round_trip_through_a_recorder(
+    module_bus: Bus, demo_log: Path, shearwater_log: Path, tmp_path: Path, history: bool
+) -> None:
+    """Every session exported as one JSON document, published with ``convlog publish``
+    (format detected) through a broker into a fresh recorder: the new log folds to the
+    same sessions as the JSONL round trip checks (message ids, senders, roles, text,
+    streams, crystals, checkpoints, usage; with history also forks, rewinds, copies and
+    participants), and each session's requests are counted the same, in order."""
+    for name, source in (("demo", demo_log), ("shearwater", shearwater_log)):
+        flags = ["--with-history"] if history else []
+        doc_file = tmp_path / f"{name}.json"  # one document for all sessions: from stdout
+        doc_file.write_bytes(run("export", "--all", "--format", "json", "--dir", str(source), *flags).stdout)
+        doc = orjson.loads(doc_file.read_bytes())
+        assert doc["with_history"] is history
+        events_out = document_events(doc)
+        assert events_out and all(e["type"] in SESSION_KINDS and isinstance(e["session_id"], str)
+                                  for e in events_out)
+        again = tmp_path / f"{name}-again"
+        record_file(module_bus, again, doc_file, len(events_out))
+        state = load(source).state
+        sids = [s.id for s in state.session_list()]
+        kinds = {e["type"] for e in events_out}
+        if history:
+            assert any(state.sessions[s].parent for s in sids) and any(state.sessions[s].rewinds for s in sids)
+            assert {"session.fork", "session.rewind", "session.checkpoint", "session.crystal"} <= kinds
+        else:
+            assert "session.fork" not in kinds and any("origin" in e for e in events_out)
+        assert views(again, sids, history) == views(source, sids, history), name
+        for sid in sids:
+            assert request_counts(again, sid) == request_counts(source, sid), (name, sid)
+        if name == "demo":
+            assert any(request_counts(source, sid) for sid in sids)
+            assert any(m["streamed"] for s in doc["sessions"] for m in s["messages"])
+
+
+def test_a_fork_exported_alone_with_history_brings_its_ancestors(
+    module_bus: Bus, shearwater_log: Path, tmp_path: Path
+) -> None:
+    """A fork exported on its own with --with-history carries its parent's history up to
+    the fork (``ancestors``); re-recorded with ``--format export-json`` it is the same
+    fork: parent, fork point, branch and inherited messages."""
+    doc_file = tmp_path / "alt.json"
+    run("export", "handshake_test/alt", "--with-history", "--format", "json", "--out", str(doc_file), "--dir",
+        str(shearwater_log))
+    doc = orjson.loads(doc_file.read_bytes())
+    (session,) = doc["sessions"]
+    (ancestor,) = session["ancestors"]
+    assert ancestor["id"] == "handshake_test"
+    assert [e["event"] for e in ancestor["history"]].count("fork") == 1
+    assert ancestor["history"][-1]["event"] == "fork" and ancestor["history"][-1]["child"] == "handshake_test/alt"
+    again = tmp_path / "again"
+    record_file(module_bus, again, doc_file, len(document_events(doc)), "--format", "export-json")
+    assert views(again, ["handshake_test/alt"], True) == views(shearwater_log, ["handshake_test/alt"], True)
+    state = load(again).state
+    assert state.sessions["handshake_test/alt"].fork_at == 3
+
+
+def test_malformed_json_document_is_one_line_error(tmp_path: Path, demo_log: Path) -> None:
+    """A truncated export, a field of the wrong type, an unknown format and an export
+    that predates per-request usage: ``publish`` exits 1 with one line naming the file
+    and the problem, before connecting to anything."""
+    good = run("export", "--all", "--format", "json", "--dir", str(demo_log)).stdout
+    doc = orjson.loads(good)
+    wrong_type = {**doc, "sessions": [{**doc["sessions"][0], "messages": [{"message_id": 5}]}]}
+    no_requests = {**doc, "sessions": [{k: v for k, v in s.items() if k != "requests"} for s in doc["sessions"]]}
+    cases = [
+        (good[: len(good) // 2], ["auto", "export-json"], "not a JSON document"),
+        (orjson.dumps(wrong_type), ["auto", "export-json"], "document.sessions[0].messages[0].message_id: expected "
+                                                            "a string, found an integer"),
+        (orjson.dumps({"format": "other", "sessions": []}), ["export-json"], "not a convlog export document"),
+        (orjson.dumps(no_requests), ["auto"], "'requests' is missing"),
+        (b"[1, 2]", ["export-json"], "the top level is a list"),
+    ]
+    for n, (data, formats, words) in enumerate(cases):
+        bad = tmp_path / f"bad{n}.json"
+        bad.write_bytes(data)
+        for fmt in formats:
+            # No broker there: checked after waiting for a subscriber, it would fail on that instead.
+            proc = run("publish", str(bad), "--format", fmt, "--endpoint", f"tcp://127.0.0.1:{free_port()}",
+                       check=False)
+            err = proc.stderr.decode()
+            assert proc.returncode == 1, err
+            assert err.startswith(f"convlog: {bad}: ") and words in err and err.count("\n") == 1, err
+
+
+requests_aliased = st.builds(
+    lambda sid, i, o, cost: _event("llm.request", sid, usage={"prompt_tokens": i, "completion_tokens": o,
+                                                               "cost_usd": cost, "model": "m-c"}),
+    st.sampled_from(SIDS), st.integers(0, 5000), st.integers(0, 5000),
+    st.floats(min_value=0, max_value=1, allow_nan=False) | st.integers(0, 3),
+)
+
+
+#: A valid start for generated logs (a random-length prefix of it is used), so that the
+#: random events after it often meet existing sessions, streams, checkpoints and forks.
+PREAMBLE = [
+    _event("llm.request", "s3", input_tokens=1, model="m-a"),  # a session created by a request alone
+    _event("session.fork", "s3/f", parent="s3"),
+    _event("message", "s1", message_id="m1", sender="ann", role="user", content="hello"),
+    _event("message.delta", "s1", message_id="m2", sender="bot", delta="stre"),
+    _event("message.end", "s1", message_id="m2"),
+    _event("message", "s2", message_id="m1", sender="ann", content="other"),
+    _event("session.checkpoint", "s1", name="c1", at=1),
+    _event("session.fork", "s1/h", parent="s1", at=1),  # a sibling of s1/f
+    _event("session.fork", "s1/f", parent="s1", at=2, name="x"),
+    _event("message", "s1", message_id="m3", sender="bot", content="more"),
+    _event("session.rewind", "s1", checkpoint="c1"),
+    _event("message.end", "s1", message_id="m2"),  # a copy of a rewound, complete stream
+    _event("message", "s1/f", message_id="m4", sender="ann", content="branch"),
+    _event("session.fork", "s1/f/g", parent="s1/f", at=1),
+    _event("llm.request", "s1/f", usage={"prompt_tokens": 7, "completion_tokens": 2}, cost_usd=0.25),
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, len(PREAMBLE)), st.lists(events | requests_aliased, max_size=30),
+       st.sets(st.integers(1, 40), max_size=10), st.booleans(),
+       st.none() | st.lists(st.integers(0, 20), min_size=1, max_size=3))
+def test_json_export_then_record_gives_the_same_fold(preamble: int, payloads: list[dict[str, Any]],
+                                                     control: set[int], history: bool, picks: list[int] | None) -> None:
+    """Law: re-recording the events of a JSON export document folds to the same sessions
+    as the log it came from: every live session (``--all``), or a few sessions exported
+    on their own (forks with their ancestors, with history), whatever mix of messages,
+    streams, copies, forks, rewinds, checkpoints, crystals, deletes and requests (fields
+    aliased or nested, valid or refused) the log holds. Requests are counted the same,
+    one by one, in order."""
+    original = ingest(PREAMBLE[:preamble] + payloads, control)
+    state = fold_all(original)
+    live = [s.id for s in state.session_list()]
+    pool = live + [sid for sid in live if state.sessions[sid].parent is not None] * 2  # forks picked more often
+    ids = list(dict.fromkeys(pool[p % len(pool)] for p in picks)) if picks and live else export_ids(state, history)
+    doc = json_doc(original, ids, history)
+    again = ingest([orjson.loads(orjson.dumps(e)) for e in document_events(doc)])
+    state2 = fold_all(again)
+    checked = ids if picks and live else live
+    expected = set(ids)  # the sessions the new log must hold, no more
+    if history:  # with their forks, and a fork with its ancestors
+        for sid in ids:
+            expected |= {other for other in state.sessions
+                         if sid in lineage(state, other) or other in lineage(state, sid)}
+    assert set(state2.sessions) == expected
+    by_seq, by_seq2 = {r["seq"]: r for r in original}, {r["seq"]: r for r in again}
+    exports = exports_of(original, checked, history)
+    exports2 = exports_of(again, [s for s in checked if s in state2.sessions], history)
+    for sid in checked:
+        assert sid in state2.sessions, sid
+        assert folded_view(state2, by_seq2, exports2, sid, history) == folded_view(state, by_seq, exports, sid,
+                                                                                    history), sid
+        assert request_counts(again, sid) == request_counts(original, sid), sid
+
+
+#: JSON values as orjson parses them (integers in -2**63..2**64-1; larger ones are floats).
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _paths(item, (*path, i))
+
+
+def _sample_doc() -> dict[str, Any]:
+    payloads = [
+        _event("session.start", "s1", title="t"),
+        _event("message", "s1", message_id="m1", sender="ann", role="user", content="hi"),
+        _event("message.delta", "s1", message_id="m2", sender="bot", delta="he"),
+        _event("message.end", "s1", message_id="m2"),
+        _event("message", "s1", message_id="m1", content="hi"),
+        _event("session.checkpoint", "s1", name="c1", at=1),
+        _event("session.fork", "s1/f", parent="s1", at=1, name="x"),
+        _event("session.rewind", "s1", checkpoint="c1"),
+        _event("session.crystal", "s1", summary="sum", upto=1),
+        _event("llm.request", "s1", input_tokens=3, output_tokens=4, cost_usd=0.5, model="m-a"),
+        _event("session.delete", "s1/f"),
+    ]
+    records_ = ingest(payloads)
+    return json_doc(records_, ["s1", "s1/f"], True)
+
+
+SAMPLE_DOC = _sample_doc()
+SAMPLE_PATHS = list(_paths(SAMPLE_DOC))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(SAMPLE_PATHS), json_values | st.just(KeyError)), min_size=1, max_size=3))
+def test_any_damaged_document_reads_or_fails_cleanly(changes: list[tuple[tuple[Any, ...], Any]]) -> None:
+    """Decoder: a valid document with any fields replaced by any JSON values (or removed)
+    either gives bus events (objects with a known type and a string session id) or
+    raises ExportDocumentError, never another exception."""
+    doc = orjson.loads(orjson.dumps(SAMPLE_DOC))
+    for path, value in changes:
+        if not path:
+            doc = None if value is KeyError else value
+            continue
+        parent: Any = doc
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            if value is KeyError:
+                del parent[path[-1]]
+            else:
+                parent[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue  # the path is gone after an earlier change
+    try:
+        out = document_events(doc)
+    except ExportDocumentError as exc:
+        assert "\n" not in str(exc)
+        return
+    for event in out:
+        assert event["type"] in SESSION_KINDS and isinstance(event["session_id"], str)
+        orjson.dumps(event)

@@ -171,9 +171,10 @@ def broker(xsub: str, xpub: str, hwm: int | None) -> None:
 @click.option("--endpoint", default="tcp://127.0.0.1:5555", show_default=True, help="Broker XSUB endpoint.")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True),
               help="Messages per second (default: as fast as possible).")
-@click.option("--format", "fmt", type=click.Choice(["auto", "native", "legacy"]), default="auto",
+@click.option("--format", "fmt", type=click.Choice(["auto", "native", "legacy", "export-json"]), default="auto",
               show_default=True,
-              help="native: send each line as is; legacy: ConversationEvent records to bus payloads.")
+              help="native: send each line as is; legacy: ConversationEvent records to bus payloads; "
+                   "export-json: a 'convlog export --format json' document as native events; auto: by the file.")
 @click.option("--topic", help="Topic for every message (default: sender or session id).")
 @click.option("--wait", "wait_s", type=float, default=10.0, show_default=True,
               help="Seconds to wait for a subscriber before sending (0: don't wait).")
@@ -181,12 +182,14 @@ def broker(xsub: str, xpub: str, hwm: int | None) -> None:
 @click.option("--no-stamp", is_flag=True, help="Send payloads exactly as in the file, without stamps.")
 def publish(file: Path, endpoint: str, rate: float | None, fmt: str, topic: str | None, wait_s: float,
             publisher_id: str | None, no_stamp: bool) -> None:
-    """Publish a JSONL file to a broker, stamping JSON objects for loss detection."""
+    """Publish a JSONL file (or an export JSON document, as the native events that
+    re-create its sessions) to a broker, stamping JSON objects for loss detection."""
     from convlog.publisher import Publisher, file_messages
     from convlog.publisher import publish as run
 
+    messages = file_messages(file, topic=topic, fmt=fmt)  # an export document is checked here, before connecting
     with Publisher(endpoint, publisher_id=publisher_id, stamp=not no_stamp) as pub:
-        report = run(file_messages(file, topic=topic, fmt=fmt), rate=rate, wait_s=wait_s or None, publisher=pub)
+        report = run(messages, rate=rate, wait_s=wait_s or None, publisher=pub)
     click.echo(f"published {report.sent} messages in {report.seconds:.2f} s ({report.rate:,.0f}/s)", err=True)
 
 

@@ -43,6 +43,36 @@ same sessions:
   match in everything, rewinds, checkpoints, copies and forks included (records the
   fold refused are listed in the JSON and Markdown history, not in JSONL).
 
+JSON is one document ``{"format": "convlog.export", "version": 1, "log", "as_of_seq",
+"with_history", "exported_at", "sessions": [...]}`` (:func:`session_doc`). It carries
+what re-recording needs, so it round-trips too: :func:`read_document` reads it back
+(checking every field it uses) and :func:`session_events` turns it into the same native
+events (the same builders as JSONL); ``convlog publish FILE`` detects the document and
+publishes them. Without history each session comes back flat, as from JSONL; with
+history every applied record of the session, its forks and, for a fork exported on its
+own, its ancestors up to the fork (``ancestors``), merged back into log order by their
+original seqs (a record present twice in the document is replayed once). A stream comes
+back as one ``message.delta`` with its whole text (plus ``message.end`` when complete)
+at its first record; each ``llm.request`` as the counts the fold made of it
+(``requests``, :class:`LlmRequest`). Re-recorded into a fresh recorder, the fold is equal
+in (tested on the demo, the Shearwater recording and generated logs):
+
+* without history, for each exported session: its visible messages in order with their
+  ids, senders, roles, texts, ``streamed`` and ``complete``; title; deleted; usage
+  (requests, input and output tokens, cost to the bit, requests per model) and each
+  request's counts, in order; the current crystals (``upto``, summary) and the current
+  checkpoints (name, ``at``);
+* with history, also parent, fork point and branch, rewinds (counts and the ids they
+  dropped), every checkpoint (the ids it names), every crystal (``upto``, summary,
+  ``current``), copies per message id, duplicates and participants; the new log holds
+  exactly the exported sessions, their forks and, for a fork exported on its own, its
+  ancestors (as far as the fork).
+
+Never equal: seqs and receive times (the original ones travel in each event's ``ts``
+and ``recorded``), and a stream's separate parts. Without history: a fork's parent and
+fork point (named by ``origin``), rewinds, copies, crystals and checkpoints set aside
+by a rewind. Refused records are not re-recorded.
+
 Limits: a record whose ``data`` is not a JSON object cannot be a bus event and is left
 out of JSONL (the recorder never writes one for these kinds); in params-carrying events
 (``session.*``, ``llm.request``) a parameter named ``ts`` or ``recorded`` keeps its
@@ -65,7 +95,7 @@ import io
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from hashlib import sha256
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -74,16 +104,19 @@ import orjson
 
 from convlog.fold import Rewind, Session, State, Usage, fold, message_id
 from convlog.log import bytes_from, fsync_dir, iter_lines
-from convlog.record import Clock, parse_line
+from convlog.record import BUS_KINDS, Clock, parse_line
 from convlog.view import payload_text, stream_text
 from convlog.wire import DEFAULT_SESSION_FIELDS, content_text
 
 __all__ = [
     "FORMATS",
     "SESSION_KINDS",
+    "Ancestor",
     "Crystal",
     "Entry",
+    "ExportDocumentError",
     "ExportRequest",
+    "LlmRequest",
     "Message",
     "NamedCheckpoint",
     "SessionExport",
@@ -91,18 +124,22 @@ __all__ = [
     "build_exports",
     "collect_trees",
     "csv_rows",
+    "document_events",
     "export",
     "export_bytes",
     "export_header",
     "export_ids",
+    "looks_like_document",
     "markdown",
     "native_event",
     "out_target",
     "plan_trees",
+    "read_document",
     "render",
     "replace_file",
     "safe_file_name",
     "session_doc",
+    "session_events",
     "write_files",
     "write_stream",
 ]
@@ -111,20 +148,7 @@ __all__ = [
 FORMATS: dict[str, str] = {"markdown": ".md", "json": ".json", "jsonl": ".jsonl", "csv": ".csv"}
 
 #: Kinds whose records belong to a session's conversation (the fold's session kinds).
-SESSION_KINDS: frozenset[str] = frozenset(
-    {
-        "message",
-        "message.delta",
-        "message.end",
-        "session.start",
-        "session.fork",
-        "session.rewind",
-        "session.checkpoint",
-        "session.crystal",
-        "session.delete",
-        "llm.request",
-    }
-)
+SESSION_KINDS: frozenset[str] = BUS_KINDS - {"publisher.heartbeat"}
 _STREAM_KINDS = frozenset({"message.delta", "message.end"})
 _MESSAGE_KINDS = frozenset({"message", *_STREAM_KINDS})
 
@@ -286,6 +310,56 @@ class NamedCheckpoint:
         return {"name": self.name, "seq": self.seq, "ts": self.ts, "at": self.at, "current": self.current}
 
 
+@dataclass(frozen=True, slots=True)
+class LlmRequest:
+    """One ``llm.request`` record of a session, as the fold counted it (aliases such as
+    ``prompt_tokens`` and a nested ``usage`` object resolved, see
+    :func:`convlog.fold.fold`).
+
+    Attributes:
+        seq, ts: the record and its receive time.
+        model: the model name, or None.
+        input_tokens, output_tokens: tokens counted (0 when absent).
+        cost_usd: cost counted, US dollars (0.0 when absent).
+    """
+
+    seq: int
+    ts: str | None
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The request as a JSON-friendly dict (its fields by name)."""
+        return {"seq": self.seq, "ts": self.ts, "model": self.model, "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens, "cost_usd": self.cost_usd}
+
+
+@dataclass(slots=True)
+class Ancestor:
+    """An ancestor of a fork exported on its own with history: what of it shapes the
+    fork (see :attr:`SessionExport.ancestors`).
+
+    Attributes:
+        id: the ancestor session.
+        history: its entries up to and including the fork of the next session on the way
+            to the exported fork (that fork entry names only its ``child``; other forks,
+            ``llm.request`` and ``rejected`` entries are left out).
+        requests: its ``llm.request`` records up to that fork, as counted (one may be
+            what created it).
+    """
+
+    id: str
+    history: list[Entry]
+    requests: list[LlmRequest]
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"id", "history", "requests"}``, JSON-friendly."""
+        return {"id": self.id, "history": [entry.as_dict() for entry in self.history],
+                "requests": [request.as_dict() for request in self.requests]}
+
+
 @dataclass(slots=True)
 class Entry:
     """One thing that happened in a session, in log order (its history).
@@ -300,7 +374,7 @@ class Entry:
         fork: for ``fork``: the child session's export (with its own history).
         detail: the event's facts (``from_count``/``to_count``/``checkpoint``/
             ``dropped`` message ids for a rewind, ``name``/``at`` for a checkpoint,
-            ``upto``/``summary`` for a crystal, ``at``/``branch`` for a fork,
+            ``upto``/``summary`` for a crystal, ``at``/``branch``/``child`` for a fork,
             ``title`` for a start, the usage fields of a request, ``kind``/``reason``
             for a rejected record).
     """
@@ -338,6 +412,13 @@ class SessionExport:
         usage: its ``llm.request`` totals.
         history: its entries in log order (only when exported with history).
         events: native bus events for JSONL (only when asked for).
+        first_ts: receive time of its first record.
+        requests: its ``llm.request`` records as counted, in log order (None only for
+            a document read back without them).
+        ancestors: for a fork exported with history, its ancestors (root first), each
+            with its history up to the fork this session descends from
+            (:class:`Ancestor`): what re-recording the fork on its own needs. None
+            otherwise.
     """
 
     id: str
@@ -357,6 +438,9 @@ class SessionExport:
     usage: Usage
     history: list[Entry] | None = None
     events: list[dict[str, Any]] | None = None
+    first_ts: str | None = None
+    requests: list[LlmRequest] | None = None
+    ancestors: list[Ancestor] | None = None
 
     def tree(self) -> Iterator[SessionExport]:
         """This session, then its forks (depth first, in history order) when exported
@@ -716,21 +800,27 @@ class _TreeView:
             crystals=crystals,
             checkpoints=checkpoints,
             usage=session.usage.copy(),
+            first_ts=_str_or_none(first.get("ts")),
+            requests=[_counted(step.record) for step in self.steps.get(sid, ()) if step.effect == "llm.request"],
         )
         if request.with_history:
-            export.history = self.history(sid, request)
+            export.history = self.history(sid)
         if request.events:
             export.events = self.history_events(sid) if request.with_history else self.visible_events(export)
         return export
 
-    def history(self, sid: str, request: ExportRequest) -> list[Entry]:
-        """The entries of session ``sid``, forks nested with their own histories."""
+    def history(self, sid: str, nest: bool = True, upto: int | None = None) -> list[Entry]:
+        """The entries of session ``sid``: forks nested with their own histories, or
+        with ``nest`` False only named (``child``); only records up to seq ``upto``
+        when given."""
         session = self.state.sessions[sid]
         visible_index = {seq: i for i, seq in enumerate(session.visible.seqs, 1)}
         entries = []
         for step in self.steps.get(sid, ()):
             record = step.record
             seq, ts = record["seq"], _str_or_none(record.get("ts"))
+            if upto is not None and seq > upto:
+                break
             if step.effect == "message":
                 index = visible_index.get(seq)
                 entries.append(Entry("message", seq, ts, self.message(session, seq, index, index is not None)))
@@ -738,8 +828,9 @@ class _TreeView:
                 entries.append(Entry("copy", seq, ts, self.message(session, seq, None, False)))
             elif step.effect == "fork":
                 assert step.child is not None
-                child = self.export(step.child, ExportRequest(with_history=True, events=False))
-                entries.append(Entry("fork", seq, ts, fork=child, detail=dict(step.detail)))
+                detail = {**step.detail, "child": step.child}
+                child = self.export(step.child, ExportRequest(with_history=True, events=False)) if nest else None
+                entries.append(Entry("fork", seq, ts, fork=child, detail=detail))
             elif step.effect == "rewind":
                 detail = dict(step.detail)
                 detail["dropped"] = [message_id(self.by_seq.get(s, {"seq": s})) for s in detail["dropped"]]
@@ -747,6 +838,27 @@ class _TreeView:
             else:
                 entries.append(Entry(step.effect, seq, ts, detail=dict(step.detail)))
         return entries
+
+    def ancestry(self, sid: str) -> list[Ancestor]:
+        """The ancestors of fork ``sid``, root first (see :class:`Ancestor`)."""
+        chain: list[tuple[str, int, str]] = []
+        seen = {sid}
+        child, parent = sid, self.state.sessions[sid].parent
+        while parent is not None and parent in self.state.sessions and parent not in seen:
+            chain.append((parent, self.state.sessions[child].first_seq, child))
+            seen.add(parent)
+            child, parent = parent, self.state.sessions[parent].parent
+        out = []
+        for ancestor, fork_seq, next_child in reversed(chain):
+            entries = [
+                entry for entry in self.history(ancestor, nest=False, upto=fork_seq)
+                if entry.event not in ("llm.request", "rejected")
+                and (entry.event != "fork" or entry.detail.get("child") == next_child)
+            ]
+            requests = [_counted(step.record) for step in self.steps.get(ancestor, ())
+                        if step.effect == "llm.request" and step.record["seq"] <= fork_seq]
+            out.append(Ancestor(ancestor, entries, requests))
+        return out
 
     # ------------------------------------------------------------- native events
 
@@ -776,41 +888,15 @@ class _TreeView:
         return events
 
     def visible_events(self, export: SessionExport) -> list[dict[str, Any]]:
-        """Native events re-creating the visible branch of ``export`` on its own."""
-        sid = export.id
-        start: dict[str, Any] = {"type": "session.start", "session_id": sid}
-        if export.title is not None:
-            start["title"] = export.title
-        first = self.by_seq.get(export.first_seq, {})
-        start["ts"] = _str_or_none(first.get("ts"))
-        if export.parent is not None:
-            start["origin"] = {"parent": export.parent, "fork_at": export.fork_at, "branch": export.branch}
-        events = [start]
-        for message in export.messages:
-            record = self.by_seq.get(message.seq, {"seq": message.seq, "kind": "message"})
-            base = _message_base(record, sid, message.message_id)
-            if message.streamed:
-                events.append({**base, "type": "message.delta", "delta": message.text})
-                if message.complete:
-                    events.append({"type": "message.end", "session_id": sid, "message_id": message.message_id})
-            else:
-                events.append({**base, "type": "message", "content": _content(record, message.text)})
-        for checkpoint in export.checkpoints:
-            if checkpoint.current:
-                events.append({"type": "session.checkpoint", "session_id": sid, "name": checkpoint.name,
-                               "at": checkpoint.at, "ts": checkpoint.ts})
-        for crystal in export.crystals:
-            if crystal.current and crystal.summary is not None:
-                events.append({"type": "session.crystal", "session_id": sid, "summary": crystal.summary,
-                               "upto": crystal.upto, "ts": crystal.ts})
+        """Native events re-creating the visible branch of ``export`` on its own (its
+        ``llm.request`` records as they were, refused ones included)."""
+        requests = []
         for record in self.records:
-            if record["kind"] == "llm.request" and record.get("session") == sid:
+            if record["kind"] == "llm.request" and record.get("session") == export.id:
                 event = native_event(record)
                 if event is not None:
-                    events.append(event)
-        if export.deleted:
-            events.append({"type": "session.delete", "session_id": sid})
-        return events
+                    requests.append(event)
+        return _visible_events(export, self.by_seq.get, requests)
 
 
 def _descends(state: State, sid: str, ancestor: str) -> bool:
@@ -866,6 +952,145 @@ def _content(record: Mapping[str, Any], text: str) -> Any:
     if shown is None:
         shown = orjson.dumps(content).decode("utf-8")
     return content if shown == text else text
+
+
+def _counted(record: Mapping[str, Any]) -> LlmRequest:
+    """An accepted ``llm.request`` record as the fold counts it (folded on its own, so
+    the fold's own reading of aliases and nested usage applies)."""
+    usage = fold(State(), record).usage
+    return LlmRequest(record["seq"], _str_or_none(record.get("ts")), next(iter(usage.models), None),
+                      usage.input_tokens, usage.output_tokens, usage.cost_usd)
+
+
+# Event builders: the one place each native event shape is written, shared by the JSONL
+# export (from records) and by reading a JSON export back (from its documents).
+
+
+def _start_event(sid: str, title: str | None, ts: str | None,
+                 origin: dict[str, Any] | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "session.start", "session_id": sid}
+    if title is not None:
+        event["title"] = title
+    event["ts"] = ts
+    if origin is not None:
+        event["origin"] = origin
+    return event
+
+
+def _message_events(sid: str, message: Message, record: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """A message as native events: ``message`` with its content, or for a stream one
+    ``message.delta`` with the whole text and ``message.end`` when it was complete.
+    Identity, receive time and provenance come from ``record`` when given, else from
+    ``message`` itself."""
+    if record is not None:
+        base = _message_base(record, sid, message.message_id)
+        content = _content(record, message.text)
+    else:
+        base = {"type": message.kind, "session_id": sid, "message_id": message.message_id}
+        for key, value in (("sender", message.sender), ("role", message.role)):
+            if value is not None:
+                base[key] = value
+        base["ts"] = message.ts
+        base["recorded"] = {"seq": message.seq, "session": message.session}
+        content = message.text
+    if not message.streamed:
+        return [{**base, "type": "message", "content": content}]
+    events = [{**base, "type": "message.delta", "delta": message.text}]
+    if message.complete:
+        events.append({"type": "message.end", "session_id": sid, "message_id": message.message_id})
+    return events
+
+
+def _copy_events(sid: str, message: Message) -> list[dict[str, Any]]:
+    """Events that the fold counts as another copy of ``message`` (already visible, or
+    its stream already complete), in the kind the copy arrived as."""
+    if message.kind == "message.end":
+        end = _message_events(sid, replace(message, streamed=False))[0]
+        end["type"] = "message.end"
+        return [end]
+    return _message_events(sid, replace(message, streamed=message.kind == "message.delta"))
+
+
+def _fork_event(sid: str, parent: str, at: int | None, branch: str | None, ts: str | None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "session.fork", "session_id": sid, "parent": parent}
+    if at is not None:
+        event["at"] = at
+    if branch is not None:
+        event["name"] = branch
+    event["ts"] = ts
+    return event
+
+
+def _rewind_event(sid: str, to: int | None, checkpoint: str | None, ts: str | None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "session.rewind", "session_id": sid}
+    if checkpoint is not None:
+        event["checkpoint"] = checkpoint
+    else:
+        event["to"] = to
+    event["ts"] = ts
+    return event
+
+
+def _checkpoint_event(sid: str, name: str, at: int | None, ts: str | None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "session.checkpoint", "session_id": sid, "name": name}
+    if at is not None:
+        event["at"] = at
+    event["ts"] = ts
+    return event
+
+
+def _crystal_event(sid: str, summary: str | None, upto: int | None, ts: str | None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "session.crystal", "session_id": sid, "summary": summary}
+    if upto is not None:
+        event["upto"] = upto
+    event["ts"] = ts
+    return event
+
+
+def _delete_event(sid: str, ts: str | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "session.delete", "session_id": sid}
+    if ts is not None:
+        event["ts"] = ts
+    return event
+
+
+def _request_event(sid: str, request: LlmRequest) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "llm.request", "session_id": sid}
+    if request.model is not None:
+        event["model"] = request.model
+    event.update(input_tokens=request.input_tokens, output_tokens=request.output_tokens,
+                 cost_usd=request.cost_usd, ts=request.ts, recorded={"seq": request.seq, "session": sid})
+    return event
+
+
+def _visible_events(
+    export: SessionExport,
+    record_of: Callable[[int], Mapping[str, Any] | None],
+    requests: Iterable[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Native events re-creating the visible branch of ``export`` on its own:
+    ``session.start`` (title; ``origin`` naming the parent, fork point and branch of a
+    fork, whose inherited messages become its own), the visible messages, the
+    checkpoints and crystals that still describe them, ``requests``, and
+    ``session.delete`` for a deleted session. ``record_of(seq)`` gives a message's
+    record when there is one (its original content value and provenance)."""
+    sid = export.id
+    origin = None
+    if export.parent is not None:
+        origin = {"parent": export.parent, "fork_at": export.fork_at, "branch": export.branch}
+    events = [_start_event(sid, export.title, export.first_ts, origin)]
+    for message in export.messages:
+        events += _message_events(sid, message, record_of(message.seq))
+    for checkpoint in export.checkpoints:
+        if checkpoint.current:
+            events.append(_checkpoint_event(sid, checkpoint.name, checkpoint.at, checkpoint.ts))
+    for crystal in export.crystals:
+        if crystal.current and crystal.summary is not None:
+            events.append(_crystal_event(sid, crystal.summary, crystal.upto, crystal.ts))
+    events += requests
+    if export.deleted:
+        events.append(_delete_event(sid))
+    return events
 
 
 def native_event(record: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -928,6 +1153,9 @@ def native_event(record: Mapping[str, Any]) -> dict[str, Any] | None:
 def build_exports(tree: Tree, request: ExportRequest) -> list[SessionExport]:
     """Fold a tree's records and build the export of each of its wanted sessions. Pure.
 
+    With history, a wanted session that is a fork also gets its ``ancestors`` (see
+    :class:`SessionExport`).
+
     Args:
         tree: filled by :func:`collect_trees`.
         request: what to build.
@@ -936,7 +1164,14 @@ def build_exports(tree: Tree, request: ExportRequest) -> list[SessionExport]:
         one :class:`SessionExport` per ``tree.wanted`` session, in that order.
     """
     view = _TreeView(tree.records)
-    return [view.export(sid, request) for sid in tree.wanted if sid in view.state.sessions]
+    out = []
+    for sid in tree.wanted:
+        if sid in view.state.sessions:
+            item = view.export(sid, request)
+            if request.with_history and item.parent is not None:
+                item.ancestors = view.ancestry(sid)
+            out.append(item)
+    return out
 
 
 # --------------------------------------------------------------------------- rendering
@@ -944,8 +1179,11 @@ def build_exports(tree: Tree, request: ExportRequest) -> list[SessionExport]:
 
 def session_doc(export: SessionExport) -> dict[str, Any]:
     """A session as a JSON-friendly dict: its fields, ``messages`` (the visible
-    branch), ``crystals``, ``checkpoints``, ``usage`` and, with history, ``history``
-    (entries in log order; a fork entry holds the child's doc under ``session``)."""
+    branch), ``crystals``, ``checkpoints``, ``usage``, ``requests`` (its ``llm.request``
+    records as counted, see :class:`LlmRequest`) and, with history, ``history``
+    (entries in log order; a fork entry names the child under ``child`` and holds its
+    doc under ``session``) and, for a fork, ``ancestors`` (``[{"id", "history",
+    "requests"}]``, see :class:`Ancestor`). :func:`read_document` reads it back."""
     doc: dict[str, Any] = {
         "id": export.id,
         "title": export.title,
@@ -954,6 +1192,7 @@ def session_doc(export: SessionExport) -> dict[str, Any]:
         "branch": export.branch,
         "deleted": export.deleted,
         "first_seq": export.first_seq,
+        "first_ts": export.first_ts,
         "last_seq": export.last_seq,
         "last_ts": export.last_ts,
         "participants": list(export.participants),
@@ -962,9 +1201,12 @@ def session_doc(export: SessionExport) -> dict[str, Any]:
         "crystals": [c.as_dict() for c in export.crystals],
         "checkpoints": [c.as_dict() for c in export.checkpoints],
         "usage": export.usage.to_dict(),
+        "requests": [request.as_dict() for request in export.requests or ()],
     }
     if export.history is not None:
         doc["history"] = [entry.as_dict() for entry in export.history]
+    if export.ancestors is not None:
+        doc["ancestors"] = [ancestor.as_dict() for ancestor in export.ancestors]
     return doc
 
 
@@ -1184,6 +1426,370 @@ def render(exports: Iterable[SessionExport], fmt: str, header: dict[str, Any] | 
     for i, export in enumerate(exports):
         yield renderer.item(export, i == 0)
     yield renderer.tail()
+
+
+# --------------------------------------------------------------------------- reading a JSON export back
+
+
+class ExportDocumentError(ValueError):
+    """A JSON export document that cannot be turned back into events. The message says
+    where (``sessions[2].history[5].message``) and why, on one line."""
+
+
+_ABSENT: Any = object()
+_DOC_HEAD = re.compile(rb'\A(?:\xef\xbb\xbf)?\s*\{\s*"format"\s*:\s*"convlog\.export"')
+
+
+def looks_like_document(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (its first bytes, a few hundred are enough)
+    is a JSON export document: an object whose first key is ``"format"`` with the value
+    ``"convlog.export"``, as :func:`render` writes it (and ``jq`` keeps it). Pure."""
+    return _DOC_HEAD.match(head) is not None
+
+
+def _what(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "a string": lambda v: isinstance(v, str),
+    "an integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "a number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "a boolean": lambda v: isinstance(v, bool),
+    "a list": lambda v: isinstance(v, list),
+    "an object": lambda v: isinstance(v, dict),
+}
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ExportDocumentError(f"{where}: expected an object, found {_what(value)}")
+    return value
+
+
+def _get(obj: Mapping[str, Any], key: str, where: str, expect: str, null: bool = False,
+         default: Any = _ABSENT) -> Any:
+    """``obj[key]`` checked to be ``expect`` (a key of ``_CHECKS``), or null when
+    ``null``; ``default`` when the key is absent (required when no default)."""
+    if key not in obj:
+        if default is _ABSENT:
+            raise ExportDocumentError(f"{where}: {key!r} is missing")
+        return default
+    value = obj[key]
+    if (value is None and null) or _CHECKS[expect](value):
+        return value
+    wanted = f"{expect} or null" if null else expect
+    raise ExportDocumentError(f"{where}.{key}: expected {wanted}, found {_what(value)}")
+
+
+def _items(obj: Mapping[str, Any], key: str, where: str) -> Iterator[tuple[str, Any]]:
+    """The items of list ``obj[key]`` (empty when absent or null) with their paths."""
+    for i, item in enumerate(_get(obj, key, where, "a list", null=True, default=None) or ()):
+        yield f"{where}.{key}[{i}]", item
+
+
+def _message_from(value: Any, where: str) -> Message:
+    obj = _object(value, where)
+    kind = _get(obj, "kind", where, "a string", default="message")
+    if kind not in _MESSAGE_KINDS:
+        raise ExportDocumentError(f"{where}.kind: not a message kind")
+    copies = _get(obj, "copies", where, "an integer", default=1)
+    return Message(
+        session=_get(obj, "session", where, "a string", null=True, default=None),
+        index=_get(obj, "index", where, "an integer", null=True, default=None),
+        message_id=_get(obj, "message_id", where, "a string"),
+        sender=_get(obj, "sender", where, "a string", null=True, default=None),
+        role=_get(obj, "role", where, "a string", null=True, default=None),
+        seq=_get(obj, "seq", where, "an integer"),
+        ts=_get(obj, "ts", where, "a string", null=True, default=None),
+        kind=kind,
+        text=_get(obj, "text", where, "a string"),
+        copies=copies,
+        streamed=_get(obj, "streamed", where, "a boolean", default=False),
+        complete=_get(obj, "complete", where, "a boolean", default=True),
+        visible=_get(obj, "visible", where, "a boolean", default=True),
+    )
+
+
+def _crystal_from(value: Any, where: str) -> Crystal:
+    obj = _object(value, where)
+    return Crystal(
+        seq=_get(obj, "seq", where, "an integer", default=0),
+        ts=_get(obj, "ts", where, "a string", null=True, default=None),
+        upto=_get(obj, "upto", where, "an integer"),
+        summary=_get(obj, "summary", where, "a string", null=True),
+        current=_get(obj, "current", where, "a boolean", default=True),
+    )
+
+
+def _checkpoint_from(value: Any, where: str) -> NamedCheckpoint:
+    obj = _object(value, where)
+    return NamedCheckpoint(
+        name=_get(obj, "name", where, "a string"),
+        seq=_get(obj, "seq", where, "an integer", default=0),
+        ts=_get(obj, "ts", where, "a string", null=True, default=None),
+        at=_get(obj, "at", where, "an integer"),
+        current=_get(obj, "current", where, "a boolean", default=True),
+    )
+
+
+def _usage_from(value: Any, where: str) -> Usage:
+    obj = _object(value, where)
+    models = _get(obj, "models", where, "an object", default={})
+    for name, count in models.items():
+        if not _CHECKS["an integer"](count):
+            raise ExportDocumentError(f"{where}.models[{name!r}]: expected an integer, found {_what(count)}")
+    return Usage(
+        requests=_get(obj, "requests", where, "an integer", default=0),
+        input_tokens=_get(obj, "input_tokens", where, "an integer", default=0),
+        output_tokens=_get(obj, "output_tokens", where, "an integer", default=0),
+        cost_usd=float(_get(obj, "cost_usd", where, "a number", default=0.0)),
+        models=dict(models),
+    )
+
+
+def _request_from(value: Any, where: str) -> LlmRequest:
+    obj = _object(value, where)
+    cost = _get(obj, "cost_usd", where, "a number", default=0.0)
+    try:
+        cost = float(cost)
+    except OverflowError:
+        raise ExportDocumentError(f"{where}.cost_usd: out of range") from None
+    return LlmRequest(
+        seq=_get(obj, "seq", where, "an integer"),
+        ts=_get(obj, "ts", where, "a string", null=True, default=None),
+        model=_get(obj, "model", where, "a string", null=True, default=None),
+        input_tokens=_get(obj, "input_tokens", where, "an integer", default=0),
+        output_tokens=_get(obj, "output_tokens", where, "an integer", default=0),
+        cost_usd=cost,
+    )
+
+
+def _entry_from(value: Any, where: str, depth: int) -> Entry:
+    obj = _object(value, where)
+    event = _get(obj, "event", where, "a string")
+    seq = _get(obj, "seq", where, "an integer")
+    ts = _get(obj, "ts", where, "a string", null=True, default=None)
+    entry = Entry(event, seq, ts)
+    if event in ("message", "copy"):
+        entry.message = _message_from(_get(obj, "message", where, "an object"), f"{where}.message")
+    elif event == "fork":
+        nested = _get(obj, "session", where, "an object", null=True, default=None)
+        if nested is not None:
+            entry.fork = _session_from(nested, f"{where}.session", depth + 1)
+        child = _get(obj, "child", where, "a string", default=entry.fork.id if entry.fork else _ABSENT)
+        if entry.fork is not None and entry.fork.id != child:
+            raise ExportDocumentError(f"{where}: child {child!r} is not the nested session {entry.fork.id!r}")
+        entry.detail = {"child": child, "at": _get(obj, "at", where, "an integer", null=True, default=None),
+                        "branch": _get(obj, "branch", where, "a string", null=True, default=None)}
+    elif event == "rewind":
+        checkpoint = _get(obj, "checkpoint", where, "a string", null=True, default=None)
+        to = _get(obj, "to_count", where, "an integer", null=checkpoint is not None, default=None)
+        if checkpoint is None and to is None:
+            raise ExportDocumentError(f"{where}: a rewind needs 'to_count' or 'checkpoint'")
+        entry.detail = {"to_count": to, "checkpoint": checkpoint}
+    elif event == "checkpoint":
+        entry.detail = {"name": _get(obj, "name", where, "a string"),
+                        "at": _get(obj, "at", where, "an integer", null=True, default=None)}
+    elif event == "crystal":
+        entry.detail = {"summary": _get(obj, "summary", where, "a string"),
+                        "upto": _get(obj, "upto", where, "an integer", null=True, default=None)}
+    elif event == "start":
+        entry.detail = {"title": _get(obj, "title", where, "a string", null=True, default=None)}
+    elif event in ("delete", "llm.request", "rejected"):
+        pass  # nothing needed: a delete has no parameters; requests come from "requests"
+    else:
+        raise ExportDocumentError(f"{where}.event: unknown event {event[:40]!r}")
+    return entry
+
+
+def _session_from(value: Any, where: str, depth: int = 0) -> SessionExport:
+    """Read one session doc (:func:`session_doc`) back; only what re-recording needs is
+    required (``id``, and ``requests`` when ``usage`` counts requests)."""
+    if depth > 200:
+        raise ExportDocumentError(f"{where}: forks nested more than 200 deep")
+    obj = _object(value, where)
+    sid = _get(obj, "id", where, "a string")
+    usage = _usage_from(_get(obj, "usage", where, "an object", default={}), f"{where}.usage")
+    requests = None
+    if _get(obj, "requests", where, "a list", null=True, default=None) is not None:
+        requests = [_request_from(item, at) for at, item in _items(obj, "requests", where)]
+    elif usage.requests:
+        raise ExportDocumentError(f"{where}: usage counts {usage.requests} requests but 'requests' is missing "
+                                  "(an export from an older convlog: export it again)")
+    history = None
+    if _get(obj, "history", where, "a list", null=True, default=None) is not None:
+        history = [_entry_from(item, at, depth) for at, item in _items(obj, "history", where)]
+    ancestors = None
+    if _get(obj, "ancestors", where, "a list", null=True, default=None) is not None:
+        ancestors = []
+        for at, item in _items(obj, "ancestors", where):
+            ancestor = _object(item, at)
+            ancestors.append(Ancestor(
+                _get(ancestor, "id", at, "a string"),
+                [_entry_from(e, e_at, depth) for e_at, e in _items(ancestor, "history", at)],
+                [_request_from(r, r_at) for r_at, r in _items(ancestor, "requests", at)],
+            ))
+    return SessionExport(
+        id=sid,
+        title=_get(obj, "title", where, "a string", null=True, default=None),
+        parent=_get(obj, "parent", where, "a string", null=True, default=None),
+        fork_at=_get(obj, "fork_at", where, "an integer", null=True, default=None),
+        branch=_get(obj, "branch", where, "a string", null=True, default=None),
+        deleted=_get(obj, "deleted", where, "a boolean", default=False),
+        first_seq=_get(obj, "first_seq", where, "an integer", default=0),
+        last_seq=_get(obj, "last_seq", where, "an integer", default=0),
+        last_ts=_get(obj, "last_ts", where, "a string", null=True, default=None),
+        participants=[],
+        duplicates=_get(obj, "duplicates", where, "an integer", default=0),
+        messages=[_message_from(item, at) for at, item in _items(obj, "messages", where)],
+        crystals=[_crystal_from(item, at) for at, item in _items(obj, "crystals", where)],
+        checkpoints=[_checkpoint_from(item, at) for at, item in _items(obj, "checkpoints", where)],
+        usage=usage,
+        history=history,
+        first_ts=_get(obj, "first_ts", where, "a string", null=True, default=None),
+        requests=requests,
+        ancestors=ancestors,
+    )
+
+
+def read_document(doc: Any) -> list[SessionExport]:
+    """Read a parsed JSON export document (:func:`render` with ``json``) back into
+    session exports. Pure.
+
+    Checks ``format`` (``convlog.export``), ``version`` (at most the one written now)
+    and the type of every field it reads; fields it does not need may be missing.
+
+    Args:
+        doc: the parsed document (``orjson.loads`` of the file).
+
+    Returns:
+        its sessions, in document order (forks nested in ``history`` as exported).
+
+    Raises:
+        ExportDocumentError: naming the first field that is missing or of the wrong type.
+    """
+    if not isinstance(doc, dict):
+        raise ExportDocumentError(f"not an export document: the top level is {_what(doc)}, not an object")
+    fmt = doc.get("format")
+    if fmt != JSON_FORMAT:
+        shown = repr(fmt[:40]) if isinstance(fmt, str) else _what(fmt)
+        raise ExportDocumentError(f"not a convlog export document (format is {shown}, not {JSON_FORMAT!r})")
+    version = _get(doc, "version", "document", "an integer")
+    if not 1 <= version <= JSON_VERSION:
+        readable = "1" if JSON_VERSION == 1 else f"1 to {JSON_VERSION}"
+        raise ExportDocumentError(f"export document version {version} is not supported "
+                                  f"(this convlog reads version {readable})")
+    _get(doc, "sessions", "document", "a list")
+    return [_session_from(item, where) for where, item in _items(doc, "sessions", "document")]
+
+
+def _entry_events(sid: str, entry: Entry) -> list[dict[str, Any]]:
+    """The native events re-creating one history entry of session ``sid`` (none for a
+    refused record or an ``llm.request``, which comes from the session's requests)."""
+    d = entry.detail
+    if entry.event == "message" and entry.message is not None:
+        return _message_events(sid, entry.message)
+    if entry.event == "copy" and entry.message is not None:
+        return _copy_events(sid, entry.message)
+    if entry.event == "fork":
+        return [_fork_event(d["child"], sid, d.get("at"), d.get("branch"), entry.ts)]
+    if entry.event == "rewind":
+        return [_rewind_event(sid, d.get("to_count"), d.get("checkpoint"), entry.ts)]
+    if entry.event == "checkpoint":
+        return [_checkpoint_event(sid, d["name"], d.get("at"), entry.ts)]
+    if entry.event == "crystal":
+        return [_crystal_event(sid, d["summary"], d.get("upto"), entry.ts)]
+    if entry.event == "start":
+        return [_start_event(sid, d.get("title"), entry.ts)]
+    if entry.event == "delete":
+        return [_delete_event(sid, entry.ts)]
+    return []
+
+
+def _history_replay(exports: Sequence[SessionExport]) -> list[dict[str, Any]]:
+    """Events re-creating sessions exported with history: every entry of them, their
+    nested forks and their ancestors (and every counted request), one record each,
+    merged back into log order by the seq they were recorded with; a record present
+    twice (a fork nested in one session and exported on its own too, shared
+    ancestors) is replayed once."""
+    by_seq: dict[int, list[dict[str, Any]]] = {}
+
+    def keep(seq: int, events: list[dict[str, Any]]) -> None:
+        if events:
+            by_seq.setdefault(seq, events)
+
+    todo = list(exports)
+    while todo:
+        item = todo.pop()
+        for entry in item.history or ():
+            if entry.fork is not None:
+                todo.append(entry.fork)
+            keep(entry.seq, _entry_events(item.id, entry))
+        for request in item.requests or ():
+            keep(request.seq, [_request_event(item.id, request)])
+    for item in exports:
+        for ancestor in item.ancestors or ():
+            for entry in ancestor.history:
+                keep(entry.seq, _entry_events(ancestor.id, entry))
+            for request in ancestor.requests:
+                keep(request.seq, [_request_event(ancestor.id, request)])
+    return [event for seq in sorted(by_seq) for event in by_seq[seq]]
+
+
+def session_events(exports: Sequence[SessionExport]) -> list[dict[str, Any]]:
+    """Native bus events re-creating exported sessions: the same vocabulary and shapes
+    as the JSONL export. Pure.
+
+    * sessions with history: every record the fold applied to them, their forks and
+      (for a fork exported on its own) their ancestors up to the fork, in the original
+      log order (see :func:`_history_replay`): a stream as one ``message.delta`` with
+      its whole text (and ``message.end`` when complete) at its first record, requests
+      with the counts the fold made of them;
+    * sessions without: each visible branch on its own, as the JSONL export writes it
+      (a fork flat, its ``session.start`` naming the ``origin``), once per session id.
+
+    Publishing the events into a fresh recorder folds to the same sessions: see the
+    module docstring for which fields are equal.
+
+    Args:
+        exports: from :func:`read_document` (or :func:`build_exports`).
+
+    Returns:
+        the events (history ones first, then the visible branches in order).
+    """
+    events = _history_replay([item for item in exports if item.history is not None])
+    seen: set[str] = set()
+    for item in exports:
+        if item.history is None and item.id not in seen:
+            seen.add(item.id)
+            requests = [_request_event(item.id, request) for request in item.requests or ()]
+            events += _visible_events(item, lambda _seq: None, requests)
+    return events
+
+
+def document_events(doc: Any) -> list[dict[str, Any]]:
+    """The native bus events re-creating the sessions of a parsed JSON export document:
+    :func:`session_events` of :func:`read_document`. Pure.
+
+    Raises:
+        ExportDocumentError: as :func:`read_document`.
+    """
+    return session_events(read_document(doc))
 
 
 # --------------------------------------------------------------------------- the shell
