@@ -259,13 +259,10 @@ class Recorder:
             None), "checkpoint_created" (RFC 3339 or None), "held_bytes", "degraded"
             (bool), "publishers_known", "started_ns"}``; counts since this start.
         """
-        records = self.ingest.kinds.copy()
-        for key, n in self.own_kinds.copy().items():
-            records[key] = records.get(key, 0) + n
         writer = self._writer
         checkpoint = self._last_checkpoint or self._checkpoint_at_start
         return {
-            "records": records,
+            "records": self._records(),
             "received": self.received.copy(),
             "bytes_written": writer.bytes_written if writer else 0,
             "gap_records": self.gap_records,
@@ -280,12 +277,18 @@ class Recorder:
             "started_ns": self._started_ns,
         }
 
+    def _records(self) -> dict[tuple[str, str], int]:
+        """Records written since start by ``(kind, source)``: messages and the recorder's own."""
+        records = self.ingest.kinds.copy()
+        for key, n in self.own_kinds.copy().items():
+            records[key] = records.get(key, 0) + n
+        return records
+
     def records_by_kind(self) -> dict[str, int]:
         """Records written since start, by kind (messages and the recorder's own)."""
         out: dict[str, int] = {}
-        for counts in (self.ingest.kinds.copy(), self.own_kinds.copy()):
-            for (kind, _source), n in counts.items():
-                out[kind] = out.get(kind, 0) + n
+        for (kind, _source), n in self._records().items():
+            out[kind] = out.get(kind, 0) + n
         return dict(sorted(out.items()))
 
     def _save_state(self, clean: bool) -> None:
