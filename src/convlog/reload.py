@@ -17,7 +17,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +66,13 @@ def compare(current: Config, new: Config | None, file: str, digest: str, error: 
     if new is None:
         return Reload({"file": file, "sha256": digest, "applied": False, "changed": [], "restart_needed": [],
                        "rules": len(current.rules), "error": error})
-    live = [key for key in LIVE_KEYS if getattr(new, key) != getattr(current, key)]
-    others = [f.name for f in fields(Config)
-              if f.name not in LIVE_KEYS and f.name not in _NOT_SETTINGS and getattr(new, f.name) != getattr(current,
-                                                                                                          f.name)]
-    if not live and not others:
+    changed = [f.name for f in fields(Config)
+               if f.name not in _NOT_SETTINGS and getattr(new, f.name) != getattr(current, f.name)]
+    live = [key for key in LIVE_KEYS if key in changed]
+    others = [key for key in changed if key not in LIVE_KEYS]
+    if not changed:
         return None
-    in_force = current
-    if live:
-        values = {key: getattr(new, key) for key in LIVE_KEYS}
-        in_force = Config(**{f.name: getattr(current, f.name) for f in fields(Config)} | values)
+    in_force = replace(current, **{key: getattr(new, key) for key in live}) if live else current
     return Reload(
         {"file": file, "sha256": digest, "applied": bool(live), "changed": live, "restart_needed": others,
          "rules": len(in_force.rules), "error": None},
