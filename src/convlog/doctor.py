@@ -30,10 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from convlog.config import Config, ConfigError, load_config
-from convlog.log import LOCK_FILE, RECOVERY, LogLock, list_segments
+from convlog.launcher import pid_alive
+from convlog.log import LogLock, list_segments
 from convlog.probe import probe_endpoint
 from convlog.record import parse_line
 
@@ -179,26 +178,6 @@ def check_directory(directory: Path) -> Check:
     return Check("directory", True, f"{where} is writable; {summary}")
 
 
-def _lock_holder(directory: Path) -> dict[str, Any] | None:
-    """What the last writer recorded in ``recovery/recorder.lock`` (pid, host,
-    started, command), or None when there is no readable lock file."""
-    try:
-        holder = orjson.loads((directory / RECOVERY / LOCK_FILE).read_bytes() or b"{}")
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return holder if isinstance(holder, dict) else None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user
-    return True
-
-
 def _pid_command(pid: int) -> str | None:
     """The command line of ``pid`` (Linux ``/proc``), or None when unknown."""
     try:
@@ -226,18 +205,18 @@ def check_recorder(directory: Path, status: dict | None) -> Check:
             return Check("recorder", False, f"{', '.join(parts)}; degraded: {'; '.join(degraded)}",
                          "see `convlog status` and the recorder's log for the cause")
         return Check("recorder", True, ", ".join(parts))
-    holder = _lock_holder(directory)
-    pid = holder.get("pid") if holder else None
-    if not isinstance(pid, int):
+    holder = LogLock.last_holder(directory)
+    if holder is None:
         return Check("recorder", False, f"not running: no recorder answers for {directory} and none has run there",
                      start)
+    pid = holder["pid"]
     since = f", started {holder['started']}" if holder.get("started") else ""
     host = holder.get("host")
     if host and host != socket.gethostname():
         return Check("recorder", False,
                      f"no recorder answers; the last one was pid {pid} on host {host}{since}, not this machine",
                      f"check it on {host}, or {start}")
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return Check("recorder", False, f"not running: the last recorder (pid {pid}{since}) is gone",
                      f"{start}; its log (journalctl, or the log file in {directory}) says why it stopped")
     if not LogLock.is_held(directory):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from convlog import control
-from convlog.log import RECOVERY, ensure_layout
+from convlog.log import RECOVERY, LogLock, ensure_layout
 
 #: The recorder's output (stdout and stderr) when started by :func:`ensure_running`.
 LOG_NAME = "recorder.log"
@@ -151,16 +151,8 @@ def lock_holder(directory: Path) -> dict[str, Any] | None:
     A process is looked up by pid (Linux: a zombie counts as gone); the lock itself is not
     touched, so this never gets in the way of a recorder taking it.
     """
-    import orjson
-
-    path = Path(directory) / RECOVERY / "recorder.lock"
-    try:
-        holder = orjson.loads(path.read_bytes() or b"{}")
-    except (OSError, ValueError):
-        return None
-    if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
-        return None
-    return holder if pid_alive(holder["pid"]) else None
+    holder = LogLock.last_holder(directory)
+    return holder if holder is not None and pid_alive(holder["pid"]) else None
 
 
 def pid_alive(pid: int) -> bool:

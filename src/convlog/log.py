@@ -195,6 +195,21 @@ class LogLock:
         return self
 
     @staticmethod
+    def last_holder(directory: Path) -> dict[str, Any] | None:
+        """What the last holder wrote in ``recovery/recorder.lock`` (pid, host, started,
+        command), whether or not it still holds the lock (see :meth:`is_held`).
+
+        Returns:
+            the holder's dict, or None when there is no readable lock file or it names
+            no integer pid.
+        """
+        try:
+            holder = orjson.loads((Path(directory) / RECOVERY / LOCK_FILE).read_bytes() or b"{}")
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
+
+    @staticmethod
     def is_held(directory: Path) -> bool:
         """Whether some process holds the writer lock of ``directory`` right now: a
         non-blocking ``flock`` probe, released at once (the lock file's pid only names
