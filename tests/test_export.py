@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Bus, convlog_cmd, records, shearwater_file, wait_for_records
+from conftest import Bus, convlog_cmd, records, running_bus, shearwater_file, wait_for_records
 from convlog.demo import free_port
 from convlog.export import (
     CSV_COLUMNS,
@@ -52,15 +52,8 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
 @pytest.fixture(scope="module")
 def module_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
     """One reference broker for the module's recordings."""
-    tmp = tmp_path_factory.mktemp("bus")
-    bus = Bus(tmp, f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", broker=None)  # type: ignore[arg-type]
-    bus.start_broker()
-    try:
+    with running_bus(tmp_path_factory.mktemp("bus")) as bus:
         yield bus
-    finally:
-        for proc in [*bus.procs, bus.broker]:
-            if proc.popen.poll() is None:
-                proc.kill9()
 
 
 def record_file(bus: Bus, directory: Path, file: Path, expected: int, *publish_args: str) -> None:
