@@ -64,7 +64,7 @@ from typing import Any
 
 import orjson
 
-from benchmark import fmt, free_port, parse_ts, print_targets, ratio, stop_process, vm_hwm_mb
+from benchmark import fmt, free_port, parse_ts, print_targets, ratio, stop_process, vm_hwm_mb, write_json
 
 RCVHWM = 1_000_000
 PACE_BATCH = 100
@@ -671,27 +671,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     report(results, ratios, targets, header)
     if args.json_path:
-        Path(args.json_path).write_text(
-            json.dumps(
-                {
-                    "config": {
-                        "steady_rate": args.steady_rate,
-                        "steady_seconds": args.steady_seconds,
-                        "steady_messages": steady_count,
-                        "burst": args.burst,
-                        "naive_count": naive_count,
-                        "naive_seconds": args.naive_seconds,
-                        "mean_payload_bytes": mean,
-                        "cpus": os.cpu_count(),
-                    },
-                    "results": [asdict(r) for r in results.values()],
-                    "runs": {f"{k[0]}/{k[1]}": [asdict(r) for r in v] for k, v in runs.items()},
-                    "ratios": ratios,
-                    "targets": targets,
-                },
-                indent=2,
-            )
-            + "\n"
+        write_json(
+            args.json_path,
+            {
+                "steady_rate": args.steady_rate,
+                "steady_seconds": args.steady_seconds,
+                "steady_messages": steady_count,
+                "burst": args.burst,
+                "naive_count": naive_count,
+                "naive_seconds": args.naive_seconds,
+                "mean_payload_bytes": mean,
+                "cpus": os.cpu_count(),
+            },
+            {
+                "results": [asdict(r) for r in results.values()],
+                "runs": {f"{k[0]}/{k[1]}": [asdict(r) for r in v] for k, v in runs.items()},
+            },
+            ratios,
+            targets,
         )
     return 0
 

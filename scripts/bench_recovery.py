@@ -92,7 +92,7 @@ from typing import Any
 
 import orjson
 
-from benchmark import fmt, free_port, parse_ts, print_targets, ratio, stop_process, vm_hwm_mb, vm_rss_mb
+from benchmark import fmt, free_port, parse_ts, print_targets, ratio, stop_process, vm_hwm_mb, vm_rss_mb, write_json
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 BATCH_MESSAGES = 1024  # lines per write when building, as the recorder batches
@@ -992,34 +992,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     report(built, restarts, loads, breakdowns, rss, import_s, ratios, targets, header, args.repeat)
     if args.json_path:
-        Path(args.json_path).write_text(
-            json.dumps(
-                {
-                    "config": {
-                        "sizes": sizes,
-                        "tail_records": args.tail_records,
-                        "rss_counts": rss_counts,
-                        "rate": args.rate,
-                        "repeat": args.repeat,
-                        "conversations": convs,
-                        "mean_payload_bytes": mean,
-                        "cpus": os.cpu_count(),
-                        "elapsed_s": elapsed,
-                    },
-                    "logs": [asdict(b) for b in built.values()],
-                    "restarts": [asdict(r) for r in restarts.values()],
-                    "restart_runs": {f"{k[0]}/{'ckpt' if k[1] else 'nockpt'}/{'clean' if k[2] else 'unclean'}":
-                                     [asdict(r) for r in v] for k, v in runs.items()},
-                    "loads": [asdict(ld) for ld in loads.values()],
-                    "breakdown": [asdict(bd) for bd in breakdowns],
-                    "import_s": import_s,
-                    "rss": [asdict(r) for r in rss],
-                    "ratios": ratios,
-                    "targets": targets,
-                },
-                indent=2,
-            )
-            + "\n"
+        write_json(
+            args.json_path,
+            {
+                "sizes": sizes,
+                "tail_records": args.tail_records,
+                "rss_counts": rss_counts,
+                "rate": args.rate,
+                "repeat": args.repeat,
+                "conversations": convs,
+                "mean_payload_bytes": mean,
+                "cpus": os.cpu_count(),
+                "elapsed_s": elapsed,
+            },
+            {
+                "logs": [asdict(b) for b in built.values()],
+                "restarts": [asdict(r) for r in restarts.values()],
+                "restart_runs": {f"{k[0]}/{'ckpt' if k[1] else 'nockpt'}/{'clean' if k[2] else 'unclean'}":
+                                 [asdict(r) for r in v] for k, v in runs.items()},
+                "loads": [asdict(ld) for ld in loads.values()],
+                "breakdown": [asdict(bd) for bd in breakdowns],
+                "import_s": import_s,
+                "rss": [asdict(r) for r in rss],
+            },
+            ratios,
+            targets,
         )
     return 0
 

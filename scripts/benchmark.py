@@ -8,6 +8,7 @@ folder is on ``sys.path``).
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,8 @@ from typing import Any
 
 from convlog.demo import free_port
 
-__all__ = ["fmt", "free_port", "parse_ts", "print_targets", "ratio", "stop_process", "vm_hwm_mb", "vm_rss_mb"]
+__all__ = ["fmt", "free_port", "parse_ts", "print_targets", "ratio", "stop_process", "vm_hwm_mb", "vm_rss_mb",
+           "write_json"]
 
 
 def _status_mb(pid: int, key: str) -> float | None:
@@ -88,3 +90,11 @@ def print_targets(console: Any, ratios: Mapping[str, float | None], targets: Seq
         if t["pass"] is not True:
             failed.append(t["target"])
     console.print("targets failed: " + (", ".join(failed) if failed else "none"))
+
+
+def write_json(path: str | Path, config: Mapping[str, Any], sections: Mapping[str, Any],
+               ratios: Mapping[str, Any], targets: Sequence[Mapping[str, Any]]) -> None:
+    """Write a benchmark's figures as one JSON document (``--json PATH``):
+    ``{"config", <sections...>, "ratios", "targets"}``, indented, ending in a newline."""
+    document = {"config": dict(config), **sections, "ratios": dict(ratios), "targets": list(targets)}
+    Path(path).write_text(json.dumps(document, indent=2) + "\n")
