@@ -64,7 +64,7 @@ from typing import Any
 
 import orjson
 
-from benchmark import fmt, free_port, parse_ts, print_targets, ratio, stop_process, vm_hwm_mb, write_json
+from benchmark import Processes, fmt, free_port, parse_ts, print_targets, ratio, stop_process, vm_hwm_mb, write_json
 
 RCVHWM = 1_000_000
 PACE_BATCH = 100
@@ -379,32 +379,15 @@ def prepare(path: Path, count: int) -> float:
     return total / count
 
 
-class Bench:
+class Bench(Processes):
     def __init__(self, args: argparse.Namespace, workdir: Path, messages: Path) -> None:
+        super().__init__(workdir)
         self.args = args
-        self.workdir = workdir
         self.messages = messages
-        self.procs: list[subprocess.Popen[bytes]] = []
 
-    def say(self, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
-
-    def spawn(self, cmd: list[str], name: str, stdin: bool = False) -> subprocess.Popen[bytes]:
-        err = (self.workdir / f"{name}.stderr").open("ab")
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-        )
-        err.close()
-        self.procs.append(proc)
-        return proc
-
-    def cleanup(self) -> None:
-        for proc in reversed(self.procs):
-            stop_process(proc, 5.0)
-        self.procs.clear()
+    def spawn(self, cmd: list[str], name: str, stdout: bool = True, stdin: bool = False) -> subprocess.Popen[bytes]:
+        """As :meth:`Processes.spawn`, with a stdout pipe by default (the roles report on it)."""
+        return super().spawn(cmd, name, stdout=stdout, stdin=stdin)
 
     def run(self, receiver: str, load: str, count: int, rate: float | None, cap_s: float | None = None) -> Result:
         self.say(f"-- {receiver} / {load}: {count:,} messages" + (f" at {rate:,.0f}/s" if rate else " burst"))

@@ -92,7 +92,18 @@ from typing import Any
 
 import orjson
 
-from benchmark import fmt, free_port, parse_ts, print_targets, ratio, stop_process, vm_hwm_mb, vm_rss_mb, write_json
+from benchmark import (
+    Processes,
+    fmt,
+    free_port,
+    parse_ts,
+    print_targets,
+    ratio,
+    stop_process,
+    vm_hwm_mb,
+    vm_rss_mb,
+    write_json,
+)
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 BATCH_MESSAGES = 1024  # lines per write when building, as the recorder batches
@@ -426,29 +437,11 @@ class RssRun:
     notes: list[str] = field(default_factory=list)
 
 
-class Bench:
+class Bench(Processes):
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        super().__init__(workdir)
         self.args = args
-        self.workdir = workdir
-        self.procs: list[subprocess.Popen[bytes]] = []
         self.me = [sys.executable, str(Path(__file__).resolve())]
-
-    def say(self, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
-
-    def spawn(self, cmd: list[str], name: str, stdout: bool = False) -> subprocess.Popen[bytes]:
-        err = (self.workdir / f"{name}.stderr").open("ab")
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE if stdout else subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL
-        )
-        err.close()
-        self.procs.append(proc)
-        return proc
-
-    def cleanup(self) -> None:
-        for proc in reversed(self.procs):
-            stop_process(proc, 5.0)
-        self.procs.clear()
 
     def broker(self, name: str, hwm: int | None = None) -> tuple[subprocess.Popen[bytes], str, str]:
         xsub_port, xpub_port = free_port(), free_port()

@@ -11,6 +11,7 @@ import contextlib
 import json
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -18,8 +19,18 @@ from typing import Any
 
 from convlog.demo import free_port
 
-__all__ = ["fmt", "free_port", "parse_ts", "print_targets", "ratio", "stop_process", "vm_hwm_mb", "vm_rss_mb",
-           "write_json"]
+__all__ = [
+    "Processes",
+    "fmt",
+    "free_port",
+    "parse_ts",
+    "print_targets",
+    "ratio",
+    "stop_process",
+    "vm_hwm_mb",
+    "vm_rss_mb",
+    "write_json",
+]
 
 
 def _status_mb(pid: int, key: str) -> float | None:
@@ -98,3 +109,40 @@ def write_json(path: str | Path, config: Mapping[str, Any], sections: Mapping[st
     ``{"config", <sections...>, "ratios", "targets"}``, indented, ending in a newline."""
     document = {"config": dict(config), **sections, "ratios": dict(ratios), "targets": list(targets)}
     Path(path).write_text(json.dumps(document, indent=2) + "\n")
+
+
+class Processes:
+    """The subprocesses of one benchmark run, each with its stderr in
+    ``WORKDIR/<name>.stderr``; :meth:`cleanup` stops them all (SIGTERM, then SIGKILL).
+
+    Args:
+        workdir: where the stderr files go.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @staticmethod
+    def say(text: str) -> None:
+        """A progress line on stderr (stdout is the report)."""
+        print(text, file=sys.stderr, flush=True)
+
+    def spawn(self, cmd: list[str], name: str, stdout: bool = False, stdin: bool = False) -> subprocess.Popen[bytes]:
+        """Start ``cmd``; ``stdout``/``stdin`` give pipes (else /dev/null)."""
+        err = (self.workdir / f"{name}.stderr").open("ab")
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+            stderr=err,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        )
+        err.close()
+        self.procs.append(proc)
+        return proc
+
+    def cleanup(self) -> None:
+        """Stop every process started, newest first (5 s each before SIGKILL)."""
+        for proc in reversed(self.procs):
+            stop_process(proc, 5.0)
+        self.procs.clear()
