@@ -47,7 +47,8 @@ def test_detector_reports_gaps_restarts_duplicates_and_unverified() -> None:
     assert d.observe("p", 1, 16) is None and d.publishers["p"].restarts == 1
     d.observe_value({"no": "stamp"}, "message", 17)
     d.observe_value({"type": "publisher.heartbeat"}, "publisher.heartbeat", 18)
-    assert d.summary() == {"publishers": 1, "missing": 6, "restarts": 1, "duplicates": 1, "unverified": 1}
+    assert d.summary() == {"publishers": 1, "missing": 6, "restarts": 1, "duplicates": 1, "unverified": 1,
+                           "invalid": 0, "evicted": 0, "closed": 0}
     assert GapDetector.from_dict(orjson.loads(orjson.dumps(d.to_dict()))) == d
     assert GapDetector.from_dict("garbage") == GapDetector()
 

@@ -196,19 +196,25 @@ def test_launch_resume_prints_the_crystal_and_the_messages_after_it(
 
 
 def test_status_unhealthy_when_known_publishers_go_silent_healthy_when_idle(bus: Bus, tmp_path: Path) -> None:
-    """With ``silence_threshold_s = 1``: a recorder whose only publisher sent stamped
-    messages and then nothing (no heartbeats) is reported unhealthy (exit 1, naming the
-    silence); a recorder with no known publishers stays healthy (exit 0) however long
-    it is idle."""
+    """With ``silence_threshold_s = 1`` and ``silence_unhealthy = true``: a recorder whose
+    only publisher sent stamped messages and then nothing (no heartbeats, no goodbye) is
+    reported unhealthy (exit 1, naming the silence); without ``silence_unhealthy`` the
+    same silence is a warning (exit 0); a recorder with no known publishers stays
+    healthy (exit 0) however long it is idle."""
     config = tmp_path / "convlog.toml"
-    config.write_text("[recorder]\nsilence_threshold_s = 1\n")
-    silent_dir, idle_dir = tmp_path / "silent", tmp_path / "idle"
+    config.write_text("[recorder]\nsilence_threshold_s = 1\nsilence_unhealthy = true\n")
+    warn_config = tmp_path / "warn.toml"
+    warn_config.write_text("[recorder]\nsilence_threshold_s = 1\n")
+    silent_dir, idle_dir, warn_dir = tmp_path / "silent", tmp_path / "idle", tmp_path / "warn"
     rec = bus.recorder(silent_dir, "--config", str(config))
     answering(silent_dir, rec)
+    warned = bus.recorder(warn_dir, "--config", str(warn_config))
+    answering(warn_dir, warned)
     pub = bus.publisher(heartbeat_s=None)
     for i in range(1, 3):
         pub.send(*message("s", i))
     wait_for_records(silent_dir, 2)
+    wait_for_records(warn_dir, 2)
     pub.close(0, heartbeat=False)
 
     idle = bus.recorder(idle_dir, "--config", str(config))
@@ -217,7 +223,7 @@ def test_status_unhealthy_when_known_publishers_go_silent_healthy_when_idle(bus:
     wait_status(silent_dir, lambda s: not s["healthy"] and s["publishers"]["silent_s"] > 1, "the silence")
     result = cli("status", "--dir", str(silent_dir))
     assert result.returncode == 1, result.stdout
-    assert "UNHEALTHY" in result.stdout and "1 known publisher(s) silent" in result.stdout
+    assert "UNHEALTHY" in result.stdout and "1 publisher(s) that did not say goodbye silent" in result.stdout
     as_json = cli("status", "--dir", str(silent_dir), "--json")
     assert as_json.returncode == 1
     reported = orjson.loads(as_json.stdout)
@@ -231,7 +237,11 @@ def test_status_unhealthy_when_known_publishers_go_silent_healthy_when_idle(bus:
     assert result.stdout.startswith("healthy")
     reported = orjson.loads(cli("status", "--dir", str(idle_dir), "--json").stdout)
     assert reported["healthy"] is True and reported["publishers"]["known"] == 0 and reported["problems"] == []
-    assert rec.terminate() == 0 and idle.terminate() == 0
+
+    wait_status(warn_dir, lambda s: s["publishers"]["silent_s"] > 1.5, "the silence without silence_unhealthy")
+    result = cli("status", "--dir", str(warn_dir))
+    assert result.returncode == 0 and "warning: 1 publisher(s) that did not say goodbye silent" in result.stdout
+    assert rec.terminate() == 0 and idle.terminate() == 0 and warned.terminate() == 0
 
 
 def test_doctor_names_a_sub_pointed_at_the_xsub_port(

@@ -111,14 +111,24 @@ def test_recover_moves_torn_tail_to_quarantine(logdir: Path) -> None:
     assert recover(logdir).quarantined_bytes == 0  # idempotent
 
 
-def test_recover_rejects_invalid_and_out_of_order_lines(logdir: Path) -> None:
-    """A garbage line or a seq that breaks the sequence ends the valid prefix."""
+def test_recover_quarantines_bad_lines_and_keeps_the_records_after_them(logdir: Path) -> None:
+    """A garbage line and a record whose seq goes back are quarantined; the valid records
+    after them stay, byte for byte; a seq that jumps forward is kept and reported as a gap."""
     write_records(logdir, 1, 5).close()
     segment = list_segments(logdir)[-1][1]
+    before = segment.read_bytes()
+    seven, eight = line(7), line(8)
     with segment.open("ab") as fh:
-        fh.write(line(7))
+        fh.write(b"not a record\n" + line(3) + seven + eight)
     report = recover(logdir)
-    assert report.last_seq == 5 and "seq 7 where 6 was expected" in report.reason
+    assert report.last_seq == 8 and report.quarantined_lines == 2 and report.kept_after == 2
+    assert report.reason.startswith("invalid record") and "1 more" in report.reason
+    assert report.seq_gaps == [[6, 6]]
+    assert segment.read_bytes() == before + seven + eight
+    entries = [orjson.loads(e) for e in (logdir / RECOVERY / QUARANTINE_FILE).read_bytes().splitlines()]
+    assert entries[0]["reason"].startswith("invalid record: ") and entries[0]["text"] == "not a record\n"
+    assert entries[1]["reason"] == "seq 3 after seq 5"
+    assert recover(logdir).quarantined_bytes == 0  # idempotent
 
 
 def test_recover_uses_durable_offset_from_state(logdir: Path) -> None:

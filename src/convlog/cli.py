@@ -51,12 +51,21 @@ class ConvlogGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # the reader went away (| head): stop quietly
+            _silence_stdout()
+            ctx.exit(0)
         except EXPECTED as exc:
             click.echo(f"convlog: {exc}", err=True)
             ctx.exit(1)
         except OSError as exc:
             click.echo(f"convlog: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
             ctx.exit(1)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null after its reader went away, so nothing more (not even
+    the interpreter's final flush) fails on the closed pipe."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _default_dir() -> str:
@@ -422,10 +431,14 @@ def status(directory: Path, as_json: bool, timeout: float) -> None:
         sys.exit(3)
     reply.pop("ok", None)
     reply["running"] = True
-    if as_json:
-        output.print_json(reply)
-    else:
-        output.print_status(reply)
+    try:
+        if as_json:
+            output.print_json(reply)
+        else:
+            output.print_status(reply)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `status | head -1`: the exit code still tells the health
+        _silence_stdout()
     sys.exit(0 if reply.get("healthy") else 1)
 
 
@@ -729,7 +742,7 @@ def tail(directory: Path, count: int, follow_: bool, sessions: tuple[str, ...], 
     except KeyboardInterrupt:
         pass  # Ctrl-C while reading without -f: stop quietly
     except BrokenPipeError:  # the reader went away (| head): stop quietly, like tail(1)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence_stdout()
 
 
 @main.command()
@@ -861,7 +874,7 @@ def play(directory: Path, endpoint: str, sessions: tuple[str, ...], since: str |
     for name, value in (("since", since), ("until", until)):
         if value is not None:
             try:
-                seq, ts = parse_as_of(value)
+                seq, ts = parse_as_of(value, upper=name == "until")
             except ValueError as exc:
                 raise click.BadParameter(str(exc).replace("--as-of", f"--{name}"), param_hint=f"'--{name}'") from None
             bounds[f"{name}_seq"], bounds[f"{name}_ts"] = seq, ts

@@ -18,7 +18,9 @@ The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has two tables::
     held_bytes = 268435456               # records held in memory while writes fail
     checkpoint_interval_s = 300          # automatic checkpoints (also one at clean stop)
     checkpoint_keep = 12                 # automatic checkpoints kept (labelled ones always)
-    silence_threshold_s = 120            # status is unhealthy when known publishers are silent longer
+    silence_threshold_s = 120            # status warns when open publishers are silent longer
+    silence_unhealthy = false            # ... and is unhealthy then (for a bus that is never idle)
+    max_publishers = 10000               # publishers followed for gaps (least recently seen evicted)
     metrics = ""                         # Prometheus endpoint HOST:PORT, e.g. "127.0.0.1:9464" ("" = off)
 
     [enrich]
@@ -87,6 +89,8 @@ class Config:
     checkpoint_interval_s: int = 300
     checkpoint_keep: int = 12
     silence_threshold_s: int = 120
+    silence_unhealthy: bool = False
+    max_publishers: int = 10_000
     metrics: str | None = None
     word_count: bool = False
     large_message_bytes: int = 8 * 1024 * 1024
@@ -241,6 +245,8 @@ _RECORDER_KEYS: dict[str, Callable[[Any], Any]] = {
     "checkpoint_interval_s": _positive_int,
     "checkpoint_keep": _positive_int,
     "silence_threshold_s": _positive_int,
+    "silence_unhealthy": _bool,
+    "max_publishers": _positive_int,
     "metrics": _metrics_address,
 }
 _ENRICH_KEYS: dict[str, Callable[[Any], Any]] = {

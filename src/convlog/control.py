@@ -39,6 +39,7 @@ import orjson
 import zmq
 
 from convlog.log import RECOVERY
+from convlog.record import MAX_DEPTH, dump_json, json_depth
 
 #: Session control kinds that ``append`` accepts (DESIGN.md, "Fold semantics").
 CONTROL_KINDS = frozenset(
@@ -141,6 +142,8 @@ def parse_request(body: bytes) -> Request:
             raise ControlError("append: session must be a non-empty string")
         if not isinstance(data, dict):
             raise ControlError("append: data must be an object")
+        if json_depth(data) > MAX_DEPTH:
+            raise ControlError(f"append: data is nested deeper than {MAX_DEPTH} levels")
         params = {"kind": kind, "session": session, "data": data}
     return Request(op, params)
 
@@ -152,7 +155,7 @@ def error_reply(message: str) -> bytes:
 
 def ok_reply(fields: dict[str, Any] | None = None) -> bytes:
     """The reply bytes for a request that succeeded: ``{"ok": true, **fields}``."""
-    return orjson.dumps({"ok": True, **(fields or {})}, option=orjson.OPT_NON_STR_KEYS)
+    return dump_json({"ok": True, **(fields or {})}, option=orjson.OPT_NON_STR_KEYS)
 
 
 def request(directory: Path, op: str, timeout_s: float = 10.0, **params: Any) -> dict[str, Any]:

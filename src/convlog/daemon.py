@@ -41,9 +41,23 @@ from convlog.checkpoint import Checkpointer, CheckpointError, checkpoint_name, l
 from convlog.config import Config
 from convlog.gaps import Gap, GapDetector
 from convlog.ingest import Ingest
-from convlog.log import EVENTS, LogLock, SegmentWriter, follow, iter_records, list_segments, read_state, recover
+from convlog.log import (
+    EVENTS,
+    RECOVERY,
+    STATE_FILE,
+    LogLock,
+    SegmentWriter,
+    find_record,
+    follow,
+    iter_records,
+    last_seq_in,
+    list_segments,
+    read_state,
+    recover,
+    write_state,
+)
 from convlog.notify import Notifier
-from convlog.record import Clock, make_line
+from convlog.record import MAX_WIRE_INT, Clock, make_line, with_meta
 
 log = logging.getLogger("convlog.recorder")
 
@@ -63,6 +77,10 @@ DRAIN_QUIET_MS = 100
 CONTROL_BATCH = 16
 #: Window of the rate reported by ``status``, seconds.
 RATE_WINDOW_S = 60.0
+#: Pause after an unexpected error in the recording loop, seconds (no busy loop of errors).
+LOOP_ERROR_PAUSE_S = 0.05
+#: Longest text of an exception kept in a ``recorder.error`` record, characters.
+ERROR_TEXT_CHARS = 500
 
 
 class Recorder:
@@ -90,6 +108,7 @@ class Recorder:
         # Gap detection needs every message of a stamped publisher: only when the
         # subscription is to everything (see convlog.gaps).
         self.ingest = Ingest(config.enricher(), config.session_fields, verify=tuple(config.topics) == ("",))
+        self.ingest.detector.max_publishers = config.max_publishers
         self.seq = 0
         self.received: dict[str, int] = {}
         # Records the recorder writes itself (recorder.*, control), by (kind, source),
@@ -130,6 +149,15 @@ class Recorder:
         self._monitor: zmq.Socket | None = None
         self._replies: collections.deque[tuple[bytes, bytes]] = collections.deque()
         self.notifier = Notifier()
+        # Faults that make status unhealthy until they clear: recovery files that cannot
+        # be written (by file), and segments that went away under the writer (until a
+        # restart). Errors caught and recorded as recorder.error records, by what failed.
+        self._file_errors: dict[str, str] = {}
+        self._lost_segments: list[dict[str, Any]] = []
+        self.errors: dict[str, int] = {}
+        # state.json is written by one background thread from a snapshot taken here.
+        self._state_pool: Any = None
+        self._state_future: Any = None
 
     def request_stop(self, *_: Any) -> None:
         """Ask the loop to stop (safe to call from a signal handler)."""
@@ -157,37 +185,75 @@ class Recorder:
                 self._lock.release()
                 raise
             log.info("serving Prometheus metrics at %s", self.metrics.url)
-        prior = read_state(self.directory) or {}
+        discarded: list[str] = []
+        prior = self._usable_state(discarded)
         report = recover(self.directory, self.clock)
         if report.reason:
             log.warning(
                 "recovered %s: moved %d bytes (%d lines) to quarantine: %s",
                 report.segment, report.quarantined_bytes, report.quarantined_lines, report.reason,
             )
-        self.seq = report.last_seq
+        infos = list_checkpoints(self.directory)
+        # seq never repeats: continue after the highest seq ever written, whether the log,
+        # the state or a checkpoint knows it (records after the log's end were lost).
+        known = [v for v in (prior.get("written_seq"), prior.get("durable_seq"), infos[-1].seq if infos else 0)
+                 if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_WIRE_INT]
+        high = max([report.last_seq, *known])
+        lost = [report.last_seq + 1, high] if high > report.last_seq else None
+        if lost:
+            log.error("the log ends at seq %d but seq %d was written before: records %d..%d are lost; "
+                      "continuing at seq %d", report.last_seq, high, lost[0], lost[1], high + 1)
+        self.seq = high
+        if report.last_seq:
+            last = find_record(self.directory, report.last_seq)
+            if last is not None:
+                self.clock.floor(str(last.get("ts")))
         self._writer = SegmentWriter(
             self.directory,
             next_seq=self.seq + 1,
             segment_bytes=self.config.segment_bytes,
             fsync=self.config.fsync,
             interval_ms=self.config.fsync_interval_ms,
+            fresh=lost is not None,
         )
         if self.metrics is not None:
             self._writer.on_fsync = self.metrics.fsync.observe
-        infos = list_checkpoints(self.directory)
         if infos:
             self._checkpoint_at_start = {"file": infos[-1].path.name, "seq": infos[-1].seq,
                                          "created": infos[-1].created, "label": infos[-1].label}
         self._save_state(clean=False)  # before writing anything: a crash from here on is unclean
-        if report.last_seq and (not report.was_clean or report.reason):
-            self._append_own("recorder.recovered", report.as_data())
-        self._restore_publishers(prior, report.last_seq)
+        try:
+            self._restore_publishers(prior, report.last_seq)
+        except Exception as exc:  # a damaged state or checkpoint must not stop the start
+            log.exception("could not restore the publishers' seqs: starting with none")
+            self.ingest.detector = GapDetector(max_publishers=self.config.max_publishers)
+            discarded.append(f"publishers' seqs ({_error_text(exc)})")
+        if (report.last_seq and (not report.was_clean or report.reason)) or discarded or lost:
+            self._append_own("recorder.recovered", {**report.as_data(), "discarded": discarded, "lost": lost})
         self._start_seq = self.seq
         self._started_ns = time.time_ns()
         self._started_mono = time.monotonic()
         self._append_own("recorder.start", self._start_data())
         self._writer.sync()
         self._save_state(clean=False)
+
+    def _usable_state(self, discarded: list[str]) -> dict[str, Any]:
+        """``recovery/state.json`` when it can be used; an unreadable one is renamed
+        aside (``state.json.unusable-<ns>``, never deleted), noted in ``discarded``, and
+        the start goes on without it (from checkpoints and the log)."""
+        path = self.directory / RECOVERY / STATE_FILE
+        prior = read_state(self.directory)
+        if prior is not None or not path.exists():
+            return prior or {}
+        aside = path.with_name(f"{STATE_FILE}.unusable-{time.time_ns()}")
+        try:
+            os.replace(path, aside)
+        except OSError as exc:
+            log.error("cannot move the unusable %s aside: %s", path, exc)
+            aside = path
+        log.error("%s is not a JSON object: kept as %s; rebuilding from checkpoints and the log", path, aside.name)
+        discarded.append(f"{STATE_FILE} (unreadable, kept as {aside.name})")
+        return {}
 
     def _restore_publishers(self, prior: dict[str, Any], last_seq: int) -> None:
         """Rebuild the publishers' last seqs: the snapshot in state.json (or in the newest
@@ -196,7 +262,7 @@ class Recorder:
         first message after the restart. A gap those records reveal whose
         ``recorder.gap`` record is missing (a crash between the two lines) is written
         now, marked ``restored``."""
-        detector = GapDetector.from_dict(prior.get("publishers"))
+        detector = GapDetector.from_dict(prior.get("publishers"), self.config.max_publishers)
         as_of = prior.get("publishers_seq")
         as_of = as_of if isinstance(as_of, int) and 0 <= as_of <= last_seq else 0
         if isinstance(prior.get("publishers_seq"), int) and prior["publishers_seq"] > last_seq:
@@ -216,6 +282,7 @@ class Recorder:
             # No usable state.json (a crash before it was first written, a lost file):
             # the newest checkpoint's snapshot, then only the records after its cut.
             detector, position, as_of = found
+            detector.max_publishers = self.config.max_publishers
             tail = (record for record, _, _ in follow(self.directory, position))
         else:
             tail = iter_records(self.directory, start_seq=as_of + 1)
@@ -241,9 +308,35 @@ class Recorder:
         self, kind: str, data: dict[str, Any], source: str = "recorder", session: str | None = None
     ) -> None:
         assert self._writer is not None
+        line = make_line(self.seq + 1, self.clock.now(), kind, source, None, session, data)
         self.seq += 1
         self._count_own(kind, source)
-        self._write(make_line(self.seq, self.clock.now(), kind, source, None, session, data), self.seq)
+        self._write(line, self.seq)
+
+    def _error_line(self, seq: int, what: str, exc: BaseException, about: int | None) -> bytes:
+        """The ``recorder.error`` record for something that failed and was got over."""
+        self._count_own("recorder.error", "recorder")
+        self.errors[what] = self.errors.get(what, 0) + 1
+        log.error("%s failed (seq %s): %s", what, about, _error_text(exc))
+        return make_line(seq, self.clock.now(), "recorder.error", "recorder", None, None,
+                         {"what": what, "error": _error_text(exc), "seq": about})
+
+    def record_error(self, what: str, exc: BaseException, about: int | None = None) -> None:
+        """Write a ``recorder.error`` record: ``what`` failed with ``exc`` (about record
+        ``about``, if any) and the recorder went on. Never raises: when even that record
+        cannot be made, the error is only logged.
+
+        Args:
+            what: what was being done, e.g. ``"control request"``.
+            exc: the exception caught.
+            about: the seq of the record involved, or None.
+        """
+        try:
+            line = self._error_line(self.seq + 1, what, exc, about)
+            self.seq += 1
+            self._write(line, self.seq)
+        except Exception:
+            log.exception("could not record an error of %s", what)
 
     def _count_own(self, kind: str, source: str) -> None:
         key = (kind, source)
@@ -291,22 +384,48 @@ class Recorder:
             out[kind] = out.get(kind, 0) + n
         return dict(sorted(out.items()))
 
-    def _save_state(self, clean: bool) -> None:
-        assert self._writer is not None
-        try:
-            self._write_state(clean)
-        except OSError as exc:
-            log.warning("could not update %s/recovery/state.json: %s", self.directory, exc)
-
-    def _write_state(self, clean: bool) -> None:
+    def _state_snapshot(self, clean: bool) -> dict[str, Any]:
+        """What ``recovery/state.json`` gets now (taken on the recording thread)."""
         assert self._writer is not None
         # The detector has seen every record up to self.seq; those not written yet (held
         # while writes fail) make publishers_seq differ from written_seq, and the
         # restore then reads the log by seq instead of from the written offset.
-        self._writer.save_state(
+        return self._writer.state_fields(
             clean, self.clock.now(),
             {"publishers_seq": self.seq, "publishers": self.ingest.detector.to_dict()},
         )
+
+    def _save_state(self, clean: bool) -> None:
+        """Write ``recovery/state.json`` now, on this thread (at start and stop), after
+        any write still running in the background."""
+        if self._state_future is not None:
+            self._state_future.result()
+        self._store_state(self._state_snapshot(clean))
+
+    def _save_state_soon(self) -> None:
+        """Write ``recovery/state.json`` in the background: the snapshot is taken here,
+        the serialising, fsync and rename happen in the state thread, so the recording
+        thread never waits for the disk. Skipped while the previous write still runs."""
+        if self._state_future is not None and not self._state_future.done():
+            return
+        if self._state_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._state_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convlog-state")
+        self._state_future = self._state_pool.submit(self._store_state, self._state_snapshot(False))
+
+    def _store_state(self, snapshot: dict[str, Any]) -> None:
+        """Write a state snapshot; a failure is logged once and makes status unhealthy
+        until a later write succeeds."""
+        try:
+            write_state(self.directory, snapshot)
+        except Exception as exc:
+            if "state" not in self._file_errors:
+                log.error("cannot write %s/%s/%s: %s", self.directory, RECOVERY, STATE_FILE, _error_text(exc))
+            self._file_errors["state"] = f"recovery/{STATE_FILE} cannot be written: {_error_text(exc)}"
+        else:
+            if self._file_errors.pop("state", None) is not None:
+                log.warning("recovery/%s written again", STATE_FILE)
 
     def _sockets(self) -> list[tuple[zmq.Socket, str]]:
         self._ctx = zmq.Context()
@@ -407,16 +526,54 @@ class Recorder:
         return count
 
     def _sync_if_due(self) -> None:
-        """Group commit when due; a failed fsync is logged and retried at the next one."""
+        """Group commit when due; a failed fsync or rotation is logged, makes status
+        unhealthy, and is retried at the next one."""
         writer = self._writer
         assert writer is not None
         try:
-            writer.maybe_sync()
+            synced = writer.maybe_sync()
         except OSError as exc:
             writer.last_error = exc
+            synced = False
         if writer.last_error is not None:
-            log.error("fsync/rotation of %s failed: %s (retrying)", writer.segment, _describe(writer.last_error))
+            text = _describe(writer.last_error)
+            if "segment" not in self._file_errors:
+                log.error("fsync/rotation of %s failed: %s (retrying)", writer.segment, text)
+            self._file_errors["segment"] = f"fsync or rotation of {writer.segment.name} failed: {text}"
             writer.last_error = None
+        elif synced and self._file_errors.pop("segment", None) is not None:
+            log.warning("fsync of %s works again", writer.segment.name)
+
+    def _check_segment(self) -> None:
+        """Notice a segment deleted, replaced or truncated under the writer (compares the
+        open file with the path, once per fsync interval): start a fresh segment at the
+        next seq, write ``recorder.degraded`` naming the records lost, and keep status
+        unhealthy until a restart acknowledges it."""
+        writer = self._writer
+        assert writer is not None
+        problem = writer.check_file()
+        if problem is None:
+            return
+        old = writer.segment
+        first = int(old.name.removesuffix(".jsonl")) if old.name.removesuffix(".jsonl").isdigit() else 0
+        lost_first = first
+        if problem.startswith("truncated"):
+            with contextlib.suppress(OSError, ValueError):
+                lost_first = max(first, last_seq_in(old) + 1)
+        lost = [lost_first, writer.written_seq] if lost_first <= writer.written_seq else None
+        try:
+            writer.restart_segment()
+        except OSError as exc:
+            self._file_errors["segment"] = f"{old.name} was {problem} and no new segment can be made: {_describe(exc)}"
+            return
+        event = {"reason": f"segment {problem} under the recorder", "segment": old.name, "problem": problem,
+                 "lost": lost, "lost_records": lost[1] - lost[0] + 1 if lost else 0, "since": self.clock.now(),
+                 "new_segment": writer.segment.name}
+        self._lost_segments.append(event)
+        log.error("segment %s was %s under the recorder: records %s lost; writing on in %s", old.name, problem,
+                  f"{lost[0]}..{lost[1]}" if lost else "none", writer.segment.name)
+        self._append_own("recorder.degraded", event)
+        self._save_state_soon()
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -437,7 +594,8 @@ class Recorder:
         assert writer is not None
         line = self.ingest.line
         gaps = self.ingest.gaps
-        stamp = self.clock.now
+        clock = self.clock
+        stamp = clock.now
         first = seq = self.seq
         last = seq + limit
         own = 0  # recorder.gap records written among the messages
@@ -462,7 +620,20 @@ class Recorder:
                 frames.append(frame.bytes)
             seq += 1
             ts = stamp()
-            data = line(frames, seq, ts, source)
+            try:
+                data = line(frames, seq, ts, source)
+            except Exception as exc:  # never for any frames (property-tested); if it did, keep the bytes
+                data = self.ingest.fallback_line(frames, seq, ts, source, _error_text(exc))
+                lines.append(data)
+                pending += len(data)
+                seq += 1
+                own += 1
+                data = self._error_line(seq, "decoding a message", exc, seq - 1)
+            if clock.step_ns:
+                data = with_meta(data, "clock_step_s", clock.step_ns / 1e9)
+                log.warning("the wall clock went back %.6f s: record times hold at the last one until it catches up",
+                            clock.step_ns / 1e9)
+                clock.step_ns = 0
             lines.append(data)
             pending += len(data)
             if gaps:
@@ -528,44 +699,54 @@ class Recorder:
         state_every_ns = self.config.state_interval_ms * 1_000_000
         pause_s = 0.0 if writer.policy == "always" else BATCH_PAUSE_S
         next_state = time.monotonic_ns() + state_every_ns
+        # The live segment is compared with its path once per fsync interval.
+        check_every_ns = writer.interval_ns
+        next_check = time.monotonic_ns() + check_every_ns
         saved_position = writer.position()
         try:
             while not self._stop:
-                due = writer.due_ns()
-                timeout_ms = 200 if due is None else max(1, due // 1_000_000)
-                if self._held:
-                    timeout_ms = min(timeout_ms, max(1, int((self._next_retry - time.monotonic()) * 1000)))
-                ready = dict(poller.poll(timeout_ms))
-                drained = 0
-                if self._held and time.monotonic() >= self._next_retry:
-                    self._retry()
-                full = self._held_bytes >= self.config.held_bytes
-                for sock, source in sockets:
-                    if sock in ready:
-                        take = self._drop if full else self._drain
-                        drained = max(drained, take(sock, source, BATCH_MESSAGES))
-                if control_sock in ready:
-                    self._serve_control(control_sock)
-                while self._replies:
-                    control_sock.send_multipart([*self._replies.popleft()])
-                while self._reloads:
-                    self._apply_reload(self._reloads.popleft())
-                if self._monitor is not None and self._monitor in ready:
-                    self._connection_events()
-                self._sync_if_due()
-                if 0 < drained < BATCH_MESSAGES and pause_s:
-                    # The queue ran dry: let messages gather for a moment so the next
-                    # wake-up takes a batch (one poll and one write for many records).
-                    time.sleep(pause_s)
-                now = time.monotonic_ns()
-                self._loop_tick = now / 1e9
-                if now >= next_state:
-                    next_state = now + state_every_ns
-                    self._sample_rate(now / 1e9)
-                    position = writer.position()
-                    if position != saved_position:
-                        self._save_state(clean=False)
-                        saved_position = position
+                try:
+                    due = writer.due_ns()
+                    timeout_ms = 200 if due is None else max(1, due // 1_000_000)
+                    if self._held:
+                        timeout_ms = min(timeout_ms, max(1, int((self._next_retry - time.monotonic()) * 1000)))
+                    ready = dict(poller.poll(timeout_ms))
+                    drained = 0
+                    if self._held and time.monotonic() >= self._next_retry:
+                        self._retry()
+                    full = self._held_bytes >= self.config.held_bytes
+                    for sock, source in sockets:
+                        if sock in ready:
+                            take = self._drop if full else self._drain
+                            drained = max(drained, take(sock, source, BATCH_MESSAGES))
+                    if control_sock in ready:
+                        self._serve_control(control_sock)
+                    while self._replies:
+                        control_sock.send_multipart([*self._replies.popleft()])
+                    while self._reloads:
+                        self._apply_reload(self._reloads.popleft())
+                    if self._monitor is not None and self._monitor in ready:
+                        self._connection_events()
+                    self._sync_if_due()
+                    if time.monotonic_ns() >= next_check:
+                        next_check = time.monotonic_ns() + check_every_ns
+                        self._check_segment()
+                    if 0 < drained < BATCH_MESSAGES and pause_s:
+                        # The queue ran dry: let messages gather for a moment so the next
+                        # wake-up takes a batch (one poll and one write for many records).
+                        time.sleep(pause_s)
+                    now = time.monotonic_ns()
+                    self._loop_tick = now / 1e9
+                    if now >= next_state:
+                        next_state = now + state_every_ns
+                        self._sample_rate(now / 1e9)
+                        position = writer.position()
+                        if position != saved_position or "state" in self._file_errors:
+                            self._save_state_soon()
+                            saved_position = position
+                except Exception as exc:  # one failure is recorded; the loop goes on
+                    self.record_error("the recording loop", exc)
+                    time.sleep(LOOP_ERROR_PAUSE_S)
             self.notifier.stopping("draining, then writing the final checkpoint")
             self._drain_at_stop(sockets)
         finally:
@@ -641,18 +822,22 @@ class Recorder:
                 log.warning("checkpoint refused: %s", reason)
             path = checkpointer.checkpoint(label)
         except (CheckpointError, OSError) as exc:
+            self._file_errors["checkpoint"] = f"a checkpoint cannot be written: {exc}"
             if label is not None:
                 raise
             log.error("writing a checkpoint failed: %s", exc)
             return None
-        except Exception:
+        except Exception as exc:
+            self._file_errors["checkpoint"] = f"a checkpoint cannot be written: {_error_text(exc)}"
             if label is not None:
                 raise
             log.exception("writing a checkpoint failed")
             return None
+        self._file_errors.pop("checkpoint", None)
         if path is not None:
+            # This runs in the job's thread: a clock of its own (the recorder's is not shared).
             self._last_checkpoint = {"file": path.name, "seq": checkpointer.state.last_seq,
-                                     "created": self.clock.now(), "label": label}
+                                     "created": Clock().now(), "label": label}
             log.info("checkpoint %s", path.name)
             self.notifier.status(f"recording; checkpoint at seq {checkpointer.state.last_seq}")
         return path
@@ -706,8 +891,14 @@ class Recorder:
                 reply = control.error_reply(str(exc))
             except OSError as exc:
                 reply = control.error_reply(_describe(exc))
+            except Exception as exc:  # nothing a peer sends may stop the recorder
+                self.record_error("answering a control request", exc)
+                reply = control.error_reply(f"internal error: {_error_text(exc)}")
             if reply is not None:
-                sock.send_multipart([*route, reply])
+                try:
+                    sock.send_multipart([*route, reply])
+                except zmq.ZMQError as exc:
+                    log.warning("could not send a control reply: %s", exc)
 
     def _answer(self, route: list[bytes], request: control.Request) -> bytes | None:
         """The reply to one request, or None when it will be sent later."""
@@ -778,9 +969,14 @@ class Recorder:
             (log size), "rate_1m" (records/s over the last minute), "newest_ts",
             "newest_age_s", "last_checkpoint", "fsync": {"policy", "lag_s", "durable_seq"},
             "disk": {"used_bytes", "free_bytes"}, "gaps": {publishers, missing, ...},
-            "drops", "held_bytes", "degraded", "publishers": {"known", "silent_s"},
-            "received": {source: messages}, "metrics" (URL or None),
-            "healthy", "problems": [str]}``; times in seconds.
+            "drops", "held_bytes", "degraded", "publishers": {"known", "open", "silent_s"},
+            "errors": {what: count}, "received": {source: messages}, "metrics" (URL or
+            None), "healthy", "problems": [str], "warnings": [str]}``; times in seconds.
+            Unhealthy (``problems``): an endpoint not connected, writes failing, drops, a
+            recovery file (state, segment fsync/rotation, checkpoint) that cannot be
+            written, a segment that went away under the recorder; publishers silent past
+            ``silence_threshold_s`` are a warning (a problem with ``silence_unhealthy``),
+            and publishers that closed with a goodbye heartbeat are not counted.
         """
         writer = self._writer
         assert writer is not None
@@ -793,17 +989,25 @@ class Recorder:
         newest_age = None
         if self._newest_ts is not None:
             newest_age = round(time.time() - _epoch(self._newest_ts), 3)
-        last_checkpoint = self._last_checkpoint or self._checkpoint_at_start
-        used = sum(path.stat().st_size for _, path in list_segments(self.directory) if path.exists())
-        free = shutil.disk_usage(self.directory).free
+        last_checkpoint = self._newest_checkpoint()
+        used = 0
+        for _, path in list_segments(self.directory):
+            with contextlib.suppress(OSError):
+                used += path.stat().st_size
+        try:
+            free = shutil.disk_usage(self.directory).free
+        except OSError:
+            free = None
         detector = self.ingest.detector
         known = len(detector.publishers)
+        open_publishers = detector.open_publishers()
         # Since the last message or heartbeat from the bus (or since the start).
         silent = round(now - (self._last_bus or self._started_mono), 3)
         lag = 0.0
         if writer.durable_seq < writer.written_seq and writer.due_ns() is not None:
             lag = round(max(0.0, writer.interval_ns - writer.due_ns()) / 1e9, 6)
         problems = []
+        warnings = []
         for where, up in self._connected.items():
             if not up:
                 problems.append(f"not connected to {where}")
@@ -811,9 +1015,17 @@ class Recorder:
             problems.append(f"writes failing since {self._degraded['since']}: {self._degraded['error']}")
         if self._dropped is not None:
             problems.append(f"{self._dropped['messages']} messages dropped (held bytes at the bound)")
+        problems.extend(self._file_errors.values())
+        for event in self._lost_segments:
+            lost = event["lost"]
+            problems.append(f"segment {event['segment']} was {event['problem']} under the recorder at "
+                            f"{event['since']}: " + (f"records {lost[0]}..{lost[1]} lost" if lost else "no record lost")
+                            + " (a restart acknowledges it)")
         threshold = self.config.silence_threshold_s
-        if known and silent > threshold:
-            problems.append(f"{known} known publisher(s) silent for {silent:.0f} s (threshold {threshold:g} s)")
+        if open_publishers and silent > threshold:
+            text = (f"{open_publishers} publisher(s) that did not say goodbye silent for {silent:.0f} s "
+                    f"(threshold {threshold:g} s)")
+            (problems if self.config.silence_unhealthy else warnings).append(text)
         return {
             "pid": os.getpid(),
             "started": _rfc3339(self._started_ns),
@@ -834,12 +1046,29 @@ class Recorder:
             "drops": self._dropped["messages"] if self._dropped else 0,
             "held_bytes": self._held_bytes,
             "degraded": [self._degraded["error"]] if self._degraded else [],
-            "publishers": {"known": known, "silent_s": silent},
+            "publishers": {"known": known, "open": open_publishers, "silent_s": silent},
+            "errors": dict(self.errors),
             "received": dict(self.received),
             "metrics": self.metrics.url if self.metrics is not None else None,
             "healthy": not problems,
             "problems": problems,
+            "warnings": warnings,
         }
+
+    def _newest_checkpoint(self) -> dict[str, Any] | None:
+        """The newest checkpoint this recorder knows of, when its file still exists
+        (else the newest one on disk: a deleted checkpoint is never named)."""
+        known = self._last_checkpoint or self._checkpoint_at_start
+        if known is not None and (self.directory / "checkpoints" / known["file"]).exists():
+            return known
+        try:
+            infos = list_checkpoints(self.directory)
+        except OSError:
+            return None
+        if not infos:
+            return None
+        newest = infos[-1]
+        return {"file": newest.path.name, "seq": newest.seq, "created": newest.created, "label": newest.label}
 
     def _yield_to_network(self) -> None:
         """Lower the scheduling priority of this (the processing) thread only.
@@ -923,6 +1152,9 @@ class Recorder:
         with contextlib.suppress(OSError):
             writer.close()
         self._writer = None
+        if self._state_pool is not None:
+            self._state_pool.shutdown(wait=True)
+            self._state_pool = None
         if self._lock is not None:
             self._lock.release()
         if self.metrics is not None:
@@ -956,6 +1188,12 @@ def _rfc3339(ns: int) -> str:
 def _epoch(ts: str) -> float:
     """Seconds since the epoch of a record ``ts`` (RFC 3339, ``Z``)."""
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def _error_text(exc: BaseException) -> str:
+    """``TypeName: message`` of an exception, cut to :data:`ERROR_TEXT_CHARS`."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= ERROR_TEXT_CHARS else text[:ERROR_TEXT_CHARS] + "…"
 
 
 def _describe(exc: OSError) -> str:

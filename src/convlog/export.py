@@ -104,7 +104,7 @@ import orjson
 
 from convlog.fold import Rewind, Session, State, Usage, fold, message_id
 from convlog.log import bytes_from, fsync_dir, iter_lines
-from convlog.record import BUS_KINDS, Clock, parse_line
+from convlog.record import BUS_KINDS, Clock, dump_json, parse_line
 from convlog.view import payload_text, stream_text
 from convlog.wire import DEFAULT_SESSION_FIELDS, content_text
 
@@ -950,7 +950,7 @@ def _content(record: Mapping[str, Any], text: str) -> Any:
         return text
     shown = content_text(content)
     if shown is None:
-        shown = orjson.dumps(content).decode("utf-8")
+        shown = dump_json(content).decode("utf-8", "replace")
     return content if shown == text else text
 
 
@@ -1390,9 +1390,9 @@ class _Renderer:
         if self.fmt == "markdown":
             return (b"" if first else b"\n---\n\n") + markdown(export).encode("utf-8")
         if self.fmt == "json":
-            return (b"" if first else b",\n") + orjson.dumps(session_doc(export))
+            return (b"" if first else b",\n") + dump_json(session_doc(export))
         if self.fmt == "jsonl":
-            return b"".join(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE) for event in export.events or ())
+            return b"".join(dump_json(event, option=orjson.OPT_APPEND_NEWLINE) for event in export.events or ())
         return _csv_text(csv_rows(export)).encode("utf-8")
 
     def tail(self) -> bytes:

@@ -31,6 +31,8 @@ Rules by kind (parameters are read from ``data``; ids from ``meta``):
 * ``message.delta`` / ``message.end``: need a session and ``meta.message_id``.
   The first delta opens a :class:`Stream` and makes it visible; an end completes
   it; an end with no stream is a one-shot stream; a second end counts as a copy.
+  Deltas that arrive through another ``source`` than the stream's first record (the
+  bus copy and the PUSHed copy of one stream) belong to a copy and are not added.
 * Copies of a message id already visible in the session are not appended again;
   ``Session.copies`` / ``Session.duplicates`` count them.
 * ``session.start`` creates a session, revives a deleted one, and fills in
@@ -495,6 +497,8 @@ class Stream:
         end_seq: the ``message.end`` record, or None while it is open.
         complete: True once ended. An open stream is reported by
             :meth:`State.incomplete_streams`; the fold never completes or drops it.
+        source: the ``source`` of its first record (``sub``, ``pull``, ...); deltas
+            from another source are a copy's and are not added.
     """
 
     session: str
@@ -503,6 +507,7 @@ class Stream:
     delta_seqs: array = field(default_factory=lambda: array("q"))
     end_seq: int | None = None
     complete: bool = False
+    source: str | None = None
 
     def copy(self) -> Stream:
         """Return an independent copy."""
@@ -517,6 +522,7 @@ class Stream:
             "delta_seqs": _array_to_text(self.delta_seqs),
             "end_seq": self.end_seq,
             "complete": self.complete,
+            "source": self.source,
         }
 
     @classmethod
@@ -529,6 +535,7 @@ class Stream:
             _array_from_text("q", d["delta_seqs"]),
             d["end_seq"],
             bool(d["complete"]),
+            d.get("source"),
         )
 
 
@@ -879,6 +886,7 @@ class _Record:
     data: Any
     meta: Mapping[str, Any]
     ts: str | None
+    source: str | None = None
 
 
 _Handler = Callable[[State, _Record], None]
@@ -932,6 +940,7 @@ def fold(state: State, record: Mapping[str, Any]) -> State:
         data=record.get("data"),
         meta=meta if isinstance(meta, Mapping) else {},
         ts=ts if isinstance(ts, str) else None,
+        source=source if isinstance(source := record.get("source"), str) else None,
     )
     try:
         handler(state, rec)
@@ -1090,9 +1099,9 @@ def _on_delta(state: State, rec: _Record) -> None:
     session = _open_session(state, sid, rec)
     stream = state.streams.get((sid, mid))
     if stream is None:
-        state.streams[(sid, mid)] = Stream(sid, mid, rec.seq, array("q", (rec.seq,)))
+        state.streams[(sid, mid)] = Stream(sid, mid, rec.seq, array("q", (rec.seq,)), source=rec.source)
         session._add(rec.seq, mid, _sender(rec))
-    else:
+    elif stream.source is None or rec.source == stream.source:
         stream.delta_seqs.append(rec.seq)
 
 
@@ -1103,7 +1112,7 @@ def _on_end(state: State, rec: _Record) -> None:
     session = _open_session(state, sid, rec)
     stream = state.streams.get((sid, mid))
     if stream is None:
-        state.streams[(sid, mid)] = Stream(sid, mid, rec.seq, array("q"), rec.seq, True)
+        state.streams[(sid, mid)] = Stream(sid, mid, rec.seq, array("q"), rec.seq, True, rec.source)
         session._add(rec.seq, mid, _sender(rec))
     elif stream.complete:
         session._count_copy(mid)

@@ -15,14 +15,27 @@ idle it sends a heartbeat carrying the last seq it sent, so a lost tail is notic
 messages in between never reached the recorder: dropped at a broker's high-water mark,
 sent while the recorder or the broker was down, ...); a seq back at 1 is a restart of
 the publisher; anything else at or below the last seq is a duplicate or a late copy
-and is only counted. Messages without a stamp are counted as unverified.
+and is only counted. Messages without a stamp are counted as unverified; a stamp
+whose publisher is not a string or whose seq is not an integer in
+``0 <= seq <= 2**63 - 1`` is counted as invalid and never used in arithmetic (the
+message itself is recorded like any other).
+
+A publisher that closes says so in its last heartbeat (``"closing": true`` beside the
+stamp); it is then not reported silent until it sends again.
+
+The table of publishers is bounded (``max_publishers``, default 10,000): past it, the
+least recently seen publishers are evicted and counted (``evicted``); one that comes
+back is followed as a new publisher.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from convlog.record import MAX_WIRE_INT
 
 #: The payload key holding the stamp.
 STAMP_KEY = "convlog"
@@ -30,21 +43,47 @@ STAMP_KEY = "convlog"
 BUS_SOURCES = ("sub", "pull")
 #: The payload ``type`` of a heartbeat.
 HEARTBEAT = "publisher.heartbeat"
+#: Default bound of the publisher table (see :class:`GapDetector`).
+MAX_PUBLISHERS = 10_000
 
 
 def stamp_of(value: Any) -> tuple[str, int] | None:
     """The ``(publisher, seq)`` stamp of a parsed payload, or None when it has none
-    (or a malformed one: the publisher must be a string and seq an integer >= 0)."""
+    or a malformed one (see :func:`stamp_status`)."""
+    stamp = stamp_status(value)
+    return stamp if stamp.__class__ is tuple else None
+
+
+def stamp_status(value: Any) -> tuple[str, int] | bool:
+    """The stamp of a parsed payload, or whether it carried one that is malformed.
+
+    Args:
+        value: a parsed payload (any JSON value).
+
+    Returns:
+        ``(publisher, seq)`` for a valid stamp: ``publisher`` a string, ``seq`` an
+        integer with ``0 <= seq <= MAX_WIRE_INT`` (2**63 - 1); True when the payload has
+        a ``convlog`` key that is not such a stamp (an invalid stamp); False when it has
+        no ``convlog`` key.
+    """
     if value.__class__ is not dict:
-        return None
-    stamp = value.get(STAMP_KEY)
+        return False
+    stamp = value.get(STAMP_KEY, False)
+    if stamp is False:
+        return False
     if stamp.__class__ is not dict:
-        return None
+        return True
     publisher = stamp.get("publisher")
     seq = stamp.get("seq")
-    if publisher.__class__ is not str or seq.__class__ is not int or seq < 0:
-        return None
+    if publisher.__class__ is not str or seq.__class__ is not int or not 0 <= seq <= MAX_WIRE_INT:
+        return True
     return publisher, seq
+
+
+def _add(total: int, n: int) -> int:
+    """``total + n``, saturating at :data:`MAX_WIRE_INT` so counts always serialise."""
+    total += n
+    return total if total <= MAX_WIRE_INT else MAX_WIRE_INT
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +126,7 @@ class PublisherState:
     restarts: int = 0
     duplicates: int = 0
     last_record: int = 0
+    closing: bool = False
 
 
 @dataclass(slots=True)
@@ -94,19 +134,27 @@ class GapDetector:
     """Follows publisher stamps and reports gaps.
 
     Attributes:
-        publishers: publisher id -> :class:`PublisherState`.
+        publishers: publisher id -> :class:`PublisherState`, at most ``max_publishers``.
         unverified: messages received without a stamp.
+        invalid: messages (and heartbeats) whose stamp was malformed or out of range.
+        evicted: publishers dropped from the table, least recently seen first, to keep
+            it at ``max_publishers``.
+        max_publishers: the bound of the table (publishers).
     """
 
     publishers: dict[str, PublisherState] = field(default_factory=dict)
     unverified: int = 0
+    invalid: int = 0
+    evicted: int = 0
+    max_publishers: int = MAX_PUBLISHERS
 
     def observe(self, publisher: str, seq: int, record_seq: int, heartbeat: bool = False) -> Gap | None:
         """Take one stamp into account.
 
         Args:
             publisher: the stamp's publisher id.
-            seq: the stamp's seq (for a heartbeat: the last seq the publisher sent).
+            seq: the stamp's seq (for a heartbeat: the last seq the publisher sent),
+                ``0 <= seq <= MAX_WIRE_INT`` (see :func:`stamp_status`).
             record_seq: the log seq of the record carrying it.
             heartbeat: whether it came in a heartbeat.
 
@@ -115,44 +163,68 @@ class GapDetector:
         """
         state = self.publishers.get(publisher)
         if state is None:
+            if len(self.publishers) >= self.max_publishers:
+                self._evict()
             state = self.publishers[publisher] = PublisherState()
         state.last_record = record_seq
         if not heartbeat:
-            state.messages += 1
+            state.messages = _add(state.messages, 1)
+            state.closing = False
         expected = state.seq + (0 if heartbeat else 1)
         if seq == expected:
             state.seq = seq
             return None
         if seq > expected:
             gap = Gap(publisher, state.seq + 1, seq - 1 if not heartbeat else seq, seq, heartbeat)
-            state.missing += gap.last - gap.first + 1
+            state.missing = _add(state.missing, gap.last - gap.first + 1)
             state.seq = seq
             return gap
         if not heartbeat and seq == 1 and state.seq >= 1:
-            state.restarts += 1
+            state.restarts = _add(state.restarts, 1)
             state.seq = 1
             return None
         if heartbeat and seq == 0 and state.seq > 0:
-            state.restarts += 1
+            state.restarts = _add(state.restarts, 1)
             state.seq = 0
             return None
         if not heartbeat:
-            state.duplicates += 1
+            state.duplicates = _add(state.duplicates, 1)
         return None
+
+    def _evict(self) -> None:
+        """Drop the least recently seen publishers: down to 95 % of the bound, so the
+        scan (O(n log k)) runs once per ``max_publishers / 20`` new publishers."""
+        excess = len(self.publishers) - self.max_publishers + max(1, self.max_publishers // 20)
+        oldest = heapq.nsmallest(excess, self.publishers.items(), key=lambda item: item[1].last_record)
+        for publisher, _ in oldest:
+            del self.publishers[publisher]
+        self.evicted = _add(self.evicted, len(oldest))
 
     def observe_value(self, value: Any, kind: str, record_seq: int) -> Gap | None:
         """Take a parsed payload into account: its stamp if it has one, else count it
-        as unverified (heartbeats without a valid stamp are not counted).
+        as unverified, or as invalid when its stamp is malformed (heartbeats without a
+        stamp are not counted). A heartbeat with ``"closing": true`` marks the
+        publisher as closed (not silent) until its next message.
 
         Returns:
             the :class:`Gap` it reveals, or None.
         """
-        stamp = stamp_of(value)
-        if stamp is None:
-            if kind != HEARTBEAT:
-                self.unverified += 1
+        stamp = stamp_status(value)
+        if stamp.__class__ is not tuple:
+            if stamp:
+                self.invalid = _add(self.invalid, 1)
+            elif kind != HEARTBEAT:
+                self.unverified = _add(self.unverified, 1)
             return None
-        return self.observe(stamp[0], stamp[1], record_seq, heartbeat=kind == HEARTBEAT)
+        heartbeat = kind == HEARTBEAT
+        gap = self.observe(stamp[0], stamp[1], record_seq, heartbeat=heartbeat)
+        if heartbeat and value.get("closing") is True:
+            self.publishers[stamp[0]].closing = True
+        return gap
+
+    def open_publishers(self) -> int:
+        """Publishers known and not closed (their last word was not a closing heartbeat)."""
+        return sum(1 for state in self.publishers.values() if not state.closing)
 
     def observe_record(self, record: dict[str, Any]) -> Gap | None:
         """Take a parsed log record into account as when it was received: the stamp of a
@@ -191,9 +263,12 @@ class GapDetector:
         return list(unreported.values())
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly snapshot (for ``recovery/state.json``)."""
+        """JSON-friendly snapshot (for ``recovery/state.json``): every number is below
+        2**63, so it always serialises; about 150 bytes a publisher."""
         return {
             "unverified": self.unverified,
+            "invalid": self.invalid,
+            "evicted": self.evicted,
             "publishers": {
                 pid: {
                     "seq": s.seq,
@@ -202,26 +277,33 @@ class GapDetector:
                     "restarts": s.restarts,
                     "duplicates": s.duplicates,
                     "last_record": s.last_record,
+                    **({"closing": True} if s.closing else {}),
                 }
                 for pid, s in self.publishers.items()
             },
         }
 
     @classmethod
-    def from_dict(cls, data: Any) -> GapDetector:
-        """Invert :meth:`to_dict`; anything malformed gives an empty detector."""
-        detector = cls()
+    def from_dict(cls, data: Any, max_publishers: int = MAX_PUBLISHERS) -> GapDetector:
+        """Invert :meth:`to_dict`. Malformed parts are left out (a malformed file gives
+        an empty detector); numbers outside ``0..MAX_WIRE_INT`` are dropped; past
+        ``max_publishers`` the least recently seen are evicted."""
+        detector = cls(max_publishers=max_publishers)
         if not isinstance(data, dict):
             return detector
-        unverified = data.get("unverified")
-        detector.unverified = unverified if isinstance(unverified, int) else 0
+        for name in ("unverified", "invalid", "evicted"):
+            value = data.get(name)
+            setattr(detector, name, value if _count(value) else 0)
         publishers = data.get("publishers")
         if isinstance(publishers, dict):
             for pid, raw in publishers.items():
                 if isinstance(pid, str) and isinstance(raw, dict):
                     detector.publishers[pid] = PublisherState(
-                        **{k: v for k, v in raw.items() if k in PublisherState.__slots__ and isinstance(v, int)}
+                        **{k: v for k, v in raw.items() if k in _INT_FIELDS and _count(v)},
+                        closing=raw.get("closing") is True,
                     )
+            if len(detector.publishers) > max_publishers:
+                detector._evict()
         return detector
 
     def summary(self) -> dict[str, Any]:
@@ -229,11 +311,23 @@ class GapDetector:
         states = self.publishers.values()
         return {
             "publishers": len(self.publishers),
-            "missing": sum(s.missing for s in states),
-            "restarts": sum(s.restarts for s in states),
-            "duplicates": sum(s.duplicates for s in states),
+            "missing": min(sum(s.missing for s in states), MAX_WIRE_INT),
+            "restarts": min(sum(s.restarts for s in states), MAX_WIRE_INT),
+            "duplicates": min(sum(s.duplicates for s in states), MAX_WIRE_INT),
             "unverified": self.unverified,
+            "invalid": self.invalid,
+            "evicted": self.evicted,
+            "closed": sum(1 for s in states if s.closing),
         }
+
+
+_INT_FIELDS = frozenset(name for name in PublisherState.__slots__ if name != "closing")
+
+
+def _count(value: Any) -> bool:
+    """Whether ``value`` is a count :meth:`GapDetector.from_dict` takes: an int (not a
+    bool) in ``0..MAX_WIRE_INT``."""
+    return value.__class__ is int and 0 <= value <= MAX_WIRE_INT
 
 
 def stamp_payload(payload: bytes, publisher: str, seq: int, encoded_publisher: bytes | None = None) -> bytes | None:

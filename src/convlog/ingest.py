@@ -7,6 +7,7 @@ spliced into the line instead of being parsed and re-serialized.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 
 import orjson
@@ -14,7 +15,7 @@ from orjson import Fragment, JSONDecodeError
 
 from convlog.enrich import Enricher
 from convlog.gaps import Gap, GapDetector
-from convlog.record import format_line, one_line_json
+from convlog.record import MAX_DEPTH, RAW, encode_bytes, format_line, one_line_json
 from convlog.wire import DEFAULT_SESSION_FIELDS, classify, decode
 
 _loads = orjson.loads
@@ -87,7 +88,9 @@ class Ingest:
             except (UnicodeDecodeError, JSONDecodeError):
                 pass
             else:
-                if type(value) is dict:
+                # A payload with more brackets than MAX_DEPTH may be too deep to store as
+                # JSON: the general path decides (two C-level counts per message).
+                if type(value) is dict and payload.count(b"[") + payload.count(b"{") <= MAX_DEPTH:
                     kind, session, meta, text = classify(value, self.session_fields)
                     if self.verify:
                         self._check_stamp(value, kind, seq)
@@ -126,6 +129,27 @@ class Ingest:
             "session": decoded.session,
         }
         return format_line(head, decoded.data_json, self.enricher.meta(decoded), decoded.extra_frames)
+
+    def fallback_line(self, frames: Sequence[bytes], seq: int, ts: str, source: str, reason: str) -> bytes:
+        """The line of a message that :meth:`line` could not build (it is not known to
+        happen; this keeps the bytes if it ever does): kind ``raw``, every frame in
+        base64, ``meta.reason`` saying why.
+
+        Returns:
+            one line; never raises.
+        """
+        topic = encode_bytes(frames[0])[0] if len(frames) > 1 else None
+        payload = frames[1] if len(frames) > 1 else (frames[0] if frames else b"")
+        key = (RAW, source)
+        self.kinds[key] = self.kinds.get(key, 0) + 1
+        head = {"seq": seq, "ts": ts, "kind": RAW, "source": source,
+                "topic": next(iter(topic.values())) if topic else None, "session": None}
+        meta = {"encoding": "base64", "reason": reason, "frames": len(frames), "bytes": len(payload)}
+        if topic and "base64" in topic:
+            meta["topic_encoding"] = "base64"
+        extra = [{"base64": base64.b64encode(f).decode("ascii")} for f in frames[2:]] or None
+        data = orjson.dumps({"base64": base64.b64encode(payload).decode("ascii")})
+        return format_line(head, data, meta, extra)
 
     def _check_stamp(self, value: object, kind: str, seq: int) -> None:
         gap = self.detector.observe_value(value, kind, seq)

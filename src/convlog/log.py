@@ -35,7 +35,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +141,14 @@ def read_state(directory: Path) -> dict[str, Any] | None:
 
 
 def write_state(directory: Path, state: dict[str, Any]) -> None:
-    """Write ``recovery/state.json`` atomically (see :func:`write_atomic`)."""
-    write_atomic(Path(directory) / RECOVERY / STATE_FILE, orjson.dumps(state, option=orjson.OPT_INDENT_2))
+    """Write ``recovery/state.json`` atomically (see :func:`write_atomic`), compact JSON
+    (``jq .`` shows it indented).
+
+    Raises:
+        OSError: when it cannot be written (the old file is left as it was).
+        TypeError: when ``state`` holds a value JSON cannot carry.
+    """
+    write_atomic(Path(directory) / RECOVERY / STATE_FILE, orjson.dumps(state))
 
 
 def ensure_layout(directory: Path) -> None:
@@ -255,8 +261,11 @@ class RecoveryReport:
         was_clean: the previous writer marked a clean shutdown.
         quarantined_bytes: bytes moved to quarantine (0 when the tail was whole).
         quarantined_lines: lines (whole or torn) among them.
-        reason: why they were moved, or None.
+        reason: why they were moved (the first reason, and how many more), or None.
         scanned_bytes: bytes of the tail that were validated.
+        kept_after: valid records kept that came after a quarantined line (the segment
+            was rewritten without the bad lines), 0 when only a tail was cut.
+        seq_gaps: ``[first, last]`` seq ranges missing between the kept records.
     """
 
     last_seq: int
@@ -267,6 +276,8 @@ class RecoveryReport:
     quarantined_lines: int = 0
     reason: str | None = None
     scanned_bytes: int = 0
+    kept_after: int = 0
+    seq_gaps: list[list[int]] = field(default_factory=list)
 
     def as_data(self) -> dict[str, Any]:
         """The report as the ``data`` of a ``recorder.recovered`` record."""
@@ -279,10 +290,12 @@ class RecoveryReport:
             "quarantined_lines": self.quarantined_lines,
             "reason": self.reason,
             "scanned_bytes": self.scanned_bytes,
+            "kept_after": self.kept_after,
+            "seq_gaps": self.seq_gaps,
         }
 
 
-def _last_seq_of(path: Path) -> int:
+def last_seq_in(path: Path) -> int:
     """Seq of the last valid record of a closed segment (0 if it has none).
 
     Reads backwards from the end; an invalid last line (corruption inside a segment
@@ -340,15 +353,86 @@ def scan_tail(data: bytes, expected_seq: int) -> tuple[int, int, str | None]:
     return pos, seq, None
 
 
+@dataclass(slots=True)
+class TailSort:
+    """A segment tail sorted into whole records to keep and lines to quarantine (see
+    :func:`sort_tail`).
+
+    Attributes:
+        keep: ``(start, end)`` byte spans of the lines to keep, in order.
+        bad: ``(start, end, reason)`` byte spans to quarantine, in order; a torn last
+            line (no newline) is the last one.
+        last_seq: seq of the last kept record (``expected_seq - 1`` when none).
+        seq_gaps: ``[first, last]`` seqs missing between kept records (a record whose
+            line was unreadable, or seqs that jumped).
+    """
+
+    keep: list[tuple[int, int]]
+    bad: list[tuple[int, int, str]]
+    last_seq: int
+    seq_gaps: list[list[int]]
+
+    def first_bad(self) -> int | None:
+        """Start of the first span to quarantine, or None when there is none."""
+        return self.bad[0][0] if self.bad else None
+
+
+def sort_tail(data: bytes, expected_seq: int) -> TailSort:
+    """Sort the lines of a segment tail into records to keep and lines to quarantine. Pure.
+
+    A line is kept when it is a whole record (:func:`convlog.record.parse_line`)
+    whose seq is above every seq kept before it; anything else goes to quarantine: a
+    torn last line (bytes after the last newline), a line that is not a record, or a
+    record whose seq does not move forward (a repeated or older seq). A valid record
+    after a bad line is kept: one unreadable line never costs the records after it.
+
+    Args:
+        data: bytes from a record boundary to the end of the segment.
+        expected_seq: the seq the first record should have.
+
+    Returns:
+        a :class:`TailSort`.
+    """
+    keep: list[tuple[int, int]] = []
+    bad: list[tuple[int, int, str]] = []
+    gaps: list[list[int]] = []
+    seq = expected_seq - 1
+    pos, length = 0, len(data)
+    while pos < length:
+        end = data.find(b"\n", pos)
+        if end < 0:
+            bad.append((pos, length, f"torn line: {length - pos} bytes without a newline"))
+            break
+        try:
+            record = parse_line(data[pos:end])
+        except ValueError as exc:
+            bad.append((pos, end + 1, f"invalid record: {exc}"))
+        else:
+            if record["seq"] <= seq:
+                bad.append((pos, end + 1, f"seq {record['seq']} after seq {seq}"))
+            else:
+                if record["seq"] > seq + 1:
+                    gaps.append([seq + 1, record["seq"] - 1])
+                seq = record["seq"]
+                keep.append((pos, end + 1))
+        pos = end + 1
+    return TailSort(keep, bad, seq, gaps)
+
+
 def recover(directory: Path, clock: Clock | None = None) -> RecoveryReport:
     """Bring a log directory to a consistent end: the last segment holds only whole,
     valid, gapless records. The caller must hold the :class:`LogLock`.
 
     Starts from the durable position in ``recovery/state.json`` when it names the
-    last segment (everything before it was fsynced and validated), else from the start
-    of the last segment. A torn or invalid tail is appended to
-    ``recovery/quarantine.jsonl`` (one JSON line: time, segment, offset, reason, bytes
-    as ``text`` or ``base64``), fsynced, and then the segment is truncated.
+    last segment and falls on a record boundary (everything before it was fsynced and
+    validated), else from the start of the last segment. The lines after it are sorted
+    by :func:`sort_tail`: only a torn tail and lines that are not whole records with a
+    seq moving forward are appended to ``recovery/quarantine.jsonl`` (one JSON line
+    each: time, segment, offset, reason, bytes as ``text`` or ``base64``, fsynced);
+    then the segment is truncated, or, when valid records follow a bad line, rewritten
+    without the bad lines (temporary file, fsync, rename). A valid record is never
+    quarantined. The state file only says where to start: the seq expected there is
+    read from the record before it, not taken from the file.
 
     Args:
         directory: the log directory.
@@ -379,48 +463,99 @@ def recover(directory: Path, clock: Clock | None = None) -> RecoveryReport:
         and isinstance(state.get("durable_seq"), int)
         and 0 < state["durable_offset"] <= path.stat().st_size
     ):
-        start, expected = state["durable_offset"], state["durable_seq"] + 1
-    with path.open("r+b") as fh:
+        # Trusted only when it ends a whole record (a damaged or foreign state.json
+        # could name any offset): the seq expected next is that record's seq + 1.
+        before = _record_before(path, state["durable_offset"])
+        if before is not None:
+            start, expected = state["durable_offset"], before + 1
+    size = path.stat().st_size
+    with path.open("rb") as fh:
         fh.seek(start)
         tail = fh.read()
-        valid, last_seq, reason = scan_tail(tail, expected)
-        if start == 0 and valid == 0 and len(segments) > 1:
-            for _, earlier in reversed(segments[:-1]):
-                last_seq = _last_seq_of(earlier)
-                if last_seq:
-                    break
-            if reason and last_seq + 1 != first_seq:
-                reason = f"{reason}; previous segment ends at seq {last_seq}"
-        report = RecoveryReport(
-            last_seq=last_seq,
-            segment=path.name,
-            offset=start + valid,
-            was_clean=was_clean,
-            scanned_bytes=len(tail),
-        )
-        if reason is None:
-            return report
-        bad = tail[valid:]
-        encoded, _ = encode_bytes(bad)
-        entry = {
-            "ts": (clock or Clock()).now(),
-            "segment": path.name,
-            "offset": start + valid,
-            "reason": reason,
-            "bytes": len(bad),
-            **encoded,
-        }
-        with (directory / RECOVERY / QUARANTINE_FILE).open("ab") as q:
-            q.write(orjson.dumps(entry) + b"\n")
-            q.flush()
-            os.fsync(q.fileno())
-        fh.truncate(start + valid)
-        fh.flush()
-        os.fsync(fh.fileno())
-    report.quarantined_bytes = len(bad)
-    report.quarantined_lines = bad.count(b"\n") + (0 if bad.endswith(b"\n") else 1)
+    found = sort_tail(tail, expected)
+    last_seq = found.last_seq
+    if not found.keep and start == 0 and len(segments) > 1:
+        for _, earlier in reversed(segments[:-1]):
+            last_seq = last_seq_in(earlier)
+            if last_seq:
+                break
+    report = RecoveryReport(last_seq=last_seq, segment=path.name, offset=size, was_clean=was_clean,
+                            scanned_bytes=len(tail), seq_gaps=found.seq_gaps)
+    first_bad = found.first_bad()
+    if first_bad is None:
+        return report
+    reasons = [reason for _, _, reason in found.bad]
+    reason = reasons[0] + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else "")
+    if not found.keep and start == 0 and len(segments) > 1 and last_seq + 1 != first_seq:
+        reason = f"{reason}; previous segment ends at seq {last_seq}"
+    _quarantine(directory, path.name, start, tail, found.bad, clock or Clock())
+    kept_after = [(a, b) for a, b in found.keep if a > first_bad]
+    if kept_after:
+        # Valid records after a bad line: rewrite the segment without the bad lines
+        # (a new file renamed over the old one, so a crash leaves one or the other).
+        _rewrite_segment(path, start + first_bad, b"".join(tail[a:b] for a, b in kept_after))
+    else:
+        with path.open("r+b") as fh:
+            fh.truncate(start + first_bad)
+            fh.flush()
+            os.fsync(fh.fileno())
+    bad_bytes = sum(b - a for a, b, _ in found.bad)
+    report.offset = start + first_bad + sum(b - a for a, b in kept_after)
+    report.quarantined_bytes = bad_bytes
+    report.quarantined_lines = len(found.bad)
+    report.kept_after = len(kept_after)
     report.reason = reason
     return report
+
+
+def _record_before(path: Path, offset: int) -> int | None:
+    """The seq of the record whose line ends exactly at ``offset``, or None when the
+    byte before ``offset`` is not a newline or that line is not a record."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset - 1)
+            if fh.read(1) != b"\n":
+                return None
+        for _start, line in lines_backwards(path, offset):
+            return parse_line(line)["seq"]
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _quarantine(directory: Path, segment: str, start: int, tail: bytes, bad: list[tuple[int, int, str]],
+                clock: Clock) -> None:
+    """Append each bad span to ``recovery/quarantine.jsonl`` (one JSON line each: time,
+    segment, offset, reason, bytes as ``text`` or ``base64``) and fsync it."""
+    entries = []
+    ts = clock.now()
+    for a, b, reason in bad:
+        encoded, _ = encode_bytes(tail[a:b])
+        entries.append(orjson.dumps({"ts": ts, "segment": segment, "offset": start + a, "reason": reason,
+                                     "bytes": b - a, **encoded}) + b"\n")
+    with (directory / RECOVERY / QUARANTINE_FILE).open("ab") as q:
+        q.write(b"".join(entries))
+        q.flush()
+        os.fsync(q.fileno())
+
+
+def _rewrite_segment(path: Path, cut: int, rest: bytes) -> None:
+    """Replace ``path`` by its first ``cut`` bytes followed by ``rest``: a temporary file,
+    fsync, rename over ``path``, fsync of the directory."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.rewrite")
+    with path.open("rb") as src, tmp.open("wb") as dst:
+        remaining = cut
+        while remaining:
+            chunk = src.read(min(remaining, 1 << 20))
+            if not chunk:
+                break
+            dst.write(chunk)
+            remaining -= len(chunk)
+        dst.write(rest)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 class SegmentWriter:
@@ -433,6 +568,9 @@ class SegmentWriter:
             happens at the first record boundary after it.
         fsync: ``always``, ``interval`` or ``never`` (see the module doc).
         interval_ms: the group-commit bound for ``interval``, milliseconds.
+        fresh: start a new segment named by ``next_seq`` even when the last one has
+            room (the log does not end at ``next_seq - 1``: seqs known to be lost are
+            not reused).
 
     Attributes:
         written_seq / durable_seq: last seq written to the file / known fsynced.
@@ -449,6 +587,7 @@ class SegmentWriter:
         segment_bytes: int = 64 * 1024 * 1024,
         fsync: str = "interval",
         interval_ms: int = 50,
+        fresh: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
@@ -462,7 +601,7 @@ class SegmentWriter:
         self.last_error: OSError | None = None
         self._unsynced_since: int | None = None
         segments = list_segments(self.directory)
-        if segments and segments[-1][1].stat().st_size < segment_bytes:
+        if not fresh and segments and segments[-1][1].stat().st_size < segment_bytes:
             self._open(segments[-1][1])
         else:
             self._open(self.directory / EVENTS / segment_name(next_seq))
@@ -478,6 +617,49 @@ class SegmentWriter:
         self.segment = path
         self.offset = os.fstat(fd).st_size
         fsync_dir(path.parent)
+
+    def check_file(self) -> str | None:
+        """Whether the current segment is still the file this writer appends to: not
+        deleted, not replaced by another file, not cut shorter than what was written
+        (compares the open descriptor's inode and size with the path's).
+
+        Returns:
+            None when it is, else what happened (``"deleted"``, ``"replaced by another
+            file"``, ``"truncated to N bytes (M written)"``).
+        """
+        try:
+            on_disk = os.stat(self.segment)
+        except FileNotFoundError:
+            return "deleted"
+        except OSError as exc:
+            return f"unreadable ({exc.strerror or exc})"
+        mine = os.fstat(self._fd)
+        if (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino):
+            return "replaced by another file"
+        if mine.st_size < self.offset:
+            return f"truncated to {mine.st_size} bytes ({self.offset} written)"
+        return None
+
+    def restart_segment(self) -> Path:
+        """Start a new segment named by the next seq after a :meth:`check_file` problem
+        (the events directory is created again if it went too). A foreign file already
+        at that name is moved aside (``<name>.foreign-<ns>``), never overwritten.
+
+        Returns:
+            the new segment's path.
+
+        Raises:
+            OSError: when it cannot be created (the writer stays on the old file).
+        """
+        ensure_layout(self.directory)
+        path = self.directory / EVENTS / segment_name(self.written_seq + 1)
+        if path.exists():
+            os.replace(path, path.with_name(f"{path.name}.foreign-{time.time_ns()}"))
+        self._open(path)
+        self.durable_offset = self.offset
+        self.durable_seq = self.written_seq
+        self._unsynced_since = None
+        return path
 
     def write(self, data: bytes, last_seq: int) -> None:
         """Append whole lines ending with the record ``last_seq``.
@@ -557,10 +739,12 @@ class SegmentWriter:
         Raises:
             OSError: when it cannot be written.
         """
-        write_state(
-            self.directory,
-            {**(extra or {}), "format": 1, **self.position(), "clean": clean, "pid": os.getpid(), "updated": ts},
-        )
+        write_state(self.directory, self.state_fields(clean, ts, extra))
+
+    def state_fields(self, clean: bool, ts: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The content :meth:`save_state` writes, as a dict (to be written later, for
+        instance by another thread, with :func:`write_state`)."""
+        return {**(extra or {}), "format": 1, **self.position(), "clean": clean, "pid": os.getpid(), "updated": ts}
 
     def position(self) -> dict[str, Any]:
         """The durable and the written position in the current segment, for

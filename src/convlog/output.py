@@ -7,6 +7,7 @@ to stdout, ``err`` to stderr.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convlog.fold import State
+from convlog.record import dump_json
 from convlog.replay import Replay
 from convlog.view import ShownMessage, printable
 
@@ -45,13 +47,24 @@ def _width(stream: object) -> int | None:
     return 160
 
 
-out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
+class _PipeConsole(Console):
+    """A rich console that lets a closed stdout (``| head``) reach the command as
+    :class:`BrokenPipeError`, instead of rich's default of exiting with status 1, so a
+    command keeps its own exit code (``convlog status | head -1`` still tells the health)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise BrokenPipeError(errno.EPIPE, "the reader of stdout went away")
+
+
+out = _PipeConsole(highlight=False, soft_wrap=True, width=_width(sys.stdout))
 err = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
 
 
 def print_json(value: Any) -> None:
     """Print a JSON value (indented) to stdout, unstyled."""
-    out.print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode("utf-8"), markup=False)
+    out.print(dump_json(value, option=orjson.OPT_INDENT_2).decode("utf-8", "replace"), markup=False)
 
 
 def branch_label(info: Any) -> str:
@@ -356,6 +369,8 @@ def print_status(status: dict[str, Any]) -> None:
     out.print(Text("healthy" if healthy else "UNHEALTHY", style="bold green" if healthy else "bold red"), Text(where))
     for problem in status.get("problems") or []:
         out.print(Text(f"  problem: {problem}", style="red"))
+    for warning in status.get("warnings") or []:
+        out.print(Text(f"  warning: {warning}", style="yellow"))
     for ep in status.get("endpoints") or []:
         state = "connected" if ep.get("connected") else "NOT connected"
         out.print(f"  {ep.get('kind')} {ep.get('endpoint')}: {state}", markup=False)
@@ -370,7 +385,7 @@ def print_status(status: dict[str, Any]) -> None:
     disk = status.get("disk") or {}
     out.print(
         f"  fsync {fsync.get('policy')} (lag {fsync.get('lag_s', 0):.3f} s, durable seq {fsync.get('durable_seq')}); "
-        f"log {disk.get('used_bytes', 0) / 1e6:.1f} MB, {disk.get('free_bytes', 0) / 1e9:.1f} GB free",
+        f"log {(disk.get('used_bytes') or 0) / 1e6:.1f} MB, {(disk.get('free_bytes') or 0) / 1e9:.1f} GB free",
         markup=False,
     )
     cp = status.get("last_checkpoint")
@@ -381,10 +396,11 @@ def print_status(status: dict[str, Any]) -> None:
     gaps, pubs = status.get("gaps") or {}, status.get("publishers") or {}
     silent = pubs.get("silent_s")
     out.print(
-        f"  publishers: {pubs.get('known', 0)} known, last heard {silent:.0f} s ago; "
+        f"  publishers: {pubs.get('known', 0)} known ({pubs.get('open', 0)} open), last heard {silent:.0f} s ago; "
         if silent is not None and pubs.get("known") else f"  publishers: {pubs.get('known', 0)} known; ",
         f"missing {gaps.get('missing', 0)}, restarts {gaps.get('restarts', 0)}, "
-        f"unverified {gaps.get('unverified', 0)}, dropped {status.get('drops', 0)}",
+        f"unverified {gaps.get('unverified', 0)}, invalid stamps {gaps.get('invalid', 0)}, "
+        f"dropped {status.get('drops', 0)}",
         sep="", markup=False,
     )
 
@@ -726,7 +742,7 @@ def print_hits(hits: Sequence[Any], as_json: bool = False, console: Console | No
     """
     console = console or out
     if as_json:
-        console.print(orjson.dumps([hit.as_dict() for hit in hits], option=orjson.OPT_INDENT_2).decode("utf-8"),
+        console.print(dump_json([hit.as_dict() for hit in hits], option=orjson.OPT_INDENT_2).decode("utf-8", "replace"),
                       markup=False, highlight=False)
         return
     if not hits:

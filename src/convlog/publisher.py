@@ -165,14 +165,19 @@ class Publisher:
             self.sent += 1
             self._last_send = time.monotonic()
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, closing: bool = False) -> None:
         """Send a heartbeat now: ``{"type": "publisher.heartbeat", "convlog": {...,
-        "seq": <last seq sent>}}`` on topic ``convlog.heartbeat``."""
+        "seq": <last seq sent>}}`` on topic ``convlog.heartbeat``.
+
+        Args:
+            closing: add ``"closing": true``: the publisher says goodbye, so the
+                recorder does not report it silent (see :mod:`convlog.gaps`).
+        """
         with self._lock:
             if self._closed:
                 return
-            payload = stamp_payload(b'{"type":"' + HEARTBEAT.encode() + b'"}', self.publisher_id, self.seq,
-                                    self._encoded_id)
+            body = b'{"type":"' + HEARTBEAT.encode() + (b'","closing":true}' if closing else b'"}')
+            payload = stamp_payload(body, self.publisher_id, self.seq, self._encoded_id)
             assert payload is not None
             self._sock.send_multipart((self.HEARTBEAT_TOPIC, payload))
             self._last_send = time.monotonic()
@@ -182,15 +187,16 @@ class Publisher:
             self.heartbeat()
 
     def close(self, linger_ms: int = 10_000, heartbeat: bool = True) -> None:
-        """Send a last heartbeat (when stamping and ``heartbeat``), then close the socket,
-        waiting up to ``linger_ms`` for queued messages to leave. Idempotent."""
+        """Send a last heartbeat (when stamping and ``heartbeat``; it carries
+        ``"closing": true``), then close the socket, waiting up to ``linger_ms`` for
+        queued messages to leave. Idempotent."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
         if self._closed:
             return
         if self.stamp and linger_ms and heartbeat:
-            self.heartbeat()
+            self.heartbeat(closing=True)
         with self._lock:
             self._closed = True
             self._sock.close(linger=linger_ms)

@@ -16,7 +16,9 @@ in one of two documented forms, and ``meta.encoding`` says which:
 
 * ``{"text": "<the payload decoded as UTF-8>"}`` with ``meta.encoding == "text"``;
 * ``{"base64": "<RFC 4648 base64 of the bytes>"}`` with ``meta.encoding == "base64"``
-  when the bytes are not valid UTF-8.
+  when the bytes are not valid UTF-8, or when they are JSON nested deeper than
+  :data:`MAX_DEPTH` levels (then ``meta.reason`` says so), which not every reader
+  could parse back or re-serialise.
 
 Extra frames always use one of those two forms. The topic is the first frame decoded
 as UTF-8, or its base64 with ``meta.topic_encoding == "base64"``.
@@ -25,7 +27,10 @@ as UTF-8, or its base64 with ``meta.topic_encoding == "base64"``.
 from __future__ import annotations
 
 import base64
+import json
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -53,11 +58,137 @@ BUS_KINDS: frozenset[str] = frozenset(
 
 #: Kinds the recorder writes about itself; a publisher cannot forge them.
 RECORDER_KINDS: frozenset[str] = frozenset(
-    {"recorder.start", "recorder.stop", "recorder.recovered", "recorder.gap", "recorder.dropped"}
+    {"recorder.start", "recorder.stop", "recorder.recovered", "recorder.gap", "recorder.dropped",
+     "recorder.degraded", "recorder.error", "recorder.config"}
 )
 
 UNKNOWN = "unknown"
 RAW = "raw"
+
+#: Deepest nesting of arrays and objects a payload may have to be stored as JSON (the
+#: payload's outermost array or object is level 1). orjson parses at most 1024 levels
+#: and serialises at most 254, and a record adds a level around ``data`` (readers add a
+#: few more: export documents, the ``--json`` outputs); a deeper payload is stored in
+#: its base64 form with ``meta.reason`` (see :func:`too_deep`), so every stored line
+#: parses back and every reader can re-serialise what it read.
+MAX_DEPTH = 200
+#: Largest integer the recorder takes from the wire into arithmetic or persisted state
+#: (a publisher stamp's seq must be below it): a signed 64-bit integer, which every JSON
+#: reader of the log (orjson, jq, PostgreSQL's bigint) holds exactly.
+MAX_WIRE_INT = 2**63 - 1
+#: How far ahead of the wall clock a previous record's ``ts`` may be for
+#: :meth:`Clock.floor` to keep later records after it, seconds (7 days).
+MAX_FLOOR_AHEAD_S = 7 * 86400
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value, without recursion.
+
+    Args:
+        value: what ``orjson.loads`` returned.
+
+    Returns:
+        0 for a scalar, 1 for a flat array or object, +1 per level below.
+    """
+    deepest = 0
+    stack = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, level = pop()
+        if item.__class__ is dict:
+            item = item.values()
+        elif item.__class__ is not list:
+            continue
+        if level > deepest:
+            deepest = level
+        for child in item:
+            if child.__class__ is dict or child.__class__ is list:
+                push((child, level + 1))
+    return deepest
+
+
+def too_deep(payload: bytes, value: Any) -> int:
+    """The nesting depth of a parsed JSON payload when it exceeds :data:`MAX_DEPTH`, else 0.
+
+    Cheap on ordinary payloads: a payload with at most :data:`MAX_DEPTH` brackets in all
+    (counted in C by ``bytes.count``) cannot be deeper, so only the rest are walked.
+
+    Args:
+        payload: the JSON bytes as received.
+        value: ``orjson.loads(payload)``.
+
+    Returns:
+        the depth (> :data:`MAX_DEPTH`) or 0 when the payload may be stored as JSON.
+    """
+    if payload.count(b"[") + payload.count(b"{") <= MAX_DEPTH:
+        return 0
+    depth = json_depth(value)
+    return depth if depth > MAX_DEPTH else 0
+
+
+def deep_reason(depth: int) -> str:
+    """``meta.reason`` of a payload stored in base64 because it is nested ``depth`` levels."""
+    return f"JSON nested {depth} levels deep (stored as JSON up to {MAX_DEPTH})"
+
+
+def dump_json(value: Any, option: int = 0, default: Callable[[Any], Any] | None = None) -> bytes:
+    """Serialise any value parsed from the log, the bus or a request: ``orjson.dumps``,
+    or, for what orjson refuses (nesting past 254 levels, integers past 64 bits), the
+    same JSON through an iterative encoder that has neither limit.
+
+    Args:
+        value: a JSON-like value (dict with str keys, list, str, int, float, bool, None).
+        option: orjson options (``OPT_INDENT_2``, ``OPT_APPEND_NEWLINE``, ...); the
+            fallback writes compact JSON and honours only ``OPT_APPEND_NEWLINE``.
+        default: called for values orjson cannot serialise (as ``orjson.dumps``); the
+            fallback uses ``str`` of them when None.
+
+    Returns:
+        UTF-8 JSON bytes. Never raises for values made of JSON types.
+    """
+    try:
+        return orjson.dumps(value, option=option, default=default)
+    except TypeError:
+        text = _encode_iterative(value, default or str).encode("utf-8", "surrogatepass")
+        return text + b"\n" if option & orjson.OPT_APPEND_NEWLINE else text
+
+
+def _encode_iterative(value: Any, default: Callable[[Any], Any]) -> str:
+    """Compact JSON of ``value`` with an explicit stack (no recursion limit, any int)."""
+    out: list[str] = []
+    stack: list[list[Any]] = []  # [iterator, closing bracket, is an object, first item]
+    scalar = json.JSONEncoder(ensure_ascii=False, default=default, separators=(",", ":")).encode
+
+    def open_value(item: Any) -> None:
+        if isinstance(item, dict):
+            out.append("{")
+            stack.append([iter(item.items()), "}", True, True])
+        elif isinstance(item, list | tuple):
+            out.append("[")
+            stack.append([iter(item), "]", False, True])
+        elif (isinstance(item, float) and item != item) or item in (float("inf"), float("-inf")):
+            out.append("null")  # as orjson writes NaN and infinities
+        else:
+            out.append(scalar(item))
+
+    open_value(value)
+    while stack:
+        frame = stack[-1]
+        try:
+            item = next(frame[0])
+        except StopIteration:
+            out.append(frame[1])
+            stack.pop()
+            continue
+        if not frame[3]:
+            out.append(",")
+        frame[3] = False
+        if frame[2]:
+            key, item = item
+            out.append(scalar(key if isinstance(key, str) else str(key)))
+            out.append(":")
+        open_value(item)
+    return "".join(out)
 
 def encode_bytes(frame: bytes) -> tuple[dict[str, str], str]:
     """Encode non-JSON bytes losslessly for a record.
@@ -111,17 +242,46 @@ def one_line_json(payload: bytes) -> bytes:
 
 
 class Clock:
-    """Formats receive times as RFC 3339 UTC with microseconds (``...T12:00:00.000001Z``).
+    """Formats receive times as RFC 3339 UTC with microseconds (``...T12:00:00.000001Z``),
+    never going back: a wall clock stepped backwards (NTP, a manual fix) gives the
+    previous time again until it catches up, so record ``ts`` is monotonic and folding
+    by time (``--as-of``) sees every record in seq order. The size of the step is kept
+    in :attr:`step_ns` for the caller to note (``meta.clock_step_s``).
 
     Caches the formatted second so the hot path does one integer split and one
     f-string per record. Not thread-safe; one per writer.
+
+    Args:
+        time_ns: the wall clock, nanoseconds since the Unix epoch (``time.time_ns``).
+
+    Attributes:
+        step_ns: the largest backwards step seen since the caller last reset it to 0,
+            nanoseconds.
     """
 
-    __slots__ = ("_prefix", "_second")
+    __slots__ = ("_last", "_prefix", "_second", "_time_ns", "step_ns")
 
-    def __init__(self) -> None:
+    def __init__(self, time_ns: Callable[[], int] = time.time_ns) -> None:
         self._second = -1
         self._prefix = ""
+        self._last = 0
+        self._time_ns = time_ns
+        self.step_ns = 0
+
+    def floor(self, ts: str) -> None:
+        """Never give a time before ``ts`` (a record ``ts``, e.g. the log's last one
+        when a recorder starts), so ``ts`` stays monotonic across restarts too.
+        A malformed ``ts``, or one more than :data:`MAX_FLOOR_AHEAD_S` ahead of the
+        wall clock (a damaged file must not freeze the clock), is ignored."""
+        try:
+            when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        except (AttributeError, ValueError):
+            return
+        if when.tzinfo is None:
+            return
+        ns = int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+        if ns - self._time_ns() <= MAX_FLOOR_AHEAD_S * 1_000_000_000:
+            self._last = max(self._last, ns)
 
     def format_ns(self, ns: int) -> str:
         """Format ``ns`` (nanoseconds since the Unix epoch, UTC) per RFC 3339."""
@@ -132,8 +292,16 @@ class Clock:
         return f"{self._prefix}.{rest // 1000:06d}Z"
 
     def now(self) -> str:
-        """The current time, formatted by :meth:`format_ns`."""
-        return self.format_ns(time.time_ns())
+        """The current time, formatted by :meth:`format_ns`; never before the previous
+        call's (see the class doc)."""
+        ns = self._time_ns()
+        if ns < self._last:
+            if self._last - ns > self.step_ns:
+                self.step_ns = self._last - ns
+            ns = self._last
+        else:
+            self._last = ns
+        return self.format_ns(ns)
 
 
 def format_line(
@@ -186,10 +354,38 @@ def make_line(
         the line, as :func:`format_line`.
 
     Raises:
-        TypeError: when ``data`` or ``meta`` is not JSON-serializable.
+        TypeError: when ``data`` or ``meta`` is not JSON-serializable. Values of JSON
+            types always are: nesting or integers orjson refuses are written by
+            :func:`dump_json` (callers keep such data below :data:`MAX_DEPTH`).
     """
     head = {"seq": seq, "ts": ts, "kind": kind, "source": source, "topic": topic, "session": session}
-    return format_line(head, orjson.dumps(data), meta or {})
+    try:
+        return format_line(head, orjson.dumps(data), meta or {})
+    except TypeError:
+        head.pop("data", None)
+        head.pop("meta", None)
+        return format_line(head, dump_json(data), orjson.loads(dump_json(meta or {})))
+
+
+def with_meta(line: bytes, key: str, value: Any) -> bytes:
+    """Add one ``meta`` field to a line made by :func:`format_line`, without
+    re-serialising ``data`` (its bytes stay as received).
+
+    Args:
+        line: a record line; its ``meta`` object is the last ``,"meta":{`` in it
+            (only ``extra_frames``, encoded frames, may follow it).
+        key: the field's name (a plain identifier).
+        value: a JSON-serialisable value.
+
+    Returns:
+        the new line, or ``line`` unchanged when it has no ``meta`` object.
+    """
+    at = line.rfind(b',"meta":{')
+    if at < 0:
+        return line
+    at += len(b',"meta":{')
+    field = orjson.dumps(key) + b":" + orjson.dumps(value)
+    return line[:at] + field + (b"" if line[at:at + 1] == b"}" else b",") + line[at:]
 
 
 def parse_line(line: bytes) -> dict[str, Any]:

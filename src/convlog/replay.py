@@ -143,13 +143,20 @@ def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def parse_as_of(text: str) -> tuple[int | None, str | None]:
+def parse_as_of(text: str, upper: bool = True) -> tuple[int | None, str | None]:
     """Parse a ``--as-of`` value: a seq (digits) or a time (ISO 8601 / RFC 3339; a time
     without a zone is taken as UTC).
 
+    Record ``ts`` is monotonic in seq order (the recorder holds it when the wall clock
+    steps back, see :class:`convlog.record.Clock`), so a time selects the records up to
+    the first one received after it. As an upper bound (``upper``, as ``--as-of``), a
+    time at or after now, or ``now``, selects the whole log: a record stamped in the
+    future (a clock that was fast) is already in the past.
+
     Returns:
-        ``(seq, None)`` or ``(None, ts)`` with ``ts`` in the records' format
-        (``2026-11-21T12:00:00.000000Z``), which compares correctly as text.
+        ``(seq, None)``, ``(None, ts)`` with ``ts`` in the records' format
+        (``2026-11-21T12:00:00.000000Z``), which compares correctly as text, or
+        ``(None, None)`` (no limit) for a time at or after now.
 
     Raises:
         ValueError: when it is neither.
@@ -157,12 +164,16 @@ def parse_as_of(text: str) -> tuple[int | None, str | None]:
     text = text.strip()
     if text.isdigit():
         return int(text), None
+    if upper and text.lower() == "now":
+        return None, None
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"--as-of {text!r} is neither a seq nor an ISO 8601 time") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
+    if upper and when >= datetime.now(UTC):
+        return None, None
     return None, when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -32,12 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 from watchfiles import watch
 
 from convlog.gaps import HEARTBEAT, stamp_of
 from convlog.log import EVENTS, SEGMENT_SUFFIX, complete_end, follow, lines_backwards, list_segments
-from convlog.record import BUS_KINDS, RAW, RECORDER_KINDS, UNKNOWN, parse_line
+from convlog.record import BUS_KINDS, RAW, RECORDER_KINDS, UNKNOWN, dump_json, parse_line
 from convlog.view import payload_text, printable
 
 #: Every kind a record can have, as far as the vocabulary is closed (DESIGN.md): what a
@@ -152,10 +151,7 @@ def record_text(record: dict[str, Any]) -> str:
         data = {k: v for k, v in data.items() if k not in hidden}
         if not data:
             return ""
-    try:
-        return orjson.dumps(data).decode("utf-8")
-    except TypeError:
-        return repr(data)
+    return dump_json(data).decode("utf-8", "replace")
 
 
 def _str(value: Any) -> str | None:

@@ -13,11 +13,12 @@ from typing import Any
 
 import orjson
 
+from convlog.record import dump_json
 from convlog.wire import content_text
 
 
 def _dump(value: Any) -> str:
-    return orjson.dumps(value).decode("utf-8")
+    return dump_json(value).decode("utf-8", "replace")
 
 
 def payload_text(record: dict[str, Any]) -> str:

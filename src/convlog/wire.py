@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from convlog.record import BUS_KINDS, RAW, UNKNOWN, encode_bytes, one_line_json
+from convlog.record import BUS_KINDS, RAW, UNKNOWN, deep_reason, encode_bytes, one_line_json, too_deep
 
 #: Default fields, in order, whose first present string value names the session.
 DEFAULT_SESSION_FIELDS: tuple[str, ...] = (
@@ -252,6 +252,15 @@ def decode(frames: Sequence[bytes], fields: Sequence[str] = DEFAULT_SESSION_FIEL
             RAW, topic, topic, orjson.dumps(encoded_value), payload, None, meta,
             encoded_value.get("text"), extra,
         )
+    depth = too_deep(payload, value)
+    if depth:
+        # Valid JSON, but nested deeper than every reader can take back: stored like
+        # bytes that are not JSON, in base64 (lossless; play sends the same bytes).
+        meta = meta or {}
+        meta["encoding"] = "base64"
+        meta["reason"] = deep_reason(depth)
+        encoded_value = {"base64": base64.b64encode(payload).decode("ascii")}
+        return Decoded(RAW, topic, topic, orjson.dumps(encoded_value), payload, None, meta, None, extra)
     kind, session, ident, text = classify(value, fields)
     if meta:
         ident.update(meta)
