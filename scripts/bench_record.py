@@ -27,6 +27,8 @@ Figures per (receiver, load):
 * rate: messages received / (time of last - time of first message received), taken in
   the receiver (for the recorder: the ``ts`` of its first and last bus records);
 * lost: published - received (for the recorder: records whose source is ``sub``);
+  the publisher's final heartbeat (below) is not one of the messages and no receiver
+  counts it;
 * CPU: user+sys seconds of the receiver process (all its threads, libzmq's I/O thread
   included) from just before publishing starts until delivery has ended (no growth
   for 1 s), per 100,000 messages received; start-up import cost is excluded;
@@ -34,7 +36,14 @@ Figures per (receiver, load):
 
 Targets (printed as PASS/FAIL): no loss at the steady rate for a and b; in the burst b
 loses no more than a; b/a rate >= 0.4; b's CPU per message <= 2.5 x a's; b/c rate >= 10.
-It is a measurement, not a test: the exit code is 0 unless something crashed.
+They are measurements: a missed target does not change the exit code.
+
+Gap check (every run of b): the publisher stamps its messages with seqs 1..N and ends
+each run with a heartbeat carrying N, so the recorder can see a lost tail too. From the
+log, the seqs of the publisher's messages received plus the seqs named by its
+``recorder.gap`` records must be exactly 1..N: every message lost on the way is
+reported. The result is printed per run and in the report; the exit code is 1 when a
+check fails (or when something crashed), else 0.
 
 Run (from the project root, with the ``demo`` and ``test`` extras installed)::
 
@@ -65,8 +74,11 @@ from typing import Any
 import orjson
 
 from benchmark import Processes, fmt, free_port, parse_ts, print_targets, ratio, stop_process, vm_hwm_mb, write_json
+from convlog.gaps import HEARTBEAT, stamp_of
 
 RCVHWM = 1_000_000
+#: The topic of a publisher's heartbeats (``convlog.publisher.Publisher.HEARTBEAT_TOPIC``).
+HEARTBEAT_TOPIC = b"convlog.heartbeat"
 PACE_BATCH = 100
 SETTLE_S = 1.0
 POLL_S = 0.1
@@ -96,8 +108,10 @@ def role_publish(args: argparse.Namespace) -> int:
     from convlog.publisher import Publisher
 
     messages = read_messages(args.messages, args.count)
-    # Stamped like any convlog publisher's traffic, but without heartbeats: every
-    # receiver counts frames, and a heartbeat is not one of the benchmark's messages.
+    # Stamped like any convlog publisher's traffic. No heartbeats while idle (the wait
+    # for "go" would add some before the first message), only one at the end, sent by
+    # close(): it carries the last seq, so the recorder reports a lost tail as a gap.
+    # It is not one of the benchmark's messages: the receivers do not count it.
     pub = Publisher(args.xsub, heartbeat_s=None)
     pub.wait_for_subscriber(30.0)
     time.sleep(1.0)  # let the subscription settle all the way through the broker
@@ -118,10 +132,19 @@ def role_publish(args: argparse.Namespace) -> int:
         for topic, payload in messages:
             send(topic, payload)
     sent_s = time.perf_counter() - started
-    pub.close(linger_ms=120_000, heartbeat=False)
+    pub.close(linger_ms=120_000, heartbeat=True)  # the final heartbeat, then wait for the queue to leave
     closed_s = time.perf_counter() - started
     print(
-        json.dumps({"sent": pub.sent, "send_s": sent_s, "close_s": closed_s, "started": started_wall}),
+        json.dumps(
+            {
+                "sent": pub.sent,
+                "send_s": sent_s,
+                "close_s": closed_s,
+                "started": started_wall,
+                "publisher": pub.publisher_id,
+                "last_seq": pub.seq,
+            }
+        ),
         flush=True,
     )
     return 0
@@ -151,35 +174,42 @@ def _sub_socket(xpub: str) -> tuple[Any, Any]:
 
 
 def role_bare(args: argparse.Namespace) -> int:
-    """(a) Receive and count; progress lines ``p N``; final JSON on stdout."""
+    """(a) Receive and count (the heartbeat apart); progress lines ``p N``; final JSON
+    on stdout."""
     import zmq
 
     flag = _StopFlag()
     ctx, sock = _sub_socket(args.xpub)
     recv = sock.recv_multipart
     now = time.time
-    count = 0
+    count = heartbeats = 0
     first = last = 0.0
     idle_limit = args.idle_s
     waited_since = time.monotonic()
     print("ready", flush=True)
     while not flag.stop:  # the first message
         try:
-            recv()
+            frames = recv()
         except zmq.Again:
             if time.monotonic() - waited_since > 10 * idle_limit:
                 break
+            continue
+        if frames[0] == HEARTBEAT_TOPIC:
+            heartbeats += 1
             continue
         first = last = now()
         count = 1
         break
     while count and not flag.stop:
         try:
-            recv()
+            frames = recv()
         except zmq.Again:
             print("p", count, flush=True)
             if now() - last > idle_limit:
                 break
+            continue
+        if frames[0] == HEARTBEAT_TOPIC:
+            heartbeats += 1
             continue
         last = now()
         count += 1
@@ -187,7 +217,7 @@ def role_bare(args: argparse.Namespace) -> int:
             print("p", count, flush=True)
     sock.close(linger=0)
     ctx.term()
-    print(json.dumps({"count": count, "first": first, "last": last}), flush=True)
+    print(json.dumps({"count": count, "first": first, "last": last, "heartbeats": heartbeats}), flush=True)
     return 0
 
 
@@ -198,7 +228,7 @@ def role_naive(args: argparse.Namespace) -> int:
     flag = _StopFlag()
     ctx, sock = _sub_socket(args.xpub)
     path = args.out
-    count = 0
+    count = heartbeats = 0
     first = last = 0.0
     waited_since = time.monotonic()
     print("ready", flush=True)
@@ -213,6 +243,9 @@ def role_naive(args: argparse.Namespace) -> int:
             elif time.monotonic() - waited_since > 10 * args.idle_s:
                 break
             continue
+        if topic == HEARTBEAT_TOPIC:
+            heartbeats += 1
+            continue
         last = time.time()
         if not count:
             first = last
@@ -226,7 +259,7 @@ def role_naive(args: argparse.Namespace) -> int:
             print("p", count, flush=True)
     sock.close(linger=0)
     ctx.term()
-    print(json.dumps({"count": count, "first": first, "last": last}), flush=True)
+    print(json.dumps({"count": count, "first": first, "last": last, "heartbeats": heartbeats}), flush=True)
     return 0
 
 
@@ -251,7 +284,78 @@ class Result:
     publish_rate: float | None = None
     unique_ids: int | None = None
     capped: bool = False
+    gap_check: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GapCheck:
+    """Does the log name every message the recorder did not receive? For the run's
+    publisher, whose messages carry seqs 1..``expected``: the seqs received plus the seqs
+    of its ``recorder.gap`` records must be exactly 1..``expected``.
+
+    Attributes:
+        publisher: the publisher id.
+        expected: N, the last seq the publisher sent.
+        received: distinct seqs of its messages in the log.
+        named: distinct seqs covered by its ``recorder.gap`` records.
+        gap_records: its ``recorder.gap`` records, by their ``by`` (``message``/``heartbeat``).
+        unnamed: seqs of 1..N neither received nor named (lost without a trace).
+        outside: seqs received or named that are not in 1..N.
+        overlap: seqs both received and named (a gap record naming a received message;
+            reported, but the check is on the union).
+        heartbeat_seq: the seq of the last heartbeat in the log (None: none arrived, so a
+            lost tail cannot have been seen).
+        ok: received | named == {1..N}.
+    """
+
+    publisher: str
+    expected: int
+    received: int = 0
+    named: int = 0
+    gap_records: dict[str, int] = field(default_factory=dict)
+    unnamed: int = 0
+    outside: int = 0
+    overlap: int = 0
+    heartbeat_seq: int | None = None
+    ok: bool = False
+
+    def detail(self) -> str:
+        """One line: the counts, the gap records by what revealed them, the heartbeat."""
+        by = ", ".join(f"{n} by {k}" for k, n in sorted(self.gap_records.items()))
+        records = f"{sum(self.gap_records.values())} recorder.gap record(s)" + (f" ({by})" if by else "")
+        heartbeat = (
+            "no final heartbeat in the log" if self.heartbeat_seq is None
+            else f"final heartbeat seq {self.heartbeat_seq:,}"
+        )
+        return (
+            f"seqs 1..{self.expected:,}: {self.received:,} received + {self.named:,} named by {records}; "
+            f"unnamed {self.unnamed:,}, outside 1..N {self.outside:,}, received and named {self.overlap:,}; "
+            f"{heartbeat}"
+        )
+
+
+def check_gaps(publisher: str, expected: int, seqs: dict[str, set[int]], gaps: dict[str, list[dict[str, Any]]],
+               heartbeats: dict[str, int]) -> GapCheck:
+    """The :class:`GapCheck` of one publisher from what :func:`read_recorder_log` found."""
+    check = GapCheck(publisher, expected, heartbeat_seq=heartbeats.get(publisher))
+    received = seqs.get(publisher, set())
+    named: set[int] = set()
+    for data in gaps.get(publisher, []):
+        by = str(data.get("by"))
+        check.gap_records[by] = check.gap_records.get(by, 0) + 1
+        first, last = data.get("first"), data.get("last")
+        if isinstance(first, int) and isinstance(last, int):
+            named.update(range(first, last + 1))
+    everything = set(range(1, expected + 1))
+    union = received | named
+    check.received = len(received)
+    check.named = len(named)
+    check.unnamed = len(everything - union)
+    check.outside = len(union - everything)
+    check.overlap = len(received & named)
+    check.ok = union == everything
+    return check
 
 
 def median_result(runs: list[Result]) -> Result:
@@ -272,6 +376,10 @@ def median_result(runs: list[Result]) -> Result:
     rss = [r.peak_rss_mb for r in runs if r.peak_rss_mb is not None]
     out.peak_rss_mb = max(rss) if rss else None
     out.capped = any(r.capped for r in runs)
+    checks = [r.gap_check for r in runs if r.gap_check is not None]
+    if checks:
+        failed = sum(not c["ok"] for c in checks)
+        out.gap_check = {"ok": not failed, "runs": len(checks), "failed": failed}
     out.notes = [f"CPU: min of {len(runs)}, others: median", *sorted({n for r in runs for n in r.notes})]
     return out
 
@@ -315,32 +423,54 @@ def events_size(directory: Path) -> int:
 
 
 def read_recorder_log(directory: Path) -> dict[str, Any]:
-    """Bus records, first/last ts, unique message ids and the recorder.stop data."""
-    count = 0
+    """Bus records (heartbeats apart), first/last ts, unique message ids, the recorder.stop
+    data, and for the gap check: the stamp seqs received per publisher, the
+    ``recorder.gap`` data per publisher and the seq of each publisher's last heartbeat."""
+    count = heartbeat_count = 0
     first = last = None
     ids: set[str] = set()
     stop: dict[str, Any] | None = None
+    seqs: dict[str, set[int]] = {}
+    gaps: dict[str, list[dict[str, Any]]] = {}
+    heartbeats: dict[str, int] = {}
     for path in sorted((directory / "events").glob("*.jsonl")):
         with path.open("rb") as fh:
             for raw in fh:
                 rec = orjson.loads(raw)
+                kind = rec.get("kind")
                 if rec.get("source") == "sub":
+                    data = rec.get("data")
+                    stamp = stamp_of(data)
+                    if kind == HEARTBEAT:
+                        heartbeat_count += 1
+                        if stamp is not None:
+                            heartbeats[stamp[0]] = stamp[1]
+                        continue
                     count += 1
                     ts = rec["ts"]
                     if first is None:
                         first = ts
                     last = ts
-                    data = rec.get("data")
+                    if stamp is not None:
+                        seqs.setdefault(stamp[0], set()).add(stamp[1])
                     if isinstance(data, dict) and "message_id" in data:
                         ids.add(data["message_id"])
-                elif rec.get("kind") == "recorder.stop":
+                elif kind == "recorder.gap":
+                    data = rec.get("data")
+                    if isinstance(data, dict):
+                        gaps.setdefault(str(data.get("publisher")), []).append(data)
+                elif kind == "recorder.stop":
                     stop = rec.get("data")
     return {
         "count": count,
+        "heartbeats": heartbeat_count,
         "first": parse_ts(first) if first else 0.0,
         "last": parse_ts(last) if last else 0.0,
         "unique": len(ids),
         "stop": stop,
+        "seqs": seqs,
+        "gaps": gaps,
+        "last_heartbeat": heartbeats,
     }
 
 
@@ -454,8 +584,8 @@ class Bench(Processes):
             if pub.poll() is None:
                 stop_process(pub, 5.0)
             pub_lines.join(10)
-            if pub_lines.objects:
-                info = pub_lines.objects[-1]
+            info = pub_lines.objects[-1] if pub_lines.objects else None
+            if info:
                 result.published = info["sent"]
                 result.publish_rate = info["sent"] / info["send_s"] if info["send_s"] > 0 else None
             else:
@@ -468,8 +598,15 @@ class Bench(Processes):
                 result.unique_ids = summary["unique"]
                 stop = summary["stop"] or {}
                 said = (stop.get("received") or {}).get("sub")
-                if said is not None and said != summary["count"]:
+                if said is not None and said != summary["count"] + summary["heartbeats"]:
                     result.notes.append(f"recorder.stop says received sub={said}")
+                if info:
+                    check = check_gaps(info["publisher"], info["last_seq"], summary["seqs"], summary["gaps"],
+                                       summary["last_heartbeat"])
+                    result.gap_check = asdict(check)
+                    result.gap_check["detail"] = check.detail()
+                else:
+                    result.gap_check = {"ok": False, "detail": "publisher did not report: no seqs to check"}
             else:
                 summary = recv_lines.objects[-1] if recv_lines.objects else {"count": 0, "first": 0, "last": 0}
                 if receiver == "naive":
@@ -499,6 +636,8 @@ class Bench(Processes):
                 else ""
             )
         )
+        if result.gap_check is not None:
+            self.say(f"   gap check {'PASS' if result.gap_check['ok'] else 'FAIL'}: {result.gap_check['detail']}")
         return result
 
 
@@ -544,7 +683,8 @@ def report(
     ratios: dict[str, float | None],
     targets: list[dict[str, Any]],
     header: str,
-) -> None:
+    runs: dict[tuple[str, str], list[Result]],
+) -> bool:
     from rich.console import Console
     from rich.table import Table
 
@@ -581,6 +721,23 @@ def report(
         )
     console.print(table)
     print_targets(console, ratios, targets)
+    return print_gap_checks(console, runs)
+
+
+def print_gap_checks(console: Any, runs: dict[tuple[str, str], list[Result]]) -> bool:
+    """One PASS/FAIL line per run of the recorder (see :class:`GapCheck`); True when all pass."""
+    failed = 0
+    for (receiver, load), results in runs.items():
+        for number, r in enumerate(results, 1):
+            if r.gap_check is None:
+                continue
+            ok = r.gap_check["ok"]
+            failed += not ok
+            mark = "[green]PASS[/green]" if ok else "[red]FAIL[/red]"
+            console.print(f"  {mark} gap check, {receiver} / {load} run {number}: {r.gap_check['detail']}",
+                          highlight=False)
+    console.print("gap checks failed: " + (str(failed) if failed else "none") + (" (exit code 1)" if failed else ""))
+    return not failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -652,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({steady_count:,}), burst {args.burst:,}; ShareGPT payloads, mean {mean:,.0f} B; "
         f"broker with default HWM; {os.cpu_count()} CPUs"
     )
-    report(results, ratios, targets, header)
+    gaps_ok = report(results, ratios, targets, header, runs)
     if args.json_path:
         write_json(
             args.json_path,
@@ -673,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
             ratios,
             targets,
         )
-    return 0
+    return 0 if gaps_ok else 1
 
 
 if __name__ == "__main__":
