@@ -353,6 +353,9 @@ def test_failing_state_writes_make_status_unhealthy(bus: Bus, tmp_path: Path) ->
     status = wait_until(lambda: (s := control.request(directory, "status")) and not s["healthy"] and s,
                         "status to turn unhealthy")
     assert any(f"recovery/{STATE_FILE} cannot be written" in p for p in status["problems"]), status
+    errors = wait_until(lambda: [r for r in records(directory) if r["kind"] == "recorder.error"], "a recorder.error")
+    assert errors[0]["data"]["what"] == f"writing recovery/{STATE_FILE}" and "IsADirectoryError" in \
+        errors[0]["data"]["error"]
     result = status_into_head(directory)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     blocker.rmdir()

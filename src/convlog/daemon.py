@@ -155,6 +155,9 @@ class Recorder:
         self._file_errors: dict[str, str] = {}
         self._lost_segments: list[dict[str, Any]] = []
         self.errors: dict[str, int] = {}
+        # Failures in other threads (state writer, checkpoint job), written as
+        # recorder.error records by the recording loop: (what, exception).
+        self._thread_errors: collections.deque[tuple[str, BaseException]] = collections.deque()
         # state.json is written by one background thread from a snapshot taken here.
         self._state_pool: Any = None
         self._state_future: Any = None
@@ -422,6 +425,7 @@ class Recorder:
         except Exception as exc:
             if "state" not in self._file_errors:
                 log.error("cannot write %s/%s/%s: %s", self.directory, RECOVERY, STATE_FILE, _error_text(exc))
+                self._thread_errors.append((f"writing recovery/{STATE_FILE}", exc))
             self._file_errors["state"] = f"recovery/{STATE_FILE} cannot be written: {_error_text(exc)}"
         else:
             if self._file_errors.pop("state", None) is not None:
@@ -725,6 +729,8 @@ class Recorder:
                         control_sock.send_multipart([*self._replies.popleft()])
                     while self._reloads:
                         self._apply_reload(self._reloads.popleft())
+                    while self._thread_errors:
+                        self.record_error(*self._thread_errors.popleft())
                     if self._monitor is not None and self._monitor in ready:
                         self._connection_events()
                     self._sync_if_due()
@@ -822,12 +828,16 @@ class Recorder:
                 log.warning("checkpoint refused: %s", reason)
             path = checkpointer.checkpoint(label)
         except (CheckpointError, OSError) as exc:
+            if "checkpoint" not in self._file_errors:
+                self._thread_errors.append(("writing a checkpoint", exc))
             self._file_errors["checkpoint"] = f"a checkpoint cannot be written: {exc}"
             if label is not None:
                 raise
             log.error("writing a checkpoint failed: %s", exc)
             return None
         except Exception as exc:
+            if "checkpoint" not in self._file_errors:
+                self._thread_errors.append(("writing a checkpoint", exc))
             self._file_errors["checkpoint"] = f"a checkpoint cannot be written: {_error_text(exc)}"
             if label is not None:
                 raise
