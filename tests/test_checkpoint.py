@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import Bus, records, shearwater_file, wait_for_records
@@ -21,9 +21,11 @@ from convlog.cli import main
 from convlog.fold import fold_all
 from convlog.ingest import Ingest
 from convlog.log import SegmentWriter, ensure_layout, iter_records, list_segments
+from convlog.record import BUS_KINDS
 from convlog.replay import load
 from convlog.verify import verify
 from convlog.wire import legacy_to_bus
+from test_fold import Item, fold_logs
 
 
 class LogBuilder:
@@ -36,10 +38,13 @@ class LogBuilder:
         self.writer = SegmentWriter(directory, next_seq=1, segment_bytes=segment_bytes, fsync="never")
         self.seq = 0
 
-    def add(self, event: dict, ts: str = "2026-11-21T12:00:00.000000Z") -> None:
+    def add(self, event: dict, ts: str = "2026-11-21T12:00:00.000000Z", source: str = "sub") -> None:
+        """Record ``event`` as received on the bus (``sub``: topic and payload) or PUSHed
+        to the recorder (``pull``: the payload alone)."""
         self.seq += 1
-        topic = str(event.get("session_id", "t")).encode()
-        self.writer.write(self.ingest.line([topic, orjson.dumps(event)], self.seq, ts, "sub"), self.seq)
+        payload = orjson.dumps(event)
+        frames = [payload] if source == "pull" else [str(event.get("session_id", "t")).encode(), payload]
+        self.writer.write(self.ingest.line(frames, self.seq, ts, source), self.seq)
 
     def close(self) -> None:
         self.writer.close()
@@ -49,52 +54,68 @@ def all_records(directory: Path) -> list[dict]:
     return list(iter_records(directory))
 
 
-sessions = st.sampled_from(["a", "b", "c"])
-events = st.one_of(
-    st.builds(lambda s, m: {"type": "message", "session_id": s, "message_id": f"m{m}", "content": "x" * m},
-              sessions, st.integers(0, 12)),
-    st.builds(lambda s, n: {"type": "session.checkpoint", "session_id": s, "name": f"cp{n}"},
-              sessions, st.integers(0, 2)),
-    st.builds(lambda s, n: {"type": "session.rewind", "session_id": s, "checkpoint": f"cp{n}"},
-              sessions, st.integers(0, 2)),
-    st.builds(lambda s, n: {"type": "session.rewind", "session_id": s, "to": n}, sessions, st.integers(0, 4)),
-    st.builds(lambda s, p, n: {"type": "session.fork", "session_id": f"{p}-f{n}", "parent": p, "at": n},
-              sessions, sessions, st.integers(0, 3)),
-    st.builds(lambda s: {"type": "session.crystal", "session_id": s, "summary": "so far"}, sessions),
-    st.builds(lambda s, m: {"type": "message.delta", "session_id": s, "message_id": f"s{m}", "delta": "d"},
-              sessions, st.integers(0, 3)),
-    st.just({"unexpected": "shape"}),
-)
+def bus_event(item: Item) -> tuple[dict, str]:
+    """The bus message (payload, source) that records as the fold-law ``item`` (see
+    test_fold.fold_logs): the parameters at the top level beside ``type`` and
+    ``session_id``, the message identity from ``meta``. An item no publisher could send
+    (no string session, ``data`` not an object, a kind outside the bus vocabulary)
+    becomes a payload of another shape, recorded as ``unknown``."""
+    kind, session, data, meta = item[:4]
+    source = item[4] if len(item) > 4 and item[4] in ("sub", "pull") else "sub"
+    if kind in BUS_KINDS and isinstance(session, str) and (data is None or isinstance(data, dict)):
+        message = {**(data or {}), "type": kind, "session_id": session}
+        if isinstance(meta, dict):
+            message |= {key: meta[key] for key in ("message_id", "sender", "role") if meta.get(key) is not None}
+    else:
+        message = {"unexpected": "shape", "kind": kind if isinstance(kind, str) else None}
+    try:
+        orjson.dumps(message)
+    except TypeError:  # an integer past 64 bits in a junk value
+        message = {"unexpected": "shape"}
+    return message, source
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(log=st.lists(events, min_size=1, max_size=60), cuts=st.lists(st.integers(0, 60), max_size=4),
-       targets=st.lists(st.integers(1, 60), min_size=1, max_size=4))
-def test_state_from_a_checkpoint_plus_tail_equals_folding_everything(
-    log: list[dict], cuts: list[int], targets: list[int]
-) -> None:
-    """For random logs, checkpoints at random cut points and random targets: the state
-    loaded from the newest checkpoint plus the records after it equals folding every
-    record up to the target (and equals loading without checkpoints)."""
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(items=fold_logs(min_ops=2, max_ops=50), data=st.data())
+def test_state_from_a_checkpoint_plus_tail_equals_folding_everything(items: list[Item], data: st.DataObject) -> None:
+    """For random logs (mostly valid forks, rewinds, checkpoints, crystals, streams and
+    copies through ``sub`` and ``pull``), checkpoints at random cut points inside the log
+    and random targets: the state loaded from the newest checkpoint at or before the
+    target plus the records after it equals folding every record up to the target (and
+    equals loading without checkpoints)."""
+    n = len(items)
+    cut_points = set(data.draw(st.lists(st.integers(1, n - 1), min_size=1, max_size=3), label="cuts"))
+    targets = set(data.draw(st.lists(st.integers(1, n), max_size=3), label="targets")) | {n}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "log"
         builder = LogBuilder(directory)
-        cut_points = {min(c, len(log)) for c in cuts}
-        for index, event in enumerate(log, 1):
-            builder.add(event)
+        for index, item in enumerate(items, 1):
+            payload, source = bus_event(item)
+            builder.add(payload, source=source)
             if index in cut_points:
                 builder.writer.sync()
                 Checkpointer(directory).checkpoint()
         builder.close()
         everything = all_records(directory)
-        for target in {min(t, len(log)) for t in targets} | {len(log)}:
+        assert [r["seq"] for r in everything] == list(range(1, n + 1))
+        for target in sorted(targets):
             expected = fold_all(everything[:target])
             loaded = load(directory, upto_seq=target)
             assert loaded.state == expected
             assert load(directory, upto_seq=target, use_checkpoints=False).state == expected
-            used = loaded.checkpoint
-            if used is not None:
-                assert int(used.name[:20]) <= target
+            assert loaded.refused == []
+            below = [cut for cut in cut_points if cut <= target]
+            if not below:
+                assert loaded.checkpoint is None
+                continue
+            assert loaded.checkpoint is not None and int(loaded.checkpoint.name[:20]) == max(below)
+            tail = everything[max(below) : target]
+            if tail:
+                event("checkpoint law: records folded after a loaded checkpoint")
+                for kind in sorted({r["kind"] for r in tail}):
+                    event(f"checkpoint law: tail after a loaded checkpoint holds {kind}")
+                if any(r["source"] == "pull" for r in tail):
+                    event("checkpoint law: tail after a loaded checkpoint holds a pull copy")
 
 
 def build(directory: Path, count: int = 200) -> None:
@@ -150,12 +171,12 @@ def test_time_travel_on_a_real_recording_with_forks_and_rewinds(tmp_path: Path) 
         return f"2026-11-21T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}.000000Z"
 
     contexts: list[str] = []
-    for index, event in enumerate(legacy):
-        topic, payload = legacy_to_bus(event)
+    for index, legacy_event in enumerate(legacy):
+        topic, payload = legacy_to_bus(legacy_event)
         builder.seq += 1
         builder.writer.write(builder.ingest.line([topic, payload], builder.seq, ts(), "sub"), builder.seq)
         second += 1
-        context = event["ContextId"]
+        context = legacy_event["ContextId"]
         if context not in contexts:
             contexts.append(context)
         if index % 50 == 25:

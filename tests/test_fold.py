@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from convlog.fold import (
@@ -23,6 +24,7 @@ from convlog.fold import (
     fold_all,
     message_key,
 )
+from convlog.view import stream_text
 
 # --------------------------------------------------------------------------- factory
 
@@ -35,19 +37,23 @@ def rec(
     session: Any = None,
     data: Any = None,
     meta: Any = _MISSING,
+    source: Any = "sub",
 ) -> dict[str, Any]:
-    """Build one record as parse_line would return it (``meta`` omitted when _MISSING)."""
+    """Build one record as parse_line would return it (``meta`` and ``source`` omitted
+    when _MISSING; ``source`` is the socket it came through: ``sub`` or ``pull``)."""
     record: dict[str, Any] = {
         "seq": seq,
         "ts": f"2026-11-21T12:00:00.{seq:06d}Z",
         "kind": kind,
-        "source": "test",
+        "source": source,
         "topic": None,
         "session": session,
         "data": data,
     }
     if meta is not _MISSING:
         record["meta"] = meta
+    if source is _MISSING:
+        del record["source"]
     return record
 
 
@@ -57,9 +63,9 @@ class Log:
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
 
-    def add(self, kind: str, session: Any = None, data: Any = None, meta: Any = _MISSING) -> int:
+    def add(self, kind: str, session: Any = None, data: Any = None, meta: Any = _MISSING, source: Any = "sub") -> int:
         seq = len(self.records) + 1
-        self.records.append(rec(seq, kind, session, data, meta))
+        self.records.append(rec(seq, kind, session, data, meta, source))
         return seq
 
     def msg(self, session: Any, mid: Any = None, sender: Any = None, role: Any = None) -> int:
@@ -195,11 +201,11 @@ def test_stream_is_visible_while_open_and_completes_on_end() -> None:
     state = log.fold()
     assert state.sessions["a"].visible == refs((first, "m1", "bot"), (2, "m0"), speakers=("bot",))
     stream = state.streams[("a", "m1")]
-    assert stream == Stream("a", "m1", first, array("q", [first, second]), None, False)
+    assert stream == Stream("a", "m1", first, array("q", [first, second]), None, False, "sub")
     assert state.incomplete_streams() == [stream]
     end = log.end("a", "m1")
     state = log.fold()
-    assert state.streams[("a", "m1")] == Stream("a", "m1", first, array("q", [first, second]), end, True)
+    assert state.streams[("a", "m1")] == Stream("a", "m1", first, array("q", [first, second]), end, True, "sub")
     assert state.incomplete_streams() == []
     assert ids(state, "a") == ["m1", "m0"]
 
@@ -221,7 +227,7 @@ def test_end_without_stream_is_one_shot_stream() -> None:
     log = Log()
     end = log.end("a", "m1")
     state = log.fold()
-    assert state.streams[("a", "m1")] == Stream("a", "m1", end, array("q"), end, True)
+    assert state.streams[("a", "m1")] == Stream("a", "m1", end, array("q"), end, True, "sub")
     assert state.sessions["a"].visible == refs((end, "m1"))
 
 
@@ -697,7 +703,7 @@ def test_from_dict_rejects_other_versions() -> None:
 
 SIDS = ["a", "b", "c"]
 MIDS = ["m1", "m2", "m3", "m4"]
-CHECKPOINT_NAMES = ["cp1", "cp2"]
+CHECKPOINT_NAMES = ["cp1", "cp2", "cp3"]
 
 json_scalar = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=4)
@@ -812,33 +818,302 @@ record_body = st.one_of(
         meta_strategy,
     ),
 )
-#: Records that create the sessions, so that later control records often apply.
-PREAMBLE: list[tuple[Any, Any, Any, Any]] = [
-    ("message", "a", None, {"message_id": "m1", "sender": "alice"}),
-    ("message", "a", None, {"message_id": "m2", "sender": "bob"}),
-    ("message.delta", "b", None, {"message_id": "m3"}),
-    ("session.start", "c", {"title": "t"}, _MISSING),
-]
-bodies = st.tuples(st.integers(0, 3), st.lists(record_body, max_size=40)).map(
-    lambda pair: (PREAMBLE if pair[0] else []) + pair[1]
-)
+#: One drawn record: ``(kind, session, data, meta[, source])`` (see :func:`rec`).
+Item = tuple[Any, ...]
+
+FORK_IDS = ["f1", "f2", "f3", "f4", "f5", "f6"]
+SENDERS = ["alice", "bob", None]
+#: The recorder's sockets: the bus copy of a message comes through ``sub``, the copy an
+#: agent PUSHes to the recorder through ``pull``.
+SOURCES = ["sub", "pull"]
+STREAM_KINDS = ("message.delta", "message.end")
 
 
-def number(items: list[tuple[Any, Any, Any, Any]], start: int = 1) -> list[dict[str, Any]]:
-    """Turn (kind, session, data, meta) bodies into records with seqs start, start+1, ..."""
+def number(items: list[Item], start: int = 1) -> list[dict[str, Any]]:
+    """Turn (kind, session, data, meta[, source]) items into records with seqs start, start+1, ..."""
     return [rec(start + i, *item) for i, item in enumerate(items)]
 
 
-records_strategy = bodies.map(number)
+def _item_source(item: Item) -> Any:
+    return item[4] if len(item) > 4 else "sub"
+
+
+class _Planner:
+    """Draws a log one record at a time, folding as it goes, so that most records are
+    valid for the state they meet: forks of live sessions at counts they have, rewinds
+    to counts and to checkpoints that exist, streams continued and ended through the
+    source that opened them, copies of visible message ids (also through ``pull``).
+    About one record in ten, and every ``junk`` one (:data:`record_body`), is drawn
+    without looking at the state, so rejected and odd records stay in the mix."""
+
+    #: Operations and their weights (by repetition).
+    OPS = (
+        ["message"] * 4
+        + ["stream"] * 5
+        + ["fork"] * 2
+        + ["rewind_to"] * 2
+        + ["rewind_checkpoint"] * 2
+        + ["checkpoint"] * 2
+        + ["crystal"] * 2
+        + ["delete"] * 2
+        + ["start"]
+        + ["junk"] * 3
+    )
+
+    def __init__(self, draw: Callable[..., Any], prefix: Iterable[Item], avoid: frozenset[str]) -> None:
+        self.draw = draw
+        self.avoid = avoid
+        self.items: list[Item] = []
+        self.state = State()
+        self.mid_of_key: dict[int, str] = {}
+        #: (session, message id) -> source of the stream's first record.
+        self.stream_source: dict[tuple[str, str], Any] = {}
+        self.next_id = 0
+        for item in prefix:
+            self.add(item)
+
+    def add(self, item: Item) -> None:
+        self.items.append(item)
+        fold(self.state, rec(len(self.items), *item))
+        kind, session, _data, meta = item[:4]
+        mid = meta.get("message_id") if isinstance(meta, dict) else None
+        if isinstance(mid, str):
+            self.mid_of_key[message_key(mid)] = mid
+            if kind in STREAM_KINDS and isinstance(session, str):
+                self.stream_source.setdefault((session, mid), _item_source(item))
+
+    # ------------------------------------------------------------------ choices
+
+    def pick(self, options: list[Any]) -> Any:
+        return self.draw(st.sampled_from(options))
+
+    def valid(self) -> bool:
+        return self.draw(st.integers(0, 9)) > 0
+
+    def sessions(self, live: bool = False) -> list[str]:
+        return [
+            sid
+            for sid, session in self.state.sessions.items()
+            if sid not in self.avoid and not (live and session.deleted)
+        ]
+
+    def any_session(self) -> str:
+        """An existing session or one of SIDS (created by the record on first sight)."""
+        return self.pick([*self.sessions(), *SIDS])
+
+    def fresh_id(self) -> str:
+        while True:
+            mid = f"m{self.next_id}"
+            self.next_id += 1
+            if message_key(mid) not in self.mid_of_key:
+                return mid
+
+    def count(self, high: int) -> int | None:
+        """A valid message count (None: the default, all) for a list of ``high``."""
+        return None if self.draw(st.integers(0, 3)) == 0 else self.draw(st.integers(0, high))
+
+    def visible_ids(self, sid: str) -> list[str]:
+        session = self.state.sessions.get(sid)
+        if session is None:
+            return []
+        return [self.mid_of_key[key] for key in session.visible.keys if key in self.mid_of_key]
+
+    # ------------------------------------------------------------------ operations
+
+    def message(self) -> Item:
+        sid = self.any_session()
+        visible = self.visible_ids(sid)
+        if visible and self.draw(st.booleans()):
+            mid, source = self.pick(visible), self.pick(SOURCES)  # a copy, maybe the PUSHed one
+        else:
+            mid, source = self.fresh_id(), "sub"
+        meta: Any = {"message_id": mid, "sender": self.pick(SENDERS), "role": self.pick(["user", "assistant"])}
+        if not self.valid():
+            sid, meta = self.draw(session_id | st.none()), self.draw(meta_strategy)
+        return ("message", sid, {"content": f"text of {mid}"}, meta, source)
+
+    def stream(self) -> Item:
+        streams = [key for key in self.state.streams if key[0] not in self.avoid]
+        open_ = [key for key in streams if not self.state.streams[key].complete]
+        done = [key for key in streams if self.state.streams[key].complete]
+        how = self.pick(["open"] * 2 + ["more"] * 2 + ["end"] * 3 + ["copy"] * 2 + ["late"] + ["one-shot"] * 2)
+        if (how in ("more", "end") and not open_) or (how == "late" and not done) or (how == "copy" and not streams):
+            how = "open"
+        if how in ("open", "one-shot"):
+            sid, mid = self.any_session(), self.fresh_id()
+            source = self.pick(["sub", "sub", "pull"])
+        else:
+            sid, mid = self.pick(open_ if how in ("more", "end") else done if how == "late" else streams)
+            source = self.stream_source.get((sid, mid), "sub")
+            if how == "copy":
+                source = "sub" if source == "pull" else "pull"
+        if how in ("end", "one-shot") or (how == "copy" and self.draw(st.booleans())):
+            kind, data = "message.end", {}
+        else:
+            kind, data = "message.delta", {"delta": f"<{mid}>"}
+        meta: Any = {"message_id": mid, "sender": self.pick(SENDERS)}
+        if not self.valid():
+            sid, meta = self.draw(st.sampled_from([sid, None, 3])), self.draw(meta_strategy)
+        return (kind, sid, data, meta, source)
+
+    def fork(self) -> Item:
+        parents = self.sessions(live=True)
+        children = [sid for sid in FORK_IDS if sid not in self.state.sessions and sid not in self.avoid]
+        if not parents:
+            return self.start()
+        parent = self.pick(parents)
+        child = self.pick(children) if children else self.pick(parents)  # no name left: "already exists"
+        data: Any = {"parent": parent, "name": self.pick(["alt", None])}
+        at = self.count(len(self.state.sessions[parent].visible))
+        if at is not None:
+            data["at"] = at
+        if not self.valid():
+            data = self.draw(
+                st.fixed_dictionaries(
+                    {"parent": st.sampled_from([parent, "nope", 1, *self.sessions()])},
+                    optional={"at": count | st.sampled_from([-1, len(self.state.sessions[parent].visible) + 1])},
+                )
+                | json_value
+            )
+        return ("session.fork", child, data, {}, "sub")
+
+    def rewind_to(self) -> Item:
+        targets = self.sessions()
+        if not targets:
+            return self.message()
+        sid = self.pick(targets)
+        data: Any = {"to": self.draw(st.integers(0, len(self.state.sessions[sid].visible)))}
+        if not self.valid():
+            data = self.draw(params({}, {"to": count, "checkpoint": st.sampled_from([*CHECKPOINT_NAMES, "no", 3])}))
+        return ("session.rewind", sid, data, {}, "sub")
+
+    def rewind_checkpoint(self) -> Item:
+        targets = [sid for sid in self.sessions() if self.state.sessions[sid].checkpoints]
+        if not targets:
+            return self.checkpoint()
+        sid = self.pick(targets)
+        data: Any = {"checkpoint": self.pick(sorted(self.state.sessions[sid].checkpoints))}
+        if not self.valid():
+            data = self.draw(st.fixed_dictionaries({"checkpoint": st.sampled_from(["no", 3, *CHECKPOINT_NAMES])}))
+            sid = self.draw(st.sampled_from([sid, "nope", *SIDS]))
+        return ("session.rewind", sid, data, {}, "sub")
+
+    def checkpoint(self) -> Item:
+        targets = self.sessions()
+        if not targets:
+            return self.message()
+        sid = self.pick(targets)
+        data: Any = {"name": self.pick(CHECKPOINT_NAMES)}
+        at = self.count(len(self.state.sessions[sid].visible))
+        if at is not None:
+            data["at"] = at
+        if not self.valid():
+            data = self.draw(params({"name": mostly(st.sampled_from(CHECKPOINT_NAMES))}, {"at": count}))
+        return ("session.checkpoint", sid, data, {}, "sub")
+
+    def crystal(self) -> Item:
+        targets = self.sessions()
+        if not targets:
+            return self.message()
+        sid = self.pick(targets)
+        data: Any = {"summary": "so far"}
+        upto = self.count(len(self.state.sessions[sid].visible))
+        if upto is not None:
+            data["upto"] = upto
+        if not self.valid():
+            data = self.draw(params({"summary": mostly(st.just("summary"))}, {"upto": count}))
+        return ("session.crystal", sid, data, {}, "sub")
+
+    def delete(self) -> Item:
+        targets = self.sessions(live=True) or self.sessions()
+        if not targets:
+            return self.message()
+        sid = self.pick(targets) if self.valid() else self.draw(session_id)
+        return ("session.delete", sid, None, {}, "sub")
+
+    def start(self) -> Item:
+        sid = self.any_session() if self.valid() else self.draw(session_id)
+        return ("session.start", sid, self.draw(params({}, {"title": mostly(st.text(max_size=3))})), _MISSING, "sub")
+
+    def junk(self) -> Item:
+        source = self.draw(mostly(st.sampled_from(SOURCES), st.just(_MISSING) | json_scalar))
+        return (*self.draw(record_body), source)
+
+
+def tag(items: list[Item]) -> None:
+    """Tell hypothesis's statistics (``--hypothesis-show-statistics``) what a drawn log
+    reaches: records that were applied (not rejected) by kind, copies, streams."""
+    state = State()
+    sources: dict[tuple[str, str], set[Any]] = {}
+    for record in number(items):
+        errors, duplicates = len(state.errors), sum(s.duplicates for s in state.sessions.values())
+        fold(state, record)
+        kind, session, data, meta = record["kind"], record["session"], record["data"], record.get("meta")
+        if len(state.errors) > errors:
+            event("fold log: a record is rejected")
+            continue
+        if sum(s.duplicates for s in state.sessions.values()) > duplicates:
+            event("fold log: copy of a message counted")
+        if kind == "session.fork":
+            event("fold log: valid fork")
+            if data.get("at") is not None and data["at"] < len(state.sessions[data["parent"]].visible):
+                event("fold log: valid fork before the parent's last message")
+        elif kind == "session.rewind":
+            event(f"fold log: valid rewind to a {'checkpoint' if 'checkpoint' in data else 'count'}")
+            last = state.sessions[session].rewinds[-1]
+            if last.dropped:
+                event("fold log: valid rewind that drops messages")
+        elif kind == "session.checkpoint":
+            event("fold log: session checkpoint")
+        elif kind == "session.crystal":
+            event("fold log: crystal")
+        elif kind == "session.delete":
+            event("fold log: delete")
+        elif kind in ("message", *STREAM_KINDS) and isinstance(session, str):
+            mid = meta.get("message_id") if isinstance(meta, dict) else None
+            if isinstance(mid, str):
+                seen = sources.setdefault((session, mid), set())
+                if seen:
+                    event(f"fold log: same message id again ({kind})")
+                    if record.get("source") not in seen:
+                        event("fold log: same message id through a second source")
+                seen.add(record.get("source"))
+    streams = state.streams.values()
+    if any(s.complete and s.delta_seqs and s.end_seq is not None and s.delta_seqs[0] < s.end_seq for s in streams):
+        event("fold log: completed stream (delta ... end)")
+    if any(not s.complete for s in streams):
+        event("fold log: stream left open")
+    if any(not s.delta_seqs for s in streams):
+        event("fold log: one-shot stream (end only)")
+
+
+@st.composite
+def fold_logs(
+    draw: Callable[..., Any],
+    prefix: Iterable[Item] = (),
+    max_ops: int = 40,
+    avoid: frozenset[str] = frozenset(),
+    min_ops: int = 0,
+) -> list[Item]:
+    """A log of ``min_ops`` to ``max_ops`` records after ``prefix`` (which it starts
+    with), most of them valid where they stand (see :class:`_Planner`); never names
+    ``avoid``. Also used by test_checkpoint (as bus messages)."""
+    plan = _Planner(draw, prefix, avoid)
+    for _ in range(draw(st.integers(min_ops, max_ops), label="records")):
+        plan.add(getattr(plan, draw(st.sampled_from(_Planner.OPS)))())
+    tag(plan.items)
+    return plan.items
+
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPERTY
-@given(records_strategy)
-def test_law_fold_is_total_and_deterministic(records: list[dict[str, Any]]) -> None:
+@given(fold_logs())
+def test_law_fold_is_total_and_deterministic(items: list[Item]) -> None:
     """Law 1: fold never raises; same records give equal states, equal serializable
     to_dict output that round-trips through JSON and from_dict; replays change nothing."""
+    records = number(items)
     first = fold_all(records)
     second = fold_all(records)
     assert first == second
@@ -851,11 +1126,14 @@ def test_law_fold_is_total_and_deterministic(records: list[dict[str, Any]]) -> N
 
 
 @PROPERTY
-@given(records_strategy, st.data())
-def test_law_checkpoint_then_tail_equals_full_fold(records: list[dict[str, Any]], data: st.DataObject) -> None:
+@given(fold_logs(), st.data())
+def test_law_checkpoint_then_tail_equals_full_fold(items: list[Item], data: st.DataObject) -> None:
     """Law 2: for any cut k, folding records[k:] into a restored (or copied) prefix state
     equals folding all records, and the prefix state is left unmodified."""
+    records = number(items)
     k = data.draw(st.integers(0, len(records)), label="k")
+    if 0 < k < len(records):
+        event("cut: records on both sides")
     full = fold_all(records)
     prefix = fold_all(records[:k])
     prefix_dict = prefix.to_dict()
@@ -876,8 +1154,10 @@ def test_law_checkpoint_then_tail_equals_full_fold(records: list[dict[str, Any]]
 
 
 @PROPERTY
-@given(bodies, bodies, st.integers(0, 3))
-def test_law_rewind_to_checkpoint_restores_checkpointed_list(before: list[Any], after: list[Any], extra: int) -> None:
+@given(fold_logs(), st.integers(0, 3), st.data())
+def test_law_rewind_to_checkpoint_restores_checkpointed_list(
+    before: list[Item], extra: int, data: st.DataObject
+) -> None:
     """Law 3: rewinding to a checkpoint restores exactly the list visible when it was taken,
     whatever happened in between."""
     items = list(before)
@@ -885,7 +1165,7 @@ def test_law_rewind_to_checkpoint_restores_checkpointed_list(before: list[Any], 
     items.append(("message", "a", None, {"message_id": "k"}))
     items.append(("session.checkpoint", "a", {"name": "keep"}, {}))
     cut = len(items)
-    items += after
+    items = data.draw(fold_logs(prefix=items), label="after")
     items.append(("session.rewind", "a", {"checkpoint": "keep"}, {}))
     records = number(items)
     captured = fold_all(records[:cut]).visible("a")
@@ -896,8 +1176,8 @@ def test_law_rewind_to_checkpoint_restores_checkpointed_list(before: list[Any], 
 
 
 @PROPERTY
-@given(bodies, bodies, st.sampled_from(SIDS), st.data())
-def test_law_fork_shares_parents_first_n(before: list[Any], after: list[Any], parent: str, data: st.DataObject) -> None:
+@given(fold_logs(avoid=frozenset({"forked"})), st.sampled_from(SIDS), st.data())
+def test_law_fork_shares_parents_first_n(before: list[Item], parent: str, data: st.DataObject) -> None:
     """Law 4: a fork at N has exactly the parent's first N refs at fork time, and later
     records (which never name the fork) leave it unchanged."""
     items = [*before, ("session.start", parent, None, {})]
@@ -911,26 +1191,28 @@ def test_law_fork_shares_parents_first_n(before: list[Any], after: list[Any], pa
     child = state.sessions["forked"]
     assert child.visible == parent_visible[:n]
     assert (child.parent, child.fork_at, child.branch) == (parent, n, "branch")
+    after = data.draw(fold_logs(prefix=items, avoid=frozenset({"forked"})), label="after")[len(items) :]
     fold_all(number(after, start=len(items) + 1), state)
     assert state.sessions["forked"].visible == parent_visible[:n]
 
 
 @PROPERTY
-@given(bodies)
-def test_law_duplicates_are_shown_once_and_counted(items: list[Any]) -> None:
-    """Law 5: doubling every message record (same message id, new seq) gives the same
-    visible ids, and each session's duplicates grow by exactly its number of copies."""
+@given(fold_logs(), st.sampled_from(["same", "pull"]))
+def test_law_duplicates_are_shown_once_and_counted(items: list[Item], copy_source: str) -> None:
+    """Law 5: doubling every message record (same message id, new seq; through the same
+    source or as the PUSHed ``pull`` copy) gives the same visible ids, and each
+    session's duplicates grow by exactly its number of copies."""
     fixed = []
-    for i, (kind, session, data, meta) in enumerate(items):
+    for i, (kind, session, data, meta, *source) in enumerate(items):
         if kind == "message" and not (isinstance(meta, dict) and isinstance(meta.get("message_id"), str)):
             meta = {**(meta if isinstance(meta, dict) else {}), "message_id": f"x{i}"}
-        fixed.append((kind, session, data, meta))
+        fixed.append((kind, session, data, meta, *source))
     doubled = []
     extra: dict[str, int] = {}
     for item in fixed:
         doubled.append(item)
         if item[0] == "message":
-            doubled.append(item)
+            doubled.append((*item[:4], _item_source(item) if copy_source == "same" else "pull"))
             if isinstance(item[1], str):
                 extra[item[1]] = extra.get(item[1], 0) + 1
     base = fold_all(number(fixed))
@@ -939,3 +1221,85 @@ def test_law_duplicates_are_shown_once_and_counted(items: list[Any]) -> None:
     for sid, session in base.sessions.items():
         assert ids(twice, sid) == ids(base, sid)
         assert twice.sessions[sid].duplicates - session.duplicates == extra.get(sid, 0)
+
+
+def _merge(queues: list[list[Item]], data: st.DataObject, label: str) -> list[Item]:
+    """Any interleaving of ``queues`` that keeps each queue's own order."""
+    order = data.draw(st.permutations([q for q, queue in enumerate(queues) for _ in queue]), label=label)
+    position = [0] * len(queues)
+    merged = []
+    for q in order:
+        merged.append(queues[q][position[q]])
+        position[q] += 1
+    return merged
+
+
+def _stream_text(state: State, records: list[dict[str, Any]], key: tuple[str, str]) -> str:
+    stream = state.streams[key]
+    parts = sorted({*stream.delta_seqs, *([stream.end_seq] if stream.end_seq is not None else [])})
+    return stream_text([records[seq - 1] for seq in parts])
+
+
+stream_plans = st.lists(
+    st.tuples(
+        st.sampled_from(SIDS),
+        st.lists(st.text(alphabet="ab ", min_size=1, max_size=3), min_size=1, max_size=4),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@PROPERTY
+@given(stream_plans, st.data())
+def test_law_stream_copies_through_a_second_source_change_nothing(
+    plan: list[tuple[str, list[str], bool]], data: st.DataObject
+) -> None:
+    """Law 6: the same streamed messages received twice, through ``sub`` and as the
+    PUSHed ``pull`` copy, interleaved in any order, show the same text, the same visible
+    ids and the same completeness as received once; each stream holds only deltas of
+    the source of its first record (``Stream.source``)."""
+    queues = [
+        [("message.delta", sid, {"delta": text}, {"message_id": f"m{i}"}, "sub") for text in texts]
+        + ([("message.end", sid, {}, {"message_id": f"m{i}"}, "sub")] if ended else [])
+        for i, (sid, texts, ended) in enumerate(plan)
+    ]
+    once = _merge(queues, data, "sub order")
+    twice = _merge([once, [(*item[:4], "pull") for item in once]], data, "sub and pull order")
+    if _item_source(twice[0]) == "pull":
+        event("stream copies: the pull copy arrives first")
+    once_records, twice_records = number(once), number(twice)
+    base, both = fold_all(once_records), fold_all(twice_records)
+    assert both.errors == base.errors == []
+    for sid in base.sessions:
+        assert ids(both, sid) == ids(base, sid)
+    for i, (sid, texts, ended) in enumerate(plan):
+        key = (sid, f"m{i}")
+        assert _stream_text(base, once_records, key) == "".join(texts)
+        assert _stream_text(both, twice_records, key) == "".join(texts)
+        stream = both.streams[key]
+        assert stream.complete == ended
+        first = twice_records[stream.first_seq - 1]["source"]
+        assert stream.source == first
+        assert {twice_records[seq - 1]["source"] for seq in stream.delta_seqs} == {first}
+
+
+def test_stream_deltas_through_a_second_source_are_copies() -> None:
+    """The bus copy and the PUSHed copy of one stream show "Hello world" once, not
+    "Hello Hello worldworld"; the second end is a copy as before."""
+    log = Log()
+    for text in ("Hello ", "world"):
+        for source in SOURCES:
+            log.add("message.delta", "a", {"delta": text}, {"message_id": "m1"}, source)
+    for source in SOURCES:
+        log.add("message.end", "a", {}, {"message_id": "m1"}, source)
+    state = log.fold()
+    stream = state.streams[("a", "m1")]
+    assert stream.delta_seqs.tolist() == [1, 3]
+    assert (stream.first_seq, stream.end_seq, stream.complete) == (1, 5, True)
+    assert stream.source == "sub"
+    assert _stream_text(state, log.records, ("a", "m1")) == "Hello world"
+    assert ids(state, "a") == ["m1"]
+    assert state.sessions["a"].copies["m1"] >= 1
+    assert State.from_dict(orjson.loads(orjson.dumps(state.to_dict()))) == state

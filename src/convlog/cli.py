@@ -494,6 +494,12 @@ def _control_record(directory: Path, kind: str, session: str, **params: Any) -> 
     """Append a ``kind`` record for SESSION (an id or unique prefix) with the parameters
     that were given (None ones left out: the fold's defaults apply)."""
     data = {key: value for key, value in params.items() if value is not None}
+    for key, value in data.items():
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # bytes of the command line that are not UTF-8
+                raise click.BadParameter("is not valid UTF-8 text", param_hint=f"'--{key}'") from None
     _session_command(directory, lambda replay: (kind, replay.resolve(session), data))
 
 

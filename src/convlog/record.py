@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -107,23 +108,47 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
-def too_deep(payload: bytes, value: Any) -> int:
-    """The nesting depth of a parsed JSON payload when it exceeds :data:`MAX_DEPTH`, else 0.
+def too_deep(payload: bytes) -> int:
+    """The nesting depth of a JSON payload when it exceeds :data:`MAX_DEPTH`, else 0.
 
-    Cheap on ordinary payloads: a payload with at most :data:`MAX_DEPTH` brackets in all
-    (counted in C by ``bytes.count``) cannot be deeper, so only the rest are walked.
+    Measured on the bytes as they will be stored (brackets outside strings), not on the
+    parsed value, where a later duplicate key may have dropped a deep part. Cheap on
+    ordinary payloads: one with at most :data:`MAX_DEPTH` brackets in all (counted in C
+    by ``bytes.count``) cannot be deeper, so only the rest are scanned.
 
     Args:
-        payload: the JSON bytes as received.
-        value: ``orjson.loads(payload)``.
+        payload: JSON bytes (or bytes that look like JSON but orjson refused).
 
     Returns:
         the depth (> :data:`MAX_DEPTH`) or 0 when the payload may be stored as JSON.
     """
     if payload.count(b"[") + payload.count(b"{") <= MAX_DEPTH:
         return 0
-    depth = json_depth(value)
+    depth = text_depth(payload)
     return depth if depth > MAX_DEPTH else 0
+
+
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = re.compile(rb"[^\[\]{}]+")
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def text_depth(payload: bytes) -> int:
+    """Deepest nesting of brackets outside JSON strings in ``payload`` (0 for none).
+
+    Args:
+        payload: JSON text as bytes, valid or not (an unclosed string hides the rest).
+
+    Returns:
+        the greatest number of ``[``/``{`` open at once.
+    """
+    brackets = _NOT_BRACKETS.sub(b"", _STRINGS.sub(b"", payload))
+    deepest = level = 0
+    for step in brackets.translate(_BRACKET_STEPS):
+        level += 1 if step == 1 else -1
+        if level > deepest:
+            deepest = level
+    return deepest
 
 
 def deep_reason(depth: int) -> str:
@@ -131,7 +156,9 @@ def deep_reason(depth: int) -> str:
     return f"JSON nested {depth} levels deep (stored as JSON up to {MAX_DEPTH})"
 
 
-def dump_json(value: Any, option: int = 0, default: Callable[[Any], Any] | None = None) -> bytes:
+def dump_json(
+    value: Any, option: int = 0, default: Callable[[Any], Any] | None = None, errors: str = "replace"
+) -> bytes:
     """Serialise any value parsed from the log, the bus or a request: ``orjson.dumps``,
     or, for what orjson refuses (nesting past 254 levels, integers past 64 bits), the
     same JSON through an iterative encoder that has neither limit.
@@ -142,14 +169,21 @@ def dump_json(value: Any, option: int = 0, default: Callable[[Any], Any] | None 
             fallback writes compact JSON and honours only ``OPT_APPEND_NEWLINE``.
         default: called for values orjson cannot serialise (as ``orjson.dumps``); the
             fallback uses ``str`` of them when None.
+        errors: what the fallback does with a lone surrogate in a str, which UTF-8
+            cannot hold: ``"replace"`` (written as ``?``), or ``"strict"`` (raise).
 
     Returns:
-        UTF-8 JSON bytes. Never raises for values made of JSON types.
+        UTF-8 JSON bytes. Never raises for values made of JSON types with ``"replace"``.
+
+    Raises:
+        UnicodeEncodeError: with ``errors="strict"``, for a lone surrogate.
     """
     try:
         return orjson.dumps(value, option=option, default=default)
     except TypeError:
-        text = _encode_iterative(value, default or str).encode("utf-8", "surrogatepass")
+        # A lone surrogate in a str cannot be UTF-8 (orjson refuses it too): written as
+        # "?" (errors="replace"), so the output is always valid UTF-8 JSON.
+        text = _encode_iterative(value, default or str).encode("utf-8", errors)
         return text + b"\n" if option & orjson.OPT_APPEND_NEWLINE else text
 
 
@@ -361,10 +395,16 @@ def make_line(
     head = {"seq": seq, "ts": ts, "kind": kind, "source": source, "topic": topic, "session": session}
     try:
         return format_line(head, orjson.dumps(data), meta or {})
-    except TypeError:
-        head.pop("data", None)
-        head.pop("meta", None)
-        return format_line(head, dump_json(data), orjson.loads(dump_json(meta or {})))
+    except TypeError as exc:
+        if "surrogates" in str(exc) or not isinstance(data, dict | list | str | int | float | bool | type(None)):
+            raise TypeError(f"record data cannot be written as JSON: {exc}") from None
+    # Nesting past orjson's limit or integers past 64 bits: the iterative encoder.
+    head.pop("data", None)
+    head.pop("meta", None)
+    try:
+        return format_line(head, dump_json(data, errors="strict"), orjson.loads(dump_json(meta or {}, errors="strict")))
+    except ValueError as exc:
+        raise TypeError(f"record data cannot be written as JSON: {exc}") from None
 
 
 def with_meta(line: bytes, key: str, value: Any) -> bytes:

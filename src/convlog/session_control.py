@@ -101,7 +101,11 @@ def append(directory: Path, build: Build, timeout_s: float = 30.0, clock: Clock 
             kind, session, data = build(replay)
             after = check(replay.state, kind, session, data)
             seq = writer.seq + 1
-            writer.append(make_line(seq, clock.now(), kind, "control", None, session, data), seq)
+            try:
+                line = make_line(seq, clock.now(), kind, "control", None, session, data)
+            except TypeError as exc:
+                raise SessionControlError(f"{kind}: {exc}") from None
+            writer.append(line, seq)
             return Appended(seq, kind, session, "direct", after)
     except LogLockedError:
         pass  # a recorder holds the log: go through it

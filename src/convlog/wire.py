@@ -245,6 +245,9 @@ def decode(frames: Sequence[bytes], fields: Sequence[str] = DEFAULT_SESSION_FIEL
     try:
         value = orjson.loads(payload)
     except orjson.JSONDecodeError:
+        depth = too_deep(payload)
+        if depth:  # JSON-like text nested past orjson's 1024 levels: as any too-deep payload
+            return _too_deep(topic, payload, meta, extra, depth)
         encoded_value, encoding = encode_bytes(payload)
         meta = meta or {}
         meta["encoding"] = encoding
@@ -252,15 +255,9 @@ def decode(frames: Sequence[bytes], fields: Sequence[str] = DEFAULT_SESSION_FIEL
             RAW, topic, topic, orjson.dumps(encoded_value), payload, None, meta,
             encoded_value.get("text"), extra,
         )
-    depth = too_deep(payload, value)
+    depth = too_deep(payload)
     if depth:
-        # Valid JSON, but nested deeper than every reader can take back: stored like
-        # bytes that are not JSON, in base64 (lossless; play sends the same bytes).
-        meta = meta or {}
-        meta["encoding"] = "base64"
-        meta["reason"] = deep_reason(depth)
-        encoded_value = {"base64": base64.b64encode(payload).decode("ascii")}
-        return Decoded(RAW, topic, topic, orjson.dumps(encoded_value), payload, None, meta, None, extra)
+        return _too_deep(topic, payload, meta, extra, depth)
     kind, session, ident, text = classify(value, fields)
     if meta:
         ident.update(meta)
@@ -268,6 +265,17 @@ def decode(frames: Sequence[bytes], fields: Sequence[str] = DEFAULT_SESSION_FIEL
     return Decoded(
         kind, topic, topic if session is None else session, payload_json, payload, value, ident, text, extra
     )
+
+
+def _too_deep(topic: str | None, payload: bytes, meta: dict[str, Any] | None,
+              extra: list[dict[str, str]] | None, depth: int) -> Decoded:
+    """A payload nested deeper than every reader can take back: stored like bytes that
+    are not JSON, in base64 with ``meta.reason`` (lossless; play sends the same bytes)."""
+    meta = meta or {}
+    meta["encoding"] = "base64"
+    meta["reason"] = deep_reason(depth)
+    encoded_value = {"base64": base64.b64encode(payload).decode("ascii")}
+    return Decoded(RAW, topic, topic, orjson.dumps(encoded_value), payload, None, meta, None, extra)
 
 
 def legacy_to_bus(event: dict[str, Any]) -> tuple[bytes, bytes]:
