@@ -109,9 +109,9 @@ def role_publish(args: argparse.Namespace) -> int:
 
     messages = read_messages(args.messages, args.count)
     # Stamped like any convlog publisher's traffic. No heartbeats while idle (the wait
-    # for "go" would add some before the first message), only one at the end, sent by
-    # close(): it carries the last seq, so the recorder reports a lost tail as a gap.
-    # It is not one of the benchmark's messages: the receivers do not count it.
+    # for "go" would add some before the first message), only two at the end (below):
+    # they carry the last seq, so the recorder reports a lost tail as a gap. They are
+    # not the benchmark's messages: the receivers do not count them.
     pub = Publisher(args.xsub, heartbeat_s=None)
     pub.wait_for_subscriber(30.0)
     time.sleep(1.0)  # let the subscription settle all the way through the broker
@@ -132,6 +132,11 @@ def role_publish(args: argparse.Namespace) -> int:
         for topic, payload in messages:
             send(topic, payload)
     sent_s = time.perf_counter() - started
+    # A heartbeat right away, and the goodbye heartbeat from close() a second later, as
+    # a publisher's idle heartbeats would: a broker that drops the tail of a burst at
+    # its high-water mark may drop the first one with it.
+    pub.heartbeat()
+    time.sleep(1.0)
     pub.close(linger_ms=120_000, heartbeat=True)  # the final heartbeat, then wait for the queue to leave
     closed_s = time.perf_counter() - started
     print(
