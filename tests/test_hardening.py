@@ -425,3 +425,55 @@ def test_a_publisher_said_goodbye_in_its_last_heartbeat(bus: Bus, tmp_path: Path
 def test_publisher_closing_heartbeat_without_broker_is_harmless() -> None:
     """A publisher closed with nobody listening does not raise."""
     Publisher("tcp://127.0.0.1:1", heartbeat_s=None).close(linger_ms=0)
+
+
+# --------------------------------------------------------------------------- readers
+
+
+#: Records as a damaged or foreign file under the log directory may hold them: every
+#: field of an unexpected type (all still whole lines with an integer seq and a kind).
+ODD_RECORDS = [
+    {"kind": "message", "session": "s1", "data": {"type": "message", "content": "hi", "message_id": "m1"},
+     "meta": {"message_id": "m1"}},
+    {"kind": "message", "session": 123, "data": [1, 2], "meta": [1]},
+    {"kind": "message", "session": "s1", "data": None, "meta": {"message_id": 5, "sender": {"a": 1}}},
+    {"kind": "message.delta", "session": "s1", "data": {"delta": [1]}, "meta": {"message_id": "m2"}},
+    {"kind": "message.end", "session": "s1", "data": "x", "meta": {"message_id": "m2"}},
+    {"kind": "session.fork", "session": "s2", "data": {"parent": "s1", "at": 10**30}, "meta": "meta"},
+    {"kind": "session.crystal", "session": "s1", "data": {"summary": {"deep": [[[]]]}, "upto": -1}, "meta": {}},
+    {"kind": "llm.request", "session": "s1", "data": {"usage": {"input_tokens": 10**40}, "cost_usd": "NaN"},
+     "meta": {}},
+    {"kind": "raw", "session": "s1", "data": {"base64": "!!!"}, "meta": {"encoding": "base64"}},
+    {"kind": "raw", "session": "s1", "data": {"text": 5}, "meta": {"encoding": "text"}},
+    {"kind": "message", "session": "s1", "data": {"type": "message", "content": 2**70, "message_id": "m3"},
+     "meta": {"message_id": "m3", "bytes": "x"}},
+    {"kind": "message", "session": "s1", "data": {"type": "message", "content": {"text": ["a"]}}, "meta": None},
+    {"kind": "recorder.gap", "session": None, "data": {"publisher": "p", "first": 5, "last": 2**70}, "meta": {}},
+    {"kind": "message", "session": "s1", "ts": 12345, "data": {"type": "message", "content": "t"}, "meta": {}},
+    {"kind": "message", "session": "s1", "data": {"type": "message", "content": [[[[[[[[[["x"]]]]]]]]]]},
+     "meta": {"message_id": ["m"]}},
+]
+
+
+@pytest.mark.slow
+def test_readers_never_die_on_odd_records(tmp_path: Path) -> None:
+    """Every reader exits 0 without a traceback on a log of records whose fields have
+    unexpected types (a damaged or foreign file under the log directory)."""
+    import json
+
+    ensure_layout(tmp_path)
+    writer = SegmentWriter(tmp_path, next_seq=1)
+    data = b"".join(
+        (json.dumps({"seq": seq, "ts": odd.get("ts", TS), "kind": odd["kind"], "source": "sub", "topic": "t",
+                     "session": odd["session"], "data": odd["data"], "meta": odd["meta"]}) + "\n").encode()
+        for seq, odd in enumerate(ODD_RECORDS, 1))
+    writer.write(data, len(ODD_RECORDS))
+    writer.close()
+    commands = [["sessions"], ["sessions", "--json"], ["show", "s1"], ["show", "s1", "--format", "markdown"],
+                ["show", "s1", "--format", "json"], ["replay"], ["search", "hi"], ["search", "x", "--json"],
+                ["tail", "-n", "20"], ["tail", "-n", "20", "--json"], ["info"], ["info", "--json"],
+                ["export", "--all", "--out", str(tmp_path / "exports")], ["export", "s1", "--format", "csv"],
+                ["export", "s1", "--with-history", "--format", "json"], ["resume", "latest"], ["checkpoints"]]
+    for command in commands:
+        result = run(*command, "--dir", str(tmp_path))
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (command, result.stderr[-2000:])

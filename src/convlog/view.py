@@ -30,10 +30,27 @@ def payload_text(record: dict[str, Any]) -> str:
 
     Returns:
         the message text; the JSON of the content when it has no text field;
-        ``<N bytes, base64>`` for binary payloads. Never raises.
+        ``<N bytes, base64>`` for binary payloads; for a record that cannot be shown
+        (a damaged or foreign line whose fields have unexpected types) a placeholder
+        naming its seq. Never raises.
     """
+    try:
+        return _payload_text(record)
+    except Exception as exc:  # one record must not break a reader
+        return unshowable(record, exc)
+
+
+def unshowable(record: Any, exc: BaseException) -> str:
+    """The placeholder shown for a record no reader can render: ``<record SEQ cannot be
+    shown: TypeName>``."""
+    seq = record.get("seq") if isinstance(record, dict) else None
+    return f"<record {seq if isinstance(seq, int) else '?'} cannot be shown: {type(exc).__name__}>"
+
+
+def _payload_text(record: dict[str, Any]) -> str:
     data = record.get("data")
-    meta = record.get("meta") or {}
+    meta = record.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
     encoding = meta.get("encoding")
     if encoding == "text" and isinstance(data, dict):
         return str(data.get("text", ""))
