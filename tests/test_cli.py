@@ -96,8 +96,9 @@ def test_replay_summary_reports_problems(logdir: Path) -> None:
         (["show", "nope"], 1, "convlog: no session 'nope'"),
         (["show", "alpha"], 1, "convlog: session 'alpha' is ambiguous"),
         (["sessions", "--dir", "/nonexistent/dir"], 1, "convlog: no event log in /nonexistent/dir"),
-        (["show"], 2, "Missing argument 'SESSION'"),
-        (["replay", "--upto", "zero"], 2, "Invalid value for '--upto'"),
+        # click's own wording varies between releases: only the parameter's name is checked
+        (["show"], 2, "SESSION"),
+        (["replay", "--upto", "zero"], 2, "--upto"),
     ],
 )
 def test_misuse_is_one_readable_line(logdir: Path, args: list[str], code: int, message: str) -> None:
