@@ -20,9 +20,8 @@ with no gap or repeat, nothing was quarantined and a restart only appended;
 
 The plain tests at the end reproduce, end to end, each failure the machine found.
 
-One documented change is kept out of the generated input: the recorder turns a raw LF
-between JSON tokens into a space (README, "Replay onto a bus"), so payload frames never
-hold a raw LF (topics and extra frames may).
+Payloads hold raw LFs too (pretty-printed JSON, random bytes): the recorder stores an LF
+between JSON tokens as a space with its offset in ``meta.lf``, and play puts it back.
 """
 
 from __future__ import annotations
@@ -128,9 +127,10 @@ def build(frame: Frame) -> bytes:
     return frame.build() if isinstance(frame, Big) else frame
 
 
-def no_lf(payload: bytes) -> bytes:
-    """A payload frame without raw LF (see the module doc)."""
-    return payload.replace(b"\n", b"\r")
+def with_newlines(payload: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    """``payload`` as drawn, or with LFs after its ``", "`` separators (pretty-printed
+    JSON; an LF inside a string makes it text that is not JSON, recorded as such)."""
+    return payload.flatmap(lambda p: st.sampled_from([p, p.replace(b", ", b",\n ")]))
 
 
 def json_text(value: Any, ascii_only: bool = True) -> bytes:
@@ -306,9 +306,9 @@ def labelled(label: str, strategy: st.SearchStrategy[Frame]) -> st.SearchStrateg
 
 
 def payloads() -> st.SearchStrategy[Labelled]:
-    """One hostile payload frame from any of the generators above (never a raw LF)."""
+    """One hostile payload frame from any of the generators above (raw LFs included)."""
     def small(label: str, strategy: st.SearchStrategy[bytes]) -> st.SearchStrategy[Labelled]:
-        return labelled(label, strategy.map(no_lf))
+        return labelled(label, with_newlines(strategy))
 
     return st.one_of(
         small("random bytes", random_bytes()), small("any json", any_json()), labelled("deep", deep_json()),

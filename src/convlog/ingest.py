@@ -15,7 +15,7 @@ from orjson import Fragment, JSONDecodeError
 
 from convlog.enrich import Enricher
 from convlog.gaps import Gap, GapDetector
-from convlog.record import MAX_DEPTH, RAW, encode_bytes, format_line, one_line_json
+from convlog.record import MAX_DEPTH, RAW, encode_bytes, format_line, newline_offsets, one_line_json
 from convlog.wire import DEFAULT_SESSION_FIELDS, classify, decode
 
 _loads = orjson.loads
@@ -97,6 +97,8 @@ class Ingest:
                     kinds = self.kinds
                     key = (kind, source)
                     kinds[key] = kinds.get(key, 0) + 1
+                    if b"\n" in payload:
+                        meta["lf"] = newline_offsets(payload)
                     return _dumps(
                         {
                             "seq": seq,

@@ -17,9 +17,11 @@ The frames, exactly (the inverse of :mod:`convlog.wire` / :mod:`convlog.record`)
 * ``extra_frames`` (frames after the second) are decoded the same way.
 
 The one change the recorder makes to a payload is a raw LF between JSON tokens, which
-becomes a space in the log (:func:`convlog.record.one_line_json`). When the record has
-``meta.sha256`` (every received record does) the rebuilt payload is checked against it;
-a mismatch (such an LF) is sent anyway and counted as ``altered`` in the report.
+becomes a space in the log (:func:`convlog.record.one_line_json`); ``meta.lf`` names
+their offsets and they are put back (:func:`convlog.record.restore_newlines`). When the
+record has ``meta.sha256`` (every received record does) the rebuilt payload is checked
+against it; a mismatch (a record written before ``meta.lf`` existed, or a damaged one)
+is sent anyway and counted as ``altered`` in the report.
 
 What is played (:class:`Selection`): by default the records that came from the bus
 (source ``sub``). Records PUSHed straight to the recorder (``pull``), written by the
@@ -49,7 +51,7 @@ from typing import Any
 import orjson
 
 from convlog.log import complete_end, iter_lines, lines_backwards, list_segments
-from convlog.record import decode_bytes, parse_line
+from convlog.record import decode_bytes, parse_line, restore_newlines
 
 __all__ = [
     "DEFAULT_SOURCES",
@@ -226,7 +228,7 @@ def record_frames(line: bytes, record: Mapping[str, Any] | None = None) -> Frame
                 raise PlayError(f"data is not a {{{encoding!r}}} object")
             payload = decode_bytes(data)
         else:
-            payload = data_bytes(line, record)
+            payload = restore_newlines(data_bytes(line, record), meta.get("lf"))
         frames = [payload]
         if count != 1:
             topic = record.get("topic")

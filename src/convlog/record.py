@@ -11,7 +11,8 @@ and, only for messages of three frames or more, ``"extra_frames": [<frame>, ...]
 accepted by orjson) its bytes are spliced into the line unchanged, so big integers,
 key order and duplicate keys survive byte for byte; the only change is that a raw LF
 *between tokens* becomes a space so the record stays on one line (a JSON string cannot
-hold a raw LF, so no value changes). Any other payload is stored
+hold a raw LF, so no value changes), and ``meta.lf`` lists the byte offsets of those LFs
+so the exact bytes can be rebuilt (:func:`restore_newlines`; ``convlog play`` does). Any other payload is stored
 in one of two documented forms, and ``meta.encoding`` says which:
 
 * ``{"text": "<the payload decoded as UTF-8>"}`` with ``meta.encoding == "text"``;
@@ -273,6 +274,39 @@ def one_line_json(payload: bytes) -> bytes:
     if b"\n" in payload:
         return payload.replace(b"\n", b" ")
     return payload
+
+
+def newline_offsets(payload: bytes) -> list[int]:
+    """Byte offsets of the raw LFs in a payload: kept in ``meta.lf`` when
+    :func:`one_line_json` turns them into spaces, so the exact bytes can be rebuilt
+    (:func:`restore_newlines`).
+
+    Returns:
+        the offsets, ascending (empty when there is none).
+    """
+    offsets = []
+    at = payload.find(b"\n")
+    while at >= 0:
+        offsets.append(at)
+        at = payload.find(b"\n", at + 1)
+    return offsets
+
+
+def restore_newlines(data: bytes, offsets: Any) -> bytes:
+    """Invert :func:`one_line_json` with the offsets of :func:`newline_offsets`: the
+    spaces at ``offsets`` become LFs again. Offsets that are not integers pointing at a
+    space in ``data`` (a damaged record) are ignored.
+
+    Returns:
+        the payload as received.
+    """
+    if not isinstance(offsets, list) or not offsets:
+        return data
+    out = bytearray(data)
+    for at in offsets:
+        if type(at) is int and 0 <= at < len(out) and out[at] == 0x20:
+            out[at] = 0x0A
+    return bytes(out)
 
 
 class Clock:

@@ -34,7 +34,16 @@ from typing import Any
 
 import orjson
 
-from convlog.record import BUS_KINDS, RAW, UNKNOWN, deep_reason, encode_bytes, one_line_json, too_deep
+from convlog.record import (
+    BUS_KINDS,
+    RAW,
+    UNKNOWN,
+    deep_reason,
+    encode_bytes,
+    newline_offsets,
+    one_line_json,
+    too_deep,
+)
 
 #: Default fields, in order, whose first present string value names the session.
 DEFAULT_SESSION_FIELDS: tuple[str, ...] = (
@@ -261,6 +270,8 @@ def decode(frames: Sequence[bytes], fields: Sequence[str] = DEFAULT_SESSION_FIEL
     kind, session, ident, text = classify(value, fields)
     if meta:
         ident.update(meta)
+    if b"\n" in payload:
+        ident["lf"] = newline_offsets(payload)
     payload_json = one_line_json(payload)
     return Decoded(
         kind, topic, topic if session is None else session, payload_json, payload, value, ident, text, extra
