@@ -37,7 +37,7 @@ from convlog.log import (
 from convlog.publisher import Publisher
 from convlog.record import MAX_DEPTH, MAX_WIRE_INT, Clock, decode_bytes, dump_json, make_line, parse_line
 from convlog.replay import load, parse_as_of
-from convlog.view import stream_text
+from convlog.view import payload_text, stream_text
 
 TS = "2026-11-21T12:00:00.000000Z"
 
@@ -109,11 +109,12 @@ def test_dump_json_writes_what_orjson_refuses() -> None:
 
 
 def test_a_control_request_nested_deep_is_refused_not_fatal() -> None:
-    """Finding 1 (control variant): an ``append`` whose data is nested 300 deep is a
-    clear error, never a record the recorder cannot write."""
+    """Finding 1 (control variant): an ``append`` whose data is nested past MAX_DEPTH is
+    a clear error, never a record the recorder cannot write (shallower data, even past
+    orjson's 254 levels, is written: see test_attack)."""
     data: dict = {}
     node = data
-    for _ in range(300):
+    for _ in range(MAX_DEPTH + 1):
         node["x"] = {}
         node = node["x"]
     with pytest.raises(control.ControlError, match="nested deeper"):
@@ -123,11 +124,11 @@ def test_a_control_request_nested_deep_is_refused_not_fatal() -> None:
 # --------------------------------------------------------------------------- 2, 3. deep payloads
 
 
-@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 260, 1023, 1024])
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 1023, 1024, 1030])
 def test_payloads_too_deep_for_readers_are_stored_in_base64(depth: int) -> None:
-    """Findings 2 and 3: a payload nested past MAX_DEPTH (whether as content of a native
-    message or as the whole payload) is stored as raw base64 with the reason; the line
-    parses back and decode_bytes gives the exact payload."""
+    """Finding 3: a payload nested past MAX_DEPTH (whether as content of a native message
+    or as the whole payload; 1024 is what broke the line) is stored as raw base64 with
+    the reason; the line parses back and decode_bytes gives the exact payload."""
     ingest = Ingest()
     for payload in (
         b"[" * depth + b"]" * depth,
@@ -139,11 +140,18 @@ def test_payloads_too_deep_for_readers_are_stored_in_base64(depth: int) -> None:
         assert decode_bytes(record["data"]) == payload
 
 
-def test_a_payload_at_the_limit_is_still_json() -> None:
-    """Nesting up to MAX_DEPTH stays spliced JSON, read back as the same value."""
-    payload = b'{"type":"message","session_id":"s","content":' + b"[" * 199 + b"]" * 199 + b"}"
-    record = parse_line(Ingest().line([b"t", payload], 1, TS, "sub"))
-    assert record["kind"] == "message" and record["data"] == orjson.loads(payload)
+@pytest.mark.parametrize("depth", [260, MAX_DEPTH])
+def test_a_payload_up_to_the_limit_is_still_json_and_readers_render_it(depth: int) -> None:
+    """Finding 2: nesting up to MAX_DEPTH (past orjson's 254 levels to serialise) stays
+    spliced JSON, read back as the same value, and rendered by the readers' depth-safe
+    dump."""
+    content = b"[" * (depth - 1) + b"]" * (depth - 1)
+    payload = b'{"type":"message","session_id":"s","content":' + content + b"}"
+    line = Ingest().line([b"t", payload], 1, TS, "sub")
+    record = parse_line(line)
+    # (compared as text: == on lists 1000 deep passes Python's recursion limit)
+    assert record["kind"] == "message" and payload in line and dump_json(record["data"]) == payload.replace(b" ", b"")
+    assert payload_text(record) == content.decode()
 
 
 # --------------------------------------------------------------------------- recovery

@@ -15,7 +15,15 @@ from orjson import Fragment, JSONDecodeError
 
 from convlog.enrich import Enricher
 from convlog.gaps import Gap, GapDetector
-from convlog.record import MAX_DEPTH, RAW, encode_bytes, format_line, newline_offsets, one_line_json
+from convlog.record import (
+    RAW,
+    SHALLOW_BYTES,
+    encode_bytes,
+    format_line,
+    many_brackets,
+    newline_offsets,
+    one_line_json,
+)
 from convlog.wire import DEFAULT_SESSION_FIELDS, classify, decode
 
 _loads = orjson.loads
@@ -88,16 +96,17 @@ class Ingest:
             except (UnicodeDecodeError, JSONDecodeError):
                 pass
             else:
-                # A payload with more brackets than MAX_DEPTH may be too deep to store as
-                # JSON: the general path decides (two C-level counts per message).
-                if type(value) is dict and payload.count(b"[") + payload.count(b"{") <= MAX_DEPTH:
+                # A long payload with more brackets than MAX_DEPTH may be too deep to
+                # store as JSON: the general path decides (see convlog.record.too_deep).
+                if type(value) is dict and (len(payload) < SHALLOW_BYTES or not many_brackets(payload)):
                     kind, session, meta, text = classify(value, self.session_fields)
                     if self.verify:
                         self._check_stamp(value, kind, seq)
                     kinds = self.kinds
                     key = (kind, source)
                     kinds[key] = kinds.get(key, 0) + 1
-                    if b"\n" in payload:
+                    data = one_line_json(payload)
+                    if data is not payload:
                         meta["lf"] = newline_offsets(payload)
                     return _dumps(
                         {
@@ -107,7 +116,7 @@ class Ingest:
                             "source": source,
                             "topic": topic,
                             "session": topic if session is None else session,
-                            "data": Fragment(one_line_json(payload)),
+                            "data": Fragment(data),
                             "meta": self._complete(meta, payload, kind, text),
                         },
                         option=_NEWLINE,

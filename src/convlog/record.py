@@ -68,12 +68,15 @@ UNKNOWN = "unknown"
 RAW = "raw"
 
 #: Deepest nesting of arrays and objects a payload may have to be stored as JSON (the
-#: payload's outermost array or object is level 1). orjson parses at most 1024 levels
-#: and serialises at most 254, and a record adds a level around ``data`` (readers add a
-#: few more: export documents, the ``--json`` outputs); a deeper payload is stored in
-#: its base64 form with ``meta.reason`` (see :func:`too_deep`), so every stored line
-#: parses back and every reader can re-serialise what it read.
-MAX_DEPTH = 200
+#: payload's outermost array or object is level 1). orjson parses at most 1024 levels,
+#: and a record adds a level around ``data`` (export documents a few more); a deeper
+#: payload is stored in its base64 form with ``meta.reason`` (see :func:`too_deep`), so
+#: every stored line, and every export of it, parses back. (orjson serialises at most
+#: 254 levels: readers write what they read with :func:`dump_json`, which has no limit.)
+MAX_DEPTH = 1000
+#: A payload shorter than this cannot nest deeper than :data:`MAX_DEPTH` (each level
+#: takes an opening and a closing bracket), bytes: the recorder skips the check.
+SHALLOW_BYTES = 2 * MAX_DEPTH + 2
 #: Largest integer the recorder takes from the wire into arithmetic or persisted state
 #: (a publisher stamp's seq must be below it): a signed 64-bit integer, which every JSON
 #: reader of the log (orjson, jq, PostgreSQL's bigint) holds exactly.
@@ -113,9 +116,10 @@ def too_deep(payload: bytes) -> int:
     """The nesting depth of a JSON payload when it exceeds :data:`MAX_DEPTH`, else 0.
 
     Measured on the bytes as they will be stored (brackets outside strings), not on the
-    parsed value, where a later duplicate key may have dropped a deep part. Cheap on
-    ordinary payloads: one with at most :data:`MAX_DEPTH` brackets in all (counted in C
-    by ``bytes.count``) cannot be deeper, so only the rest are scanned.
+    parsed value, where a later duplicate key may have dropped a deep part. Cheap for
+    ordinary payloads: one shorter than :data:`SHALLOW_BYTES`, or with at most
+    :data:`MAX_DEPTH` brackets in all (:func:`many_brackets`), cannot be deeper, so
+    only the rest are scanned.
 
     Args:
         payload: JSON bytes (or bytes that look like JSON but orjson refused).
@@ -123,10 +127,27 @@ def too_deep(payload: bytes) -> int:
     Returns:
         the depth (> :data:`MAX_DEPTH`) or 0 when the payload may be stored as JSON.
     """
-    if payload.count(b"[") + payload.count(b"{") <= MAX_DEPTH:
+    if len(payload) < SHALLOW_BYTES or not many_brackets(payload):
         return 0
     depth = text_depth(payload)
     return depth if depth > MAX_DEPTH else 0
+
+
+def many_brackets(payload: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``payload`` holds more than ``limit`` ``[`` and ``{`` bytes in all (a
+    payload nested deeper than ``limit`` does). Steps from one bracket to the next with
+    ``bytes.find`` (memchr), so a long payload with few brackets, the usual message,
+    costs a few calls, and a bracket-heavy one stops at ``limit``."""
+    find = payload.find
+    count = 0
+    for bracket in (b"[", b"{"):
+        at = find(bracket)
+        while at >= 0:
+            count += 1
+            if count > limit:
+                return True
+            at = find(bracket, at + 1)
+    return False
 
 
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)

@@ -270,9 +270,9 @@ def decode(frames: Sequence[bytes], fields: Sequence[str] = DEFAULT_SESSION_FIEL
     kind, session, ident, text = classify(value, fields)
     if meta:
         ident.update(meta)
-    if b"\n" in payload:
-        ident["lf"] = newline_offsets(payload)
     payload_json = one_line_json(payload)
+    if payload_json is not payload:
+        ident["lf"] = newline_offsets(payload)
     return Decoded(
         kind, topic, topic if session is None else session, payload_json, payload, value, ident, text, extra
     )
