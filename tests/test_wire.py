@@ -497,7 +497,7 @@ def value_depth(value: object) -> int:
 @given(text=json_texts(), topic=st.sampled_from([b"t", b"\xfftopic"]), shape=st.sampled_from(["one", "two", "many"]))
 def test_json_at_the_edges_is_stored_as_documented(text: Text, topic: bytes, shape: str) -> None:
     """JSON text with big integers, duplicate keys, escapes and nesting up to MAX_DEPTH
-    (200) is spliced byte for byte; text orjson refuses (NaN, Infinity, 1e400, lone
+    (1,000) is spliced byte for byte; text orjson refuses (NaN, Infinity, 1e400, lone
     surrogate escapes, raw NUL, invalid UTF-8) is raw text, or base64 when not UTF-8;
     text nested deeper than MAX_DEPTH (valid JSON or not, past 1024 levels too, and levels
     a later duplicate key hides from the parsed value) is raw base64 with a
