@@ -199,7 +199,9 @@ class Recorder:
         infos = list_checkpoints(self.directory)
         # seq never repeats: continue after the highest seq ever written, whether the log,
         # the state or a checkpoint knows it (records after the log's end were lost).
-        known = [v for v in (prior.get("written_seq"), prior.get("durable_seq"), infos[-1].seq if infos else 0)
+        # (a checkpoint counts when its header holds a cut: a stray file's name alone does not)
+        cut_seqs = [info.seq for info in infos if info.ts is not None]
+        known = [v for v in (prior.get("written_seq"), prior.get("durable_seq"), *cut_seqs[-1:])
                  if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_WIRE_INT]
         high = max([report.last_seq, *known])
         lost = [report.last_seq + 1, high] if high > report.last_seq else None
@@ -208,9 +210,10 @@ class Recorder:
                       "continuing at seq %d", report.last_seq, high, lost[0], lost[1], high + 1)
         self.seq = high
         if report.last_seq:
-            last = find_record(self.directory, report.last_seq)
-            if last is not None:
-                self.clock.floor(str(last.get("ts")))
+            with contextlib.suppress(OSError, ValueError):  # the floor is a nicety: never a reason not to start
+                last = find_record(self.directory, report.last_seq)
+                if last is not None:
+                    self.clock.floor(str(last.get("ts")))
         self._writer = SegmentWriter(
             self.directory,
             next_seq=self.seq + 1,
