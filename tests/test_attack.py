@@ -347,14 +347,20 @@ class Message:
 
 @st.composite
 def messages(draw: st.DrawFn) -> Message:
-    """A message of 1 to 5 frames: with one frame it is the payload; with more, the
-    first is the topic, the second the payload and the rest extra frames."""
+    """A message of 1 to 5 frames, or now and then of up to 5,000: with one frame it is
+    the payload; with more, the first is the topic, the second the payload and the rest
+    extra frames (past 5, copies of one drawn frame, each with its index)."""
     path = draw(st.sampled_from(["sub", "pull"]))
     payload = draw(payloads())
-    count = draw(st.integers(1, 5))
+    count = draw(st.integers(1, 5) | st.sampled_from([64, 1000, 5000]))
     if count == 1:
         return Message(path, (payload.frame,), payload.label)
-    extra = draw(st.lists(extra_frames(), min_size=count - 2, max_size=count - 2))
+    if count > 5:
+        event(f"message of {count} frames")
+        seed = build(draw(extra_frames()))
+        extra = [seed + str(i).encode() for i in range(count - 2)]
+    else:
+        extra = draw(st.lists(extra_frames(), min_size=count - 2, max_size=count - 2))
     return Message(path, (draw(topics()), payload.frame, *extra), payload.label)
 
 
