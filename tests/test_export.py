@@ -5,6 +5,7 @@ JSONL export re-recorded through a broker into a fresh log whose fold must match
 from __future__ import annotations
 
 import csv
+import html
 import io
 import os
 import re
@@ -133,10 +134,11 @@ def test_markdown_reads_as_a_transcript(shearwater_log: Path) -> None:
     ]
     assert {role for _, _, role, _ in headings} == {"Agent"}
     position = 0
-    for m in shown:  # every body, in order, as plain text
-        found = text.find(m.text, position)
+    for m in shown:  # every body, in order, as plain text (HTML escaped: < > & as entities)
+        body = html.escape(m.text, quote=False)
+        found = text.find(body, position)
         assert found > position, m.text[:60]
-        position = found + len(m.text)
+        position = found + len(body)
         assert not m.text.startswith("{")
     crystal = text.index("> **Crystal** (summary of messages 1–4")
     assert text.index("### 4. ") < crystal < text.index("### 5. ")

@@ -91,6 +91,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import heapq
+import html
 import io
 import os
 import re
@@ -1218,9 +1219,16 @@ def _quote(text: str) -> str:
     return "\n".join(f"> {line}" if line else ">" for line in (text.splitlines() or [""]))
 
 
+def _html_safe(text: str) -> str:
+    """Recorded text for a Markdown document: ``<``, ``>`` and ``&`` escaped, so a
+    conversation's ``<script>`` or ``<img onerror=…>`` shows as text wherever the
+    Markdown is rendered to HTML, never as markup."""
+    return html.escape(text, quote=False)
+
+
 def _speaker_line(message: Message, level: int) -> str:
-    who = message.sender or message.role or "unknown"
-    role = f" ({message.role})" if message.role and message.role != who else ""
+    who = _html_safe(message.sender or message.role or "unknown")
+    role = f" ({_html_safe(message.role)})" if message.role and message.role != who else ""
     flags = []
     if message.copies > 1:
         flags.append(f"received {message.copies} times")
@@ -1262,7 +1270,7 @@ def markdown(export: SessionExport, level: int = 1) -> str:
     """
     h = "#" * min(level, 6)
     sub = min(level + 1, 6)
-    title = export.title or export.id
+    title = _html_safe(export.title or export.id)
     lines = [f"{h} {title}", ""]
     meta = [f"- **Session:** `{export.id}`"]
     if export.parent is not None:
@@ -1271,7 +1279,7 @@ def markdown(export: SessionExport, level: int = 1) -> str:
     else:
         meta.append("- **Branch:** main")
     if export.participants:
-        meta.append(f"- **Participants:** {', '.join(export.participants)}")
+        meta.append(f"- **Participants:** {_html_safe(', '.join(export.participants))}")
     span = [m.ts for m in export.messages if m.ts]
     meta.append(f"- **Messages:** {len(export.messages)} visible"
                 + (f", {export.duplicates} duplicate copies" if export.duplicates else ""))
@@ -1294,7 +1302,7 @@ def markdown(export: SessionExport, level: int = 1) -> str:
         for crystal in by_upto.get(0, []):
             lines += [_crystal_block(crystal), ""]
         for message in export.messages:
-            lines += [_speaker_line(message, min(sub + 1, 6)), "", message.text, ""]
+            lines += [_speaker_line(message, min(sub + 1, 6)), "", _html_safe(message.text), ""]
             for crystal in by_upto.get(message.index or 0, []):
                 lines += [_crystal_block(crystal), ""]
         aside = [c for c in export.crystals if not c.current]
@@ -1312,7 +1320,7 @@ def markdown(export: SessionExport, level: int = 1) -> str:
 
 def _crystal_block(crystal: Crystal) -> str:
     head = f"**Crystal** (summary of messages 1–{crystal.upto}, {_when(crystal.ts)}):"
-    return _quote(head + "\n" + (crystal.summary or ""))
+    return _quote(head + "\n" + _html_safe(crystal.summary or ""))
 
 
 def _history_lines(history: list[Entry], level: int) -> list[str]:
@@ -1322,7 +1330,7 @@ def _history_lines(history: list[Entry], level: int) -> list[str]:
         d = entry.detail
         when = _when(entry.ts)
         if entry.event == "message" and entry.message is not None:
-            lines += [_speaker_line(entry.message, message_level), "", entry.message.text, ""]
+            lines += [_speaker_line(entry.message, message_level), "", _html_safe(entry.message.text), ""]
         elif entry.event == "copy" and entry.message is not None:
             lines += [f"_{when}: another copy of message `{entry.message.message_id}` "
                       f"from {entry.message.sender or 'unknown'} (seq {entry.seq})_", ""]
@@ -1337,9 +1345,10 @@ def _history_lines(history: list[Entry], level: int) -> list[str]:
             lines += [f"_{when}: checkpoint `{d.get('name')}` at {d.get('at')} messages (seq {entry.seq})_", ""]
         elif entry.event == "crystal":
             lines += [_quote(f"**Crystal** (summary of messages 1–{d.get('upto')}, {when}):\n"
-                             f"{d.get('summary') or ''}"), ""]
+                             f"{_html_safe(str(d.get('summary') or ''))}"), ""]
         elif entry.event == "start":
-            lines += [f"_{when}: session started" + (f": {d['title']}" if d.get("title") else "") + "_", ""]
+            lines += [f"_{when}: session started" + (f": {_html_safe(str(d['title']))}" if d.get("title") else "")
+                      + "_", ""]
         elif entry.event == "delete":
             lines += [f"_{when}: session deleted (seq {entry.seq})_", ""]
         elif entry.event == "llm.request":
@@ -1365,10 +1374,24 @@ def csv_rows(export: SessionExport) -> Iterator[list[str]]:
                    "true" if m.visible else "false"]
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP, "CSV
+#: Injection"): such a cell is written with a leading ``'``, which spreadsheets hide.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[-+]?\d+(\.\d+)?([eE][-+]?\d+)?")
+
+
+def csv_safe(cell: str) -> str:
+    """A cell that no spreadsheet will evaluate: a leading ``'`` when it starts like a
+    formula (:data:`FORMULA_STARTS`) and is not a plain number."""
+    if cell.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
 def _csv_text(rows: Iterable[Sequence[str]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)  # excel dialect: RFC 4180 quoting, CRLF line ends
-    writer.writerows(rows)
+    writer.writerows([csv_safe(cell) for cell in row] for row in rows)
     return buffer.getvalue()
 
 

@@ -62,6 +62,13 @@ out = _PipeConsole(highlight=False, soft_wrap=True, width=_width(sys.stdout))
 err = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
 
 
+def shown(text: str, console: Console | None = None) -> str:
+    """``text`` as it may be printed on ``console`` (default :data:`out`): on a terminal,
+    control and escape characters made visible (:func:`convlog.view.printable`), so a
+    recorded ``ESC[2J`` or OSC 52 is shown, not obeyed; to a pipe or file, as it is."""
+    return printable(text) if (console or out).is_terminal else text
+
+
 def print_json(value: Any) -> None:
     """Print a JSON value (indented) to stdout, unstyled."""
     out.print(dump_json(value, option=orjson.OPT_INDENT_2).decode("utf-8", "replace"), markup=False)
@@ -111,15 +118,15 @@ def sessions_table(state: State, include_deleted: bool = False, limit: int | Non
     if limit is not None:
         infos = infos[-limit:]
     for info in infos:
-        name = Text(info.id)
+        name = Text(shown(info.id))
         if info.deleted_seq is not None:
             name.stylize("strike")
         table.add_row(
             name,
-            branch_label(info),
+            Text(shown(branch_label(info))),
             str(len(info.visible)),
             str(info.duplicates or ""),
-            ", ".join(info.participants[:4]) + (" …" if len(info.participants) > 4 else ""),
+            Text(shown(", ".join(info.participants[:4]) + (" …" if len(info.participants) > 4 else ""))),
             (info.last_ts or "")[:19].replace("T", " "),
         )
     return table
@@ -459,7 +466,7 @@ def print_resume(replay: Replay, session: str, fmt: str) -> None:
     for m in context["messages"]:
         who = m.get("sender") or m.get("role") or "?"
         lines += [f"**{who}** ({m.get('ts')}):", "", str(m.get("text", "")), ""]
-    out.print("\n".join(lines).rstrip(), markup=False)
+    out.print(shown("\n".join(lines).rstrip()), markup=False, highlight=False)
 
 
 def parse_pick(answer: str, sessions: int, checkpoints: int) -> tuple[str, int] | None:
@@ -491,8 +498,8 @@ def _sessions_table(sessions: Sequence[Any], title: str) -> Table:
     for column in ("#", "session", "branch", "messages", "last activity", "session checkpoints"):
         table.add_column(column)
     for i, s in enumerate(sessions, 1):
-        table.add_row(str(i), s.id, branch_label(s), str(len(s.visible)), s.last_ts or "",
-                      ", ".join(sorted(s.checkpoints)))
+        table.add_row(str(i), Text(shown(s.id)), Text(shown(branch_label(s))), str(len(s.visible)), s.last_ts or "",
+                      Text(shown(", ".join(sorted(s.checkpoints)))))
     return table
 
 
@@ -751,14 +758,19 @@ def print_hits(hits: Sequence[Any], as_json: bool = False, console: Console | No
     for hit in hits:
         when = (hit.ts or "?")[:19].replace("T", " ")
         header = Text.assemble(
-            (hit.session or "(no session)", "bold cyan"), " · ", (hit.speaker or "?", "green"), " · ", (when, "dim"),
-            " · ", (f"seq {hit.seq}", "dim"),
+            (shown(hit.session or "(no session)", console), "bold cyan"), " · ",
+            (shown(hit.speaker or "?", console), "green"), " · ", (when, "dim"), " · ", (f"seq {hit.seq}", "dim"),
         )
         if hit.kind != "message":
-            header.append(f" · {hit.kind}", style="magenta")
+            header.append(f" · {shown(hit.kind, console)}", style="magenta")
         text, spans = hit.spans()
-        snippet = Text("  " + text)
+        # Made visible piece by piece, so the highlighted spans still fall on the matches.
+        snippet = Text("  ")
+        at = 0
         for start, end in spans:
-            snippet.stylize("bold reverse", start + 2, end + 2)
+            snippet.append(shown(text[at:start], console))
+            snippet.append(shown(text[start:end], console), style="bold reverse")
+            at = end
+        snippet.append(shown(text[at:], console))
         console.print(header)
         console.print(snippet)
