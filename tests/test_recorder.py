@@ -32,6 +32,7 @@ from convlog.log import list_segments
 from convlog.publisher import Publisher, file_messages
 from convlog.record import RECORDER_KINDS, decode_bytes
 from convlog.sharegpt import conversations, native_events
+from convlog.view import EMPTY
 
 pytestmark = pytest.mark.slow
 
@@ -197,7 +198,7 @@ def test_sharegpt_turns_are_recorded_and_shown_exactly(bus: Bus, tmp_path: Path)
     for conv in convs:
         shown = loaded.messages(f"sharegpt-{conv.id}")
         texts = [m.text for m in shown]
-        expected = [text for _, text in conv.turns]
+        expected = [text or EMPTY for _, text in conv.turns]  # an empty turn is shown marked
         if texts != expected:
             diff = [(i, e[:40], t[:40]) for i, (e, t) in enumerate(zip(expected, texts, strict=False)) if e != t]
             wrong.append((conv.id, len(expected), len(texts), diff[:3]))

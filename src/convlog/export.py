@@ -106,7 +106,7 @@ import orjson
 from convlog.fold import Rewind, Session, State, Usage, fold, message_id
 from convlog.log import bytes_from, fsync_dir, iter_lines
 from convlog.record import BUS_KINDS, Clock, dump_json, parse_line
-from convlog.view import payload_text, stream_text
+from convlog.view import EMPTY, payload_text, stream_text
 from convlog.wire import DEFAULT_SESSION_FIELDS, content_text
 
 __all__ = [
@@ -949,6 +949,8 @@ def _content(record: Mapping[str, Any], text: str) -> Any:
             content = data.get("content")
     if content is None:
         return text
+    if text == EMPTY:  # the source wrote nothing: re-recorded as the same nothing
+        return content
     shown = content_text(content)
     if shown is None:
         shown = dump_json(content).decode("utf-8", "replace")

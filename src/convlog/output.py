@@ -32,7 +32,7 @@ from rich.text import Text
 from convlog.fold import State
 from convlog.record import dump_json
 from convlog.replay import Replay
-from convlog.view import ShownMessage, printable
+from convlog.view import EMPTY, ShownMessage, printable
 
 if TYPE_CHECKING:
     from convlog.importer import ImportReport, RepairReport
@@ -422,7 +422,9 @@ def resume_context(replay: Replay, session: str) -> dict[str, Any]:
             recent activity).
 
     Returns:
-        ``{"session", "crystal": {"seq", "upto", "summary"} | None, "messages": [...]}``.
+        ``{"session", "crystal": {"seq", "upto", "summary"} | None, "messages": [...],
+        "empty_left_out": N}``: messages whose source wrote nothing
+        (:data:`convlog.view.EMPTY`) are left out of an agent's context and counted.
 
     Raises:
         UnknownSessionError: no such session (or no session at all for ``latest``).
@@ -439,7 +441,8 @@ def resume_context(replay: Replay, session: str) -> dict[str, Any]:
         sid = replay.resolve(session)
     crystal, after = replay.state.resume_refs(sid)
     wanted = set(after)
-    messages = [m for m in replay.messages(sid) if m.seq in wanted]
+    shown_after = [m for m in replay.messages(sid) if m.seq in wanted]
+    messages = [m for m in shown_after if m.text != EMPTY]
     summary_text = None
     if crystal is not None:
         record = find_record(replay.directory, crystal.seq) or {}
@@ -449,6 +452,7 @@ def resume_context(replay: Replay, session: str) -> dict[str, Any]:
         "session": sid,
         "crystal": None if crystal is None else {"seq": crystal.seq, "upto": crystal.upto, "summary": summary_text},
         "messages": [m.as_dict() for m in messages],
+        "empty_left_out": len(shown_after) - len(messages),
     }
 
 
@@ -463,6 +467,9 @@ def print_resume(replay: Replay, session: str, fmt: str) -> None:
     if crystal is not None:
         lines += [f"## Summary of the first {crystal['upto']} messages", "", str(crystal["summary"] or ""), ""]
     lines += [f"## {'Messages after the summary' if crystal else 'Messages'} ({len(context['messages'])})", ""]
+    if context["empty_left_out"]:
+        left = context["empty_left_out"]
+        lines += [f"_({left} empty message{'' if left == 1 else 's'} left out: the source wrote nothing)_", ""]
     for m in context["messages"]:
         who = m.get("sender") or m.get("role") or "?"
         lines += [f"**{who}** ({m.get('ts')}):", "", str(m.get("text", "")), ""]

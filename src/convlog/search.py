@@ -63,7 +63,7 @@ from typing import Any
 from convlog.fold import message_id
 from convlog.log import EVENTS, find_record, follow, list_segments, scan_for_seq, segment_name
 from convlog.replay import NoLogError
-from convlog.view import payload_text
+from convlog.view import EMPTY, payload_text
 
 #: Folder (inside the log directory) and file of the index.
 INDEX_DIR = "index"
@@ -179,7 +179,8 @@ def record_text(record: dict[str, Any]) -> str | None:
     meta = record.get("meta")
     if isinstance(meta, dict) and meta.get("encoding") == "base64":
         return None
-    return payload_text(record) or None
+    text = payload_text(record)
+    return None if not text or text == EMPTY else text
 
 
 def _meta_str(record: dict[str, Any], key: str) -> str | None:

@@ -16,6 +16,18 @@ import orjson
 from convlog.record import dump_json
 from convlog.wire import content_text
 
+#: What is shown for a message whose source wrote nothing (an empty text or content,
+#: ``{}``, the Shearwater recorder's empty ``Message``), instead of nothing or a bare
+#: ``{}``.
+EMPTY = "(empty: the source wrote nothing)"
+_EMPTY_VALUES = ("", "{}", "[]", "null")
+
+
+def _empty(content: Any) -> bool:
+    if isinstance(content, str):
+        return content.strip() in _EMPTY_VALUES
+    return content == {} or content == []
+
 
 def _dump(value: Any) -> str:
     return dump_json(value).decode("utf-8", "replace")
@@ -30,7 +42,8 @@ def payload_text(record: dict[str, Any]) -> str:
 
     Returns:
         the message text; the JSON of the content when it has no text field;
-        ``<N bytes, base64>`` for binary payloads; for a record that cannot be shown
+        ``<N bytes, base64>`` for binary payloads; :data:`EMPTY` for a message whose
+        content is empty (``""``, ``{}``, ``[]``); for a record that cannot be shown
         (a damaged or foreign line whose fields have unexpected types) a placeholder
         naming its seq. Never raises.
     """
@@ -67,17 +80,22 @@ def _payload_text(record: dict[str, Any]) -> str:
         return delta if isinstance(delta, str) else ""
     if shape == "legacy":
         message = data.get("Message")
+        if _empty(message):
+            return EMPTY
         if isinstance(message, str):
             try:
                 parsed = orjson.loads(message)
             except orjson.JSONDecodeError:
                 return message
-            return _text_or_json(parsed)
-        return _text_or_json(message)
+            return _text_or_json(parsed) or EMPTY
+        return _text_or_json(message) or EMPTY
     content = data.get("content")
     if content is None:
         return "" if kind == "message.end" else _dump(data)
-    return _text_or_json(content)
+    if kind == "message" and _empty(content):
+        return EMPTY
+    text = _text_or_json(content)
+    return EMPTY if kind == "message" and not text else text
 
 
 def _text_or_json(content: Any) -> str:
