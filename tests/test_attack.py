@@ -607,10 +607,10 @@ def play_into_socket(ctx: zmq.Context, directory: Path, tmp: Path) -> tuple[list
         if popen.returncode != 0:
             pytest.fail(described(args, popen.returncode, out.read_bytes(), err.read_bytes()))
         summary = (out.read_bytes() + err.read_bytes()).decode("utf-8", "replace").strip()  # summary: stderr
-        played = re.search(r"played (\d+) messages", summary)
+        played = re.search(r"played ([\d,]+) messages?", summary)
         assert played is not None, summary
         deadline = time.monotonic() + WAIT_S
-        while len(received) < int(played.group(1)):
+        while len(received) < int(played.group(1).replace(",", "")):
             if time.monotonic() > deadline:
                 pytest.fail(f"play said {summary!r} but {len(received)} messages arrived in {WAIT_S:g} s")
             drain(50)

@@ -679,7 +679,7 @@ def test_with_a_running_recorder(logdir: Path, bus: Bus, term_factory) -> None:
     term.answer("fork at how many messages", "1")
     term.answer("branch name", "live")
     screen = term.answer("session › ", "q")
-    assert re.search(rf"session\.fork seq \d+ \(recorder\): {re.escape(sid)}/live: 1 messages visible", screen)
+    assert re.search(rf"session\.fork seq \d+ \(recorder\): {re.escape(sid)}/live: 1 message visible", screen)
     term.answer("sessions › ", "q")
     term.answer("menu › ", "q")
     assert term.finish()[0] == 0

@@ -33,6 +33,7 @@ from convlog.play import (
 )
 from convlog.record import parse_line
 from convlog.replay import UnknownSessionError
+from convlog.view import plural
 
 TS = "2026-11-21T12:00:00.000001Z"
 
@@ -267,7 +268,7 @@ def test_play_gives_the_same_bytes_in_order_and_pacing(recorded: Path, second_bu
     rec = second_bus.recorder(target)
     second_bus.publisher(rec, heartbeat_s=None).close(0)
     result = play("--dir", str(recorded), "--to", second_bus.xsub, "--wait", "20")
-    assert f"played {len(original)} messages" in result.stderr.decode()
+    assert f"played {plural(len(original), 'message')}" in result.stderr.decode()
     wait_for_records(target, len(original))
     replayed = bus_records(target)
     assert rec.terminate() == 0
@@ -336,7 +337,7 @@ def test_play_into_the_broker_its_own_recorder_listens_to(recorded: Path, bus: B
     rec = bus.recorder(recorded)
     bus.publisher(rec, heartbeat_s=None).close(0)
     result = play("--dir", str(recorded), "--to", bus.xsub, "--max")
-    assert f"played {len(original)} messages" in result.stderr.decode()
+    assert f"played {plural(len(original), 'message')}" in result.stderr.decode()
     wait_for_records(recorded, 2 * len(original))
     assert rec.terminate() == 0
     again = bus_records(recorded)

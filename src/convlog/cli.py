@@ -199,7 +199,9 @@ def publish(file: Path, endpoint: str, rate: float | None, fmt: str, topic: str 
     messages = file_messages(file, topic=topic, fmt=fmt)  # an export document is checked here, before connecting
     with Publisher(endpoint, publisher_id=publisher_id, stamp=not no_stamp) as pub:
         report = run(messages, rate=rate, wait_s=wait_s or None, publisher=pub)
-    click.echo(f"published {report.sent} messages in {report.seconds:.2f} s ({report.rate:,.0f}/s)", err=True)
+    from convlog.view import plural
+
+    click.echo(f"published {plural(report.sent, 'message')} in {report.seconds:.2f} s ({report.rate:,.0f}/s)", err=True)
 
 
 @main.command()
@@ -388,7 +390,7 @@ def checkpoint_create(directory: Path, label: str) -> None:
 
     checkpoint_name(0, label)  # a bad label fails here, before anything else
     if not list_segments(directory):
-        raise NoLogError(f"no event log in {directory} (expected {directory / 'events'}/*.jsonl)")
+        raise NoLogError.in_directory(directory)
     try:
         with LogLock(directory, command="convlog checkpoint create"):
             path = Checkpointer(directory).checkpoint(label=label)
@@ -733,7 +735,7 @@ def tail(directory: Path, count: int, follow_: bool, sessions: tuple[str, ...], 
         else:
             start = newest(directory, count, keep, raw=as_json)
         if start.position is None and not follow_:
-            raise NoLogError(f"no event log in {directory} (expected {directory / 'events'}/*.jsonl)")
+            raise NoLogError.in_directory(directory)
         output.print_skipped(start.skipped)
         output.print_tail(start.records, as_json)
         if follow_:
@@ -885,7 +887,7 @@ def play(directory: Path, endpoint: str, sessions: tuple[str, ...], since: str |
                 raise click.BadParameter(str(exc).replace("--as-of", f"--{name}"), param_hint=f"'--{name}'") from None
             bounds[f"{name}_seq"], bounds[f"{name}_ts"] = seq, ts
     if not list_segments(directory):
-        raise NoLogError(f"no event log in {directory} (expected {directory / 'events'}/*.jsonl)")
+        raise NoLogError.in_directory(directory)
     selected = None
     if sessions:
         selected = playing.resolve_sessions(sessions, _load(directory, None).state.sessions)

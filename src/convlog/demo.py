@@ -27,6 +27,7 @@ from convlog.log import iter_records, list_segments
 from convlog.publisher import NoSubscriberError, Publisher
 from convlog.replay import load
 from convlog.sharegpt import conversations, native_events
+from convlog.view import plural
 
 STOP_TIMEOUT_S = 15.0
 
@@ -203,7 +204,7 @@ def _show(directory: Path, first: str, second: str) -> None:
         out.print()
         messages = replay.messages(sid)
         info = replay.state.sessions[sid]
-        out.print(f"[bold]{sid}[/] ({output.branch_label(info)}, {len(messages)} messages)")
+        out.print(f"[bold]{sid}[/] ({output.branch_label(info)}, {plural(len(messages), 'message')})")
         out.print(output.transcript(messages, "text", width=160), markup=False)
     _crystal, after = replay.state.resume_refs(first)
     out.print(

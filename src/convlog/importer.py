@@ -201,7 +201,7 @@ def repair(directory: str | Path, clock: Clock | None = None) -> RepairReport:
     """
     directory = Path(directory)
     if not (directory / EVENTS).is_dir():
-        raise NoLogError(f"no event log in {directory} (expected {directory / EVENTS}/*.jsonl)")
+        raise NoLogError.in_directory(directory)
     with OfflineWriter(directory, "convlog recover", clock) as writer:
         assert writer.recovery is not None
         return RepairReport(writer.recovery, writer.recovered_seq)

@@ -227,7 +227,7 @@ def gather(
     """
     directory = Path(directory)
     if not list_segments(directory):
-        raise NoLogError(f"no event log in {directory} (expected {directory / 'events'}/*.jsonl)")
+        raise NoLogError.in_directory(directory)
     tally = LogTally()
     errors: list[dict[str, Any]] = []
     finished = reported = 0  # bytes of the segments already read; bytes reported

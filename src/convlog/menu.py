@@ -47,7 +47,7 @@ from convlog.log import list_segments
 from convlog.replay import Replay
 from convlog.session_control import Build, fork_id, session_notes
 from convlog.tail import RecordFilter, newest
-from convlog.view import payload_text, printable
+from convlog.view import payload_text, plural, printable
 
 #: Sessions (or checkpoint sessions, checkpoints) per page of a list.
 LIST_PAGE = 15
@@ -435,7 +435,7 @@ class CurrentFold:
         from convlog.replay import NoLogError
 
         if not list_segments(self.directory):
-            raise NoLogError(f"no event log in {self.directory} (expected {self.directory / 'events'}/*.jsonl)")
+            raise NoLogError.in_directory(self.directory)
         if self._state is None or not self._holds_position():
             start = best_start(self.directory)
             self._state, self._position = start.state, start.position
@@ -672,7 +672,8 @@ class Menu:
         while True:
             info = replay.state.sessions[sid]
             current = page_of(len(messages), page, self.message_page)
-            self._title(f"session {sid} · {output.branch_label(info)} · {len(messages)} messages · {current.label()}")
+            self._title(f"session {sid} · {output.branch_label(info)} · {plural(len(messages), 'message')} · "
+                        f"{current.label()}")
             extras = session_notes(info)
             if extras:
                 self.console.print(printable(" · ".join(extras)), markup=False, style="dim")
@@ -831,7 +832,7 @@ class Menu:
         while True:
             with self._busy("reading the end of the log…"):
                 records = recent_records(self.directory, RECENT_COUNT)
-            self._title(f"the last {len(records)} messages")
+            self._title(f"the last {plural(len(records), 'message')}")
             if not records:
                 self._say(f"no messages in {self.directory} yet")
                 return

@@ -32,7 +32,7 @@ from rich.text import Text
 from convlog.fold import State
 from convlog.record import dump_json
 from convlog.replay import Replay
-from convlog.view import EMPTY, ShownMessage, printable
+from convlog.view import EMPTY, ShownMessage, plural, printable
 
 if TYPE_CHECKING:
     from convlog.importer import ImportReport, RepairReport
@@ -176,7 +176,7 @@ def print_transcript(replay: Replay, session: str, fmt: str) -> None:
             }
         )
         return
-    header = f"session {sid} · {branch_label(info)} · {len(messages)} messages"
+    header = f"session {sid} · {branch_label(info)} · {plural(len(messages), 'message')}"
     body = transcript(messages, fmt)
     if out.is_terminal:  # recorded escape sequences are shown, not obeyed; a pipe gets the text as is
         header, body = printable(header), printable(body)
@@ -465,7 +465,8 @@ def print_resume(replay: Replay, session: str, fmt: str) -> None:
     lines = [f"# Resume context: session {context['session']}", ""]
     crystal = context["crystal"]
     if crystal is not None:
-        lines += [f"## Summary of the first {crystal['upto']} messages", "", str(crystal["summary"] or ""), ""]
+        lines += [f"## Summary of the first {plural(crystal['upto'], 'message')}", "", str(crystal["summary"] or ""),
+                  ""]
     lines += [f"## {'Messages after the summary' if crystal else 'Messages'} ({len(context['messages'])})", ""]
     if context["empty_left_out"]:
         left = context["empty_left_out"]

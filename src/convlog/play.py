@@ -52,6 +52,7 @@ import orjson
 
 from convlog.log import complete_end, iter_lines, lines_backwards, list_segments
 from convlog.record import decode_bytes, parse_line, restore_newlines
+from convlog.view import plural
 
 __all__ = [
     "DEFAULT_SOURCES",
@@ -452,7 +453,7 @@ class PlayReport:
 
     def summary(self, endpoint: str) -> str:
         """One line: ``played N messages (B bytes) in S s to ENDPOINT`` and what was left out."""
-        line = f"played {self.sent} messages ({self.bytes:,} bytes) in {self.seconds:.2f} s to {endpoint}"
+        line = f"played {plural(self.sent, 'message')} ({self.bytes:,} bytes) in {self.seconds:.2f} s to {endpoint}"
         notes = []
         if self.altered:
             notes.append(f"{self.altered} payloads differ from their recorded hash (raw LF turned into a space)")

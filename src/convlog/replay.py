@@ -22,6 +22,27 @@ from convlog.view import ShownMessage, payload_text, stream_text
 class NoLogError(Exception):
     """The directory holds no event log."""
 
+    @classmethod
+    def in_directory(cls, directory: str | Path) -> NoLogError:
+        """The error for ``directory``, naming the logs one level below it when there
+        are some (``convlog demo`` writes ``./conversation_logs/demo-<time>/``, while
+        read commands default to ``./conversation_logs``), newest first.
+
+        Returns:
+            the error, to raise.
+        """
+        directory = Path(directory)
+        text = f"no event log in {directory} (expected {directory / 'events'}/*.jsonl)"
+        try:
+            below = [p for p in directory.iterdir() if p.is_dir() and list_segments(p)]
+        except OSError:
+            below = []
+        if below:
+            below.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+            names = ", ".join(str(p) for p in below[:3]) + (", …" if len(below) > 3 else "")
+            text += f"; logs below it: {names}: use --dir {below[0]}"
+        return cls(text)
+
 
 class UnknownSessionError(KeyError):
     """No session with that id (or unique id prefix) in the folded state."""
@@ -213,7 +234,7 @@ def load(
     """
     directory = Path(directory)
     if not list_segments(directory):
-        raise NoLogError(f"no event log in {directory} (expected {directory / 'events'}/*.jsonl)")
+        raise NoLogError.in_directory(directory)
     start = best_start(directory, upto_seq, as_of_ts) if use_checkpoints else Start(State(), None, None, [])
     errors: list[ReadError] = []
     state = start.state

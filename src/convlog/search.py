@@ -326,7 +326,7 @@ class SearchIndex:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         if not list_segments(self.directory):
-            raise NoLogError(f"no event log in {self.directory} (expected {self.directory / EVENTS}/*.jsonl)")
+            raise NoLogError.in_directory(self.directory)
         self.path = self.directory / INDEX_DIR / INDEX_FILE
         self.path.parent.mkdir(exist_ok=True)
         self._conn = self._open()
@@ -489,7 +489,7 @@ class SearchIndex:
             sqlite3.Error: when the index cannot be written (after the busy timeout).
         """
         if not list_segments(self.directory):
-            raise NoLogError(f"no event log in {self.directory} (expected {self.directory / EVENTS}/*.jsonl)")
+            raise NoLogError.in_directory(self.directory)
         if self._is_current():
             return 0
         indexed = 0

@@ -25,6 +25,7 @@ from convlog.importer import OfflineWriter
 from convlog.log import LogLockedError, list_segments
 from convlog.record import Clock, make_line
 from convlog.replay import NoLogError, Replay, load
+from convlog.view import plural
 
 #: What a command builds from the current state: ``(kind, session id, data)``.
 Build = Callable[[Replay], tuple[str, str, dict[str, Any]]]
@@ -89,7 +90,7 @@ def append(directory: Path, build: Build, timeout_s: float = 30.0, clock: Clock 
     """
     directory = Path(directory)
     if not list_segments(directory):
-        raise NoLogError(f"no event log in {directory} (expected {directory / 'events'}/*.jsonl)")
+        raise NoLogError.in_directory(directory)
     clock = clock or Clock()
     # Checked before the writer lock too: entering the writer recovers a crashed tail
     # and records that, which a refused command must not do.
@@ -131,7 +132,7 @@ def describe(appended: Appended) -> str:
     """The one line a command prints: what was written and the session's new state."""
     info = appended.after
     where = "main" if info.parent is None else f"branch {info.branch or 'fork'} of {info.parent} at {info.fork_at}"
-    parts = [f"{len(info.visible)} messages visible", where, *session_notes(info)]
+    parts = [f"{plural(len(info.visible), 'message')} visible", where, *session_notes(info)]
     return f"{appended.kind} seq {appended.seq} ({appended.via}): {info.id}: " + "; ".join(parts)
 
 

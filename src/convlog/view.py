@@ -29,6 +29,19 @@ def _empty(content: Any) -> bool:
     return content == {} or content == []
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``1 message``, ``2 messages``, ``1,234 records``: a count with its noun agreeing.
+
+    Args:
+        count: how many.
+        noun: the singular; the plural is ``many``, or the singular plus ``s``.
+
+    Returns:
+        the text.
+    """
+    return f"{count:,} {noun if count == 1 else (many or noun + 's')}"
+
+
 def _dump(value: Any) -> str:
     return dump_json(value).decode("utf-8", "replace")
 

@@ -1,0 +1,44 @@
+"""The CLI as a newcomer meets it (issue 11): the first read command after the demo,
+counts that read as English."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from conftest import convlog_cmd
+from convlog.log import SegmentWriter, ensure_layout
+from convlog.record import make_line
+from convlog.view import plural
+
+TS = "2026-11-21T12:00:00.000000Z"
+
+
+def small_log(directory: Path) -> None:
+    """A log of one session with one message."""
+    ensure_layout(directory)
+    writer = SegmentWriter(directory, next_seq=1)
+    writer.write(make_line(1, TS, "message", "sub", "t", "s1", {"type": "message", "content": "hi"}), 1)
+    writer.close()
+
+
+def test_a_read_command_after_the_demo_names_the_demos_log(tmp_path: Path) -> None:
+    """``convlog demo`` writes ./conversation_logs/demo-<time>/ while read commands read
+    ./conversation_logs: the error names the log below it and the --dir to use."""
+    small_log(tmp_path / "conversation_logs" / "demo-20261205-120000")
+    for command in (["sessions"], ["search", "hi"], ["info"], ["tail", "-n", "5"]):
+        result = subprocess.run(convlog_cmd(*command), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1, (command, result.stdout)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, (command, result.stderr)
+        assert lines[0].endswith("use --dir conversation_logs/demo-20261205-120000"), (command, lines[0])
+
+
+def test_counts_agree_with_their_nouns(tmp_path: Path) -> None:
+    """One message is "1 message", not "1 messages"; thousands are grouped."""
+    assert [plural(1, "message"), plural(2, "message"), plural(0, "record"), plural(1234, "record")] == [
+        "1 message", "2 messages", "0 records", "1,234 records"]
+    small_log(tmp_path)
+    result = subprocess.run(convlog_cmd("show", "s1", "--dir", str(tmp_path)), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and "· 1 message\n" in result.stdout, result.stdout
