@@ -640,7 +640,7 @@ def test_without_a_terminal_it_prints_the_help(logdir: Path, term_factory) -> No
     assert result.returncode == 2
     # click's own usage line for the group (its wording and brackets change between releases)
     assert result.stderr.splitlines()[0].endswith(_group_usage())
-    assert "Commands:" in result.stderr and "interactive menu" in result.stderr
+    assert "Recording:" in result.stderr and "Reading:" in result.stderr and "interactive menu" in result.stderr
     result = subprocess.run(convlog_cmd("--dir", str(logdir), "sessions"), capture_output=True, text=True,
                             stdin=subprocess.DEVNULL, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -42,3 +42,20 @@ def test_counts_agree_with_their_nouns(tmp_path: Path) -> None:
     result = subprocess.run(convlog_cmd("show", "s1", "--dir", str(tmp_path)), capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0 and "· 1 message\n" in result.stdout, result.stdout
+
+
+def test_help_lists_every_command_once_in_sections() -> None:
+    """``convlog --help`` groups the commands (recording, reading, sessions, offline tools),
+    each command exactly once."""
+    import click
+
+    from convlog.cli import COMMAND_SECTIONS, main
+
+    result = subprocess.run(convlog_cmd("--help"), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    for title in COMMAND_SECTIONS:
+        assert f"{title}:" in lines
+    names = main.list_commands(click.Context(main))
+    listed = [line.split()[0] for line in lines if line.startswith("  ") and line.split()[0] in names]
+    assert sorted(listed) == sorted(names)

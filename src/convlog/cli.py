@@ -45,8 +45,33 @@ EXPECTED = (
 )
 
 
+#: The commands of ``convlog --help`` by what a person wants to do, in that order.
+COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
+    "Recording": ("record", "launch", "status", "stop", "doctor", "broker", "publish", "demo"),
+    "Reading": ("sessions", "show", "search", "tail", "info", "replay", "export", "play", "resume"),
+    "Sessions": ("fork", "rewind", "checkpoint", "crystal", "delete", "checkpoints"),
+    "Offline tools": ("verify", "recover", "import", "reindex"),
+}
+
+
 class ConvlogGroup(click.Group):
-    """A click group that turns expected errors into ``convlog: <reason>`` and exit 1."""
+    """A click group that turns expected errors into ``convlog: <reason>`` and exit 1,
+    and lists its commands in sections (:data:`COMMAND_SECTIONS`) instead of one
+    alphabetical list."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        commands = {name: self.get_command(ctx, name) for name in self.list_commands(ctx)}
+        visible = {name: cmd for name, cmd in commands.items() if cmd is not None and not cmd.hidden}
+        placed: set[str] = set()
+        sections = [(title, [n for n in names if n in visible]) for title, names in COMMAND_SECTIONS.items()]
+        for _, names in sections:
+            placed.update(names)
+        sections.append(("Other", sorted(set(visible) - placed)))
+        limit = formatter.width - 6 - max((len(name) for name in visible), default=0)
+        for title, names in sections:
+            if names:
+                with formatter.section(title):
+                    formatter.write_dl([(name, visible[name].get_short_help_str(limit)) for name in names])
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
