@@ -59,3 +59,29 @@ def test_help_lists_every_command_once_in_sections() -> None:
     names = main.list_commands(click.Context(main))
     listed = [line.split()[0] for line in lines if line.startswith("  ") and line.split()[0] in names]
     assert sorted(listed) == sorted(names)
+
+
+def test_copies_of_one_message_are_one_search_hit(tmp_path: Path) -> None:
+    """A message received twice (the bus copy and the PUSHed one) is one hit, the first
+    copy, with its copy count; a different message with the same words is its own hit."""
+    import json
+
+    from convlog.ingest import Ingest
+
+    ingest = Ingest(verify=False)
+    payload = json.dumps({"type": "message", "session_id": "s1", "message_id": "m1", "content": "deploy the fleet"})
+    other = json.dumps({"type": "message", "session_id": "s1", "message_id": "m2", "content": "deploy again"})
+    lines = [ingest.line([b"t", payload.encode()], 1, TS, "sub"), ingest.line([payload.encode()], 2, TS, "pull"),
+             ingest.line([b"t", other.encode()], 3, TS, "sub")]
+    ensure_layout(tmp_path)
+    writer = SegmentWriter(tmp_path, next_seq=1)
+    writer.write(b"".join(lines), 3)
+    writer.close()
+    result = subprocess.run(convlog_cmd("search", "deploy", "--json", "--dir", str(tmp_path)), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    hits = json.loads(result.stdout)
+    assert [(h["seq"], h["copies"]) for h in hits] == [(3, 1), (1, 2)]
+    shown = subprocess.run(convlog_cmd("search", "fleet", "--dir", str(tmp_path)), capture_output=True, text=True,
+                           timeout=60)
+    assert "received 2 times" in shown.stdout

@@ -771,6 +771,8 @@ def print_hits(hits: Sequence[Any], as_json: bool = False, console: Console | No
         )
         if hit.kind != "message":
             header.append(f" · {shown(hit.kind, console)}", style="magenta")
+        if hit.copies > 1:
+            header.append(f" · received {hit.copies} times", style="dim")
         text, spans = hit.spans()
         # Made visible piece by piece, so the highlighted spans still fall on the matches.
         snippet = Text("  ")

@@ -71,7 +71,7 @@ INDEX_FILE = "search.sqlite"
 #: Held (flock) while a reader opens and sets up the index, next to it.
 LOCK_FILE = "search.lock"
 #: Format of the index; an index of another format is rebuilt (``PRAGMA user_version``).
-FORMAT = 1
+FORMAT = 2
 #: FTS5 tokenizer: Unicode 6.1 word rules, case folded, diacritics removed.
 TOKENIZER = "unicode61 remove_diacritics 2"
 #: Records read per write transaction (other readers can take turns in between).
@@ -114,6 +114,8 @@ class Hit:
             whitespace collapsed, each match wrapped in :data:`MARK_START` …
             :data:`MARK_END`, ``…`` where text was cut.
         source: where the record came from (``sub``, ``pull``, ``import``, …).
+        copies: how many records of the same message (same session and message id,
+            e.g. the bus copy and the PUSHed one) matched; the hit is the first of them.
     """
 
     seq: int
@@ -123,6 +125,7 @@ class Hit:
     kind: str
     snippet: str
     source: str | None = None
+    copies: int = 1
 
     def spans(self) -> tuple[str, list[tuple[int, int]]]:
         """The snippet without markers, and the ``(start, end)`` character ranges of the
@@ -153,6 +156,7 @@ class Hit:
             "speaker": self.speaker,
             "kind": self.kind,
             "source": self.source,
+            "copies": self.copies,
             "snippet": text,
             "highlights": [list(span) for span in spans],
         }
@@ -258,7 +262,7 @@ _SCHEMA = (
     "CREATE TABLE position (id INTEGER PRIMARY KEY CHECK (id = 1), segment TEXT NOT NULL, "
     "offset INTEGER NOT NULL, last_seq INTEGER NOT NULL, line_start INTEGER NOT NULL, digest BLOB NOT NULL)",
     "CREATE TABLE records (seq INTEGER PRIMARY KEY, ts TEXT, session TEXT, speaker TEXT, role TEXT, "
-    "kind TEXT NOT NULL, source TEXT, segment INTEGER NOT NULL, offset INTEGER NOT NULL)",
+    "kind TEXT NOT NULL, source TEXT, segment INTEGER NOT NULL, offset INTEGER NOT NULL, message_id TEXT)",
     "CREATE INDEX records_session ON records (session)",
     "CREATE TABLE streams (session TEXT, message_id TEXT NOT NULL, first_seq INTEGER NOT NULL, "
     "text TEXT NOT NULL, indexed TEXT, complete INTEGER NOT NULL)",
@@ -570,7 +574,7 @@ class SearchIndex:
             records.close()
         if last is None:
             return 0, False
-        conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         conn.executemany("INSERT INTO fts(rowid, text) VALUES (?, ?)", texts)
         self._flush_streams(conn, dirty)
         segment, start, end, seq = last
@@ -590,7 +594,7 @@ class SearchIndex:
         return (
             record["seq"], ts if isinstance(ts, str) else None, session if isinstance(session, str) else None,
             record_speaker(record), _meta_str(record, "role"), record["kind"],
-            source if isinstance(source, str) else None, segment, offset,
+            source if isinstance(source, str) else None, segment, offset, _meta_str(record, "message_id"),
         )
 
     def _stream(self, conn: sqlite3.Connection, record: dict[str, Any], segment: int, offset: int,
@@ -611,7 +615,7 @@ class SearchIndex:
             conn.execute(
                 "INSERT INTO streams VALUES (?, ?, ?, ?, NULL, ?)",
                 (session, mid, record["seq"], text if (not is_end or has_content) else "", int(is_end)))
-            conn.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            conn.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          self._row(record, segment, offset))
         elif row[1]:
             return
@@ -696,10 +700,13 @@ class SearchIndex:
         if until is not None:
             where.append("r.ts <= ?")
             params.append(parse_time(until, "--until"))
+        # The copies of one message (same session and message id) are one hit: the first
+        # of them (SQLite takes the bare columns from the row of min()), with their count.
         sql = (
-            "SELECT r.seq, r.ts, r.session, r.speaker, r.kind, r.source, r.segment, r.offset "
+            "SELECT min(r.seq), r.ts, r.session, r.speaker, r.kind, r.source, r.segment, r.offset, count(*) "
             f"FROM fts JOIN records AS r ON r.seq = fts.rowid WHERE {' AND '.join(where)} "
-            "ORDER BY fts.rowid DESC LIMIT ?"
+            "GROUP BY r.session, coalesce(r.message_id, 'seq:' || r.seq) "
+            "ORDER BY min(r.seq) DESC LIMIT ?"
         )
         params.append(limit)
         conn = self._conn
@@ -724,7 +731,7 @@ class SearchIndex:
         snippets = self._snippets(text, texts)
         return [
             Hit(seq=row[0], ts=row[1], session=row[2], speaker=row[3], kind=row[4], snippet=snippets[row[0]],
-                source=row[5])
+                source=row[5], copies=row[8])
             for row in rows
         ]
 
@@ -732,7 +739,7 @@ class SearchIndex:
         """The text of each hit: a stream's from ``streams``, any other record's read
         from its line in the log."""
         texts: dict[int, str] = {}
-        for seq, _ts, _session, _speaker, kind, _source, segment, offset in rows:
+        for seq, _ts, _session, _speaker, kind, _source, segment, offset, _copies in rows:
             if kind in STREAM_KINDS:
                 found = conn.execute("SELECT text FROM streams WHERE first_seq = ?", (seq,)).fetchone()
                 texts[seq] = found[0] if found else ""
