@@ -85,3 +85,32 @@ def test_copies_of_one_message_are_one_search_hit(tmp_path: Path) -> None:
     shown = subprocess.run(convlog_cmd("search", "fleet", "--dir", str(tmp_path)), capture_output=True, text=True,
                            timeout=60)
     assert "received 2 times" in shown.stdout
+
+
+def test_search_with_stems_finds_other_forms_of_a_word(tmp_path: Path) -> None:
+    """``search --stem deploy`` finds "deployment" and "deployed" (FTS5 porter), with the
+    match highlighted; plain ``search deploy`` does not."""
+    import json
+
+    from convlog.ingest import Ingest
+
+    ingest = Ingest(verify=False)
+    texts = ["the deployment failed", "we deployed at noon", "nothing here"]
+    lines = [ingest.line([b"t", json.dumps({"type": "message", "session_id": "s", "message_id": f"m{i}",
+                                            "content": text}).encode()], i, TS, "sub")
+             for i, text in enumerate(texts, 1)]
+    ensure_layout(tmp_path)
+    writer = SegmentWriter(tmp_path, next_seq=1)
+    writer.write(b"".join(lines), len(lines))
+    writer.close()
+
+    def hits(*flags: str) -> list[dict]:
+        result = subprocess.run(convlog_cmd("search", "deploy", "--json", *flags, "--dir", str(tmp_path)),
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert hits() == []
+    stemmed = hits("--stem")
+    assert [h["seq"] for h in stemmed] == [2, 1]
+    assert [h["snippet"][a:b] for h in stemmed for a, b in h["highlights"]] == ["deployed", "deployment"]

@@ -660,9 +660,10 @@ def _search_time(value: str | None, option: str) -> str | None:
 @click.option("--since", metavar="TIME", help="Only records received at or after TIME (ISO 8601, UTC unless zoned).")
 @click.option("--until", metavar="TIME", help="Only records received at or before TIME (ISO 8601, UTC unless zoned).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most N matches.")
+@click.option("--stem", is_flag=True, help="Match English word stems: deploy finds deployment, deployed.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list of the matches.")
 def search(query: tuple[str, ...], directory: Path, session: str | None, speaker: str | None, kind: str | None,
-           since: str | None, until: str | None, limit: int, as_json: bool) -> None:
+           since: str | None, until: str | None, limit: int, stem: bool, as_json: bool) -> None:
     """Full-text search of what was said, newest first (SQLite FTS5 syntax: words,
     "a phrase", OR, NOT, NEAR(a b), prefix*). The index (DIR/index/search.sqlite) is
     brought up to date from the log first."""
@@ -679,7 +680,7 @@ def search(query: tuple[str, ...], directory: Path, session: str | None, speaker
             with output.lazy_progress("indexing") as progress:
                 index.update(progress)
             hits = index.query(text, session=session, speaker=speaker, kind=kind, since=since, until=until,
-                               limit=limit)
+                               limit=limit, stem=stem)
     except SearchQueryError as exc:
         click.echo(f"convlog: {exc}", err=True)
         sys.exit(1)

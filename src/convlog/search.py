@@ -74,6 +74,9 @@ LOCK_FILE = "search.lock"
 FORMAT = 2
 #: FTS5 tokenizer: Unicode 6.1 word rules, case folded, diacritics removed.
 TOKENIZER = "unicode61 remove_diacritics 2"
+#: The same words reduced to their English stems (FTS5's ``porter`` over
+#: :data:`TOKENIZER`), for ``search --stem``: ``deploy`` finds "deployment", "deployed".
+STEM_TOKENIZER = f"porter {TOKENIZER}"
 #: Records read per write transaction (other readers can take turns in between).
 BATCH_RECORDS = 5000
 #: Records between two progress reports.
@@ -199,6 +202,19 @@ def record_speaker(record: dict[str, Any]) -> str | None:
     return _meta_str(record, "sender") or _meta_str(record, "role")
 
 
+_OPERATORS = frozenset({"AND", "OR", "NOT"})
+
+
+def _prefixed(query: str) -> str | None:
+    """A query of plain words (and ``AND``/``OR``/``NOT``) with each word made a prefix
+    (``deploy`` -> ``deploy*``), or None for any other FTS5 syntax (phrases, NEAR,
+    columns, prefixes already), which is left to the stems alone."""
+    words = query.split()
+    if not words or any(not word.isalnum() for word in words if word not in _OPERATORS):
+        return None
+    return " ".join(word if word in _OPERATORS else f"{word}*" for word in words)
+
+
 def parse_time(text: str, option: str = "time") -> str:
     """Parse a ``--since``/``--until`` value: ISO 8601 / RFC 3339, UTC unless a zone is
     given (``2026-11-21``, ``2026-11-21T12:00``, ``2026-11-21T12:00:00+01:00``, ``…Z``).
@@ -269,8 +285,11 @@ _SCHEMA = (
     "CREATE UNIQUE INDEX streams_key ON streams (session, message_id)",
     "CREATE INDEX streams_first ON streams (first_seq)",
     f"CREATE VIRTUAL TABLE fts USING fts5(text, content='', columnsize=0, tokenize='{TOKENIZER}')",
+    f"CREATE VIRTUAL TABLE fts_stem USING fts5(text, content='', columnsize=0, tokenize='{STEM_TOKENIZER}')",
 )
-_TABLES = ("position", "records", "streams", "fts")
+_TABLES = ("position", "records", "streams", "fts", "fts_stem")
+#: The full-text tables: every text goes into both.
+_FTS_TABLES = ("fts", "fts_stem")
 
 
 class _Progress:
@@ -334,7 +353,7 @@ class SearchIndex:
         self.path = self.directory / INDEX_DIR / INDEX_FILE
         self.path.parent.mkdir(exist_ok=True)
         self._conn = self._open()
-        self._snippet_table = False
+        self._snippet_tables: set[str] = set()
 
     # -- opening -----------------------------------------------------------------------
 
@@ -470,7 +489,8 @@ class SearchIndex:
     # -- building ----------------------------------------------------------------------
 
     def _clear(self, conn: sqlite3.Connection) -> None:
-        conn.execute("INSERT INTO fts(fts) VALUES ('delete-all')")
+        for table in _FTS_TABLES:
+            conn.execute(f"INSERT INTO {table}({table}) VALUES ('delete-all')")
         for table in ("records", "streams", "position"):
             conn.execute(f"DELETE FROM {table}")
 
@@ -534,7 +554,7 @@ class SearchIndex:
             self._conn.close()
             self._unlink()
             self._conn = self._open()
-            self._snippet_table = False
+            self._snippet_tables = set()
         return self.update(progress)
 
     def _index_batch(
@@ -575,7 +595,8 @@ class SearchIndex:
         if last is None:
             return 0, False
         conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.executemany("INSERT INTO fts(rowid, text) VALUES (?, ?)", texts)
+        for table in _FTS_TABLES:
+            conn.executemany(f"INSERT INTO {table}(rowid, text) VALUES (?, ?)", texts)
         self._flush_streams(conn, dirty)
         segment, start, end, seq = last
         with (self.directory / EVENTS / segment).open("rb") as fh:
@@ -637,10 +658,12 @@ class SearchIndex:
                 (session, mid)).fetchone()
             if indexed == text:
                 continue
-            if indexed:
-                conn.execute("INSERT INTO fts(fts, rowid, text) VALUES ('delete', ?, ?)", (first_seq, indexed))
-            if text:
-                conn.execute("INSERT INTO fts(rowid, text) VALUES (?, ?)", (first_seq, text))
+            for table in _FTS_TABLES:
+                if indexed:
+                    conn.execute(f"INSERT INTO {table}({table}, rowid, text) VALUES ('delete', ?, ?)",
+                                 (first_seq, indexed))
+                if text:
+                    conn.execute(f"INSERT INTO {table}(rowid, text) VALUES (?, ?)", (first_seq, text))
             conn.execute("UPDATE streams SET indexed = ? WHERE session IS ? AND message_id = ?",
                          (text or None, session, mid))
 
@@ -656,6 +679,7 @@ class SearchIndex:
         since: str | None = None,
         until: str | None = None,
         limit: int = 20,
+        stem: bool = False,
     ) -> list[Hit]:
         """Search the log (after bringing the index up to date, see :meth:`update`).
 
@@ -670,6 +694,10 @@ class SearchIndex:
             since, until: only records received at or after / at or before this time
                 (ISO 8601, UTC unless a zone is given; see :func:`parse_time`).
             limit: at most this many hits (>= 1).
+            stem: match words by their English stem (:data:`STEM_TOKENIZER`), and, for
+                a query of plain words, each word as a prefix too (porter keeps
+                "deployment" apart from "deploy"): ``deploy`` finds "deployed",
+                "deploying", "deployment".
 
         Returns:
             the hits, newest first (highest seq first).
@@ -683,8 +711,17 @@ class SearchIndex:
             raise SearchQueryError("empty search query")
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
-        where = ["fts MATCH ?"]
-        params: list[Any] = [text]
+        prefixed = _prefixed(text) if stem else None
+        if not stem:
+            where = ["r.seq IN (SELECT rowid FROM fts WHERE fts MATCH ?)"]
+            params: list[Any] = [text]
+        elif prefixed is None:
+            where = ["r.seq IN (SELECT rowid FROM fts_stem WHERE fts_stem MATCH ?)"]
+            params = [text]
+        else:  # porter stems, and the words as prefixes (porter leaves "deployment" apart from "deploy")
+            where = ["(r.seq IN (SELECT rowid FROM fts_stem WHERE fts_stem MATCH ?) "
+                     "OR r.seq IN (SELECT rowid FROM fts WHERE fts MATCH ?))"]
+            params = [text, prefixed]
         if session is not None:
             where.append("r.session = ?")
             params.append(session)
@@ -704,7 +741,7 @@ class SearchIndex:
         # of them (SQLite takes the bare columns from the row of min()), with their count.
         sql = (
             "SELECT min(r.seq), r.ts, r.session, r.speaker, r.kind, r.source, r.segment, r.offset, count(*) "
-            f"FROM fts JOIN records AS r ON r.seq = fts.rowid WHERE {' AND '.join(where)} "
+            f"FROM records AS r WHERE {' AND '.join(where)} "
             "GROUP BY r.session, coalesce(r.message_id, 'seq:' || r.seq) "
             "ORDER BY min(r.seq) DESC LIMIT ?"
         )
@@ -728,7 +765,8 @@ class SearchIndex:
             finally:
                 conn.execute("COMMIT")
             break
-        snippets = self._snippets(text, texts)
+        # (with prefixes, the snippets highlight every form of the words)
+        snippets = self._snippets(prefixed, texts) if prefixed is not None else self._snippets(text, texts, stem)
         return [
             Hit(seq=row[0], ts=row[1], session=row[2], speaker=row[3], kind=row[4], snippet=snippets[row[0]],
                 source=row[5], copies=row[8])
@@ -761,21 +799,23 @@ class SearchIndex:
             pass
         return find_record(self.directory, seq)
 
-    def _snippets(self, query: str, texts: dict[int, str]) -> dict[int, str]:
+    def _snippets(self, query: str, texts: dict[int, str], stem: bool = False) -> dict[int, str]:
         """FTS5 ``snippet()`` of each text for ``query``, computed in a temporary
         in-memory FTS5 table with the same tokenizer (the main table keeps no text)."""
         conn = self._conn
-        if not self._snippet_table:
-            conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.hit_text USING fts5(text, tokenize='{TOKENIZER}')")
-            self._snippet_table = True
+        name = "hit_stem" if stem else "hit_text"
+        if name not in self._snippet_tables:
+            tokenizer = STEM_TOKENIZER if stem else TOKENIZER
+            conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{name} USING fts5(text, tokenize='{tokenizer}')")
+            self._snippet_tables.add(name)
         out = {seq: _WHITESPACE.sub(" ", text[:400]).strip() for seq, text in texts.items()}
         if not texts:
             return out
         conn.execute("BEGIN")
         try:
-            conn.executemany("INSERT INTO temp.hit_text(rowid, text) VALUES (?, ?)", texts.items())
+            conn.executemany(f"INSERT INTO temp.{name}(rowid, text) VALUES (?, ?)", texts.items())
             rows = conn.execute(
-                "SELECT rowid, snippet(hit_text, 0, ?, ?, '…', ?) FROM temp.hit_text WHERE hit_text MATCH ?",
+                f"SELECT rowid, snippet({name}, 0, ?, ?, '…', ?) FROM temp.{name} WHERE {name} MATCH ?",
                 (MARK_START, MARK_END, SNIPPET_TOKENS, query)).fetchall()
         finally:
             conn.execute("ROLLBACK")  # the temporary rows are not kept
