@@ -114,3 +114,51 @@ def test_search_with_stems_finds_other_forms_of_a_word(tmp_path: Path) -> None:
     stemmed = hits("--stem")
     assert [h["seq"] for h in stemmed] == [2, 1]
     assert [h["snippet"][a:b] for h in stemmed for a, b in h["highlights"]] == ["deployed", "deployment"]
+
+
+def many_sessions(directory: Path, count: int) -> None:
+    """A log of ``count`` sessions with long ids; session i has i % 7 + 1 messages and
+    the higher i, the more recent its activity."""
+    import json
+
+    from convlog.ingest import Ingest
+
+    ingest = Ingest(verify=False)
+    lines = []
+    seq = 0
+    for i in range(count):
+        for n in range(i % 7 + 1):
+            seq += 1
+            payload = {"type": "message", "session_id": f"conversation-{i:04d}-with-a-rather-long-id",
+                       "message_id": f"m{i}-{n}", "sender": "alice" if n % 2 else "bob", "content": "hi"}
+            lines.append(ingest.line([b"t", json.dumps(payload).encode()], seq, TS, "sub"))
+    ensure_layout(directory)
+    writer = SegmentWriter(directory, next_seq=1)
+    writer.write(b"".join(lines), seq)
+    writer.close()
+
+
+def test_sessions_lists_a_page_newest_first_with_the_total(tmp_path: Path) -> None:
+    """``sessions`` on a large log: newest activity first, a page of 50 and the total;
+    ``--sort messages`` and ``--limit 0``; at 100 and 120 columns no column collapses
+    (every row shows the start of its id, its count and its time)."""
+    import os
+
+    many_sessions(tmp_path, 120)
+
+    def listed(*args: str, columns: int = 160) -> list[str]:
+        result = subprocess.run(convlog_cmd("sessions", *args, "--dir", str(tmp_path)), capture_output=True,
+                                text=True, timeout=60, env={**os.environ, "COLUMNS": str(columns)})
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+
+    lines = listed()
+    rows = [line for line in lines if "conversation-" in line]
+    assert len(rows) == 50 and "conversation-0119" in rows[0] and "conversation-0070" in rows[-1]
+    assert lines[-1] == "50 of 120 sessions, newest activity first (--limit 0 for all)"
+    assert len([line for line in listed("--limit", "0") if "conversation-" in line]) == 120
+    by_messages = [line for line in listed("--sort", "messages", "--limit", "3") if "conversation-" in line]
+    assert all("│    7 │" in row for row in by_messages)
+    for columns in (100, 120):
+        for row in [line for line in listed(columns=columns) if "conversation-" in line]:
+            assert len(row) <= columns and "2026-11-21 12:00:00" in row and "conversa" in row, (columns, row)

@@ -233,17 +233,36 @@ def publish(file: Path, endpoint: str, rate: float | None, fmt: str, topic: str 
 @dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--all", "include_deleted", is_flag=True, help="Include deleted sessions.")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the N most recently active.")
+@click.option("--sort", "order", type=click.Choice(["recent", "oldest", "messages", "id"]), default="recent",
+              show_default=True, help="Newest activity first, oldest first, most messages first, or by id.")
+@click.option("--limit", type=click.IntRange(min=0),
+              help="At most N sessions (0: all). Default: a page of 50 in the table, all with --json.")
 @as_of_option
-def sessions(directory: Path, as_json: bool, include_deleted: bool, limit: int | None, as_of: str | None) -> None:
-    """List the sessions folded from the log."""
+def sessions(directory: Path, as_json: bool, include_deleted: bool, order: str, limit: int | None,
+             as_of: str | None) -> None:
+    """List the sessions folded from the log: newest activity first, a page at a time,
+    with the total."""
     from convlog import output
+    from convlog.view import plural
 
     replay = _load(directory, as_of)
+    rows = output.sorted_sessions(replay.state, include_deleted, order)
+    page = limit if limit is not None else (0 if as_json else output.SESSIONS_PAGE)
+    shown = rows[:page] if page else rows
     if as_json:
-        output.print_json(output.session_rows(replay.state, include_deleted))
-    else:
-        output.out.print(output.sessions_table(replay.state, include_deleted, limit))
+        output.print_json(output.session_rows(replay.state, include_deleted, shown))
+        return
+    output.out.print(output.sessions_table(replay.state, include_deleted, sessions=shown), soft_wrap=False)
+    total = f"{plural(len(rows), 'session')}, {order_label(order)}"
+    if len(shown) < len(rows):
+        total = f"{len(shown):,} of {total} (--limit 0 for all)"
+    output.out.print(total, markup=False, highlight=False)
+
+
+def order_label(order: str) -> str:
+    """How a ``sessions --sort`` order reads in the total line."""
+    return {"recent": "newest activity first", "oldest": "oldest activity first", "messages": "most messages first",
+            "id": "by id"}[order]
 
 
 @main.command()

@@ -82,11 +82,28 @@ def branch_label(info: Any) -> str:
     return f"{name} ← {info.parent}@{info.fork_at}"
 
 
-def session_rows(state: State, include_deleted: bool = False) -> list[dict[str, Any]]:
-    """One JSON-friendly dict per session: id, branch, parent, fork point, messages,
-    duplicates, participants, first/last seq, last activity, deleted."""
+#: Sessions in one page of the ``sessions`` table.
+SESSIONS_PAGE = 50
+
+
+def sorted_sessions(state: State, include_deleted: bool = False, order: str = "recent") -> list[Any]:
+    """The sessions in the order ``convlog sessions --sort`` names: ``recent`` (newest
+    activity first), ``oldest``, ``messages`` (most visible messages first) or ``id``."""
+    infos = list(state.session_list(include_deleted=include_deleted))
+    keys: dict[str, Callable[[Any], Any]] = {
+        "recent": lambda s: -s.last_seq, "oldest": lambda s: s.last_seq,
+        "messages": lambda s: (-len(s.visible), -s.last_seq), "id": lambda s: s.id,
+    }
+    return sorted(infos, key=keys[order])
+
+
+def session_rows(state: State, include_deleted: bool = False, sessions: Sequence[Any] | None = None
+                 ) -> list[dict[str, Any]]:
+    """One JSON-friendly dict per session (all of ``state``'s, or ``sessions``): id,
+    branch, parent, fork point, messages, duplicates, participants, first/last seq, last
+    activity, deleted."""
     rows = []
-    for info in state.session_list(include_deleted=include_deleted):
+    for info in sessions if sessions is not None else state.session_list(include_deleted=include_deleted):
         rows.append(
             {
                 "id": info.id,
@@ -105,18 +122,24 @@ def session_rows(state: State, include_deleted: bool = False) -> list[dict[str, 
     return rows
 
 
-def sessions_table(state: State, include_deleted: bool = False, limit: int | None = None) -> Table:
-    """The sessions as a rich table (most recently active last)."""
+def sessions_table(state: State, include_deleted: bool = False, limit: int | None = None,
+                   sessions: Sequence[Any] | None = None) -> Table:
+    """The sessions as a rich table: ``sessions`` in their order, else ``state``'s most
+    recently active last (the ``limit`` newest). Every column keeps a minimum width, so
+    none collapses on a narrow terminal (long ids are cut with an ellipsis)."""
     table = Table(title=None, show_lines=False, pad_edge=False)
-    table.add_column("session", no_wrap=True)
-    table.add_column("branch / parent", no_wrap=True)
-    table.add_column("msgs", justify="right")
-    table.add_column("dups", justify="right")
-    table.add_column("participants", overflow="ellipsis", max_width=40)
-    table.add_column("last activity", no_wrap=True)
-    infos = sorted(state.session_list(include_deleted=include_deleted), key=lambda s: s.last_seq)
-    if limit is not None:
-        infos = infos[-limit:]
+    table.add_column("session", overflow="ellipsis", min_width=12)
+    table.add_column("branch / parent", overflow="ellipsis", min_width=8)
+    table.add_column("msgs", justify="right", no_wrap=True, min_width=4)
+    table.add_column("dups", justify="right", no_wrap=True, min_width=4)
+    table.add_column("participants", overflow="ellipsis", min_width=10, max_width=40)
+    table.add_column("last activity", no_wrap=True, min_width=19)
+    if sessions is not None:
+        infos = list(sessions)
+    else:
+        infos = sorted(state.session_list(include_deleted=include_deleted), key=lambda s: s.last_seq)
+        if limit is not None:
+            infos = infos[-limit:]
     for info in infos:
         name = Text(shown(info.id))
         if info.deleted_seq is not None:
