@@ -162,3 +162,29 @@ def test_sessions_lists_a_page_newest_first_with_the_total(tmp_path: Path) -> No
     for columns in (100, 120):
         for row in [line for line in listed(columns=columns) if "conversation-" in line]:
             assert len(row) <= columns and "2026-11-21 12:00:00" in row and "conversa" in row, (columns, row)
+
+
+def test_publish_and_play_take_the_same_flags_old_spellings_still_work(tmp_path: Path) -> None:
+    """``publish --to`` and ``play --to`` name the endpoint alike; ``play --speed`` is the
+    speed factor (``--rate`` stays messages/s, for publish). The old spellings
+    (``publish --endpoint``, ``play --rate``) still work and are not in the help."""
+    import json
+
+    from convlog.demo import free_port
+
+    nobody = f"tcp://127.0.0.1:{free_port()}"
+    source = tmp_path / "events.jsonl"
+    source.write_text(json.dumps({"type": "message", "session_id": "s1", "content": "hi"}) + "\n")
+    for flag in ("--to", "--endpoint"):
+        result = subprocess.run(convlog_cmd("publish", str(source), flag, nobody, "--wait", "0"),
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and "published 1 message" in result.stderr, (flag, result.stderr)
+    small_log(tmp_path / "log")
+    for flag in ("--speed", "--rate"):
+        result = subprocess.run(convlog_cmd("play", "--dir", str(tmp_path / "log"), "--to", nobody, flag, "2", "--max"),
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and "exclude each other" in result.stderr, (flag, result.stderr)
+    helps = {command: subprocess.run(convlog_cmd(command, "--help"), capture_output=True, text=True,
+                                     timeout=60).stdout for command in ("publish", "play")}
+    assert "--to" in helps["publish"] and "--endpoint" not in helps["publish"]
+    assert "--speed" in helps["play"] and "--rate" not in helps["play"]

@@ -202,7 +202,9 @@ def broker(xsub: str, xpub: str, hwm: int | None) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--endpoint", default="tcp://127.0.0.1:5555", show_default=True, help="Broker XSUB endpoint.")
+@click.option("--to", "endpoint", default="tcp://127.0.0.1:5555", show_default=True, metavar="ENDPOINT",
+              help="The broker's XSUB endpoint (as `play --to`).")
+@click.option("--endpoint", "endpoint_alias", hidden=True, help="Old spelling of --to.")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True),
               help="Messages per second (default: as fast as possible).")
 @click.option("--format", "fmt", type=click.Choice(["auto", "native", "legacy", "export-json"]), default="auto",
@@ -214,10 +216,11 @@ def broker(xsub: str, xpub: str, hwm: int | None) -> None:
               help="Seconds to wait for a subscriber before sending (0: don't wait).")
 @click.option("--publisher-id", help="Id in the loss-detection stamps (default host:pid:random).")
 @click.option("--no-stamp", is_flag=True, help="Send payloads exactly as in the file, without stamps.")
-def publish(file: Path, endpoint: str, rate: float | None, fmt: str, topic: str | None, wait_s: float,
-            publisher_id: str | None, no_stamp: bool) -> None:
+def publish(file: Path, endpoint: str, endpoint_alias: str | None, rate: float | None, fmt: str, topic: str | None,
+            wait_s: float, publisher_id: str | None, no_stamp: bool) -> None:
     """Publish a JSONL file (or an export JSON document, as the native events that
     re-create its sessions) to a broker, stamping JSON objects for loss detection."""
+    endpoint = endpoint_alias or endpoint
     from convlog.publisher import Publisher, file_messages
     from convlog.publisher import publish as run
 
@@ -898,22 +901,26 @@ def export_command(sessions: tuple[str, ...], all_sessions: bool, fmt: str, out:
 
 @main.command()
 @dir_option
-@click.option("--to", "endpoint", required=True, metavar="ENDPOINT",
-              help="The broker's XSUB endpoint, e.g. tcp://127.0.0.1:5555.")
+@click.option("--to", "endpoint", metavar="ENDPOINT",
+              help="The broker's XSUB endpoint, e.g. tcp://127.0.0.1:5555 (required).")
+@click.option("--endpoint", "endpoint_alias", hidden=True, help="Same as --to (publish's old spelling).")
 @click.option("--session", "sessions", multiple=True, metavar="ID",
               help="Only this session (an id or unique prefix; repeatable).")
 @click.option("--since", metavar="SEQ|TIME", help="From this seq or receive time (ISO 8601, UTC unless a zone).")
 @click.option("--until", metavar="SEQ|TIME", help="Up to this seq or receive time, inclusive.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
+@click.option("--speed", "rate", type=click.FloatRange(min=0, min_open=True),
               help="Speed factor on the original pacing: 2 plays twice as fast (default 1).")
+@click.option("--rate", "rate_alias", type=click.FloatRange(min=0, min_open=True), hidden=True,
+              help="Old spelling of --speed (a factor here, unlike publish --rate, messages/s).")
 @click.option("--max", "as_fast", is_flag=True, help="As fast as possible, ignoring the original pacing.")
 @click.option("--topic-prefix", default="", metavar="P", help="Prepend P to every topic.")
 @click.option("--source", "sources", multiple=True, type=click.Choice(["sub", "pull", "control", "import"]),
               help="Play records of this source (repeatable; default: sub, what came from the bus).")
 @click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds to wait for a subscriber before sending (0: don't wait).")
-def play(directory: Path, endpoint: str, sessions: tuple[str, ...], since: str | None, until: str | None,
-         rate: float | None, as_fast: bool, topic_prefix: str, sources: tuple[str, ...], wait_s: float) -> None:
+def play(directory: Path, endpoint: str | None, endpoint_alias: str | None, sessions: tuple[str, ...],
+         since: str | None, until: str | None, rate: float | None, rate_alias: float | None, as_fast: bool,
+         topic_prefix: str, sources: tuple[str, ...], wait_s: float) -> None:
     """Re-publish recorded messages to a broker with their original topics and payload
     bytes, paced by their original receive times (like ros2 bag play)."""
     from convlog import output
@@ -921,8 +928,12 @@ def play(directory: Path, endpoint: str, sessions: tuple[str, ...], since: str |
     from convlog.log import bytes_from, list_segments
     from convlog.replay import parse_as_of
 
+    endpoint = endpoint or endpoint_alias
+    if endpoint is None:
+        raise click.UsageError("Missing option '--to' (the broker's XSUB endpoint)")
+    rate = rate if rate is not None else rate_alias
     if rate is not None and as_fast:
-        raise click.UsageError("--rate and --max exclude each other")
+        raise click.UsageError("--speed and --max exclude each other")
     bounds: dict[str, Any] = {}
     for name, value in (("since", since), ("until", until)):
         if value is not None:
