@@ -134,8 +134,8 @@ def _load(directory: Path, as_of: str | None, upto: int | None = None) -> Any:
 @click.group(cls=ConvlogGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="convlog")
 @click.option("--dir", "menu_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Log directory of the menu (default $CONVLOG_DIR or ./conversation_logs); "
-                   "commands take their own --dir.")
+              help="Log directory of the menu and of the command that follows (default $CONVLOG_DIR or "
+                   "./conversation_logs).")
 @click.pass_context
 def main(ctx: click.Context, menu_dir: Path | None) -> None:
     """convlog: record a ZeroMQ agent bus into a durable JSONL event log and fold it
@@ -144,9 +144,9 @@ def main(ctx: click.Context, menu_dir: Path | None) -> None:
     With no command on a terminal, opens an interactive menu (sessions, checkpoints,
     recent messages, search, diagnostics; q goes back, Ctrl-C quits)."""
     if ctx.invoked_subcommand is not None:
-        if menu_dir is not None:
-            raise click.UsageError(f"--dir before the command is the menu's; write: convlog "
-                                   f"{ctx.invoked_subcommand} --dir {menu_dir}")
+        if menu_dir is not None:  # `convlog --dir D CMD` as `convlog CMD --dir D` (a --dir after CMD wins)
+            ctx.default_map = {name: {"directory": str(menu_dir), "dir_option": str(menu_dir)}
+                               for name in main.list_commands(ctx)}
         return
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         click.echo(ctx.get_help(), err=True)
