@@ -225,8 +225,8 @@ def test_checkpoint_commands(tmp_path: Path) -> None:
     assert sum(row["messages"] for row in orjson.loads(out)) == 10
     code, _, err = run("checkpoint", "create", "--label", "no spaces", "--dir", str(directory))
     assert code == 1 and "convlog: invalid label 'no spaces'" in err
-    code, _, err = run("replay", "--dir", str(directory), "--as-of", "yesterday")
-    assert code == 2 and "neither a seq nor an ISO 8601 time" in err
+    code, _, err = run("replay", "--dir", str(directory), "--as-of", "last tuesday-ish")
+    assert code == 2 and "is neither a seq nor a time" in err
     code, out, _ = run("checkpoint", "delete", "before-change", "--dir", str(directory))
     assert code == 0 and list_checkpoints(directory) == []
     code, _, err = run("checkpoint", "delete", "before-change", "--dir", str(directory))

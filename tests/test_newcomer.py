@@ -188,3 +188,27 @@ def test_publish_and_play_take_the_same_flags_old_spellings_still_work(tmp_path:
                                      timeout=60).stdout for command in ("publish", "play")}
     assert "--to" in helps["publish"] and "--endpoint" not in helps["publish"]
     assert "--speed" in helps["play"] and "--rate" not in helps["play"]
+
+
+def test_times_can_be_written_as_people_say_them() -> None:
+    """``now``, ``today``, ``yesterday`` and spans before now (``90s``, ``15m``, ``2h``,
+    ``3d``, ``1w``, ``2 days ago``) wherever a time is taken, beside ISO 8601."""
+    from datetime import UTC, datetime
+
+    import pytest
+
+    from convlog.record import format_ts, parse_when
+    from convlog.replay import parse_as_of
+    from convlog.search import SearchQueryError, parse_time
+
+    now = datetime(2026, 12, 5, 15, 30, tzinfo=UTC)
+    assert [format_ts(parse_when(text, now)) for text in ("now", "today", "yesterday", "90s", "15m", "2h", "3d",
+                                                           "1w", "2 days ago", "2026-12-01T10:00")] == [
+        "2026-12-05T15:30:00.000000Z", "2026-12-05T00:00:00.000000Z", "2026-12-04T00:00:00.000000Z",
+        "2026-12-05T15:28:30.000000Z", "2026-12-05T15:15:00.000000Z", "2026-12-05T13:30:00.000000Z",
+        "2026-12-02T15:30:00.000000Z", "2026-11-28T15:30:00.000000Z", "2026-12-03T15:30:00.000000Z",
+        "2026-12-01T10:00:00.000000Z"]
+    assert parse_as_of("yesterday")[1] is not None and parse_as_of("now") == (None, None)
+    assert parse_time("2h") < parse_time("now")
+    with pytest.raises(SearchQueryError):
+        parse_time("the day before")

@@ -320,7 +320,7 @@ def test_play_failures_are_one_line(recorded: Path, tmp_path: Path) -> None:
         (["--to", nobody, "--wait", "0.3"], "no subscriber"),
         (["--to", nobody, "--rate", "2", "--max"], "exclude each other"),
         (["--to", nobody, "--wait", "0", "--session", "nope"], "nothing to play"),
-        (["--to", nobody, "--since", "yesterday"], "neither a seq nor"),
+        (["--to", nobody, "--since", "the day before"], "neither a seq nor"),
     ]
     for args, words in cases:
         proc = play("--dir", str(recorded), *args, check=False)

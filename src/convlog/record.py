@@ -32,7 +32,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -460,6 +460,50 @@ def make_line(
         return format_line(head, dump_json(data, errors="strict"), orjson.loads(dump_json(meta or {}, errors="strict")))
     except ValueError as exc:
         raise TypeError(f"record data cannot be written as JSON: {exc}") from None
+
+
+_AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hours?|d|days?|w|weeks?)(?:\s+ago)?$", re.IGNORECASE)
+_UNIT_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "hours": 3600, "d": 86400, "day": 86400,
+           "days": 86400, "w": 604800, "week": 604800, "weeks": 604800}
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """A time as people write it on a command line: ISO 8601 / RFC 3339 (UTC unless a
+    zone is given), ``now``, ``today`` and ``yesterday`` (midnight UTC), or a span
+    before ``now``: ``90s``, ``15m``, ``1h``, ``2d``, ``1w`` (``ago`` may follow).
+
+    Args:
+        text: the value.
+        now: the current time (timezone-aware), for the relative forms.
+
+    Returns:
+        a timezone-aware UTC datetime.
+
+    Raises:
+        ValueError: when it is none of these.
+    """
+    value = text.strip()
+    lowered = value.lower()
+    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if lowered == "now":
+        return now.astimezone(UTC)
+    if lowered == "today":
+        return midnight
+    if lowered == "yesterday":
+        return midnight - timedelta(days=1)
+    ago = _AGO.match(value)
+    if ago:
+        return now.astimezone(UTC) - timedelta(seconds=float(ago.group(1)) * _UNIT_S[ago.group(2).lower()])
+    when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
+
+
+def format_ts(when: datetime) -> str:
+    """A datetime in the records' ``ts`` form (RFC 3339 UTC, microseconds, ``Z``), which
+    compares correctly as text."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def with_meta(line: bytes, key: str, value: Any) -> bytes:

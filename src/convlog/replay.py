@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from convlog.checkpoint import Start, best_start
 from convlog.fold import State, Stream, fold, message_id
 from convlog.log import follow, list_segments, read_seqs
+from convlog.record import format_ts, parse_when
 from convlog.view import ShownMessage, payload_text, stream_text
 
 
@@ -185,17 +186,14 @@ def parse_as_of(text: str, upper: bool = True) -> tuple[int | None, str | None]:
     text = text.strip()
     if text.isdigit():
         return int(text), None
-    if upper and text.lower() == "now":
-        return None, None
+    now = datetime.now(UTC)
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        when = parse_when(text, now)
     except ValueError:
-        raise ValueError(f"--as-of {text!r} is neither a seq nor an ISO 8601 time") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    if upper and when >= datetime.now(UTC):
+        raise ValueError(f"--as-of {text!r} is neither a seq nor a time (ISO 8601, now, yesterday, 2h, 3d)") from None
+    if upper and when >= now - timedelta(seconds=1):
         return None, None
-    return None, when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return None, format_ts(when)
 
 
 #: How often :func:`load` reports progress, records.

@@ -62,6 +62,7 @@ from typing import Any
 
 from convlog.fold import message_id
 from convlog.log import EVENTS, find_record, follow, list_segments, scan_for_seq, segment_name
+from convlog.record import format_ts, parse_when
 from convlog.replay import NoLogError
 from convlog.view import EMPTY, payload_text
 
@@ -217,7 +218,9 @@ def _prefixed(query: str) -> str | None:
 
 def parse_time(text: str, option: str = "time") -> str:
     """Parse a ``--since``/``--until`` value: ISO 8601 / RFC 3339, UTC unless a zone is
-    given (``2026-11-21``, ``2026-11-21T12:00``, ``2026-11-21T12:00:00+01:00``, ``…Z``).
+    given (``2026-11-21``, ``2026-11-21T12:00``, ``2026-11-21T12:00:00+01:00``, ``…Z``),
+    or ``now``, ``today``, ``yesterday``, ``2h``, ``3d`` (see
+    :func:`convlog.record.parse_when`).
 
     Args:
         text: the value.
@@ -230,14 +233,11 @@ def parse_time(text: str, option: str = "time") -> str:
     Raises:
         SearchQueryError: when it is not an ISO 8601 time.
     """
-    value = text.strip()
     try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        return format_ts(parse_when(text, datetime.now(UTC)))
     except ValueError:
-        raise SearchQueryError(f"{option} {text!r} is not an ISO 8601 time (e.g. 2026-11-21T12:00:00Z)") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        raise SearchQueryError(f"{option} {text!r} is not a time (ISO 8601 like 2026-11-21T12:00:00Z, "
+                               "now, yesterday, 2h, 3d)") from None
 
 
 def _query_error(query: str, exc: sqlite3.Error) -> SearchQueryError | None:
