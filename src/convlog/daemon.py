@@ -42,6 +42,7 @@ from convlog.config import Config
 from convlog.gaps import Gap, GapDetector
 from convlog.ingest import Ingest
 from convlog.log import (
+    CHECKPOINTS,
     EVENTS,
     RECOVERY,
     STATE_FILE,
@@ -54,6 +55,7 @@ from convlog.log import (
     list_segments,
     read_state,
     recover,
+    segment_first_seq,
     write_state,
 )
 from convlog.notify import Notifier
@@ -562,7 +564,7 @@ class Recorder:
         if problem is None:
             return
         old = writer.segment
-        first = int(old.name.removesuffix(".jsonl")) if old.name.removesuffix(".jsonl").isdigit() else 0
+        first = segment_first_seq(old.name) or 0
         lost_first = first
         if problem.startswith("truncated"):
             with contextlib.suppress(OSError, ValueError):
@@ -1073,7 +1075,7 @@ class Recorder:
         """The newest checkpoint this recorder knows of, when its file still exists
         (else the newest one on disk: a deleted checkpoint is never named)."""
         known = self._last_checkpoint or self._checkpoint_at_start
-        if known is not None and (self.directory / "checkpoints" / known["file"]).exists():
+        if known is not None and (self.directory / CHECKPOINTS / known["file"]).exists():
             return known
         try:
             infos = list_checkpoints(self.directory)

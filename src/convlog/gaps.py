@@ -48,35 +48,19 @@ MAX_PUBLISHERS = 10_000
 
 
 def stamp_of(value: Any) -> tuple[str, int] | None:
-    """The ``(publisher, seq)`` stamp of a parsed payload, or None when it has none
-    or a malformed one (see :func:`stamp_status`)."""
-    stamp = stamp_status(value)
-    return stamp if stamp.__class__ is tuple else None
-
-
-def stamp_status(value: Any) -> tuple[str, int] | bool:
-    """The stamp of a parsed payload, or whether it carried one that is malformed.
-
-    Args:
-        value: a parsed payload (any JSON value).
-
-    Returns:
-        ``(publisher, seq)`` for a valid stamp: ``publisher`` a string, ``seq`` an
-        integer with ``0 <= seq <= MAX_WIRE_INT`` (2**63 - 1); True when the payload has
-        a ``convlog`` key that is not such a stamp (an invalid stamp); False when it has
-        no ``convlog`` key.
-    """
+    """The ``(publisher, seq)`` stamp of a parsed payload, or None when it has none or a
+    malformed one: ``publisher`` must be a string and ``seq`` an integer with
+    ``0 <= seq <= MAX_WIRE_INT`` (2**63 - 1). :meth:`GapDetector.observe_value`
+    applies the same rule inline and counts malformed stamps as invalid."""
     if value.__class__ is not dict:
-        return False
-    stamp = value.get(STAMP_KEY, False)
-    if stamp is False:
-        return False
+        return None
+    stamp = value.get(STAMP_KEY)
     if stamp.__class__ is not dict:
-        return True
+        return None
     publisher = stamp.get("publisher")
     seq = stamp.get("seq")
     if publisher.__class__ is not str or seq.__class__ is not int or not 0 <= seq <= MAX_WIRE_INT:
-        return True
+        return None
     return publisher, seq
 
 
@@ -156,7 +140,7 @@ class GapDetector:
         Args:
             publisher: the stamp's publisher id.
             seq: the stamp's seq (for a heartbeat: the last seq the publisher sent),
-                ``0 <= seq <= MAX_WIRE_INT`` (see :func:`stamp_status`).
+                ``0 <= seq <= MAX_WIRE_INT`` (see :func:`stamp_of`).
             record_seq: the log seq of the record carrying it.
             heartbeat: whether it came in a heartbeat.
 
@@ -211,7 +195,8 @@ class GapDetector:
         Returns:
             the :class:`Gap` it reveals, or None.
         """
-        # stamp_status inlined: this runs for every message the recorder receives.
+        # stamp_of's rule inlined (this runs for every message the recorder receives),
+        # telling a missing stamp from a malformed one.
         stamp = value.get(STAMP_KEY, False) if value.__class__ is dict else False
         if stamp is False:
             if kind != HEARTBEAT:

@@ -15,15 +15,7 @@ from orjson import Fragment, JSONDecodeError
 
 from convlog.enrich import Enricher
 from convlog.gaps import Gap, GapDetector
-from convlog.record import (
-    RAW,
-    SHALLOW_BYTES,
-    encode_bytes,
-    format_line,
-    many_brackets,
-    newline_offsets,
-    one_line_json,
-)
+from convlog.record import RAW, encode_bytes, format_line, may_be_deep, one_line
 from convlog.wire import DEFAULT_SESSION_FIELDS, classify, decode
 
 _loads = orjson.loads
@@ -98,16 +90,16 @@ class Ingest:
             else:
                 # A long payload with more brackets than MAX_DEPTH may be too deep to
                 # store as JSON: the general path decides (see convlog.record.too_deep).
-                if type(value) is dict and (len(payload) < SHALLOW_BYTES or not many_brackets(payload)):
+                if type(value) is dict and not may_be_deep(payload):
                     kind, session, meta, text = classify(value, self.session_fields)
                     if self.verify:
                         self._check_stamp(value, kind, seq)
                     kinds = self.kinds
                     key = (kind, source)
                     kinds[key] = kinds.get(key, 0) + 1
-                    data = one_line_json(payload)
-                    if data is not payload:
-                        meta["lf"] = newline_offsets(payload)
+                    data, newlines = one_line(payload)
+                    if newlines is not None:
+                        meta["lf"] = newlines
                     return _dumps(
                         {
                             "seq": seq,

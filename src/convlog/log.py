@@ -82,6 +82,13 @@ def segment_name(first_seq: int) -> str:
     return f"{first_seq:0{SEQ_DIGITS}d}{SEGMENT_SUFFIX}"
 
 
+def segment_first_seq(name: str) -> int | None:
+    """The first seq a segment file name stands for (``00000000000000000042.jsonl`` ->
+    42), or None when the name is not a segment's."""
+    stem = name.removesuffix(SEGMENT_SUFFIX)
+    return int(stem) if name.endswith(SEGMENT_SUFFIX) and stem.isdigit() else None
+
+
 def list_segments(directory: Path) -> list[tuple[int, Path]]:
     """The segments of a log directory.
 
@@ -96,9 +103,9 @@ def list_segments(directory: Path) -> list[tuple[int, Path]]:
     out = []
     if events.is_dir():
         for path in events.iterdir():
-            stem = path.name.removesuffix(SEGMENT_SUFFIX)
-            if path.name.endswith(SEGMENT_SUFFIX) and stem.isdigit():
-                out.append((int(stem), path))
+            first = segment_first_seq(path.name)
+            if first is not None:
+                out.append((first, path))
     out.sort()
     return out
 

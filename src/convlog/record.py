@@ -117,9 +117,7 @@ def too_deep(payload: bytes) -> int:
 
     Measured on the bytes as they will be stored (brackets outside strings), not on the
     parsed value, where a later duplicate key may have dropped a deep part. Cheap for
-    ordinary payloads: one shorter than :data:`SHALLOW_BYTES`, or with at most
-    :data:`MAX_DEPTH` brackets in all (:func:`many_brackets`), cannot be deeper, so
-    only the rest are scanned.
+    ordinary payloads: only those :func:`may_be_deep` names are scanned.
 
     Args:
         payload: JSON bytes (or bytes that look like JSON but orjson refused).
@@ -127,10 +125,17 @@ def too_deep(payload: bytes) -> int:
     Returns:
         the depth (> :data:`MAX_DEPTH`) or 0 when the payload may be stored as JSON.
     """
-    if len(payload) < SHALLOW_BYTES or not many_brackets(payload):
+    if not may_be_deep(payload):
         return 0
     depth = text_depth(payload)
     return depth if depth > MAX_DEPTH else 0
+
+
+def may_be_deep(payload: bytes) -> bool:
+    """The cheap half of :func:`too_deep` (the recorder's fast path asks it alone): False
+    when ``payload`` cannot nest deeper than :data:`MAX_DEPTH`, being shorter than
+    :data:`SHALLOW_BYTES` or holding at most :data:`MAX_DEPTH` brackets."""
+    return len(payload) >= SHALLOW_BYTES and many_brackets(payload)
 
 
 def many_brackets(payload: bytes, limit: int = MAX_DEPTH) -> bool:
@@ -297,6 +302,17 @@ def one_line_json(payload: bytes) -> bytes:
     return payload
 
 
+def one_line(payload: bytes) -> tuple[bytes, list[int] | None]:
+    """A JSON payload ready to splice into a line, and what ``meta.lf`` keeps of it:
+    :func:`one_line_json` and, when it changed the bytes, :func:`newline_offsets`.
+
+    Returns:
+        ``(bytes to splice, LF offsets or None)``.
+    """
+    data = one_line_json(payload)
+    return data, (None if data is payload else newline_offsets(payload))
+
+
 def newline_offsets(payload: bytes) -> list[int]:
     """Byte offsets of the raw LFs in a payload: kept in ``meta.lf`` when
     :func:`one_line_json` turns them into spaces, so the exact bytes can be rebuilt
@@ -443,23 +459,18 @@ def make_line(
         the line, as :func:`format_line`.
 
     Raises:
-        TypeError: when ``data`` or ``meta`` is not JSON-serializable. Values of JSON
-            types always are: nesting or integers orjson refuses are written by
+        TypeError: when ``data`` or ``meta`` cannot be written as JSON (a lone
+            surrogate, a non-JSON type; an integer past 64 bits in ``meta``). In
+            ``data``, nesting or integers orjson refuses are written by
             :func:`dump_json` (callers keep such data below :data:`MAX_DEPTH`).
     """
     head = {"seq": seq, "ts": ts, "kind": kind, "source": source, "topic": topic, "session": session}
     try:
-        return format_line(head, orjson.dumps(data), meta or {})
-    except TypeError as exc:
-        if "surrogates" in str(exc) or not isinstance(data, dict | list | str | int | float | bool | type(None)):
-            raise TypeError(f"record data cannot be written as JSON: {exc}") from None
-    # Nesting past orjson's limit or integers past 64 bits: the iterative encoder.
-    head.pop("data", None)
-    head.pop("meta", None)
-    try:
-        return format_line(head, dump_json(data, errors="strict"), orjson.loads(dump_json(meta or {}, errors="strict")))
-    except ValueError as exc:
+        # Nesting past orjson's limit or integers past 64 bits: dump_json's encoder.
+        data_json = dump_json(data, default=_not_json, errors="strict")
+    except (TypeError, UnicodeEncodeError) as exc:
         raise TypeError(f"record data cannot be written as JSON: {exc}") from None
+    return format_line(head, data_json, meta or {})
 
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hours?|d|days?|w|weeks?)(?:\s+ago)?$", re.IGNORECASE)
@@ -525,6 +536,10 @@ def with_meta(line: bytes, key: str, value: Any) -> bytes:
     at += len(b',"meta":{')
     field = orjson.dumps(key) + b":" + orjson.dumps(value)
     return line[:at] + field + (b"" if line[at:at + 1] == b"}" else b",") + line[at:]
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not a JSON type")
 
 
 def parse_line(line: bytes) -> dict[str, Any]:

@@ -40,8 +40,7 @@ from convlog.record import (
     UNKNOWN,
     deep_reason,
     encode_bytes,
-    newline_offsets,
-    one_line_json,
+    one_line,
     too_deep,
 )
 
@@ -270,9 +269,9 @@ def decode(frames: Sequence[bytes], fields: Sequence[str] = DEFAULT_SESSION_FIEL
     kind, session, ident, text = classify(value, fields)
     if meta:
         ident.update(meta)
-    payload_json = one_line_json(payload)
-    if payload_json is not payload:
-        ident["lf"] = newline_offsets(payload)
+    payload_json, newlines = one_line(payload)
+    if newlines is not None:
+        ident["lf"] = newlines
     return Decoded(
         kind, topic, topic if session is None else session, payload_json, payload, value, ident, text, extra
     )
