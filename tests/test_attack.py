@@ -627,7 +627,7 @@ def is_subsequence(needle: Sequence[Any], haystack: Sequence[Any]) -> bool:
 
 def never_played(frames: Sequence[bytes]) -> bool:
     """Whether ``convlog play`` leaves a message out by design: publishers' heartbeats
-    (README, "Replay onto a bus"); the kind is the one the recorder gives it."""
+    (docs/reading.md, "Replay onto a bus"); the kind is the one the recorder gives it."""
     return decode(list(frames)).kind == "publisher.heartbeat"
 
 

@@ -44,7 +44,7 @@ MIN_FREE_FRACTION = 0.05
 CLOCK_SKEW_S = 5.0
 #: The system clock must read after this (2020-01-01T00:00:00Z, Unix seconds).
 EARLIEST_PLAUSIBLE_TIME_S = 1_577_836_800
-#: The fix for the classic mistake (README, "Status and doctor").
+#: The fix for the classic mistake (docs/operations.md, "Status and doctor").
 XSUB_FIX = "this is the broker's XSUB (publisher-side) port; point --sub at its XPUB port, usually the other one"
 #: How many bytes of the newest segment's end are read to find its last record.
 _TAIL_BYTES = 1 << 20

@@ -4,7 +4,7 @@ and the quarantine file and reports what does not hold the log's rules.
 It only reads (no repair, no printing; the CLI prints the :class:`VerifyReport`), and
 it streams: segments are read line by line, so memory does not grow with the log.
 
-What is checked (README, "The event log"):
+What is checked (docs/log-format.md):
 
 * every line of every segment is a whole record (JSON object, positive integer
   ``seq``, string ``kind``) ending in a newline; a torn last line is reported;
