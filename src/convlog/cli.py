@@ -256,16 +256,11 @@ def sessions(directory: Path, as_json: bool, include_deleted: bool, order: str, 
         output.print_json(output.session_rows(replay.state, include_deleted, shown))
         return
     output.out.print(output.sessions_table(replay.state, include_deleted, sessions=shown), soft_wrap=False)
-    total = f"{plural(len(rows), 'session')}, {order_label(order)}"
+    total = f"{plural(len(rows), 'session')}, {output.SESSION_ORDERS[order][1]}"
     if len(shown) < len(rows):
         total = f"{len(shown):,} of {total} (--limit 0 for all)"
     output.out.print(total, markup=False, highlight=False)
 
-
-def order_label(order: str) -> str:
-    """How a ``sessions --sort`` order reads in the total line."""
-    return {"recent": "newest activity first", "oldest": "oldest activity first", "messages": "most messages first",
-            "id": "by id"}[order]
 
 
 @main.command()

@@ -86,15 +86,18 @@ def branch_label(info: Any) -> str:
 SESSIONS_PAGE = 50
 
 
+#: The orders of ``convlog sessions --sort``: name -> (sort key, how it reads).
+SESSION_ORDERS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "recent": (lambda s: -s.last_seq, "newest activity first"),
+    "oldest": (lambda s: s.last_seq, "oldest activity first"),
+    "messages": (lambda s: (-len(s.visible), -s.last_seq), "most messages first"),
+    "id": (lambda s: s.id, "by id"),
+}
+
+
 def sorted_sessions(state: State, include_deleted: bool = False, order: str = "recent") -> list[Any]:
-    """The sessions in the order ``convlog sessions --sort`` names: ``recent`` (newest
-    activity first), ``oldest``, ``messages`` (most visible messages first) or ``id``."""
-    infos = list(state.session_list(include_deleted=include_deleted))
-    keys: dict[str, Callable[[Any], Any]] = {
-        "recent": lambda s: -s.last_seq, "oldest": lambda s: s.last_seq,
-        "messages": lambda s: (-len(s.visible), -s.last_seq), "id": lambda s: s.id,
-    }
-    return sorted(infos, key=keys[order])
+    """The sessions in a :data:`SESSION_ORDERS` order (``recent``: newest activity first)."""
+    return sorted(state.session_list(include_deleted=include_deleted), key=SESSION_ORDERS[order][0])
 
 
 def session_rows(state: State, include_deleted: bool = False, sessions: Sequence[Any] | None = None
