@@ -1,14 +1,14 @@
 """Benchmark: the recorder's per-message work (its hot path) against an earlier revision.
 
 What one message costs the recording thread between receiving its frames and writing
-its line: the receive time (``Clock.now``), :meth:`convlog.ingest.Ingest.line` (decode,
+its line: the receive time (``Clock.now``), :meth:`convlog.core.ingest.Ingest.line` (decode,
 classify, stamp check, enrichment, the depth pre-check, one ``orjson.dumps``) and the
 clock-step check of the receive loop. Sockets and disk are left out, so the figure is
 steady enough to see a fraction of a microsecond, which ``bench_record.py``'s
 end-to-end CPU figures (±10-15 % on a shared machine) cannot.
 
 The same messages (ShareGPT conversations as native ``message`` events, stamped like a
-:class:`convlog.publisher.Publisher`'s, ~1 KB, as ``bench_record.py`` sends them) go
+:class:`convlog.bus.publisher.Publisher`'s, ~1 KB, as ``bench_record.py`` sends them) go
 through the current source tree and through ``--baseline REV`` (exported with
 ``git archive`` into a temporary directory), each in its own interpreter, alternating
 ``--rounds`` times; the figure of each side is the least of its rounds (the run least
@@ -40,10 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 _WORKER = r"""
 import json, sys, time
 import orjson
-from convlog.ingest import Ingest
-from convlog.record import Clock
-from convlog.gaps import stamp_payload
-from convlog.sharegpt import conversations, native_events
+from convlog.core.ingest import Ingest
+from convlog.core.record import Clock
+from convlog.core.gaps import stamp_payload
+from convlog.cli.sharegpt import conversations, native_events
 
 count = int(sys.argv[1])
 events = []

@@ -74,10 +74,10 @@ from typing import Any
 import orjson
 
 from benchmark import Processes, fmt, free_port, parse_ts, print_targets, ratio, stop_process, vm_hwm_mb, write_json
-from convlog.gaps import HEARTBEAT, stamp_of
+from convlog.core.gaps import HEARTBEAT, stamp_of
 
 RCVHWM = 1_000_000
-#: The topic of a publisher's heartbeats (``convlog.publisher.Publisher.HEARTBEAT_TOPIC``).
+#: The topic of a publisher's heartbeats (``convlog.bus.publisher.Publisher.HEARTBEAT_TOPIC``).
 HEARTBEAT_TOPIC = b"convlog.heartbeat"
 PACE_BATCH = 100
 SETTLE_S = 1.0
@@ -105,7 +105,7 @@ def read_messages(path: str, count: int) -> list[tuple[bytes, bytes]]:
 
 def role_publish(args: argparse.Namespace) -> int:
     """Load the messages, wait for the subscriber, say ready, wait for go, publish."""
-    from convlog.publisher import Publisher
+    from convlog.bus.publisher import Publisher
 
     messages = read_messages(args.messages, args.count)
     # Stamped like any convlog publisher's traffic. No heartbeats while idle (the wait
@@ -491,7 +491,7 @@ def naive_unique(path: Path) -> int:
 
 def prepare(path: Path, count: int) -> float:
     """Write ``count`` ShareGPT messages (cycled, unique message ids); return mean payload bytes."""
-    from convlog.sharegpt import conversations, native_events
+    from convlog.cli.sharegpt import conversations, native_events
 
     events: list[dict[str, Any]] = []
     for conv in conversations():

@@ -4,7 +4,7 @@ fast does ``replay.load`` fold it, and does the recorder's memory grow with the 
 Logs are built directly, without sockets: ``--sizes`` records (default 100,000 and
 1,000,000) of real ShareGPT conversations as native ``message`` events (cycled, every
 message id unique, the conversation ids as sessions, stamped by one publisher as a
-``convlog.publisher.Publisher`` would), each line made by ``Ingest().line`` exactly as
+``convlog.bus.publisher.Publisher`` would), each line made by ``Ingest().line`` exactly as
 the recorder makes it, written with ``SegmentWriter`` (64 MiB segments, fsync
 ``never``). A checkpoint is written "near the end": after all but the last
 ``--tail-records`` (1,000) records (``Checkpointer(dir).checkpoint()``). Then
@@ -112,7 +112,8 @@ PUBLISHER_ID = "bench-writer"
 PROBE_EVERY_S = 0.02
 TAIL_POLL_S = 0.005
 PACE_BATCH = 100
-IMPORTS = "import convlog.cli, convlog.daemon, convlog.checkpoint, apscheduler.schedulers.background"
+IMPORTS = ("import convlog.cli.commands, convlog.recorder.daemon, convlog.store.checkpoint, "
+           "apscheduler.schedulers.background")
 
 LIMIT_S = 1.0  # restart and load with a checkpoint
 GROWTH_MAX = 1.5  # larger/smaller log, with a checkpoint
@@ -123,7 +124,7 @@ RSS_RATIO_MAX = 1.2
 
 def role_publish(args: argparse.Namespace) -> int:
     """Wait for the subscriber, say ready, publish ``--count`` messages paced at ``--rate``."""
-    from convlog.publisher import Publisher
+    from convlog.bus.publisher import Publisher
 
     events = [orjson.loads(line) for line in Path(args.events).read_bytes().splitlines() if line]
     pub = Publisher(args.xsub, heartbeat_s=None)
@@ -210,7 +211,7 @@ class Tail:
     """Follows the end of a log directory's segments from where they end now."""
 
     def __init__(self, directory: Path, from_start: bool = False) -> None:
-        from convlog.log import list_segments
+        from convlog.store.log import list_segments
 
         self.directory = directory
         segments = [] if from_start else list_segments(directory)
@@ -224,7 +225,7 @@ class Tail:
 
     def read(self) -> bytes:
         """The complete lines appended since the last call."""
-        from convlog.log import list_segments
+        from convlog.store.log import list_segments
 
         names = [path.name for _, path in list_segments(self.directory)]
         out = []
@@ -255,7 +256,7 @@ class Tail:
 
 def load_events(limit: int) -> tuple[list[dict[str, Any]], int]:
     """ShareGPT messages as native events: ``(events, conversations)``."""
-    from convlog.sharegpt import conversations, native_events
+    from convlog.cli.sharegpt import conversations, native_events
 
     events: list[dict[str, Any]] = []
     convs = 0
@@ -289,11 +290,11 @@ class Built:
 def build_log(directory: Path, count: int, events: list[dict[str, Any]], tail_records: int) -> Built:
     """Write ``count`` records as the recorder would, a checkpoint after all but the last
     ``tail_records``, and the state.json of a clean stop."""
-    from convlog.checkpoint import Checkpointer
-    from convlog.gaps import stamp_payload
-    from convlog.ingest import Ingest
-    from convlog.log import SegmentWriter, ensure_layout, list_segments
-    from convlog.record import Clock
+    from convlog.core.gaps import stamp_payload
+    from convlog.core.ingest import Ingest
+    from convlog.core.record import Clock
+    from convlog.store.checkpoint import Checkpointer
+    from convlog.store.log import SegmentWriter, ensure_layout, list_segments
 
     ensure_layout(directory)
     built = Built(count, str(directory))
@@ -346,7 +347,7 @@ def build_log(directory: Path, count: int, events: list[dict[str, Any]], tail_re
 def make_copy(base: Path, target: Path, checkpoint: bool, clean: bool) -> Path:
     """A fresh copy of a built log: closed segments hard-linked (never written again),
     the last segment, the checkpoints and (when ``clean``) state.json copied."""
-    from convlog.log import CHECKPOINTS, EVENTS, RECOVERY, STATE_FILE, ensure_layout, list_segments
+    from convlog.store.log import CHECKPOINTS, EVENTS, RECOVERY, STATE_FILE, ensure_layout, list_segments
 
     shutil.rmtree(target, ignore_errors=True)
     ensure_layout(target)
@@ -457,7 +458,7 @@ class Bench(Processes):
     # -- restart ---------------------------------------------------------------------------
 
     def restart(self, base: Path, records: int, checkpoint: bool, clean: bool, tag: str) -> Restart:
-        from convlog.publisher import NoSubscriberError, Publisher
+        from convlog.bus.publisher import NoSubscriberError, Publisher
 
         result = Restart(records, checkpoint, clean)
         directory = make_copy(base, self.workdir / f"copy-{tag}", checkpoint, clean)
@@ -530,10 +531,10 @@ class Bench(Processes):
 
     def breakdown(self, base: Path, records: int, checkpoint: bool, clean: bool, tag: str) -> Breakdown:
         """Time the recorder's start-up steps in this process with its own code."""
-        from convlog.checkpoint import Checkpointer, check_cut, list_checkpoints, load_checkpoint
-        from convlog.config import load_config
-        from convlog.daemon import Recorder
-        from convlog.log import LogLock, list_segments, read_state, recover
+        from convlog.recorder.config import load_config
+        from convlog.recorder.daemon import Recorder
+        from convlog.store.checkpoint import Checkpointer, check_cut, list_checkpoints, load_checkpoint
+        from convlog.store.log import LogLock, list_segments, read_state, recover
 
         result = Breakdown(records, checkpoint, clean)
         directory = make_copy(base, self.workdir / f"copy-{tag}", checkpoint, clean)
@@ -583,8 +584,8 @@ class Bench(Processes):
     # -- replay.load -----------------------------------------------------------------------
 
     def load(self, directory: Path, records: int, checkpoint: bool, repeat: int) -> Load:
-        from convlog.checkpoint import best_start
-        from convlog.replay import load
+        from convlog.store.checkpoint import best_start
+        from convlog.store.replay import load
 
         result = Load(records, checkpoint)
         for _ in range(repeat):

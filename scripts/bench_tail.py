@@ -46,8 +46,8 @@ from typing import Any
 import orjson
 
 from benchmark import free_port, parse_ts, stop_process
-from convlog.log import list_segments
-from convlog.publisher import NoSubscriberError, Publisher
+from convlog.bus.publisher import NoSubscriberError, Publisher
+from convlog.store.log import list_segments
 
 RATE = 20.0  # messages per second
 SECONDS_FULL = 30.0

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from convlog.demo import free_port
+from convlog.cli.demo import free_port
 
 __all__ = [
     "Processes",

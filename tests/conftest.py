@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from convlog.demo import free_port
-from convlog.log import iter_records, list_segments
-from convlog.publisher import NoSubscriberError, Publisher
+from convlog.bus.publisher import NoSubscriberError, Publisher
+from convlog.cli.demo import free_port
+from convlog.store.log import iter_records, list_segments
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CONVLOG_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -190,7 +190,7 @@ def wait_for_final_heartbeat(directory: Path, last_seq: int, timeout_s: float = 
 def answering(directory: Path, proc: Proc, timeout_s: float = 30.0) -> dict[str, Any]:
     """Wait until the recorder of ``directory`` answers ``status`` on its control channel;
     return the reply. Fails the test with the recorder's output when it exits first."""
-    from convlog import control
+    from convlog.bus import control
 
     deadline = time.monotonic() + timeout_s
     while True:

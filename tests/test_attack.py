@@ -49,9 +49,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from conftest import Bus, Proc, answering, convlog_cmd, running_bus
-from convlog import control
-from convlog.demo import free_port
-from convlog.wire import decode
+from convlog.bus import control
+from convlog.cli.demo import free_port
+from convlog.core.wire import decode
 
 pytestmark = pytest.mark.slow
 

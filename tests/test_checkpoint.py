@@ -16,15 +16,15 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import Bus, records, shearwater_file, wait_for_records
-from convlog.checkpoint import Checkpointer, list_checkpoints, prune
-from convlog.cli import main
-from convlog.fold import fold_all
-from convlog.ingest import Ingest
-from convlog.log import SegmentWriter, ensure_layout, iter_records, list_segments
-from convlog.record import BUS_KINDS
-from convlog.replay import load
-from convlog.verify import verify
-from convlog.wire import legacy_to_bus
+from convlog.cli.commands import main
+from convlog.core.fold import fold_all
+from convlog.core.ingest import Ingest
+from convlog.core.record import BUS_KINDS
+from convlog.core.wire import legacy_to_bus
+from convlog.store.checkpoint import Checkpointer, list_checkpoints, prune
+from convlog.store.log import SegmentWriter, ensure_layout, iter_records, list_segments
+from convlog.store.replay import load
+from convlog.store.verify import verify
 from test_fold import Item, fold_logs
 
 

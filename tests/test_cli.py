@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import convlog_cmd
-from convlog.cli import main
-from convlog.ingest import Ingest
-from convlog.log import SegmentWriter, ensure_layout, read_state
+from convlog.cli.commands import main
+from convlog.core.ingest import Ingest
+from convlog.store.log import SegmentWriter, ensure_layout, read_state
 
 EVENTS = [
     {"type": "message", "session_id": "alpha", "message_id": "a1", "sender": "ann", "role": "user", "content": "one"},

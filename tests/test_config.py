@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from convlog.config import Config, ConfigError, load_config
+from convlog.recorder.config import Config, ConfigError, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,8 +1,8 @@
 """The control channel of a running recorder and the session commands of the CLI: real
 ``convlog record`` processes on a real broker, requests sent raw over a ZeroMQ REQ socket
-and through :func:`convlog.control.request`, CLI commands as subprocesses (with a
+and through :func:`convlog.bus.control.request`, CLI commands as subprocesses (with a
 recorder running) and in-process with click's runner (with none), the log read back
-from disk and folded with :func:`convlog.replay.load`.
+from disk and folded with :func:`convlog.store.replay.load`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import zmq
 from click.testing import CliRunner
 
 from conftest import Bus, Proc, answering, convlog_cmd, records, wait_for_records
-from convlog import control
-from convlog.checkpoint import list_checkpoints
-from convlog.cli import main
-from convlog.log import list_segments
-from convlog.publisher import Publisher
-from convlog.replay import load
+from convlog.bus import control
+from convlog.bus.publisher import Publisher
+from convlog.cli.commands import main
+from convlog.store.checkpoint import list_checkpoints
+from convlog.store.log import list_segments
+from convlog.store.replay import load
 
 pytestmark = pytest.mark.slow
 

@@ -26,9 +26,9 @@ import orjson
 import pytest
 
 from conftest import Bus, Proc, records
-from convlog.log import EVENTS, QUARANTINE_FILE, RECOVERY, iter_records, list_segments, read_state
-from convlog.record import decode_bytes, parse_line
-from convlog.verify import verify
+from convlog.core.record import decode_bytes, parse_line
+from convlog.store.log import EVENTS, QUARANTINE_FILE, RECOVERY, iter_records, list_segments, read_state
+from convlog.store.verify import verify
 from test_gaps import assert_every_message_recorded_or_reported
 
 SEED = int(os.environ.get("CONVLOG_CRASH_SEED", "20261121"))
@@ -44,7 +44,7 @@ PUBLISHER_ID = "crash-publisher"
 PUBLISHER_SCRIPT = r"""
 import os, sys, time
 import orjson, zmq
-from convlog.publisher import Publisher
+from convlog.bus.publisher import Publisher
 
 endpoint, publisher_id, stop_path, rate = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 ctx = zmq.Context()

@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 
 from conftest import Bus, Proc, convlog_cmd, records, wait_for_final_heartbeat, wait_for_records
-from convlog.log import list_segments
-from convlog.publisher import Publisher
+from convlog.bus.publisher import Publisher
+from convlog.store.log import list_segments
 
 LIMIT = 64 * 1024
 HELD = 100 * 1024

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from conftest import convlog_cmd, shearwater_file
-from convlog.replay import load
-from convlog.view import EMPTY
+from convlog.core.view import EMPTY
+from convlog.store.replay import load
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -38,9 +38,9 @@ from conftest import (
     wait_for_final_heartbeat,
     wait_for_records,
 )
-from convlog import control
-from convlog.demo import free_port
-from convlog.log import list_segments, read_state
+from convlog.bus import control
+from convlog.cli.demo import free_port
+from convlog.store.log import list_segments, read_state
 
 #: Messages recorded before a fault is provoked (about 35 KB: the recorder's own output
 #: file stays far below the segment size, which the EFBIG fault uses as the limit).
@@ -536,7 +536,7 @@ def test_a_recorder_started_on_a_full_disk_refuses_in_one_line(fault: Fault, bus
 
 @pytest.mark.slow
 def test_control_socket_is_0600_whatever_the_umask_and_after_a_stale_one(bus: Bus, tmp_path: Path) -> None:
-    """The control socket (at :func:`convlog.control.socket_path`) is a socket file of
+    """The control socket (at :func:`convlog.bus.control.socket_path`) is a socket file of
     mode 0600 owned by the recorder's user, even when the recorder runs with umask 000:
     in ``recovery/`` and, for a directory whose path is too long for a Unix socket, in
     the temporary directory. A recorder killed by SIGKILL leaves its socket; the next

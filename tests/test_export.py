@@ -21,8 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import Bus, convlog_cmd, records, running_bus, shearwater_file, wait_for_records
-from convlog.demo import free_port
-from convlog.export import (
+from convlog.cli.demo import free_port
+from convlog.core.fold import State, fold_all, message_id
+from convlog.core.ingest import Ingest
+from convlog.core.record import Clock, make_line, parse_line
+from convlog.readers.export import (
     CSV_COLUMNS,
     MAX_STEM,
     SESSION_KINDS,
@@ -36,10 +39,7 @@ from convlog.export import (
     render,
     safe_file_name,
 )
-from convlog.fold import State, fold_all, message_id
-from convlog.ingest import Ingest
-from convlog.record import Clock, make_line, parse_line
-from convlog.replay import load
+from convlog.store.replay import load
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
@@ -430,7 +430,7 @@ def test_unsafe_ids_become_files_in_a_directory(tmp_path: Path) -> None:
         payloads.append({"type": "message", "session_id": sid, "message_id": f"m{n}", "sender": "ann",
                          "content": f"hello {n}"})
     directory = tmp_path / "log"
-    from convlog.log import SegmentWriter, ensure_layout
+    from convlog.store.log import SegmentWriter, ensure_layout
 
     ensure_layout(directory)
     writer = SegmentWriter(directory, next_seq=1)

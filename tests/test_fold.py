@@ -1,4 +1,4 @@
-"""Tests for convlog.fold: folding log records into conversation state."""
+"""Tests for convlog.core.fold: folding log records into conversation state."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from convlog.fold import (
+from convlog.core.fold import (
     Crystal,
     FoldError,
     Gap,
@@ -24,7 +24,7 @@ from convlog.fold import (
     fold_all,
     message_key,
 )
-from convlog.view import stream_text
+from convlog.core.view import stream_text
 
 # --------------------------------------------------------------------------- factory
 

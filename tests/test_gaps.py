@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import Bus, records, wait_for_final_heartbeat, wait_for_records
-from convlog import replay
-from convlog.gaps import GapDetector, stamp_of, stamp_payload
-from convlog.log import list_segments
+from convlog.core.gaps import GapDetector, stamp_of, stamp_payload
+from convlog.store import replay
+from convlog.store.log import list_segments
 
 
 def test_stamp_payload_inserts_a_first_key_without_reserializing() -> None:
@@ -202,7 +202,7 @@ def test_a_lost_tail_is_revealed_by_the_heartbeat(bus: Bus, tmp_path: Path) -> N
     heartbeat (sent by the APScheduler job) tells the recorder its last seq."""
     directory = tmp_path / "log"
     rec = bus.recorder(directory)
-    from convlog.publisher import Publisher
+    from convlog.bus.publisher import Publisher
 
     pub = Publisher(bus.xsub, heartbeat_s=0.2)
     pub.wait_for_subscriber(20)
@@ -247,7 +247,7 @@ def test_restart_without_state_json_takes_the_publishers_from_the_checkpoint(bus
     write) rebuilds the publishers' seqs from the newest checkpoint's snapshot plus the
     records after its cut: a publisher that goes on where it was reports no false gap,
     and a real one is still found."""
-    from convlog.checkpoint import list_checkpoints, publishers_start
+    from convlog.store.checkpoint import list_checkpoints, publishers_start
 
     directory = tmp_path / "log"
     rec = bus.recorder(directory)
@@ -265,7 +265,7 @@ def test_restart_without_state_json_takes_the_publishers_from_the_checkpoint(bus
     (directory / "recovery" / "state.json").unlink()
 
     rec = bus.recorder(directory)
-    from convlog.publisher import Publisher
+    from convlog.bus.publisher import Publisher
 
     again = Publisher(bus.xsub, publisher_id=pub.publisher_id, heartbeat_s=None)
     again.seq = 3  # the same publisher, going on
@@ -281,10 +281,10 @@ def test_restart_without_state_json_takes_the_publishers_from_the_checkpoint(bus
 
 def test_a_checkpoint_whose_cut_no_longer_matches_gives_no_publishers_snapshot(tmp_path: Path) -> None:
     """publishers_start only trusts a checkpoint whose cut still matches the log."""
-    from convlog.checkpoint import Checkpointer, publishers_start
-    from convlog.ingest import Ingest
-    from convlog.log import SegmentWriter, ensure_layout
-    from convlog.record import Clock
+    from convlog.core.ingest import Ingest
+    from convlog.core.record import Clock
+    from convlog.store.checkpoint import Checkpointer, publishers_start
+    from convlog.store.log import SegmentWriter, ensure_layout
 
     directory = tmp_path / "log"
     ensure_layout(directory)

@@ -20,11 +20,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import Bus, answering, convlog_cmd, records, wait_for_records
-from convlog import control
-from convlog.fold import State, fold
-from convlog.gaps import GapDetector
-from convlog.ingest import Ingest
-from convlog.log import (
+from convlog.bus import control
+from convlog.bus.publisher import Publisher
+from convlog.core.fold import State, fold
+from convlog.core.gaps import GapDetector
+from convlog.core.ingest import Ingest
+from convlog.core.record import MAX_DEPTH, MAX_WIRE_INT, Clock, decode_bytes, dump_json, make_line, parse_line
+from convlog.core.view import payload_text, stream_text
+from convlog.store.log import (
     EVENTS,
     QUARANTINE_FILE,
     RECOVERY,
@@ -34,10 +37,7 @@ from convlog.log import (
     list_segments,
     recover,
 )
-from convlog.publisher import Publisher
-from convlog.record import MAX_DEPTH, MAX_WIRE_INT, Clock, decode_bytes, dump_json, make_line, parse_line
-from convlog.replay import load, parse_as_of
-from convlog.view import payload_text, stream_text
+from convlog.store.replay import load, parse_as_of
 
 TS = "2026-11-21T12:00:00.000000Z"
 

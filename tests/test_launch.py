@@ -22,7 +22,8 @@ import psutil
 import pytest
 
 from conftest import Bus, Proc, answering, convlog_cmd, records, wait_for_records
-from convlog import control, launcher
+from convlog.bus import control
+from convlog.cli import launcher
 
 pytestmark = pytest.mark.slow
 
@@ -334,7 +335,7 @@ def test_recorder_sends_ready_watchdog_and_stopping(
     ("", None), ("-1", None),
 ])
 def test_parse_pick(answer: str, expected: tuple[str, int] | None) -> None:
-    from convlog.output import parse_pick
+    from convlog.cli.output import parse_pick
 
     assert parse_pick(answer, sessions=3, checkpoints=2) == expected
 

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convlog.log import (
+from convlog.core.record import make_line
+from convlog.store.log import (
     EVENTS,
     QUARANTINE_FILE,
     RECOVERY,
@@ -28,7 +29,6 @@ from convlog.log import (
     segment_name,
     write_state,
 )
-from convlog.record import make_line
 
 
 def line(seq: int, text: str = "x") -> bytes:
@@ -181,7 +181,7 @@ def test_lock_refuses_second_writer_and_names_holder(tmp_path: Path) -> None:
     directory = tmp_path / "log"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from convlog.log import LogLock; LogLock(sys.argv[1]).acquire(); "
+         "import sys, time; from convlog.store.log import LogLock; LogLock(sys.argv[1]).acquire(); "
          "print('locked', flush=True); time.sleep(60)", str(directory)],
         stdout=subprocess.PIPE,
     )
@@ -229,7 +229,7 @@ def test_find_record_by_seq_without_scanning(logdir: Path) -> None:
         if seq == 1500:
             writer.write(b"not a record\n", seq)
     writer.close()
-    from convlog.log import find_record
+    from convlog.store.log import find_record
 
     assert len(list_segments(logdir)) > 3
     for seq in (1, 2, 777, 1500, 1501, 2047, 3000):

@@ -20,10 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import Bus, answering, convlog_cmd, records
-from convlog.checkpoint import list_checkpoints
-from convlog.ingest import Ingest
-from convlog.log import SegmentWriter, complete_end, ensure_layout, iter_records, lines_backwards, list_segments
-from convlog.menu import (
+from convlog.cli.menu import (
     MESSAGE_PAGE,
     RECENT_KINDS,
     SESSION_KEYS,
@@ -44,10 +41,13 @@ from convlog.menu import (
     recent_records,
     sessions_by_activity,
 )
-from convlog.output import resume_context, transcript
-from convlog.replay import load
-from convlog.session_control import SessionControlError, check
-from convlog.view import printable
+from convlog.cli.output import resume_context, transcript
+from convlog.cli.session_control import SessionControlError, check
+from convlog.core.ingest import Ingest
+from convlog.core.view import printable
+from convlog.store.checkpoint import list_checkpoints
+from convlog.store.log import SegmentWriter, complete_end, ensure_layout, iter_records, lines_backwards, list_segments
+from convlog.store.replay import load
 
 # --------------------------------------------------------------------------- pure core
 
@@ -194,7 +194,7 @@ def test_one_line_is_one_bounded_line(text: str, width: int) -> None:
 def test_message_position_maps_stream_parts_to_their_message() -> None:
     from array import array
 
-    from convlog.fold import Stream
+    from convlog.core.fold import Stream
 
     stream = Stream("s", "m", first_seq=20, delta_seqs=array("q", [20, 21, 22]), end_seq=23, complete=True)
     seqs = [3, 7, 20, 30]
@@ -207,7 +207,7 @@ def test_message_position_maps_stream_parts_to_their_message() -> None:
 def test_ctrl_c_is_held_until_a_control_record_is_written() -> None:
     """A Ctrl-C arriving while a session control record is written is raised only once
     the block is done, and the previous handler is back."""
-    from convlog.menu import _sigint_deferred
+    from convlog.cli.menu import _sigint_deferred
 
     before = signal.getsignal(signal.SIGINT)
     done: list[str] = []
@@ -659,7 +659,7 @@ def _group_usage() -> str:
     """The usage line click writes for ``convlog`` (without its ``Usage:`` label)."""
     import click
 
-    from convlog.cli import main
+    from convlog.cli.commands import main
 
     return main.get_usage(click.Context(main, info_name="convlog")).split(" ", 1)[1].strip()
 

@@ -14,9 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Bus, answering, convlog_cmd, records, wait_for_records
-from convlog import control
-from convlog.config import ConfigError, load_config, parse_host_port
-from convlog.demo import free_port
+from convlog.bus import control
+from convlog.cli.demo import free_port
+from convlog.recorder.config import ConfigError, load_config, parse_host_port
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -70,7 +70,7 @@ def test_metrics_match_the_log(bus: Bus, tmp_path: Path) -> None:
     assert got[("convlog_written_bytes_total", ())] == log_bytes
     assert got[("convlog_last_seq", ())] == records(directory)[-1]["seq"]
     newest = [r for r in records(directory) if r["source"] == "sub"][-1]["ts"]
-    from convlog.metrics import _epoch
+    from convlog.recorder.metrics import _epoch
     assert got[("convlog_last_record_timestamp_seconds", ())] == pytest.approx(_epoch(newest), abs=1e-3)
     assert 0 <= got[("convlog_checkpoint_age_seconds", ())] < 600
     assert got[("convlog_fsync_duration_seconds_count", ())] >= 6  # fsync "always": one per write at least

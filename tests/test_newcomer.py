@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 from conftest import convlog_cmd
-from convlog.log import SegmentWriter, ensure_layout
-from convlog.record import make_line
-from convlog.view import plural
+from convlog.core.record import make_line
+from convlog.core.view import plural
+from convlog.store.log import SegmentWriter, ensure_layout
 
 TS = "2026-11-21T12:00:00.000000Z"
 
@@ -49,7 +49,7 @@ def test_help_lists_every_command_once_in_sections() -> None:
     each command exactly once."""
     import click
 
-    from convlog.cli import COMMAND_SECTIONS, main
+    from convlog.cli.commands import COMMAND_SECTIONS, main
 
     result = subprocess.run(convlog_cmd("--help"), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
@@ -66,7 +66,7 @@ def test_copies_of_one_message_are_one_search_hit(tmp_path: Path) -> None:
     copy, with its copy count; a different message with the same words is its own hit."""
     import json
 
-    from convlog.ingest import Ingest
+    from convlog.core.ingest import Ingest
 
     ingest = Ingest(verify=False)
     payload = json.dumps({"type": "message", "session_id": "s1", "message_id": "m1", "content": "deploy the fleet"})
@@ -92,7 +92,7 @@ def test_search_with_stems_finds_other_forms_of_a_word(tmp_path: Path) -> None:
     match highlighted; plain ``search deploy`` does not."""
     import json
 
-    from convlog.ingest import Ingest
+    from convlog.core.ingest import Ingest
 
     ingest = Ingest(verify=False)
     texts = ["the deployment failed", "we deployed at noon", "nothing here"]
@@ -121,7 +121,7 @@ def many_sessions(directory: Path, count: int) -> None:
     the higher i, the more recent its activity."""
     import json
 
-    from convlog.ingest import Ingest
+    from convlog.core.ingest import Ingest
 
     ingest = Ingest(verify=False)
     lines = []
@@ -170,7 +170,7 @@ def test_publish_and_play_take_the_same_flags_old_spellings_still_work(tmp_path:
     (``publish --endpoint``, ``play --rate``) still work and are not in the help."""
     import json
 
-    from convlog.demo import free_port
+    from convlog.cli.demo import free_port
 
     nobody = f"tcp://127.0.0.1:{free_port()}"
     source = tmp_path / "events.jsonl"
@@ -197,9 +197,9 @@ def test_times_can_be_written_as_people_say_them() -> None:
 
     import pytest
 
-    from convlog.record import format_ts, parse_when
-    from convlog.replay import parse_as_of
-    from convlog.search import SearchQueryError, parse_time
+    from convlog.core.record import format_ts, parse_when
+    from convlog.store.replay import parse_as_of
+    from convlog.store.search import SearchQueryError, parse_time
 
     now = datetime(2026, 12, 5, 15, 30, tzinfo=UTC)
     assert [format_ts(parse_when(text, now)) for text in ("now", "today", "yesterday", "90s", "15m", "2h", "3d",

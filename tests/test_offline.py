@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import Bus, records, running_bus, shearwater_file, wait_for_records
-from convlog import replay
-from convlog.cli import main
-from convlog.log import QUARANTINE_FILE, RECOVERY, list_segments, read_state, segment_name, write_state
+from convlog.cli.commands import main
+from convlog.store import replay
+from convlog.store.log import QUARANTINE_FILE, RECOVERY, list_segments, read_state, segment_name, write_state
 
 MESSAGES = 60
 
@@ -386,7 +386,7 @@ def test_import_recovers_the_tail_first(recorded: Path, tmp_path: Path) -> None:
 def test_verify_and_replay_report_progress_to_the_end(recorded: Path, tmp_path: Path, monkeypatch) -> None:
     """Progress callbacks count bytes and end at the total: verify per segment, the fold
     every PROGRESS_RECORDS records (made small here) and once at the end."""
-    from convlog.verify import verify
+    from convlog.store.verify import verify
 
     total = sum(path.stat().st_size for _, path in list_segments(recorded))
     calls: list[tuple[int, int]] = []

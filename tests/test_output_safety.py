@@ -14,8 +14,8 @@ import pexpect
 import pytest
 
 from conftest import convlog_cmd
-from convlog.export import csv_safe
-from convlog.log import SegmentWriter, ensure_layout
+from convlog.readers.export import csv_safe
+from convlog.store.log import SegmentWriter, ensure_layout
 
 TS = "2026-11-21T12:00:00.000000Z"
 #: Sequences a hostile message could use on a terminal: clear the screen, set the

@@ -19,9 +19,11 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from conftest import Bus, convlog_cmd, records, running_bus, wait_for_records
-from convlog.demo import free_port
-from convlog.ingest import Ingest
-from convlog.play import (
+from convlog.cli.demo import free_port
+from convlog.core.ingest import Ingest
+from convlog.core.record import parse_line
+from convlog.core.view import plural
+from convlog.readers.play import (
     PlayError,
     Selection,
     data_bytes,
@@ -31,9 +33,7 @@ from convlog.play import (
     resolve_sessions,
     schedule,
 )
-from convlog.record import parse_line
-from convlog.replay import UnknownSessionError
-from convlog.view import plural
+from convlog.store.replay import UnknownSessionError
 
 TS = "2026-11-21T12:00:00.000001Z"
 
@@ -218,7 +218,7 @@ def wire(record: dict[str, Any]) -> tuple[Any, ...]:
 
 def span_s(found: list[dict[str, Any]]) -> float:
     """Seconds between the first and the last record's receive time."""
-    from convlog.play import ts_seconds
+    from convlog.readers.play import ts_seconds
 
     first, last = ts_seconds(found[0]["ts"]), ts_seconds(found[-1]["ts"])
     assert first is not None and last is not None
@@ -346,8 +346,8 @@ def test_play_into_the_broker_its_own_recorder_listens_to(recorded: Path, bus: B
 
 def test_end_seq_steps_over_a_torn_line(tmp_path: Path) -> None:
     """The end of a log is its last whole record, whatever follows it."""
-    from convlog.log import SegmentWriter, ensure_layout
-    from convlog.play import end_seq
+    from convlog.readers.play import end_seq
+    from convlog.store.log import SegmentWriter, ensure_layout
 
     ensure_layout(tmp_path)
     assert end_seq(tmp_path) == 0

@@ -27,12 +27,12 @@ from conftest import (
     spawn,
     wait_for_records,
 )
-from convlog import replay
-from convlog.log import list_segments
-from convlog.publisher import Publisher, file_messages
-from convlog.record import RECORDER_KINDS, decode_bytes
-from convlog.sharegpt import conversations, native_events
-from convlog.view import EMPTY
+from convlog.bus.publisher import Publisher, file_messages
+from convlog.cli.sharegpt import conversations, native_events
+from convlog.core.record import RECORDER_KINDS, decode_bytes
+from convlog.core.view import EMPTY
+from convlog.store import replay
+from convlog.store.log import list_segments
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Enrichment rules that reload: the pure decision (:func:`convlog.reload.compare`) and
+"""Enrichment rules that reload: the pure decision (:func:`convlog.recorder.reload.compare`) and
 a real recorder subprocess whose configuration file is edited while it records."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from conftest import Bus, answering, records, wait_for_records
-from convlog.config import Config, ConfigError, load_config
-from convlog.reload import compare
+from convlog.recorder.config import Config, ConfigError, load_config
+from convlog.recorder.reload import compare
 
 RULES_A = """
 [recorder]

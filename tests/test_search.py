@@ -1,4 +1,4 @@
-"""Full-text search (convlog.search, ``convlog search``, ``convlog reindex``) on real logs:
+"""Full-text search (convlog.store.search, ``convlog search``, ``convlog reindex``) on real logs:
 recorded through a real broker and recorder, written by the real segment writer, and
 imported from the real Shearwater recordings."""
 
@@ -24,11 +24,11 @@ from rich.console import ColorSystem, Console
 from rich.style import Style
 
 from conftest import Bus, convlog_cmd, records, shearwater_file, wait_for_records
-from convlog import output
-from convlog.cli import main
-from convlog.ingest import Ingest
-from convlog.log import SegmentWriter, ensure_layout, iter_records, list_segments
-from convlog.search import (
+from convlog.cli import output
+from convlog.cli.commands import main
+from convlog.core.ingest import Ingest
+from convlog.store.log import SegmentWriter, ensure_layout, iter_records, list_segments
+from convlog.store.search import (
     BATCH_RECORDS,
     INDEX_DIR,
     INDEX_FILE,
@@ -404,7 +404,7 @@ def test_index_rebuilt_when_log_replaced(tmp_path: Path) -> None:
 UPDATER = """
 import sys, time
 from pathlib import Path
-from convlog.search import SearchIndex
+from convlog.store.search import SearchIndex
 go = Path(sys.argv[2])
 while not go.exists():
     time.sleep(0.001)

@@ -1,5 +1,5 @@
 """systemd integration: the units as install-systemd.sh renders them, checked by the real
-``systemd-analyze verify``; the sd_notify protocol of :class:`convlog.notify.Notifier`
+``systemd-analyze verify``; the sd_notify protocol of :class:`convlog.recorder.notify.Notifier`
 against real ``AF_UNIX``/``SOCK_DGRAM`` sockets (a path and an abstract name); and the
 installer's usage errors and ``--user`` rendering.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from convlog.notify import Notifier
+from convlog.recorder.notify import Notifier
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALLER = REPO / "scripts" / "install-systemd.sh"
@@ -120,7 +120,7 @@ def test_system_units_as_rendered(tmp_path: Path) -> None:
     for text in files.values():
         assert not re.search(r"@[A-Z_]+@", text), "a placeholder was left in"
     # The default config is valid for the recorder.
-    from convlog.config import load_config
+    from convlog.recorder.config import load_config
 
     config_path = tmp_path / "recorder.toml"
     config_path.write_text(files["/etc/convlog/recorder.toml"])

@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import Bus, Proc, convlog_cmd, records, shearwater_file, wait_for_records
-from convlog.log import list_segments, segment_name
-from convlog.publisher import Publisher
-from convlog.record import make_line
-from convlog.replay import load
-from convlog.tail import Follower, RecordFilter, newest
+from convlog.bus.publisher import Publisher
+from convlog.core.record import make_line
+from convlog.readers.tail import Follower, RecordFilter, newest
+from convlog.store.log import list_segments, segment_name
+from convlog.store.replay import load
 
 # --------------------------------------------------------------------------- helpers
 

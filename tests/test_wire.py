@@ -12,10 +12,10 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from convlog.enrich import Enricher, Rule
-from convlog.ingest import Ingest
-from convlog.record import BUS_KINDS, MAX_DEPTH, decode_bytes, dump_json, make_line, parse_line
-from convlog.wire import decode, legacy_to_bus
+from convlog.core.enrich import Enricher, Rule
+from convlog.core.ingest import Ingest
+from convlog.core.record import BUS_KINDS, MAX_DEPTH, decode_bytes, dump_json, make_line, parse_line
+from convlog.core.wire import decode, legacy_to_bus
 
 
 @pytest.fixture(autouse=True)
@@ -351,7 +351,7 @@ json_trees = st.recursive(valid_leaves, _containers, max_leaves=10)
 #: One level of the deep wrapper: (opening, closing) bytes.
 LEVELS = [(b"[", b"]"), (b'{"k":', b"}"), (b"[0,\n", b"]"), (b'{"a":1,"a":', b"}"), (b'{"type":"message","c":', b"}")]
 #: Total nesting depth to reach (None: the drawn tree as it is): often right at
-#: convlog.record.MAX_DEPTH (1000) and orjson's limits (254 levels to serialise, 1024 to
+#: convlog.core.record.MAX_DEPTH (1000) and orjson's limits (254 levels to serialise, 1024 to
 #: parse), else anywhere up to a few hundred levels, around the limit, or past 1024.
 _limits = st.sampled_from([MAX_DEPTH, MAX_DEPTH + 1, MAX_DEPTH - 1, 254, 255, ORJSON_DEPTH, ORJSON_DEPTH + 1])
 target_depths = st.sampled_from(

@@ -1,5 +1,5 @@
 """Allow ``python -m convlog``."""
 
-from convlog.cli import main
+from convlog.cli.commands import main
 
 main()

@@ -1,0 +1,6 @@
+"""Talking to processes over ZeroMQ: the broker (XSUB/XPUB proxy), a publisher client,
+the endpoint probe, and the recorder's control channel (protocol and client).
+
+Below both the recorder and the readers, so that either may publish or ask the
+recorder something without importing the other.
+"""

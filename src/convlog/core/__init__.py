@@ -1,0 +1,7 @@
+"""The pure core: the record format, wire decoding, enrichment, the per-message ingest
+step, the fold, gap logic and message views.
+
+Nothing here does I/O, reads a clock or imports zmq, os, time or sqlite3 (an
+import-linter contract in ``pyproject.toml`` checks it): every function maps values
+to values, so the fold's laws and the decoders are tested with hypothesis alone.
+"""

@@ -1,0 +1,448 @@
+"""Recorder configuration: defaults < TOML file < ``CONVLOG_*`` environment < flags.
+
+The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has two tables::
+
+    [recorder]
+    dir = "./conversation_logs"          # data directory
+    sub = ["tcp://127.0.0.1:5556"]       # XPUB endpoints to connect a SUB socket to
+    topics = [""]                        # subscription prefixes ("" = everything)
+    pull = "tcp://127.0.0.1:5557"        # optional PULL endpoint to bind ("" = none)
+    rcvhwm = 1000000                     # receive high-water mark, messages
+    fsync = "interval"                   # always | interval | never
+    fsync_interval_ms = 50               # group-commit bound for "interval"
+    segment_bytes = 67108864             # rotate segments at this size
+    session_fields = ["session_id", "conversation_id", "context_id", "ContextId", "thread_id"]
+    drain_timeout_ms = 2000              # bounded wait for delivered messages at stop
+    state_interval_ms = 1000             # how often recovery/state.json is refreshed
+    processing_nice = 5                  # lower the processing thread's priority (0 = off)
+    held_bytes = 268435456               # records held in memory while writes fail
+    checkpoint_interval_s = 300          # automatic checkpoints (also one at clean stop)
+    checkpoint_keep = 12                 # automatic checkpoints kept (labelled ones always)
+    silence_threshold_s = 120            # status warns when open publishers are silent longer
+    silence_unhealthy = false            # ... and is unhealthy then (for a bus that is never idle)
+    max_publishers = 10000               # publishers followed for gaps (least recently seen evicted)
+    metrics = ""                         # Prometheus endpoint HOST:PORT, e.g. "127.0.0.1:9464" ("" = off)
+
+    [enrich]
+    word_count = false
+    large_message_bytes = 8388608
+    defaults = { ace_tier = "E" }
+    [[enrich.rules]]
+    keywords = ["blocked", "stuck"]
+    tag = "@Status-Blocked"
+    tags_field = "shl_tags"
+
+Every key is checked when the configuration is built; a bad one raises
+:class:`ConfigError` naming the file, line, key and reason, so the recorder stops at
+start instead of failing later.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from convlog.core.enrich import Enricher, Rule
+from convlog.core.wire import DEFAULT_SESSION_FIELDS
+
+FSYNC_POLICIES: tuple[str, ...] = ("always", "interval", "never")
+
+
+class ConfigError(Exception):
+    """An invalid configuration value.
+
+    Attributes:
+        origin: the file path, ``environment`` or ``flag``.
+        key: the dotted key (``recorder.fsync``) or variable name.
+        reason: what is wrong.
+        line: the 1-based line in the file, when known.
+    """
+
+    def __init__(self, origin: str, key: str, reason: str, line: int | None = None) -> None:
+        self.origin, self.key, self.reason, self.line = origin, key, reason, line
+        where = f"{origin}:{line}" if line else origin
+        super().__init__(f"{where}: {key}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The recorder's settings. Sizes in bytes, durations in milliseconds."""
+
+    dir: Path = Path("conversation_logs")
+    sub: tuple[str, ...] = ("tcp://127.0.0.1:5556",)
+    topics: tuple[str, ...] = ("",)
+    pull: str | None = None
+    rcvhwm: int = 1_000_000
+    fsync: str = "interval"
+    fsync_interval_ms: int = 50
+    segment_bytes: int = 64 * 1024 * 1024
+    session_fields: tuple[str, ...] = DEFAULT_SESSION_FIELDS
+    drain_timeout_ms: int = 2000
+    state_interval_ms: int = 1000
+    processing_nice: int = 5
+    held_bytes: int = 256 * 1024 * 1024
+    checkpoint_interval_s: int = 300
+    checkpoint_keep: int = 12
+    silence_threshold_s: int = 120
+    silence_unhealthy: bool = False
+    max_publishers: int = 10_000
+    metrics: str | None = None
+    word_count: bool = False
+    large_message_bytes: int = 8 * 1024 * 1024
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+    source: str = "defaults"
+
+    def enricher(self) -> Enricher:
+        """Build the :class:`~convlog.core.enrich.Enricher` these settings describe."""
+        return Enricher(
+            rules=self.rules,
+            defaults=dict(self.defaults),
+            large_message_bytes=self.large_message_bytes,
+            word_count=self.word_count,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The settings as a JSON-friendly dict for the ``recorder.start`` record."""
+        return {
+            "dir": str(self.dir),
+            "sub": list(self.sub),
+            "topics": list(self.topics),
+            "pull": self.pull,
+            "rcvhwm": self.rcvhwm,
+            "fsync": self.fsync,
+            "fsync_interval_ms": self.fsync_interval_ms,
+            "segment_bytes": self.segment_bytes,
+            "session_fields": list(self.session_fields),
+            "rules": len(self.rules),
+            "metrics": self.metrics,
+            "source": self.source,
+        }
+
+
+def _endpoint(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^(tcp|ipc|inproc|pgm|epgm|ws|wss)://.+", value):
+        raise ValueError(f"not a ZeroMQ endpoint (transport://address): {value!r}")
+    return value
+
+
+def _str_list(item: Callable[[Any], str] | None = None) -> Callable[[Any], tuple[str, ...]]:
+    def check(value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",")] if value else []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError("must be a list of strings")
+        return tuple(item(v) if item else v for v in value)
+
+    return check
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"must be a positive integer (got {value!r})")
+    return value
+
+
+def _nice(value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 19:
+        raise ValueError(f"must be an integer from 0 to 19 (got {value!r})")
+    return value
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)} (got {value!r})")
+        return value
+
+    return check
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.lower() in ("1", "true", "yes", "on")
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false (got {value!r})")
+    return value
+
+
+def _optional_endpoint(value: Any) -> str | None:
+    return None if value in ("", None) else _endpoint(value)
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[::1]:9464`` for IPv6), as for the metrics endpoint.
+
+    Args:
+        text: the address; HOST may be empty (``:9464``), meaning all interfaces.
+
+    Returns:
+        ``(host, port)``, host ``0.0.0.0`` when empty; port 0 lets the system pick one.
+
+    Raises:
+        ValueError: without a port, or with a port outside 0..65535.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:9464 (got {text!r})")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return host or "0.0.0.0", int(port)
+
+
+def _metrics_address(value: Any) -> str | None:
+    if value in ("", None):
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:9464 (got {value!r})")
+    parse_host_port(value)
+    return value
+
+
+def _path(value: Any) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty path")
+    return Path(value)
+
+
+def _topics(value: Any) -> tuple[str, ...]:
+    topics = _str_list()(value)
+    return topics or ("",)
+
+
+def _non_empty(check: Callable[[Any], tuple[str, ...]]) -> Callable[[Any], tuple[str, ...]]:
+    def wrapped(value: Any) -> tuple[str, ...]:
+        result = check(value)
+        if not result:
+            raise ValueError("must not be empty")
+        return result
+
+    return wrapped
+
+
+_RECORDER_KEYS: dict[str, Callable[[Any], Any]] = {
+    "dir": _path,
+    "sub": _non_empty(_str_list(_endpoint)),
+    "topics": _topics,
+    "pull": _optional_endpoint,
+    "rcvhwm": _positive_int,
+    "fsync": _choice(*FSYNC_POLICIES),
+    "fsync_interval_ms": _positive_int,
+    "segment_bytes": _positive_int,
+    "session_fields": _non_empty(_str_list()),
+    "drain_timeout_ms": _positive_int,
+    "state_interval_ms": _positive_int,
+    "processing_nice": _nice,
+    "held_bytes": _positive_int,
+    "checkpoint_interval_s": _positive_int,
+    "checkpoint_keep": _positive_int,
+    "silence_threshold_s": _positive_int,
+    "silence_unhealthy": _bool,
+    "max_publishers": _positive_int,
+    "metrics": _metrics_address,
+}
+_ENRICH_KEYS: dict[str, Callable[[Any], Any]] = {
+    "word_count": _bool,
+    "large_message_bytes": _positive_int,
+}
+_RULE_KEYS = {"keywords", "regex", "tag", "tags_field", "field", "value", "kinds"}
+
+
+def _line_of(text: str, table: str, key: str, index: int | None = None) -> int | None:
+    """Best-effort 1-based line of ``key`` inside ``[table]`` (or its ``index``-th
+    ``[[table]]``) in TOML ``text``; None when it cannot be found."""
+    lines = text.splitlines()
+    header = re.compile(r"^\s*\[\[?\s*" + re.escape(table) + r"\s*\]\]?\s*(#.*)?$")
+    any_header = re.compile(r"^\s*\[")
+    key_re = re.compile(r"^\s*\"?" + re.escape(key) + r"\"?\s*=")
+    seen = -1
+    inside = table == ""
+    for number, line in enumerate(lines, 1):
+        if header.match(line):
+            seen += 1
+            inside = index is None or seen == index
+            if inside and key == "":
+                return number
+            continue
+        if any_header.match(line):
+            inside = False
+            continue
+        if inside and key_re.match(line):
+            return number
+    return None
+
+
+def _from_file(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "file", f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "file", "not UTF-8 text") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        line = int(match.group(1)) if match else None
+        raise ConfigError(str(path), "syntax", str(exc), line) from None
+    return raw, text
+
+
+def _check_table(
+    origin: str, text: str, table: str, raw: Any, schema: Mapping[str, Callable[[Any], Any]]
+) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(origin, table, "must be a table", _line_of(text, table, ""))
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in schema:
+            known = ", ".join(sorted(schema))
+            raise ConfigError(
+                origin, f"{table}.{key}", f"unknown key (known: {known})", _line_of(text, table, key)
+            )
+        try:
+            out[key] = schema[key](value)
+        except ValueError as exc:
+            raise ConfigError(origin, f"{table}.{key}", str(exc), _line_of(text, table, key)) from None
+    return out
+
+
+def _rules(origin: str, text: str, raw: Any) -> tuple[Rule, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(origin, "enrich.rules", "must be an array of tables ([[enrich.rules]])")
+    rules = []
+    for index, item in enumerate(raw):
+        key = f"enrich.rules[{index + 1}]"
+        line = _line_of(text, "enrich.rules", "", index)
+        if not isinstance(item, dict):
+            raise ConfigError(origin, key, "must be a table", line)
+        unknown = sorted(set(item) - _RULE_KEYS)
+        if unknown:
+            raise ConfigError(
+                origin, f"{key}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(_RULE_KEYS))})",
+                _line_of(text, "enrich.rules", unknown[0], index) or line,
+            )
+        try:
+            keywords = _str_list()(item.get("keywords", []))
+            kinds = _str_list()(item.get("kinds", []))
+            for name in ("regex", "tag", "tags_field", "field"):
+                if name in item and not isinstance(item[name], str):
+                    raise ValueError(f"'{name}' must be a string")
+            rule = Rule(
+                keywords=keywords,
+                regex=item.get("regex"),
+                tag=item.get("tag"),
+                tags_field=item.get("tags_field", "tags"),
+                set_field=item.get("field"),
+                value=item.get("value"),
+                kinds=kinds,
+            )
+            Enricher(rules=[rule])
+        except ValueError as exc:
+            reason = str(exc).removeprefix("rule 1: ")
+            raise ConfigError(origin, key, reason, line) from None
+        if rule.set_field is not None and "value" not in item:
+            raise ConfigError(origin, key, "'field' needs a 'value'", line)
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _apply_file(config: Config, path: Path) -> Config:
+    raw, text = _from_file(path)
+    origin = str(path)
+    unknown = sorted(set(raw) - {"recorder", "enrich"})
+    if unknown:
+        raise ConfigError(
+            origin, unknown[0], "unknown table or key (known: recorder, enrich)",
+            _line_of(text, "", unknown[0]) or _line_of(text, unknown[0], ""),
+        )
+    values = _check_table(origin, text, "recorder", raw.get("recorder", {}), _RECORDER_KEYS)
+    enrich_raw = dict(raw.get("enrich", {})) if isinstance(raw.get("enrich", {}), dict) else raw["enrich"]
+    rules: tuple[Rule, ...] = ()
+    defaults: dict[str, Any] = {}
+    if isinstance(enrich_raw, dict):
+        if "rules" in enrich_raw:
+            rules = _rules(origin, text, enrich_raw.pop("rules"))
+        if "defaults" in enrich_raw:
+            defaults = enrich_raw.pop("defaults")
+            if not isinstance(defaults, dict):
+                raise ConfigError(origin, "enrich.defaults", "must be a table",
+                                  _line_of(text, "enrich", "defaults"))
+            try:
+                Enricher(defaults=defaults)
+            except ValueError as exc:
+                raise ConfigError(origin, "enrich.defaults", str(exc),
+                                  _line_of(text, "enrich.defaults", "")) from None
+    values.update(_check_table(origin, text, "enrich", enrich_raw, _ENRICH_KEYS))
+    if rules:
+        values["rules"] = rules
+    if defaults:
+        values["defaults"] = defaults
+    return replace(config, source=origin, **values)
+
+
+def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
+    values: dict[str, Any] = {}
+    schema = {**_RECORDER_KEYS, **_ENRICH_KEYS}
+    for key, check in schema.items():
+        name = f"CONVLOG_{key.upper()}"
+        if name in env:
+            try:
+                values[key] = check(env[name])
+            except ValueError as exc:
+                raise ConfigError("environment", name, str(exc)) from None
+    return replace(config, **values) if values else config
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the recorder configuration.
+
+    Args:
+        path: a TOML file; when None, ``CONVLOG_CONFIG`` from ``env`` if set.
+        env: the environment (default ``os.environ``); ``CONVLOG_<KEY>`` overrides the
+            file for every ``[recorder]`` and ``[enrich]`` scalar key (lists as
+            comma-separated text).
+        overrides: values from command-line flags, by key; None values are ignored.
+            They win over everything else.
+
+    Returns:
+        a validated :class:`Config`.
+
+    Raises:
+        ConfigError: for any invalid value, naming file, line, key and reason.
+    """
+    env = os.environ if env is None else env
+    config = Config()
+    if path is None and env.get("CONVLOG_CONFIG"):
+        path = env["CONVLOG_CONFIG"]
+    if path is not None:
+        config = _apply_file(config, Path(path))
+    config = _apply_env(config, env)
+    if overrides:
+        schema = {**_RECORDER_KEYS, **_ENRICH_KEYS}
+        names = {f.name for f in fields(Config)}
+        values = {}
+        for key, value in overrides.items():
+            if value is None or (isinstance(value, tuple | list) and not value):
+                continue
+            if key not in names:
+                raise ConfigError("flag", key, "unknown setting")
+            try:
+                values[key] = schema[key](list(value) if isinstance(value, tuple) else value)
+            except ValueError as exc:
+                raise ConfigError("flag", f"--{key.replace('_', '-')}", str(exc)) from None
+        config = replace(config, **values)
+    return config

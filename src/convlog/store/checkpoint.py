@@ -1,0 +1,476 @@
+"""Checkpoints: a consistent cut of the log plus the folded state as of it.
+
+A checkpoint is a snapshot in the eventsourcing sense: replay starts from the newest
+good one and folds only the records after its cut (DESIGN.md, "Fold semantics": fold
+from a checkpoint plus the records after it equals folding everything). One JSON file
+per checkpoint in ``checkpoints/``, named ``<seq, 20 digits>.json`` (automatic) or
+``<seq>-<label>.json`` (labelled), written atomically (temp file, fsync, rename, fsync
+of the directory). Two JSON lines: a small header (so listing does not read states),
+then the state::
+
+    {"format": 1, "label": null, "created": "...Z", "sessions": 12, "blob_bytes": 2400,
+     "publishers": {<convlog.core.gaps.GapDetector.to_dict()>},   # as of the cut
+     "cut": {"seq": 41, "segment": "000...1.jsonl", "offset": 18230, "ts": "...Z",
+             "digest": "<sha256 of the segment's bytes before offset>",
+             "segments": [["000...1.jsonl", 67108871], ...]}}   # earlier segments, sizes
+    {"state": {<convlog.core.fold.State.to_dict(blob)>}}
+    <blob_bytes bytes: the sessions' message columns, see convlog.core.fold.Refs>
+
+The publishers' snapshot lets a recorder that restarts without ``recovery/state.json``
+(a crash before its first write of it, a lost file) rebuild the publishers' seqs from
+the newest checkpoint and the records after it, instead of the whole log.
+
+The digest ties the checkpoint to the log: a checkpoint whose cut no longer matches
+(the log was truncated, rewritten or replaced) is refused by :func:`check_cut`, and
+replay falls back to an older checkpoint or to the start. Checking reads at most one
+segment (earlier, closed segments are compared by size).
+
+Automatic checkpoints are pruned to the newest few (:func:`prune`); labelled ones are
+kept until deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import mmap
+import re
+import threading
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from convlog.core.fold import State, fold
+from convlog.core.gaps import GapDetector
+from convlog.core.record import Clock
+from convlog.store.log import CHECKPOINTS, EVENTS, follow, list_segments, write_atomic
+
+FORMAT = 1
+SUFFIX = ".json"
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_RE = re.compile(r"^(\d{20})(?:-(.+))?\.json$")
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be written, read or used (the message says which and why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A consistent cut of the log: everything up to and including record ``seq``.
+
+    Attributes:
+        seq: the last record included (0: the empty log).
+        segment: the segment holding it.
+        offset: byte offset just after its line in that segment.
+        ts: its receive time (RFC 3339).
+        digest: hex SHA-256 of ``segment``'s bytes before ``offset``.
+        segments: ``(name, size in bytes)`` of the segments before ``segment``.
+    """
+
+    seq: int
+    segment: str
+    offset: int
+    ts: str | None
+    digest: str
+    segments: tuple[tuple[str, int], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The cut as JSON-friendly values."""
+        return {
+            "seq": self.seq,
+            "segment": self.segment,
+            "offset": self.offset,
+            "ts": self.ts,
+            "digest": self.digest,
+            "segments": [list(s) for s in self.segments],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Cut:
+        """Invert :meth:`as_dict`. Raises KeyError/TypeError/ValueError when malformed."""
+        return cls(
+            int(data["seq"]), str(data["segment"]), int(data["offset"]), data.get("ts"), str(data["digest"]),
+            tuple((str(name), int(size)) for name, size in data["segments"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointInfo:
+    """What ``convlog checkpoints`` lists: file, seq, label, times, sessions, size (bytes)."""
+
+    path: Path
+    seq: int
+    label: str | None
+    created: str | None
+    ts: str | None
+    sessions: int | None
+    size: int
+
+
+def _digest(path: Path, offset: int) -> str:
+    digest = sha256()
+    with path.open("rb") as fh:
+        left = offset
+        while left > 0:
+            chunk = fh.read(min(left, 1 << 20))
+            if not chunk:
+                raise CheckpointError(f"{path.name} is shorter than the cut ({offset} bytes)")
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
+def make_cut(directory: Path, seq: int, segment: str, offset: int, ts: str | None) -> Cut:
+    """Describe the cut after record ``seq`` ending at ``offset`` in ``segment``.
+
+    Raises:
+        CheckpointError: when the segment does not exist or is shorter than ``offset``.
+    """
+    directory = Path(directory)
+    before: list[tuple[str, int]] = []
+    for _, path in list_segments(directory):
+        if path.name == segment:
+            return Cut(seq, segment, offset, ts, _digest(path, offset), tuple(before))
+        before.append((path.name, path.stat().st_size))
+    raise CheckpointError(f"no segment {segment} in {directory / EVENTS}")
+
+
+def check_cut(directory: Path, cut: Cut) -> str | None:
+    """Does the log still hold this cut? Returns None when it does, else the reason."""
+    directory = Path(directory)
+    present = {path.name: path for _, path in list_segments(directory)}
+    for name, size in cut.segments:
+        if name not in present:
+            return f"segment {name} is missing"
+        if present[name].stat().st_size != size:
+            return f"segment {name} is {present[name].stat().st_size} bytes, the checkpoint saw {size}"
+    path = present.get(cut.segment)
+    if path is None:
+        return f"segment {cut.segment} is missing"
+    if path.stat().st_size < cut.offset:
+        return f"segment {cut.segment} is shorter than the cut ({path.stat().st_size} < {cut.offset} bytes)"
+    try:
+        if _digest(path, cut.offset) != cut.digest:
+            return f"the first {cut.offset} bytes of {cut.segment} changed since the checkpoint (digest mismatch)"
+    except (OSError, CheckpointError) as exc:
+        return str(exc)
+    return None
+
+
+def checkpoint_name(seq: int, label: str | None = None) -> str:
+    """File name of a checkpoint.
+
+    Raises:
+        CheckpointError: for a label outside ``[A-Za-z0-9._-]``, 1 to 64 characters.
+    """
+    if label is None:
+        return f"{seq:020d}{SUFFIX}"
+    if not LABEL_RE.match(label):
+        raise CheckpointError(f"invalid label {label!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    return f"{seq:020d}-{label}{SUFFIX}"
+
+
+def write_checkpoint(
+    directory: Path,
+    state: State,
+    cut: Cut,
+    label: str | None = None,
+    clock: Clock | None = None,
+    publishers: GapDetector | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temp file, fsync, rename, fsync of the directory).
+
+    Args:
+        directory: the log directory.
+        state: the fold of records 1..``cut.seq`` exactly.
+        cut: where it ends (see :func:`make_cut`).
+        label: a name to keep it by (never pruned), or None for an automatic one.
+        clock: time source for ``created``.
+        publishers: the gap detector after records 1..``cut.seq`` (its snapshot goes in
+            the header), or None to write none.
+
+    Returns:
+        the checkpoint's path.
+
+    Raises:
+        CheckpointError: for a bad label or a state that does not end at the cut.
+        OSError: when it cannot be written.
+    """
+    if state.last_seq != cut.seq:
+        raise CheckpointError(f"state ends at seq {state.last_seq}, the cut at {cut.seq}")
+    folder = Path(directory) / CHECKPOINTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / checkpoint_name(cut.seq, label)
+    header = {
+        "format": FORMAT,
+        "label": label,
+        "created": (clock or Clock()).now(),
+        "cut": cut.as_dict(),
+        "sessions": len(state.sessions),
+    }
+    if publishers is not None:
+        header["publishers"] = publishers.to_dict()
+    blob = bytearray()
+    state_line = orjson.dumps({"state": state.to_dict(blob)})
+    header["blob_bytes"] = len(blob)
+    write_atomic(path, b"".join((orjson.dumps(header), b"\n", state_line, b"\n", blob)))
+    return path
+
+
+def list_checkpoints(directory: Path) -> list[CheckpointInfo]:
+    """The checkpoints of a log directory, oldest first (unreadable files included,
+    with None fields, so they can be seen and deleted)."""
+    folder = Path(directory) / CHECKPOINTS
+    out = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            match = _NAME_RE.match(path.name)
+            if not match:
+                continue
+            header: Any = {}
+            with contextlib.suppress(OSError, orjson.JSONDecodeError), path.open("rb") as fh:
+                header = orjson.loads(fh.readline())
+            if not isinstance(header, dict):
+                header = {}
+            cut = header.get("cut") if isinstance(header.get("cut"), dict) else {}
+            out.append(
+                CheckpointInfo(
+                    path=path, seq=int(match.group(1)), label=match.group(2), created=header.get("created"),
+                    ts=cut.get("ts"), sessions=header.get("sessions"), size=path.stat().st_size,
+                )
+            )
+    out.sort(key=lambda info: (info.seq, info.label or ""))
+    return out
+
+
+def load_checkpoint(path: Path) -> tuple[Cut, State]:
+    """Read a checkpoint file.
+
+    Raises:
+        CheckpointError: when it cannot be read or is not a checkpoint of this format.
+    """
+    try:
+        with Path(path).open("rb") as fh:
+            header = orjson.loads(fh.readline())
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                found = header.get("format") if isinstance(header, dict) else None
+                raise CheckpointError(f"{Path(path).name}: unknown format {found!r}")
+            cut = Cut.from_dict(header["cut"])
+            state_line = fh.readline()
+            start, size = fh.tell(), header.get("blob_bytes", 0)
+            blob: Any = b""
+            if size:
+                if not isinstance(size, int) or start + size != fh.seek(0, 2):
+                    raise CheckpointError(f"{Path(path).name}: binary part is not {size!r} bytes (truncated?)")
+                # Mapped, not read: the message columns of sessions the caller never
+                # touches are never copied (see fold.Refs).
+                blob = memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))[start:]
+            # Building a state makes objects per session; the cyclic collector would run
+            # over them again and again and can find nothing: the state holds no cycles.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                return cut, State.from_dict(orjson.loads(state_line)["state"], blob)
+            finally:
+                if collecting:
+                    gc.enable()
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{Path(path).name}: unreadable checkpoint ({exc})") from None
+
+
+def prune(directory: Path, keep: int) -> list[Path]:
+    """Delete automatic checkpoints beyond the newest ``keep``; labelled ones stay.
+
+    Returns:
+        the deleted paths.
+    """
+    automatic = [info for info in list_checkpoints(directory) if info.label is None]
+    doomed = automatic[: max(0, len(automatic) - keep)]
+    for info in doomed:
+        info.path.unlink(missing_ok=True)
+    return [info.path for info in doomed]
+
+
+def delete_checkpoint(directory: Path, label: str) -> Path:
+    """Delete the labelled checkpoint ``label``.
+
+    Raises:
+        CheckpointError: when there is none.
+    """
+    for info in list_checkpoints(directory):
+        if info.label == label:
+            info.path.unlink()
+            return info.path
+    raise CheckpointError(f"no checkpoint labelled {label!r} in {Path(directory) / CHECKPOINTS}")
+
+
+@dataclass(slots=True)
+class Start:
+    """Where a fold starts: a checkpoint's state and position, or the empty log.
+
+    Attributes:
+        state: the state at the start (a fresh :class:`State` for the empty log).
+        position: ``(segment, offset)`` after the cut, or None for the log's start.
+        checkpoint: the checkpoint file used, or None.
+        refused: ``"<file>: <reason>"`` for every newer checkpoint that could not be used.
+        publishers: the gap detector as of the start (empty for the log's start; None
+            when the checkpoint has no publishers' snapshot).
+    """
+
+    state: State
+    position: tuple[str, int] | None
+    checkpoint: Path | None
+    refused: list[str]
+    publishers: GapDetector | None = None
+
+
+def best_start(directory: Path, upto_seq: int | None = None, as_of_ts: str | None = None) -> Start:
+    """The newest checkpoint at or before ``upto_seq`` (and ``as_of_ts``) whose cut still
+    matches the log; refused ones are listed, and with none usable, the log's start.
+
+    Args:
+        directory: the log directory.
+        upto_seq: the target seq, or None for the end of the log.
+        as_of_ts: the target time (RFC 3339 as in records), or None.
+    """
+    refused: list[str] = []
+    for info in reversed(list_checkpoints(directory)):
+        if upto_seq is not None and info.seq > upto_seq:
+            continue
+        if as_of_ts is not None and (info.ts is None or info.ts > as_of_ts):
+            continue
+        try:
+            cut, state = load_checkpoint(info.path)
+        except CheckpointError as exc:
+            refused.append(str(exc))
+            continue
+        reason = check_cut(directory, cut)
+        if reason is not None:
+            refused.append(f"{info.path.name}: {reason}")
+            continue
+        return Start(state, (cut.segment, cut.offset), info.path, refused, _publishers(info.path))
+    return Start(State(), None, None, refused, GapDetector())
+
+
+def _publishers(path: Path) -> GapDetector | None:
+    """The publishers' snapshot in a checkpoint's header, or None when it has none."""
+    try:
+        with Path(path).open("rb") as fh:
+            header = orjson.loads(fh.readline())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(header, dict) or not isinstance(header.get("publishers"), dict):
+        return None
+    return GapDetector.from_dict(header["publishers"])
+
+
+def publishers_start(directory: Path, upto_seq: int) -> tuple[GapDetector, tuple[str, int], int] | None:
+    """The newest checkpoint at or before ``upto_seq`` with a publishers' snapshot and a
+    cut that still matches the log, without reading its state.
+
+    Args:
+        directory: the log directory.
+        upto_seq: the last seq that may be covered.
+
+    Returns:
+        ``(detector, (segment, offset) after the cut, cut seq)``, or None when there is none.
+    """
+    for info in reversed(list_checkpoints(directory)):
+        if info.seq > upto_seq:
+            continue
+        detector = _publishers(info.path)
+        if detector is None:
+            continue
+        try:
+            with info.path.open("rb") as fh:
+                cut = Cut.from_dict(orjson.loads(fh.readline())["cut"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if check_cut(directory, cut) is None:
+            return detector, (cut.segment, cut.offset), cut.seq
+    return None
+
+
+class Checkpointer:
+    """Keeps a fold of a log current by following it, and writes checkpoints of it.
+
+    The recorder runs :meth:`catch_up` and :meth:`checkpoint` from APScheduler jobs in
+    a background thread, so its hot path never folds; the fold lags the log by at
+    most the catch-up interval. Only complete lines are read (a write in progress is
+    picked up by the next call). Methods are serialized by an internal lock.
+
+    Args:
+        directory: the log directory.
+        keep: automatic checkpoints kept by :meth:`checkpoint` (older ones pruned).
+        clock: time source.
+    """
+
+    def __init__(self, directory: Path, keep: int = 12, clock: Clock | None = None) -> None:
+        self.directory = Path(directory)
+        self.keep = keep
+        self.clock = clock or Clock()
+        self._lock = threading.Lock()
+        start = best_start(self.directory)
+        self.state = start.state
+        self.position = start.position
+        self.refused = start.refused
+        # None after a checkpoint without a snapshot: then none is written either (an
+        # empty detector would make every known publisher look new).
+        self.publishers = start.publishers
+        self.last_ts: str | None = None
+        self.last_checkpoint: Path | None = start.checkpoint
+
+    def catch_up(self) -> int:
+        """Fold every complete record written since the last call.
+
+        Returns:
+            how many records were folded.
+        """
+        with self._lock:
+            count = 0
+            state = self.state
+            observe = self.publishers.observe_record if self.publishers is not None else None
+            for record, segment, offset in follow(self.directory, self.position):
+                fold(state, record)
+                if observe is not None:
+                    observe(record)
+                self.position = (segment, offset)
+                self.last_ts = record.get("ts")
+                count += 1
+            return count
+
+    def checkpoint(self, label: str | None = None) -> Path | None:
+        """Catch up, then write a checkpoint at the current position and prune.
+
+        Args:
+            label: keep it under this name; None for an automatic checkpoint (skipped
+                when nothing was recorded since the last one).
+
+        Returns:
+            the new checkpoint's path, or None when none was needed.
+
+        Raises:
+            CheckpointError, OSError: when it cannot be written.
+        """
+        self.catch_up()
+        with self._lock:
+            if self.position is None:
+                if label is None:
+                    return None
+                raise CheckpointError("the log is empty: nothing to checkpoint")
+            seq = self.state.last_seq
+            if label is None and self.last_checkpoint is not None and self.last_checkpoint.name == checkpoint_name(seq):
+                return None
+            segment, offset = self.position
+            cut = make_cut(self.directory, seq, segment, offset, self.last_ts)
+            path = write_checkpoint(self.directory, self.state, cut, label, self.clock, self.publishers)
+            if label is None:
+                self.last_checkpoint = path
+                prune(self.directory, self.keep)
+            return path

@@ -1,0 +1,389 @@
+"""Checking a log directory offline: :func:`verify` reads every segment, the state file
+and the quarantine file and reports what does not hold the log's rules.
+
+It only reads (no repair, no printing; the CLI prints the :class:`VerifyReport`), and
+it streams: segments are read line by line, so memory does not grow with the log.
+
+What is checked (docs/log-format.md):
+
+* every line of every segment is a whole record (JSON object, positive integer
+  ``seq``, string ``kind``) ending in a newline; a torn last line is reported;
+* ``seq`` starts at 1 and runs +1 per record within and across segments;
+* each segment is named by its first record's seq (an empty segment, which a
+  writer leaves only at the end of the log, by the seq that comes next);
+* ``recovery/state.json`` agrees with the log: its segment exists, its
+  ``durable_offset`` is inside that segment at a record boundary, its ``durable_seq``
+  is not beyond the log and is the seq of the record ending at ``durable_offset``;
+  when it says ``clean``, the durable position is the end of the log and the last
+  record closes a writer's session (see :data:`CLEAN_ENDINGS`);
+* every entry of ``recovery/quarantine.jsonl`` parses (the count is a note).
+
+Checkpoints: each must be readable and its cut (digest) must still match the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from convlog.core.record import decode_bytes, parse_line
+from convlog.store.checkpoint import CheckpointError, check_cut, list_checkpoints, load_checkpoint
+from convlog.store.log import (
+    CHECKPOINTS,
+    EVENTS,
+    QUARANTINE_FILE,
+    RECOVERY,
+    SEGMENT_SUFFIX,
+    STATE_FILE,
+    list_segments,
+    segment_name,
+)
+from convlog.store.replay import NoLogError
+
+STATE_PATH = f"{RECOVERY}/{STATE_FILE}"
+QUARANTINE_PATH = f"{RECOVERY}/{QUARANTINE_FILE}"
+
+
+def is_clean_ending(record: dict[str, Any]) -> bool:
+    """True when ``record`` may be the last one of a log whose state says ``clean``.
+
+    A writer marks the state clean only after closing its session, and each writer
+    ends its session with a record of its own: the recorder with ``recorder.stop``;
+    ``convlog recover`` with the ``recorder.recovered`` it appends (the recorder itself
+    always follows that record with ``recorder.start``); ``convlog import`` with its
+    last ``import`` record; a session command run with no recorder (``convlog fork``, ...)
+    with its ``control`` record.
+    """
+    kind, source = record.get("kind"), record.get("source")
+    return (kind == "recorder.stop" or (kind == "recorder.recovered" and source == "recorder")
+            or source in ("import", "control"))
+
+
+#: What may end a log whose state is clean, in words (for the problem message).
+CLEAN_ENDINGS = ("recorder.stop (or, after convlog recover / import / a session command, recorder.recovered, "
+                 "an import or a control record)")
+
+
+@dataclass(slots=True)
+class Problem:
+    """One thing that breaks the log's rules.
+
+    Attributes:
+        where: the file, relative to the log directory (``events/<segment>``,
+            ``recovery/state.json``, ``recovery/quarantine.jsonl``).
+        line: 1-based line number, or None when the problem is about the whole file.
+        reason: what is wrong, in words.
+    """
+
+    where: str
+    line: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}:{self.line}: {self.reason}" if self.line is not None else f"{self.where}: {self.reason}"
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """What :func:`verify` found.
+
+    Attributes:
+        directory: the log directory.
+        problems: rule violations, in the order found (segments first, in seq order).
+        notes: information that is not a problem (quarantine entries, what was not checked).
+        segments: number of segments.
+        records: number of valid records.
+        last_seq: seq of the last valid record (0 for an empty log).
+    """
+
+    directory: Path
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    segments: int = 0
+    records: int = 0
+    last_seq: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no problem."""
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as a JSON-friendly dict."""
+        return {
+            "directory": str(self.directory),
+            "ok": self.ok,
+            "segments": self.segments,
+            "records": self.records,
+            "last_seq": self.last_seq,
+            "problems": [{"where": p.where, "line": p.line, "reason": p.reason} for p in self.problems],
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(slots=True)
+class _Durable:
+    """The durable position claimed by state.json, and what the segments say about it."""
+
+    segment: str
+    offset: int
+    seq: int
+    seen: bool = False
+    size: int = 0
+    seq_at_offset: int | None = None
+
+
+@dataclass(slots=True)
+class _Tail:
+    """Where the log ends: the last segment, the end of its last valid record, and the last
+    valid record of the log (which is in an earlier segment when the last one is empty)."""
+
+    segment: str | None = None
+    valid_end: int = 0
+    last: dict[str, Any] | None = None
+
+
+def verify(directory: str | Path, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+    """Check a log directory (see the module doc for the rules).
+
+    Args:
+        directory: the log directory.
+        progress: called as ``progress(bytes checked, bytes of all segments)`` after
+            each segment; None for none.
+
+    Returns:
+        a :class:`VerifyReport`; ``report.ok`` is False when any rule is broken.
+
+    Raises:
+        NoLogError: when ``directory`` has no ``events/`` folder.
+        OSError: when a file cannot be read.
+    """
+    directory = Path(directory)
+    events = directory / EVENTS
+    if not events.is_dir():
+        raise NoLogError(f"no event log in {directory} (expected {events}/*.jsonl)")
+    report = VerifyReport(directory=directory)
+    for path in sorted(events.iterdir()):
+        stem = path.name.removesuffix(SEGMENT_SUFFIX)
+        if path.name.endswith(SEGMENT_SUFFIX) and not stem.isdigit():
+            report.problems.append(Problem(
+                f"{EVENTS}/{path.name}", None, "not a segment name (<first seq, 20 digits>.jsonl); readers ignore it"
+            ))
+    state, durable = _read_state(directory, report)
+    segments = list_segments(directory)
+    report.segments = len(segments)
+    tail = _Tail()
+    sizes = [path.stat().st_size for _, path in segments]
+    for index, (first, path) in enumerate(segments):
+        _check_segment(first, path, index == len(segments) - 1, report, durable, tail)
+        if progress is not None:
+            progress(sum(sizes[: index + 1]), sum(sizes))
+    if state is not None:
+        _check_state(state, durable, tail, report)
+    _check_quarantine(directory, report)
+    _check_checkpoints(directory, report)
+    return report
+
+
+def _check_checkpoints(directory: Path, report: VerifyReport) -> None:
+    """Every checkpoint must be readable and its cut must still match the log (digest
+    of the cut's segment, sizes of the earlier ones)."""
+    for info in list_checkpoints(directory):
+        where = f"{CHECKPOINTS}/{info.path.name}"
+        try:
+            cut, state = load_checkpoint(info.path)
+        except CheckpointError as exc:
+            report.problems.append(Problem(where, None, str(exc).split(": ", 1)[-1]))
+            continue
+        reason = check_cut(directory, cut)
+        if reason is None and state.last_seq != cut.seq:
+            reason = f"its state ends at seq {state.last_seq}, its cut at {cut.seq}"
+        if reason is not None:
+            report.problems.append(Problem(where, None, reason))
+    count = len(list_checkpoints(directory))
+    if count:
+        report.notes.append(f"{CHECKPOINTS}/: {count} checkpoint(s) checked against the log")
+
+
+def _read_state(directory: Path, report: VerifyReport) -> tuple[dict[str, Any] | None, _Durable | None]:
+    """Read state.json; report what is malformed; return it and its durable position."""
+    path = directory / RECOVERY / STATE_FILE
+    if not path.exists():
+        report.notes.append(f"{STATE_PATH}: missing, so the log is not compared with a durable position")
+        return None, None
+    try:
+        state = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        report.problems.append(Problem(STATE_PATH, None, f"not JSON: {exc}"))
+        return None, None
+    if not isinstance(state, dict):
+        report.problems.append(Problem(STATE_PATH, None, "not a JSON object"))
+        return None, None
+    if state.get("format", 1) != 1:
+        report.problems.append(Problem(STATE_PATH, None, f"unknown format {state.get('format')!r} (expected 1)"))
+    fields_ok = True
+    for name, kind in (("segment", str), ("durable_offset", int), ("durable_seq", int)):
+        value = state.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            what = "a string" if kind is str else "a non-negative integer"
+            report.problems.append(Problem(STATE_PATH, None, f"{name} is {value!r}, not {what}"))
+            fields_ok = False
+    if not isinstance(state.get("clean", False), bool):
+        report.problems.append(Problem(STATE_PATH, None, f"clean is {state.get('clean')!r}, not true or false"))
+    if not fields_ok:
+        return state, None
+    return state, _Durable(state["segment"], state["durable_offset"], state["durable_seq"])
+
+
+def _check_segment(
+    first: int, path: Path, is_last: bool, report: VerifyReport, durable: _Durable | None, tail: _Tail
+) -> None:
+    """Stream one segment: each line whole and valid, seq contiguous, the name right."""
+    where = f"{EVENTS}/{path.name}"
+    problems = report.problems
+    watch = durable is not None and durable.segment == path.name
+    if watch:
+        durable.seen = True
+        if durable.offset == 0:
+            durable.seq_at_offset = report.last_seq
+    offset = 0
+    first_valid: int | None = None
+    valid_end = 0
+    number = 0
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, 1):
+            offset += len(line)
+            if not line.endswith(b"\n"):
+                problems.append(Problem(where, number, f"torn last line: {len(line)} bytes without a newline"))
+                break
+            try:
+                record = parse_line(line)
+            except ValueError as exc:
+                problems.append(Problem(where, number, f"invalid record: {exc}"))
+            else:
+                seq = record["seq"]
+                expected = report.last_seq + 1
+                if seq != expected:
+                    if seq <= report.last_seq:
+                        what = "a duplicate" if seq == report.last_seq else "out of order"
+                    else:
+                        missing = seq - expected
+                        what = f"{missing} record{'s' if missing > 1 else ''} missing"
+                    problems.append(Problem(where, number, f"seq {seq} where {expected} was expected ({what})"))
+                if first_valid is None:
+                    first_valid = seq
+                    if path.name != segment_name(seq):
+                        named = f"is named for seq {first} but its" if first != seq else "name is not padded; its"
+                        problems.append(Problem(
+                            where, number,
+                            f"segment {named} first record has seq {seq} (expected name {segment_name(seq)})",
+                        ))
+                report.last_seq = seq
+                report.records += 1
+                valid_end = offset
+                tail.last = record
+            if watch and offset == durable.offset:
+                durable.seq_at_offset = report.last_seq
+    if watch:
+        durable.size = offset
+    if first_valid is None and number == 0:
+        if not is_last:
+            problems.append(Problem(where, None, "empty segment (only the last segment may be empty)"))
+        elif first != report.last_seq + 1:
+            problems.append(Problem(
+                where, None,
+                f"empty last segment is named for seq {first} but the next seq is {report.last_seq + 1}",
+            ))
+    if is_last:
+        tail.segment = path.name
+        tail.valid_end = valid_end
+
+
+def _check_state(state: dict[str, Any], durable: _Durable | None, tail: _Tail, report: VerifyReport) -> None:
+    """Compare state.json with what the segments hold."""
+    problems = report.problems
+    before = len(problems)
+    if durable is not None:
+        if not durable.seen:
+            problems.append(Problem(STATE_PATH, None, f"segment {durable.segment} does not exist in {EVENTS}/"))
+        elif durable.offset > durable.size:
+            problems.append(Problem(
+                STATE_PATH, None,
+                f"durable_offset {durable.offset} is beyond the end of {durable.segment} ({durable.size} bytes)",
+            ))
+        elif durable.seq_at_offset is None:
+            problems.append(Problem(
+                STATE_PATH, None, f"durable_offset {durable.offset} is not at a record boundary of {durable.segment}"
+            ))
+        if durable.seq > report.last_seq:
+            problems.append(Problem(
+                STATE_PATH, None, f"durable_seq {durable.seq} is beyond the last seq in the log ({report.last_seq})"
+            ))
+        elif durable.seq_at_offset is not None and durable.seq != durable.seq_at_offset:
+            problems.append(Problem(
+                STATE_PATH, None,
+                f"durable_seq {durable.seq} but the record ending at durable_offset {durable.offset} "
+                f"of {durable.segment} has seq {durable.seq_at_offset}",
+            ))
+    if state.get("clean") is not True:
+        return
+    # Only when the position itself is sound (durable_seq is then the seq of the record
+    # ending at durable_offset, so the end of the log in segment and offset suffices).
+    if (
+        durable is not None
+        and len(problems) == before
+        and (durable.segment, durable.offset) != (tail.segment, tail.valid_end)
+    ):
+        problems.append(Problem(
+            STATE_PATH, None,
+            f"clean is true but the durable position ({durable.segment} offset {durable.offset}) is not the "
+            f"end of the log's last record ({tail.segment} offset {tail.valid_end})",
+        ))
+    if tail.last is not None and not is_clean_ending(tail.last):
+        problems.append(Problem(
+            STATE_PATH, None,
+            f"clean is true but the last record (seq {tail.last['seq']}) is {tail.last['kind']} "
+            f"from {tail.last.get('source')}, not {CLEAN_ENDINGS}",
+        ))
+
+
+def _check_quarantine(directory: Path, report: VerifyReport) -> None:
+    """Every quarantine entry is a whole JSON object with a reason and decodable bytes."""
+    path = directory / RECOVERY / QUARANTINE_FILE
+    if not path.exists():
+        return
+    entries = 0
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, 1):
+            reason = _quarantine_problem(line)
+            if reason is None:
+                entries += 1
+            else:
+                report.problems.append(Problem(QUARANTINE_PATH, number, reason))
+    noun = "entry" if entries == 1 else "entries"
+    report.notes.append(f"{QUARANTINE_PATH}: {entries} {noun} (bytes salvaged by recovery)")
+
+
+def _quarantine_problem(line: bytes) -> str | None:
+    """Why a quarantine line is not a valid entry, or None when it is."""
+    if not line.endswith(b"\n"):
+        return f"torn last line: {len(line)} bytes without a newline"
+    try:
+        entry = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return f"invalid entry: {exc}"
+    if not isinstance(entry, dict):
+        return "invalid entry: not a JSON object"
+    if not isinstance(entry.get("reason"), str):
+        return "invalid entry: no reason"
+    try:
+        salvaged = decode_bytes(entry)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return f"invalid entry: salvaged bytes unreadable: {exc}"
+    if isinstance(entry.get("bytes"), int) and entry["bytes"] != len(salvaged):
+        return f"invalid entry: says {entry['bytes']} bytes but holds {len(salvaged)}"
+    return None
