@@ -41,7 +41,7 @@ _WORKER = r"""
 import json, sys, time
 import orjson
 from convlog.core.ingest import Ingest
-from convlog.core.record import Clock
+from convlog.store.clock import Clock
 from convlog.core.gaps import stamp_payload
 from convlog.cli.sharegpt import conversations, native_events
 

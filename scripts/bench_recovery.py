@@ -292,8 +292,8 @@ def build_log(directory: Path, count: int, events: list[dict[str, Any]], tail_re
     ``tail_records``, and the state.json of a clean stop."""
     from convlog.core.gaps import stamp_payload
     from convlog.core.ingest import Ingest
-    from convlog.core.record import Clock
     from convlog.store.checkpoint import Checkpointer
+    from convlog.store.clock import Clock
     from convlog.store.log import SegmentWriter, ensure_layout, list_segments
 
     ensure_layout(directory)

@@ -24,7 +24,7 @@ from conftest import Bus, convlog_cmd, records, running_bus, shearwater_file, wa
 from convlog.cli.demo import free_port
 from convlog.core.fold import State, fold_all, message_id
 from convlog.core.ingest import Ingest
-from convlog.core.record import Clock, make_line, parse_line
+from convlog.core.record import make_line, parse_line
 from convlog.readers.export import (
     CSV_COLUMNS,
     MAX_STEM,
@@ -39,6 +39,7 @@ from convlog.readers.export import (
     render,
     safe_file_name,
 )
+from convlog.store.clock import Clock
 from convlog.store.replay import load
 
 

@@ -282,8 +282,8 @@ def test_restart_without_state_json_takes_the_publishers_from_the_checkpoint(bus
 def test_a_checkpoint_whose_cut_no_longer_matches_gives_no_publishers_snapshot(tmp_path: Path) -> None:
     """publishers_start only trusts a checkpoint whose cut still matches the log."""
     from convlog.core.ingest import Ingest
-    from convlog.core.record import Clock
     from convlog.store.checkpoint import Checkpointer, publishers_start
+    from convlog.store.clock import Clock
     from convlog.store.log import SegmentWriter, ensure_layout
 
     directory = tmp_path / "log"

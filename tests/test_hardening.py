@@ -25,8 +25,9 @@ from convlog.bus.publisher import Publisher
 from convlog.core.fold import State, fold
 from convlog.core.gaps import GapDetector
 from convlog.core.ingest import Ingest
-from convlog.core.record import MAX_DEPTH, MAX_WIRE_INT, Clock, decode_bytes, dump_json, make_line, parse_line
+from convlog.core.record import MAX_DEPTH, MAX_WIRE_INT, decode_bytes, dump_json, make_line, parse_line
 from convlog.core.view import payload_text, stream_text
+from convlog.store.clock import Clock
 from convlog.store.log import (
     EVENTS,
     QUARANTINE_FILE,

@@ -21,8 +21,9 @@ from typing import Any
 
 from convlog.bus import control
 from convlog.core.fold import Session, State, fold
-from convlog.core.record import Clock, make_line
+from convlog.core.record import make_line
 from convlog.core.view import plural
+from convlog.store.clock import Clock
 from convlog.store.importer import OfflineWriter
 from convlog.store.log import LogLockedError, list_segments
 from convlog.store.replay import NoLogError, Replay, load

@@ -74,7 +74,7 @@ class Ingest:
         Args:
             frames: the message's frames as received.
             seq: the seq to assign.
-            ts: receive time, RFC 3339 (see :class:`convlog.core.record.Clock`).
+            ts: receive time, RFC 3339 (see :class:`convlog.store.clock.Clock`).
             source: ``sub``, ``pull``, … .
 
         Returns:

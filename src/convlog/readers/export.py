@@ -104,9 +104,10 @@ from typing import Any, BinaryIO
 import orjson
 
 from convlog.core.fold import Rewind, Session, State, Usage, fold, message_id
-from convlog.core.record import BUS_KINDS, Clock, dump_json, parse_line
+from convlog.core.record import BUS_KINDS, dump_json, parse_line
 from convlog.core.view import EMPTY, payload_text, stream_text
 from convlog.core.wire import DEFAULT_SESSION_FIELDS, content_text
+from convlog.store.clock import Clock
 from convlog.store.log import bytes_from, fsync_dir, iter_lines
 
 __all__ = [

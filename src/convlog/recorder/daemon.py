@@ -40,10 +40,11 @@ from convlog import __version__
 from convlog.bus import control
 from convlog.core.gaps import Gap, GapDetector
 from convlog.core.ingest import Ingest
-from convlog.core.record import MAX_WIRE_INT, Clock, make_line, with_meta
+from convlog.core.record import MAX_WIRE_INT, make_line, with_meta
 from convlog.recorder.config import Config
 from convlog.recorder.notify import Notifier
 from convlog.store.checkpoint import Checkpointer, CheckpointError, checkpoint_name, list_checkpoints, publishers_start
+from convlog.store.clock import Clock
 from convlog.store.log import (
     CHECKPOINTS,
     EVENTS,

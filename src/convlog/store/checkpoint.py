@@ -45,7 +45,7 @@ import orjson
 
 from convlog.core.fold import State, fold
 from convlog.core.gaps import GapDetector
-from convlog.core.record import Clock
+from convlog.store.clock import Clock
 from convlog.store.log import CHECKPOINTS, EVENTS, follow, list_segments, write_atomic
 
 FORMAT = 1

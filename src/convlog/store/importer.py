@@ -30,8 +30,9 @@ from typing import Any
 import orjson
 
 from convlog.core.ingest import Ingest
-from convlog.core.record import Clock, make_line
+from convlog.core.record import make_line
 from convlog.core.wire import is_legacy
+from convlog.store.clock import Clock
 from convlog.store.log import (
     EVENTS,
     LogLock,

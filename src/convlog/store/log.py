@@ -41,7 +41,8 @@ from typing import Any
 
 import orjson
 
-from convlog.core.record import Clock, encode_bytes, parse_line
+from convlog.core.record import encode_bytes, parse_line
+from convlog.store.clock import Clock
 
 EVENTS = "events"
 RECOVERY = "recovery"

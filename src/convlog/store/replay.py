@@ -170,7 +170,7 @@ def parse_as_of(text: str, upper: bool = True) -> tuple[int | None, str | None]:
     without a zone is taken as UTC).
 
     Record ``ts`` is monotonic in seq order (the recorder holds it when the wall clock
-    steps back, see :class:`convlog.core.record.Clock`), so a time selects the records up to
+    steps back, see :class:`convlog.store.clock.Clock`), so a time selects the records up to
     the first one received after it. As an upper bound (``upper``, as ``--as-of``), a
     time at or after now, or ``now``, selects the whole log: a record stamped in the
     future (a clock that was fast) is already in the past.
