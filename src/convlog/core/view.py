@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
-from convlog.core.record import dump_json
+from convlog.core.record import dump_json, format_ts
 from convlog.core.wire import content_text
 
 #: What is shown for a message whose source wrote nothing (an empty text or content,
@@ -40,6 +41,71 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
         the text.
     """
     return f"{count:,} {noun if count == 1 else (many or noun + 's')}"
+
+
+#: The payload fields that carry a message's own time, in the order they are tried: the
+#: legacy ConversationEvent's ``Timestamp``, then the usual names in bus payloads.
+OWN_TIME_FIELDS = ("Timestamp", "timestamp", "ts", "created_at", "created")
+#: Epoch numbers below this are seconds; up to 1e3 times more milliseconds, and so on
+#: (the convention of JavaScript's ``Date.now()`` and of most JSON APIs).
+_EPOCH_SECONDS_BELOW = 1e11
+_EPOCH_UNITS = (1, 1000, 1_000_000, 1_000_000_000)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def own_time(record: dict[str, Any]) -> str | None:
+    """The time a message carries itself (when its sender says it was written), as
+    opposed to the record's ``ts``, the time the recorder (or an import) received it.
+
+    Looks at the top-level fields of the payload (``data``) named in
+    :data:`OWN_TIME_FIELDS`, first one that holds a time wins. Accepted values: ISO
+    8601 / RFC 3339 text (a time without an offset, as the legacy recorder wrote, is
+    taken as UTC) and Unix epoch numbers in seconds, milliseconds, microseconds or
+    nanoseconds (told apart by size: unambiguous for times from 1974 to 5138).
+
+    Args:
+        record: a parsed record (``seq``, ``ts``, ``kind``, ``data``, ...).
+
+    Returns:
+        the time in the records' ``ts`` form (RFC 3339 UTC with microseconds, ``Z``),
+        or None when the payload carries no usable time. Never raises.
+    """
+    data = record.get("data")
+    if not isinstance(data, dict):
+        return None
+    for key in OWN_TIME_FIELDS:
+        value = data.get(key)
+        if value is not None:
+            when = _as_time(value)
+            if when is not None:
+                return when
+    return None
+
+
+def _as_time(value: Any) -> str | None:
+    """``value`` (text or an epoch number) as ``ts`` text, or None."""
+    when: datetime | None = None
+    try:
+        if isinstance(value, str):
+            if not 10 <= len(value) <= 40:
+                return None
+            when = datetime.fromisoformat(value)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+        elif isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+            for unit in _EPOCH_UNITS:
+                if abs(value) < _EPOCH_SECONDS_BELOW * unit:
+                    # Integers in whole microseconds, so nanoseconds in 2500 stay exact.
+                    micros = value * 1_000_000 // unit if isinstance(value, int) else round(value * 1e6 / unit)
+                    when = _EPOCH + timedelta(microseconds=micros)
+                    break
+        if when is None:
+            return None
+        text = format_ts(when)
+    except (ValueError, OverflowError, OSError):
+        return None
+    # Four-digit years from 1970 only: ``ts`` text compares as time only then.
+    return text if len(text) == 27 and text >= "1970" else None
 
 
 def _dump(value: Any) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from convlog.core.gaps import GapDetector
+from convlog.core.view import own_time
 from convlog.store.checkpoint import list_checkpoints
 from convlog.store.log import CHECKPOINTS, EVENTS, QUARANTINE_FILE, RECOVERY, follow, list_segments
 from convlog.store.replay import NoLogError, load
@@ -33,6 +34,19 @@ from convlog.store.replay import NoLogError, load
 DISK_PARTS = (EVENTS, CHECKPOINTS, "index", RECOVERY)
 #: Bytes read between two progress updates.
 _PROGRESS_STEP = 1 << 20
+
+
+def _span_s(first: str | None, last: str | None) -> float | None:
+    """Seconds from ``first`` to ``last`` (RFC 3339 texts), or None when either is
+    missing or not a time."""
+    if first is None or last is None:
+        return None
+    try:
+        start = datetime.fromisoformat(first.replace("Z", "+00:00"))
+        end = datetime.fromisoformat(last.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (end - start).total_seconds()
 
 
 def _count(value: Any) -> int:
@@ -49,6 +63,10 @@ class LogTally:
         first_seq, last_seq: lowest and highest seq seen (0 when none).
         first_ts, last_ts: earliest and latest receive time (RFC 3339 text, which
             compares as time), or None.
+        own_records, first_own_ts, last_own_ts: messages that carry a time of their own
+            (:func:`convlog.core.view.own_time`: a legacy ``Timestamp``, a payload
+            ``timestamp``/``ts``/``created_at``), and the earliest and latest of those
+            times: for imported data, when the conversation happened.
         by_kind, by_source: records per kind and per source (``None`` source as ``-``).
         by_segment: records per segment file name.
         publishers: the stamps of bus records (``sub``/``pull``) followed as the
@@ -64,6 +82,9 @@ class LogTally:
     last_seq: int = 0
     first_ts: str | None = None
     last_ts: str | None = None
+    own_records: int = 0
+    first_own_ts: str | None = None
+    last_own_ts: str | None = None
     by_kind: Counter[str] = field(default_factory=Counter)
     by_source: Counter[str] = field(default_factory=Counter)
     by_segment: Counter[str] = field(default_factory=Counter)
@@ -89,6 +110,14 @@ class LogTally:
                 self.first_ts = ts
             if self.last_ts is None or ts > self.last_ts:
                 self.last_ts = ts
+        if kind == "message":
+            own = own_time(record)
+            if own is not None:
+                self.own_records += 1
+                if self.first_own_ts is None or own < self.first_own_ts:
+                    self.first_own_ts = own
+                if self.last_own_ts is None or own > self.last_own_ts:
+                    self.last_own_ts = own
         self.by_kind[kind] += 1
         source = record.get("source")
         self.by_source[source if isinstance(source, str) else "-"] += 1
@@ -108,14 +137,12 @@ class LogTally:
     def duration_s(self) -> float | None:
         """Seconds from the earliest to the latest receive time, or None when the times
         are missing or not RFC 3339."""
-        if self.first_ts is None or self.last_ts is None:
-            return None
-        try:
-            first = datetime.fromisoformat(self.first_ts.replace("Z", "+00:00"))
-            last = datetime.fromisoformat(self.last_ts.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return (last - first).total_seconds()
+        return _span_s(self.first_ts, self.last_ts)
+
+    def own_duration_s(self) -> float | None:
+        """Seconds from the earliest to the latest of the messages' own times, or None
+        when no message carries one."""
+        return _span_s(self.first_own_ts, self.last_own_ts)
 
     def publisher_rows(self) -> list[dict[str, Any]]:
         """One dict per publisher (id, messages, last stamp seq, missing, restarts,
@@ -212,7 +239,9 @@ def gather(
 
     Returns:
         a JSON-friendly dict: ``directory``; ``records``, ``first_seq``, ``last_seq``;
-        ``first_ts``, ``last_ts``, ``duration_s``; ``by_kind``, ``by_source``;
+        ``first_ts``, ``last_ts``, ``duration_s`` (receive times); ``own`` (the
+        messages' own times: ``records``, ``first_ts``, ``last_ts``, ``duration_s``);
+        ``by_kind``, ``by_source``;
         ``sessions`` (``live``, ``deleted``, ``forks``, ``from_checkpoint``);
         ``publishers`` (see :meth:`LogTally.publisher_rows`), ``unverified``;
         ``gaps`` (``records``, ``missing``); ``drops`` (``records``, ``messages``);
@@ -266,6 +295,12 @@ def gather(
         "first_ts": tally.first_ts,
         "last_ts": tally.last_ts,
         "duration_s": tally.duration_s(),
+        "own": {
+            "records": tally.own_records,
+            "first_ts": tally.first_own_ts,
+            "last_ts": tally.last_own_ts,
+            "duration_s": tally.own_duration_s(),
+        },
         "by_kind": dict(sorted(tally.by_kind.items())),
         "by_source": dict(sorted(tally.by_source.items())),
         "sessions": {
