@@ -195,6 +195,7 @@ class ShownMessage:
         copies: times the message was recorded (1 = no duplicate).
         streamed: assembled from ``message.delta`` records.
         complete: False for a stream that never ended.
+        sent: the message's own time (:func:`own_time`), or None when it carries none.
     """
 
     index: int
@@ -207,6 +208,7 @@ class ShownMessage:
     copies: int = 1
     streamed: bool = False
     complete: bool = True
+    sent: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The message as a JSON-friendly dict (its fields by name)."""

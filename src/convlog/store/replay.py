@@ -152,6 +152,7 @@ class Replay:
                     copies=1 + info.copies.get(mid, 0),
                     streamed=stream is not None,
                     complete=complete,
+                    sent=own_time(record) if record else None,
                 )
             )
         return shown
