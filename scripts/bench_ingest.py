@@ -14,7 +14,7 @@ through the current source tree and through ``--baseline REV`` (exported with
 ``--rounds`` times; the figure of each side is the least of its rounds (the run least
 disturbed by other work on the machine). Printed: µs per message of both, the
 difference and the ratio, and PASS/FAIL against the target (current - baseline <=
-``--budget-us``, 0.5 µs by default, issue 10). A missed target does not change the exit
+``--budget-us``, 0.5 µs by default). A missed target does not change the exit
 code.
 
 Run (from the project root, with the ``demo`` extra installed)::
@@ -64,7 +64,7 @@ started = time.perf_counter()
 for seq, frames in enumerate(messages, 1):
     ts = stamp()
     data = line(frames, seq, ts, "sub")
-    if getattr(clock, "step_ns", 0):  # the receive loop's clock-step check (absent before issue 10)
+    if getattr(clock, "step_ns", 0):  # the receive loop's clock-step check (absent in older versions)
         pass
 elapsed = time.perf_counter() - started
 print(json.dumps({"us_per_message": elapsed / count * 1e6,

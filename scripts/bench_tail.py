@@ -21,7 +21,7 @@ Two clocks, both ``time.time()`` in this process except the record's own ``ts``:
 "After a rotation" = the first benchmark record of each new segment: tail must notice
 the new file, finish the old one and open the new one.
 
-Target (issue 5): median written-to-printed latency < 200 ms, including across a
+Target: median written-to-printed latency < 200 ms, including across a
 rotation. ``measure_tail`` is imported by ``bench_read.py``, which prints the PASS/FAIL
 line; run alone it prints a table and the same line::
 

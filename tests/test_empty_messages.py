@@ -1,4 +1,4 @@
-"""Messages whose source wrote nothing (issue 11): the Shearwater recorder wrote ``{}``
+"""Messages whose source wrote nothing: the Shearwater recorder wrote ``{}``
 for 352 of its messages. They are shown marked, not as a bare ``{}``; ``resume`` leaves
 them out of an agent's context and says how many; search does not index the marker.
 Real data: ``crash_recovery.jsonl`` imported with ``convlog import``."""

@@ -1,4 +1,4 @@
-"""Hostile and odd input (issue 10): the findings of the adversarial trial, each pinned by a
+"""Hostile and odd input: the findings of the adversarial trial, each pinned by a
 test that failed on the code before the fix. Pure parts are tested directly; the rest on a
 real recorder (a real broker, real ``convlog record`` processes, real files).
 

@@ -1,4 +1,4 @@
-"""The CLI as a newcomer meets it (issue 11): the first read command after the demo,
+"""The CLI as a newcomer meets it: the first read command after the demo,
 counts that read as English."""
 
 from __future__ import annotations

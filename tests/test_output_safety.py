@@ -1,4 +1,4 @@
-"""Output safety (issue 11, first part): what a conversation holds cannot act on the
+"""Output safety: what a conversation holds cannot act on the
 reader's terminal, a spreadsheet or a Markdown renderer. Real commands on a real log: in
 a pseudo-terminal (pexpect) for the terminal, as files for the exports."""
 

@@ -501,7 +501,7 @@ def test_json_at_the_edges_is_stored_as_documented(text: Text, topic: bytes, sha
     surrogate escapes, raw NUL, invalid UTF-8) is raw text, or base64 when not UTF-8;
     text nested deeper than MAX_DEPTH (valid JSON or not, past 1024 levels too, and levels
     a later duplicate key hides from the parsed value) is raw base64 with a
-    ``meta.reason`` naming its depth (issue 10). In every case the line is one line that
+    ``meta.reason`` naming its depth. In every case the line is one line that
     parses back and gives back the payload, decode agrees, and the fast path writes the
     general path's bytes."""
     payload, drawn_depth, flags = text
@@ -577,7 +577,7 @@ def test_depth_hidden_behind_a_duplicate_key_counts(depth: int) -> None:
 def test_nesting_limit_is_max_depth(depth: int, form: str) -> None:
     """A payload of exactly MAX_DEPTH levels (the outermost object is level 1) is stored
     as JSON; one level more is raw base64 with the depth in ``meta.reason``; past
-    orjson's 1024 levels it is raw too. Every line parses back (issue 10)."""
+    orjson's 1024 levels it is raw too. Every line parses back."""
     content = b"[" * (depth - 1) + b"]" * (depth - 1) if depth > 1 else b"0"
     payload = b'{"type":"message","session_id":"s","content":' + content + b"}"
     for frames in ([b"t", payload], [payload]):
