@@ -36,7 +36,7 @@ import datetime as dt
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -47,10 +47,16 @@ from convlog.recorder.config import parse_host_port
 if TYPE_CHECKING:  # pragma: no cover
     from wsgiref.simple_server import WSGIServer
 
-    from convlog.recorder.daemon import Recorder
-
 #: fsync duration buckets, seconds: from a page-cache flush on SSD to a stalled disk.
 FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+class CounterSource(Protocol):
+    """What the metrics read: a running recorder (:class:`convlog.recorder.daemon.Recorder`)."""
+
+    def counters(self) -> dict[str, Any]:
+        """The running counts (see :meth:`convlog.recorder.daemon.Recorder.counters`), from any thread."""
+        ...
 
 
 def _epoch(ts: str) -> float:
@@ -61,13 +67,13 @@ def _epoch(ts: str) -> float:
 class RecorderCollector(Collector):
     """Reads a :class:`~convlog.recorder.daemon.Recorder`'s counters at each scrape.
 
-    Runs in the metrics server's thread and reads :meth:`Recorder.counters`.
+    Runs in the metrics server's thread and reads ``recorder.counters()``.
 
     Args:
         recorder: the running recorder.
     """
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: CounterSource) -> None:
         self.recorder = recorder
 
     def collect(self) -> Iterator[Metric]:
@@ -136,7 +142,7 @@ class MetricsServer:
         self._server.server_close()
 
 
-def serve(recorder: Recorder, address: str) -> MetricsServer:
+def serve(recorder: CounterSource, address: str) -> MetricsServer:
     """Start the metrics endpoint for ``recorder``.
 
     Args:

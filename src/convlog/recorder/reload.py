@@ -8,11 +8,13 @@ apply to the records received after it, without a restart; an invalid one is rep
 ``recorder.config`` record. Other ``[recorder]`` keys cannot change under a running
 recorder: a changed one is named in the record and the log as needing a restart.
 
-:func:`compare` is the decision (pure); :class:`RulesWatcher` is the watching thread.
+:func:`compare` is the decision (pure); :class:`RulesWatcher` is the watching thread;
+:class:`RuleReloads` starts it and applies its results on the recording thread.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import threading
@@ -22,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from convlog.core.enrich import Enricher
+from convlog.core.ingest import Ingest
 from convlog.recorder.config import Config, ConfigError
+from convlog.recorder.durable import DurableWriter
 
 log = logging.getLogger("convlog.recorder")
 
@@ -160,3 +164,71 @@ class RulesWatcher:
             self.current = result.config
         self.deliver(result)
         return result
+
+
+class RuleReloads:
+    """The rules reloads of a running recorder: the watching thread, and applying what
+    it delivers on the recording thread, between two records.
+
+    Args:
+        config: the configuration in force at start.
+        load: loads the configuration again as at start, or None (no reloads).
+        ingest: gets each new enricher (:meth:`convlog.core.ingest.Ingest.use`).
+        append: writes the ``recorder.config`` record, ``append(kind, data)``.
+        durable: its segment writer is fsynced after that record.
+
+    Attributes:
+        config: the configuration in force (live keys change with each applied reload).
+    """
+
+    def __init__(self, config: Config, load: Callable[[], Config] | None, ingest: Ingest,
+                 append: Callable[[str, dict[str, Any]], Any], durable: DurableWriter) -> None:
+        self.config = config
+        self.load = load
+        self.ingest = ingest
+        self.append = append
+        self.durable = durable
+        self.pending: collections.deque[Reload] = collections.deque()  # from the watching thread
+        self._watcher: RulesWatcher | None = None
+
+    def start(self) -> None:
+        """Start watching the configuration file for rule changes (when there is one and
+        ``load`` was given); the watching thread starts at the caller's priority."""
+        source = Path(self.config.source)
+        if self.load is None or self.config.source in ("defaults", "") or not source.is_file():
+            return
+        self._watcher = RulesWatcher(source, self.load, self.config, self.pending.append)
+        self._watcher.start()
+        log.info("watching %s for enrichment rule changes", source)
+
+    def stop(self) -> None:
+        """Stop watching (no-op when not watching)."""
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+
+    def apply_pending(self) -> None:
+        """Apply the reloads delivered since the last call (recording thread)."""
+        while self.pending:
+            self.apply(self.pending.popleft())
+
+    def apply(self, result: Reload) -> None:
+        """Apply one :class:`Reload` between two records and record it (``recorder.config``, fsynced).
+
+        Raises:
+            OSError: when the fsync fails (the recording loop records it).
+        """
+        data = result.data
+        if result.enricher is not None:
+            self.ingest.use(result.enricher)
+            self.config = result.config  # type: ignore[assignment]
+            log.info("reloaded %s: %s changed, %d rule(s) in force", data["file"], ", ".join(data["changed"]),
+                     data["rules"])
+        if data["error"] is not None:
+            log.error("rules not reloaded, the previous ones stay in force: %s", data["error"])
+        if data["restart_needed"]:
+            log.warning("%s: %s changed; that takes a restart of the recorder", data["file"],
+                        ", ".join(data["restart_needed"]))
+        self.append("recorder.config", data)
+        if self.durable.segment_writer is not None:
+            self.durable.segment_writer.sync()  # rare, and the next records depend on it
