@@ -6,6 +6,7 @@ sequence of records depends only on those records (and the state folded into).
     state = fold_all(records)            # or: state = fold(state, record), one at a time
     state.visible("s1")                  # -> [seq, ...]
     crystal, refs = state.resume_refs("s1")
+    fold_all(records, observe=steps.append)   # also tell each applied Step (history views)
 
 The state refers to records by ``seq`` only; message bodies, ids, roles, deltas and
 crystal summaries stay in the log and are read from it when shown. A session keeps
@@ -69,6 +70,7 @@ __all__ = [
     "Session",
     "SessionCheckpoint",
     "State",
+    "Step",
     "Stream",
     "Usage",
     "fold",
@@ -632,16 +634,18 @@ class Session:
             self.speakers.append(sender)
         return index
 
-    def _add(self, seq: int, message_id: str, sender: str | None) -> None:
-        """Append a message, or count it as a copy when its id is already visible."""
+    def _add(self, seq: int, message_id: str, sender: str | None) -> bool:
+        """Append a message, or count it as a copy when its id is already visible.
+        Returns True when appended."""
         key = message_key(message_id)
         keys = self._visible_keys()
         if key in keys:
             self._count_copy(message_id)
-            return
+            return False
         self.visible.append(seq, key, self._speaker(sender))
         keys.add(key)
         self._note_participant(sender)
+        return True
 
     def _count_copy(self, message_id: str) -> None:
         self.copies[message_id] = self.copies.get(message_id, 0) + 1
@@ -873,6 +877,58 @@ class State:
 # --------------------------------------------------------------------------- folding
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one record did to the state, as told to an observer of :func:`fold`.
+
+    An ordinary fold builds no steps: they exist only when :func:`fold` (or
+    :func:`fold_all`) is given an ``observe`` callback, which then receives each step
+    right after the state changed (the state is current: ``state.sessions[session]``
+    shows the step applied). History views (``convlog export --history``) are built
+    from them, so the fold's rules live in the fold alone.
+
+    Fields:
+        effect: what happened (the keys of ``detail`` for each):
+
+            * ``message``: a message appended to the visible list of ``session``
+              (``message_id``, ``sender``; ``index``: its 1-based position);
+            * ``copy``: a copy of a message already visible (or of a stream already
+              complete) counted, nothing appended (``message_id``);
+            * ``stream.delta`` / ``stream.end``: a part added to an open stream, or
+              the end that completed it (``message_id``);
+            * ``start``: a ``session.start`` (``title`` as recorded or None,
+              ``created``, ``revived``: booleans);
+            * ``fork``: ``session`` is the new fork (``parent``, ``at``: parent
+              messages shared, ``branch``: name or None);
+            * ``rewind``: ``rewind`` (the :class:`Rewind` appended, with the seqs it
+              hid), ``checkpoint`` (the checkpoint name, None for a rewind ``to`` N);
+            * ``checkpoint``: ``name``, ``at`` (messages it names);
+            * ``crystal``: ``crystal`` (the :class:`Crystal` appended), ``summary``;
+            * ``delete``: ``repeated`` (True when the session already had a tombstone);
+            * ``llm.request``: the counts added: ``model`` (str or None),
+              ``input_tokens``, ``output_tokens`` (ints), ``cost_usd`` (float, USD);
+            * ``gap``: ``gap`` (the :class:`Gap` appended);
+            * ``rejected``: the record was refused: ``error`` (the :class:`FoldError`
+              appended), ``kind``.
+
+            Records that change only counters (unknown kinds, a stream part from a
+            copy's source, a ``message`` without a session) give no step.
+        seq: the record's seq.
+        session: the session it applied to (the record's session when a string, else
+            None).
+        detail: the effect's facts, as listed above.
+    """
+
+    effect: str
+    seq: int
+    session: str | None
+    detail: Mapping[str, Any]
+
+
+#: Receives each :class:`Step` of an observed fold.
+Observer = Callable[[Step], None]
+
+
 class _Invalid(Exception):
     """Raised by a handler, before it changes anything, to reject its record."""
 
@@ -887,12 +943,13 @@ class _Record:
     meta: Mapping[str, Any]
     ts: str | None
     source: str | None = None
+    observe: Observer | None = None
 
 
 _Handler = Callable[[State, _Record], None]
 
 
-def fold(state: State, record: Mapping[str, Any]) -> State:
+def fold(state: State, record: Mapping[str, Any], observe: Observer | None = None) -> State:
     """Apply one record to ``state``.
 
     The state is updated **in place** and returned: the caller owns it linearly. Keep
@@ -908,6 +965,8 @@ def fold(state: State, record: Mapping[str, Any]) -> State:
         state: the state to fold into (mutated).
         record: a parsed log record: ``seq`` (int), ``kind`` (str), and optionally
             ``ts``, ``session``, ``data``, ``meta`` of any type.
+        observe: called with each :class:`Step` the record makes (none or one),
+            right after the state changed; None (the default) builds no steps.
 
     Returns:
         ``state``.
@@ -941,21 +1000,28 @@ def fold(state: State, record: Mapping[str, Any]) -> State:
         meta=meta if isinstance(meta, Mapping) else {},
         ts=ts if isinstance(ts, str) else None,
         source=source if isinstance(source := record.get("source"), str) else None,
+        observe=observe,
     )
     try:
         handler(state, rec)
     except _Invalid as exc:
         session = rec.session if isinstance(rec.session, str) else None
-        state.errors.append(FoldError(seq, kind, session, str(exc)))
+        error = FoldError(seq, kind, session, str(exc))
+        state.errors.append(error)
+        if observe is not None:
+            observe(Step("rejected", seq, session, {"error": error, "kind": kind}))
     return state
 
 
-def fold_all(records: Iterable[Mapping[str, Any]], state: State | None = None) -> State:
+def fold_all(
+    records: Iterable[Mapping[str, Any]], state: State | None = None, observe: Observer | None = None
+) -> State:
     """Fold every record, in order, into ``state`` (a new :class:`State` when None).
 
     Args:
         records: parsed log records (see :func:`fold`).
         state: the state to continue from; it is mutated in place.
+        observe: receives every :class:`Step` (see :func:`fold`); None builds none.
 
     Returns:
         the folded state (``state`` itself when one was given).
@@ -966,7 +1032,7 @@ def fold_all(records: Iterable[Mapping[str, Any]], state: State | None = None) -
     if state is None:
         state = State()
     for record in records:
-        fold(state, record)
+        fold(state, record, observe)
     return state
 
 
@@ -1089,7 +1155,20 @@ def _on_message(state: State, rec: _Record) -> None:
         return
     sid = _session_id(rec)
     mid = _message_id(rec, required=False)
-    _open_session(state, sid, rec)._add(rec.seq, mid, _sender(rec))
+    session = _open_session(state, sid, rec)
+    added = session._add(rec.seq, mid, _sender(rec))
+    if rec.observe is not None:
+        _observe_add(rec, sid, session, mid, added)
+
+
+def _observe_add(rec: _Record, sid: str, session: Session, mid: str, added: bool) -> None:
+    """Tell the observer that a message was appended (``added``) or counted as a copy."""
+    assert rec.observe is not None
+    if added:
+        detail = {"message_id": mid, "sender": _sender(rec), "index": len(session.visible)}
+        rec.observe(Step("message", rec.seq, sid, detail))
+    else:
+        rec.observe(Step("copy", rec.seq, sid, {"message_id": mid}))
 
 
 def _on_delta(state: State, rec: _Record) -> None:
@@ -1100,9 +1179,13 @@ def _on_delta(state: State, rec: _Record) -> None:
     stream = state.streams.get((sid, mid))
     if stream is None:
         state.streams[(sid, mid)] = Stream(sid, mid, rec.seq, array("q", (rec.seq,)), source=rec.source)
-        session._add(rec.seq, mid, _sender(rec))
+        added = session._add(rec.seq, mid, _sender(rec))
+        if rec.observe is not None:
+            _observe_add(rec, sid, session, mid, added)
     elif stream.source is None or rec.source == stream.source:
         stream.delta_seqs.append(rec.seq)
+        if rec.observe is not None:
+            rec.observe(Step("stream.delta", rec.seq, sid, {"message_id": mid}))
 
 
 def _on_end(state: State, rec: _Record) -> None:
@@ -1113,12 +1196,18 @@ def _on_end(state: State, rec: _Record) -> None:
     stream = state.streams.get((sid, mid))
     if stream is None:
         state.streams[(sid, mid)] = Stream(sid, mid, rec.seq, array("q"), rec.seq, True, rec.source)
-        session._add(rec.seq, mid, _sender(rec))
+        added = session._add(rec.seq, mid, _sender(rec))
+        if rec.observe is not None:
+            _observe_add(rec, sid, session, mid, added)
     elif stream.complete:
         session._count_copy(mid)
+        if rec.observe is not None:
+            rec.observe(Step("copy", rec.seq, sid, {"message_id": mid}))
     else:
         stream.end_seq = rec.seq
         stream.complete = True
+        if rec.observe is not None:
+            rec.observe(Step("stream.end", rec.seq, sid, {"message_id": mid}))
 
 
 def _on_start(state: State, rec: _Record) -> None:
@@ -1127,12 +1216,16 @@ def _on_start(state: State, rec: _Record) -> None:
     title = _optional_str(rec.data, "title") if isinstance(rec.data, Mapping) else None
     created = sid not in state.sessions
     session = _open_session(state, sid, rec)
+    revived = False
     if created:
         session.title = title
-        return
-    session.deleted_seq = None
-    if title is not None and session.title is None:
-        session.title = title
+    else:
+        revived = session.deleted_seq is not None
+        session.deleted_seq = None
+        if title is not None and session.title is None:
+            session.title = title
+    if rec.observe is not None:
+        rec.observe(Step("start", rec.seq, sid, {"title": title, "created": created, "revived": revived}))
 
 
 def _on_fork(state: State, rec: _Record) -> None:
@@ -1164,6 +1257,8 @@ def _on_fork(state: State, rec: _Record) -> None:
         participants=sorted({speakers[i] for i in set(visible.senders) if i >= 0}),
     )
     state.sessions[sid] = child
+    if rec.observe is not None:
+        rec.observe(Step("fork", rec.seq, sid, {"parent": parent_id, "at": n, "branch": branch}))
 
 
 def _on_rewind(state: State, rec: _Record) -> None:
@@ -1190,8 +1285,11 @@ def _on_rewind(state: State, rec: _Record) -> None:
         kept = set(checkpoint.refs.seqs)
         dropped = tuple(seq for seq in old.seqs if seq not in kept)
         session._set_visible(checkpoint.refs.copy())
-    session.rewinds.append(Rewind(rec.seq, from_count, len(session.visible), dropped))
+    rewind = Rewind(rec.seq, from_count, len(session.visible), dropped)
+    session.rewinds.append(rewind)
     session._touch(rec.seq, rec.ts)
+    if rec.observe is not None:
+        rec.observe(Step("rewind", rec.seq, session.id, {"rewind": rewind, "checkpoint": name}))
 
 
 def _on_checkpoint(state: State, rec: _Record) -> None:
@@ -1202,25 +1300,33 @@ def _on_checkpoint(state: State, rec: _Record) -> None:
     n = _count(params, "at", len(session.visible))
     session.checkpoints[name] = SessionCheckpoint(rec.seq, session.visible[:n])
     session._touch(rec.seq, rec.ts)
+    if rec.observe is not None:
+        rec.observe(Step("checkpoint", rec.seq, session.id, {"name": name, "at": n}))
 
 
 def _on_crystal(state: State, rec: _Record) -> None:
     """``session.crystal``: a summary (kept in the log) of the first N visible messages."""
     session = _existing_session(state, rec)
     params = _params(rec)
-    _required_str(params, "summary")
+    summary = _required_str(params, "summary")
     n = _count(params, "upto", len(session.visible))
     last_ref_seq = session.visible.seqs[n - 1] if n else None
-    session.crystals.append(Crystal(rec.seq, n, last_ref_seq))
+    crystal = Crystal(rec.seq, n, last_ref_seq)
+    session.crystals.append(crystal)
     session._touch(rec.seq, rec.ts)
+    if rec.observe is not None:
+        rec.observe(Step("crystal", rec.seq, session.id, {"crystal": crystal, "summary": summary}))
 
 
 def _on_delete(state: State, rec: _Record) -> None:
     """``session.delete``: tombstone (history kept); a repeated delete keeps the first."""
     session = _existing_session(state, rec)
-    if session.deleted_seq is None:
+    repeated = session.deleted_seq is not None
+    if not repeated:
         session.deleted_seq = rec.seq
     session._touch(rec.seq, rec.ts)
+    if rec.observe is not None:
+        rec.observe(Step("delete", rec.seq, session.id, {"repeated": repeated}))
 
 
 def _token_field(data: Mapping[str, Any], usage: Mapping[str, Any], names: tuple[str, ...]) -> int:
@@ -1286,6 +1392,9 @@ def _on_llm_request(state: State, rec: _Record) -> None:
     total._add(input_tokens, output_tokens, cost, model)
     if sid is not None:
         _open_session(state, sid, rec).usage._add(input_tokens, output_tokens, cost, model)
+    if rec.observe is not None:
+        detail = {"model": model, "input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost}
+        rec.observe(Step("llm.request", rec.seq, sid, detail))
 
 
 def _on_gap(state: State, rec: _Record) -> None:
@@ -1298,7 +1407,10 @@ def _on_gap(state: State, rec: _Record) -> None:
         raise _Invalid("first and last must be integers")
     if not 0 <= first <= last <= _MAX_INT64:
         raise _Invalid("need 0 <= first <= last < 2**63")
-    state.gaps.append(Gap(rec.seq, publisher, first, last, rec.ts))
+    gap = Gap(rec.seq, publisher, first, last, rec.ts)
+    state.gaps.append(gap)
+    if rec.observe is not None:
+        rec.observe(Step("gap", rec.seq, None, {"gap": gap}))
 
 
 #: kind -> handler. Kinds not listed (``unknown``, ``raw``, other ``recorder.*``, ...)

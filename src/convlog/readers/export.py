@@ -103,7 +103,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from convlog.core.fold import Rewind, Session, State, Usage, fold, message_id
+from convlog.core.fold import Rewind, Session, State, Step, Usage, fold, message_id
 from convlog.core.record import BUS_KINDS, dump_json, parse_line
 from convlog.core.view import EMPTY, payload_text, stream_text
 from convlog.core.wire import DEFAULT_SESSION_FIELDS, content_text
@@ -602,16 +602,6 @@ def _parse(line: bytes) -> tuple[int, dict[str, Any] | None]:
 # --------------------------------------------------------------------------- folding a tree
 
 
-@dataclass(slots=True)
-class _Step:
-    """What one record did to its session, seen while folding a tree."""
-
-    record: dict[str, Any]
-    effect: str
-    detail: dict[str, Any] = field(default_factory=dict)
-    child: str | None = None
-
-
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -626,85 +616,40 @@ def _data(record: Mapping[str, Any]) -> Mapping[str, Any]:
     return data if isinstance(data, Mapping) else {}
 
 
-def _fold_tree(records: Iterable[dict[str, Any]]) -> tuple[State, dict[str, list[_Step]]]:
-    """Fold a tree's records into a new state, noting what each record did.
+#: Steps of the fold (:class:`convlog.core.fold.Step`) that a history shows.
+_HISTORY_EFFECTS = frozenset(
+    {"message", "copy", "start", "fork", "rewind", "checkpoint", "crystal", "delete", "llm.request", "rejected"}
+)
+
+
+def _fold_tree(records: Iterable[dict[str, Any]]) -> tuple[State, dict[str, list[Step]]]:
+    """Fold a tree's records into a new state with :func:`convlog.core.fold.fold`,
+    keeping the steps it reports (the fold alone decides what each record did).
 
     Returns:
-        ``(state, steps)``: steps by session id (a fork step is in the parent's list).
+        ``(state, steps)``: the steps a history shows, by session id (a fork step is
+        in its parent's list, a rejected record's in its session's).
     """
+    steps: dict[str, list[Step]] = {}
+
+    def observe(step: Step) -> None:
+        if step.effect not in _HISTORY_EFFECTS:
+            return
+        owner = step.detail["parent"] if step.effect == "fork" else step.session
+        if owner is not None:
+            steps.setdefault(owner, []).append(step)
+
     state = State()
-    steps: dict[str, list[_Step]] = {}
     for record in records:
-        sid = record.get("session")
-        if not isinstance(sid, str):
-            continue
-        kind = record["kind"]
-        before = state.sessions.get(sid)
-        count_before = len(before.visible) if before is not None else 0
-        errors_before = len(state.errors)
-        stream_before = None
-        if kind in _STREAM_KINDS:
-            stream = state.streams.get((sid, message_id(record)))
-            stream_before = (stream is not None, stream is not None and stream.complete)
-        deleted_before = before is not None and before.deleted_seq is not None
-        fold(state, record)
-        after = state.sessions.get(sid)
-        if len(state.errors) > errors_before:
-            error = state.errors[-1]
-            steps.setdefault(sid, []).append(_Step(record, "rejected", {"kind": kind, "reason": error.reason}))
-            continue
-        if after is None:
-            continue
-        step = _Step(record, kind)
-        if kind in _MESSAGE_KINDS:
-            if len(after.visible) > count_before:
-                step.effect = "message"
-            else:
-                # Not appended: a copy, unless it continues (or ends) an open stream.
-                opened, complete = stream_before or (False, False)
-                if kind != "message" and opened and not (kind == "message.end" and complete):
-                    continue
-                step.effect = "copy"
-        elif kind == "session.fork":
-            assert after.parent is not None
-            step = _Step(record, "fork", {"at": after.fork_at, "branch": after.branch}, child=sid)
-            steps.setdefault(after.parent, []).append(step)
-            continue
-        elif kind == "session.start":
-            step.effect = "start"
-            step.detail = {"title": _str_or_none(_data(record).get("title"))}
-        elif kind == "session.rewind":
-            rewind: Rewind = after.rewinds[-1]
-            step.effect = "rewind"
-            step.detail = {
-                "from_count": rewind.from_count,
-                "to_count": rewind.to_count,
-                "checkpoint": _str_or_none(_data(record).get("checkpoint")),
-                "dropped": list(rewind.dropped),
-            }
-        elif kind == "session.checkpoint":
-            name = _data(record).get("name")
-            step.effect = "checkpoint"
-            checkpoint = after.checkpoints.get(name) if isinstance(name, str) else None
-            step.detail = {"name": name, "at": len(checkpoint.refs) if checkpoint else None}
-        elif kind == "session.crystal":
-            crystal = after.crystals[-1]
-            step.effect = "crystal"
-            step.detail = {"upto": crystal.upto, "summary": _str_or_none(_data(record).get("summary"))}
-        elif kind == "session.delete":
-            step.effect = "delete"
-            step.detail = {"repeated": deleted_before}
-        elif kind == "llm.request":
-            step.effect = "llm.request"
-            data = _data(record)
-            usage = data.get("usage") if isinstance(data.get("usage"), Mapping) else {}
-            step.detail = {
-                key: data.get(key, usage.get(key))
-                for key in ("model", "input_tokens", "output_tokens", "cost_usd")
-                if data.get(key, usage.get(key)) is not None
-            }
-        steps.setdefault(sid, []).append(step)
+        if isinstance(record.get("session"), str):
+            fold(state, record, observe)
     return state, steps
+
+
+def _request(step: Step, ts: str | None) -> LlmRequest:
+    """An ``llm.request`` step as the request the fold counted."""
+    d = step.detail
+    return LlmRequest(step.seq, ts, d["model"], d["input_tokens"], d["output_tokens"], d["cost_usd"])
 
 
 # --------------------------------------------------------------------------- building exports
@@ -730,6 +675,11 @@ class _TreeView:
         self.records = records
         self.by_seq = {record["seq"]: record for record in records}
         self.state, self.steps = _fold_tree(records)
+
+    def ts(self, seq: int) -> str | None:
+        """The receive time of record ``seq`` of the tree (None when unknown)."""
+        record = self.by_seq.get(seq)
+        return _str_or_none(record.get("ts")) if record is not None else None
 
     def message(self, viewer: Session, seq: int, index: int | None, visible: bool) -> Message:
         """The message brought by record ``seq``, as seen from session ``viewer``."""
@@ -803,7 +753,8 @@ class _TreeView:
             checkpoints=checkpoints,
             usage=session.usage.copy(),
             first_ts=_str_or_none(first.get("ts")),
-            requests=[_counted(step.record) for step in self.steps.get(sid, ()) if step.effect == "llm.request"],
+            requests=[_request(step, self.ts(step.seq)) for step in self.steps.get(sid, ())
+                      if step.effect == "llm.request"],
         )
         if request.with_history:
             export.history = self.history(sid)
@@ -819,8 +770,7 @@ class _TreeView:
         visible_index = {seq: i for i, seq in enumerate(session.visible.seqs, 1)}
         entries = []
         for step in self.steps.get(sid, ()):
-            record = step.record
-            seq, ts = record["seq"], _str_or_none(record.get("ts"))
+            seq, ts, d = step.seq, self.ts(step.seq), step.detail
             if upto is not None and seq > upto:
                 break
             if step.effect == "message":
@@ -829,16 +779,35 @@ class _TreeView:
             elif step.effect == "copy":
                 entries.append(Entry("copy", seq, ts, self.message(session, seq, None, False)))
             elif step.effect == "fork":
-                assert step.child is not None
-                detail = {**step.detail, "child": step.child}
-                child = self.export(step.child, ExportRequest(with_history=True, events=False)) if nest else None
+                detail = {"at": d["at"], "branch": d["branch"], "child": step.session}
+                child = None
+                if nest and step.session is not None:
+                    child = self.export(step.session, ExportRequest(with_history=True, events=False))
                 entries.append(Entry("fork", seq, ts, fork=child, detail=detail))
             elif step.effect == "rewind":
-                detail = dict(step.detail)
-                detail["dropped"] = [message_id(self.by_seq.get(s, {"seq": s})) for s in detail["dropped"]]
+                rewind: Rewind = d["rewind"]
+                detail = {
+                    "from_count": rewind.from_count,
+                    "to_count": rewind.to_count,
+                    "checkpoint": d["checkpoint"],
+                    "dropped": [message_id(self.by_seq.get(s, {"seq": s})) for s in rewind.dropped],
+                }
                 entries.append(Entry("rewind", seq, ts, detail=detail))
-            else:
-                entries.append(Entry(step.effect, seq, ts, detail=dict(step.detail)))
+            elif step.effect == "checkpoint":
+                entries.append(Entry("checkpoint", seq, ts, detail={"name": d["name"], "at": d["at"]}))
+            elif step.effect == "crystal":
+                detail = {"upto": d["crystal"].upto, "summary": d["summary"]}
+                entries.append(Entry("crystal", seq, ts, detail=detail))
+            elif step.effect == "start":
+                entries.append(Entry("start", seq, ts, detail={"title": d["title"]}))
+            elif step.effect == "delete":
+                entries.append(Entry("delete", seq, ts, detail={"repeated": d["repeated"]}))
+            elif step.effect == "llm.request":
+                detail = {key: d[key] for key in ("model", "input_tokens", "output_tokens", "cost_usd")
+                          if d[key] is not None}
+                entries.append(Entry("llm.request", seq, ts, detail=detail))
+            elif step.effect == "rejected":
+                entries.append(Entry("rejected", seq, ts, detail={"kind": d["kind"], "reason": d["error"].reason}))
         return entries
 
     def ancestry(self, sid: str) -> list[Ancestor]:
@@ -857,8 +826,8 @@ class _TreeView:
                 if entry.event not in ("llm.request", "rejected")
                 and (entry.event != "fork" or entry.detail.get("child") == next_child)
             ]
-            requests = [_counted(step.record) for step in self.steps.get(ancestor, ())
-                        if step.effect == "llm.request" and step.record["seq"] <= fork_seq]
+            requests = [_request(step, self.ts(step.seq)) for step in self.steps.get(ancestor, ())
+                        if step.effect == "llm.request" and step.seq <= fork_seq]
             out.append(Ancestor(ancestor, entries, requests))
         return out
 
@@ -956,14 +925,6 @@ def _content(record: Mapping[str, Any], text: str) -> Any:
     if shown is None:
         shown = dump_json(content).decode("utf-8", "replace")
     return content if shown == text else text
-
-
-def _counted(record: Mapping[str, Any]) -> LlmRequest:
-    """An accepted ``llm.request`` record as the fold counts it (folded on its own, so
-    the fold's own reading of aliases and nested usage applies)."""
-    usage = fold(State(), record).usage
-    return LlmRequest(record["seq"], _str_or_none(record.get("ts")), next(iter(usage.models), None),
-                      usage.input_tokens, usage.output_tokens, usage.cost_usd)
 
 
 # Event builders: the one place each native event shape is written, shared by the JSONL
