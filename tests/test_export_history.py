@@ -19,16 +19,9 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings, target
 from hypothesis import strategies as st
 
+from convlog.core.document import SESSION_KINDS, Entry, SessionExport
 from convlog.core.fold import State, Step, fold_all, message_id
-from convlog.readers.export import (
-    SESSION_KINDS,
-    Entry,
-    ExportRequest,
-    SessionExport,
-    build_exports,
-    export_ids,
-    plan_trees,
-)
+from convlog.readers.export import ExportRequest, build_exports, export_ids, plan_trees
 
 MIDS = ["m1", "m2", "m3", "m4", "m5"]
 STREAM_MIDS = ["d1", "d2"]
