@@ -192,8 +192,18 @@ def visible_events(
     ``session.start`` (title; ``origin`` naming the parent, fork point and branch of a
     fork, whose inherited messages become its own), the visible messages, the
     checkpoints and crystals that still describe them, ``requests``, and
-    ``session.delete`` for a deleted session. ``record_of(seq)`` gives a message's
-    record when there is one (its original content value and provenance)."""
+    ``session.delete`` for a deleted session.
+
+    Args:
+        export: the session.
+        record_of: ``record_of(seq)`` gives the parsed record of a message when there
+            is one (its original content value and provenance), else None (the
+            message's own fields are used).
+        requests: its ``llm.request`` events, appended as they are.
+
+    Returns:
+        the events, in publishing order.
+    """
     sid = export.id
     origin = None
     if export.parent is not None:
