@@ -19,7 +19,9 @@ root it descends from and all that root's forks) from the log in one streaming p
 whether the line is parsed at all), folds those records again on their own
 (:func:`convlog.core.fold.fold` gives a session the same state from its tree's records as
 from the whole log, since a session depends only on its own records and its ancestors'
-records before its fork) and builds the export from that fold and those records.
+records before its fork) and builds the export from that fold, the steps the fold
+reports while folding them (:class:`convlog.core.fold.Step`: what each record did,
+decided by the fold's own rules, which live nowhere else) and those records.
 
 JSONL is native bus events (DESIGN.md, "Event vocabulary on the bus"): JSON objects
 with a ``type`` (``session.start``, ``message``, ``message.delta``, ``message.end``,
