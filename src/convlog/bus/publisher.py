@@ -224,7 +224,7 @@ def detect_format(path: str | Path) -> str:
     Raises:
         OSError: when the file cannot be read.
     """
-    from convlog.readers.export import JSON_FORMAT, looks_like_document
+    from convlog.core.document import JSON_FORMAT, looks_like_document
 
     with Path(path).open("rb") as fh:
         if looks_like_document(fh.read(_HEAD_BYTES)):
@@ -261,7 +261,7 @@ def document_messages(path: str | Path, topic: str | None = None) -> list[tuple[
             readable export document.
         OSError: when the file cannot be read.
     """
-    from convlog.readers.export import ExportDocumentError, document_events
+    from convlog.core.document import ExportDocumentError, document_events
 
     try:
         doc = orjson.loads(Path(path).read_bytes().removeprefix(b"\xef\xbb\xbf"))
