@@ -107,7 +107,7 @@ def write_events(path: Path, limit: int | None) -> tuple[int, int]:
 def count_messages(directory: Path, seen: dict[str, int]) -> int:
     """``message`` records in the log, reading only what was appended since the last call
     (``seen``: segment name -> bytes counted, plus ``"count"``)."""
-    from convlog.store.log import list_segments
+    from convlog.store.segment import list_segments
 
     for _, path in list_segments(directory):
         done = seen.get(path.name, 0)
@@ -169,7 +169,7 @@ def record_log(workdir: Path, directory: Path, events: Path, expected: int, rate
 
 def log_size(directory: Path) -> tuple[int, int, int]:
     """``(bytes of events/*.jsonl, segments, seq of the last record)``."""
-    from convlog.store.log import list_segments
+    from convlog.store.segment import list_segments
 
     segments = list_segments(directory)
     size = sum(path.stat().st_size for _, path in segments)
@@ -248,8 +248,8 @@ def scan_query(directory: Path, word: str, limit: int) -> list[int]:
     """Answer a one-word query by reading the whole log: the newest ``limit`` seqs of the
     records whose text holds ``word`` as a whole word (any case)."""
     from convlog.core.record import parse_line
-    from convlog.store.log import list_segments
     from convlog.store.search import record_text
+    from convlog.store.segment import list_segments
 
     pattern = re.compile(rf"(?<![^\W_]){re.escape(word)}(?![^\W_])", re.IGNORECASE)
     needle = word.lower().encode()

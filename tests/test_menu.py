@@ -46,8 +46,9 @@ from convlog.cli.session_control import SessionControlError, check
 from convlog.core.ingest import Ingest
 from convlog.core.view import printable
 from convlog.store.checkpoint import list_checkpoints
-from convlog.store.log import SegmentWriter, complete_end, ensure_layout, iter_records, lines_backwards, list_segments
 from convlog.store.replay import load
+from convlog.store.segment import complete_end, ensure_layout, iter_records, lines_backwards, list_segments
+from convlog.store.writer import SegmentWriter
 
 # --------------------------------------------------------------------------- pure core
 

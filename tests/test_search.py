@@ -27,7 +27,6 @@ from conftest import Bus, convlog_cmd, records, shearwater_file, wait_for_record
 from convlog.cli import output
 from convlog.cli.commands import main
 from convlog.core.ingest import Ingest
-from convlog.store.log import SegmentWriter, ensure_layout, iter_records, list_segments
 from convlog.store.search import (
     BATCH_RECORDS,
     INDEX_DIR,
@@ -39,6 +38,8 @@ from convlog.store.search import (
     SearchQueryError,
     record_text,
 )
+from convlog.store.segment import ensure_layout, iter_records, list_segments
+from convlog.store.writer import SegmentWriter
 
 TS = "2026-11-21T12:00:00.000000Z"
 

@@ -22,7 +22,7 @@ from convlog.cli.session_control import SessionControlError
 from convlog.cli.sharegpt import DatasetMissingError
 from convlog.recorder.config import FSYNC_POLICIES, ConfigError, load_config
 from convlog.store.checkpoint import CheckpointError
-from convlog.store.log import LogLockedError
+from convlog.store.lock import LogLockedError
 from convlog.store.replay import NoLogError, UnknownSessionError
 
 #: Failures that are the user's to fix: one line, exit 1.
@@ -427,8 +427,9 @@ def checkpoint_create(directory: Path, label: str) -> None:
     through the running recorder when one runs, else directly under the writer lock."""
     from convlog.bus import control
     from convlog.store.checkpoint import Checkpointer, checkpoint_name
-    from convlog.store.log import LogLock, LogLockedError, list_segments
+    from convlog.store.lock import LogLock, LogLockedError
     from convlog.store.replay import NoLogError
+    from convlog.store.segment import list_segments
 
     checkpoint_name(0, label)  # a bad label fails here, before anything else
     if not list_segments(directory):
@@ -762,7 +763,7 @@ def tail(directory: Path, count: int, follow_: bool, sessions: tuple[str, ...], 
 
     from convlog.cli import output
     from convlog.readers.tail import Follower, RecordFilter, newest, watch_log
-    from convlog.store.log import list_segments
+    from convlog.store.segment import list_segments
 
     try:
         keep = RecordFilter.of(sessions, kinds)
@@ -807,7 +808,7 @@ def info(directory: Path, as_json: bool) -> None:
     Reads the whole log once (a progress bar on a terminal)."""
     from convlog.cli import output
     from convlog.readers.info import gather
-    from convlog.store.log import list_segments
+    from convlog.store.segment import list_segments
 
     total = sum(path.stat().st_size for _, path in list_segments(directory) if path.exists())
     with output.info_progress(total) as (advance, fold):
@@ -922,8 +923,8 @@ def play(directory: Path, endpoint: str | None, endpoint_alias: str | None, sess
     bytes, paced by their original receive times (like ros2 bag play)."""
     from convlog.cli import output
     from convlog.readers import play as playing
-    from convlog.store.log import bytes_from, list_segments
     from convlog.store.replay import parse_as_of
+    from convlog.store.segment import bytes_from, list_segments
 
     endpoint = endpoint or endpoint_alias
     if endpoint is None:

@@ -26,8 +26,8 @@ from convlog.bus.publisher import NoSubscriberError, Publisher
 from convlog.cli import output
 from convlog.cli.sharegpt import conversations, native_events
 from convlog.core.view import plural
-from convlog.store.log import iter_records, list_segments
 from convlog.store.replay import load
+from convlog.store.segment import iter_records, list_segments
 
 STOP_TIMEOUT_S = 15.0
 

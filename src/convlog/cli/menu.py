@@ -46,8 +46,8 @@ from convlog.cli.session_control import Build, fork_id, session_notes
 from convlog.core.fold import Session, State, Stream
 from convlog.core.view import payload_text, plural, printable
 from convlog.readers.tail import RecordFilter, newest
-from convlog.store.log import list_segments
 from convlog.store.replay import Replay
+from convlog.store.segment import list_segments
 
 #: Sessions (or checkpoint sessions, checkpoints) per page of a list.
 LIST_PAGE = 15
@@ -390,7 +390,7 @@ class CurrentFold:
     """The fold of a log kept current while the menu runs: the first :meth:`replay`
     starts like :func:`convlog.store.replay.load` (the newest checkpoint whose cut matches the
     log, then the records after it); later calls fold only the records appended since
-    (:func:`convlog.store.log.follow` from the last position, across segment rotation), so
+    (:func:`convlog.store.segment.follow` from the last position, across segment rotation), so
     going back and forth between screens does not fold the log again.
 
     When the log no longer holds the position (its segment is gone or shorter: the log
@@ -431,8 +431,8 @@ class CurrentFold:
         """
         from convlog.core.fold import fold
         from convlog.store.checkpoint import best_start
-        from convlog.store.log import follow
         from convlog.store.replay import NoLogError
+        from convlog.store.segment import follow
 
         if not list_segments(self.directory):
             raise NoLogError.in_directory(self.directory)

@@ -455,8 +455,8 @@ def resume_context(replay: Replay, session: str) -> dict[str, Any]:
     Raises:
         UnknownSessionError: no such session (or no session at all for ``latest``).
     """
-    from convlog.store.log import find_record
     from convlog.store.replay import UnknownSessionError
+    from convlog.store.segment import find_record
 
     if session == "latest":
         live = replay.state.session_list()

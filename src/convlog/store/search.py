@@ -29,7 +29,7 @@ Layout of the index (SQLite, WAL mode):
 ``position``
     the last indexed position: segment, byte offset after the last record read, its
     seq, and a BLAKE2b digest of the bytes of its line. An update resumes there with
-    :func:`convlog.store.log.follow`, without rescanning the log.
+    :func:`convlog.store.segment.follow`, without rescanning the log.
 
 Snippets: the text of each hit (at most ``limit`` records) is read back from the log
 and run through the same FTS5 query in a temporary in-memory FTS5 table, whose
@@ -63,8 +63,8 @@ from typing import Any
 from convlog.core.fold import message_id
 from convlog.core.record import format_ts, parse_when
 from convlog.core.view import EMPTY, payload_text
-from convlog.store.log import EVENTS, find_record, follow, list_segments, scan_for_seq, segment_name
 from convlog.store.replay import NoLogError
+from convlog.store.segment import EVENTS, find_record, follow, list_segments, scan_for_seq, segment_name
 
 #: Folder (inside the log directory) and file of the index.
 INDEX_DIR = "index"
@@ -496,7 +496,7 @@ class SearchIndex:
 
     def update(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Bring the index up to date with the log: read the records after the last
-        indexed position (:func:`convlog.store.log.follow`) and index those with text. When
+        indexed position (:func:`convlog.store.segment.follow`) and index those with text. When
         the log no longer matches the stored position (replaced or rebuilt), clear the
         index and start from the beginning.
 
