@@ -27,17 +27,8 @@ from conftest import Bus, convlog_cmd, records, shearwater_file, wait_for_record
 from convlog.cli import output
 from convlog.cli.commands import main
 from convlog.core.ingest import Ingest
-from convlog.store.search import (
-    BATCH_RECORDS,
-    INDEX_DIR,
-    INDEX_FILE,
-    MARK_END,
-    MARK_START,
-    Hit,
-    SearchIndex,
-    SearchQueryError,
-    record_text,
-)
+from convlog.store.search import MARK_END, MARK_START, Hit, SearchIndex, SearchQueryError
+from convlog.store.search_index import BATCH_RECORDS, INDEX_DIR, INDEX_FILE, record_text
 from convlog.store.segment import ensure_layout, iter_records, list_segments
 from convlog.store.writer import SegmentWriter
 
