@@ -559,7 +559,7 @@ class Menu:
     def _reported(self) -> Iterator[None]:
         """Show an expected failure (no log, refused command, recorder error, ...) as one
         ``convlog: reason`` line and carry on in the menu."""
-        from convlog.cli.commands import EXPECTED
+        from convlog.cli.errors import EXPECTED
 
         try:
             yield
