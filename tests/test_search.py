@@ -24,7 +24,7 @@ from rich.console import ColorSystem, Console
 from rich.style import Style
 
 from conftest import Bus, convlog_cmd, records, shearwater_file, wait_for_records
-from convlog.cli import output
+from convlog.cli import log_view
 from convlog.cli.commands import main
 from convlog.core.ingest import Ingest
 from convlog.store.search import MARK_END, MARK_START, Hit, SearchIndex, SearchQueryError
@@ -161,7 +161,7 @@ def test_rendering_highlights_on_terminal_and_plain_when_piped(chat: Path) -> No
     hit = Hit(seq=7, ts=TS, session="s1", speaker="ann", kind="message",
               snippet=f"before {MARK_START}word{MARK_END} after")
     console = Console(force_terminal=True, color_system="standard", width=200, record=True)
-    output.print_hits([hit], console=console)
+    log_view.print_hits([hit], console=console)
     rendered = console.export_text(styles=True, clear=False)
     # rich's own rendering of the style, whatever escape codes its version uses
     assert Style.parse("bold reverse").render("word", color_system=ColorSystem.STANDARD) in rendered

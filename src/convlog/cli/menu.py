@@ -41,7 +41,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from convlog.cli import output
+from convlog.cli import console, output, reports
 from convlog.cli.session_control import Build, fork_id, session_notes
 from convlog.core.fold import Session, State, Stream
 from convlog.core.view import payload_text, plural, printable
@@ -489,9 +489,9 @@ def _sigint_deferred() -> Iterator[None]:
 class Menu:
     """The interactive menu over one log directory (see the module doc).
 
-    Prints to :data:`convlog.cli.output.out` (stdout), draws spinners on
-    :data:`convlog.cli.output.err` (stderr) when that is a terminal, and reads answers with
-    ``output.out.input``.
+    Prints to :data:`convlog.cli.console.out` (stdout), draws spinners on
+    :data:`convlog.cli.console.err` (stderr) when that is a terminal, and reads answers with
+    ``console.out.input``.
 
     Args:
         directory: the log directory (it need not exist: each screen says what is missing).
@@ -503,7 +503,7 @@ class Menu:
         self.directory = Path(directory)
         self.list_page = list_page
         self.message_page = message_page
-        self.console = output.out
+        self.console = console.out
         self.fold = CurrentFold(self.directory)
         self._notices: list[Text] = []
 
@@ -570,8 +570,8 @@ class Menu:
 
     def _busy(self, what: str) -> contextlib.AbstractContextManager[Any]:
         """A spinner on stderr while something slow runs (nothing when stderr is piped)."""
-        if output.err.is_terminal:
-            return output.err.status(what)
+        if console.err.is_terminal:
+            return console.err.status(what)
         return contextlib.nullcontext()
 
     def _load(self, upto_seq: int | None = None) -> Replay:
@@ -580,7 +580,7 @@ class Menu:
         from convlog.store.replay import load
 
         if upto_seq is None:
-            with output.lazy_progress("folding the log") as progress:
+            with console.lazy_progress("folding the log") as progress:
                 return self.fold.replay(progress)
         with self._busy("folding the log…"):
             return load(self.directory, upto_seq=upto_seq)
@@ -870,7 +870,7 @@ class Menu:
                 if not query:
                     return
                 try:
-                    with output.lazy_progress("indexing the log for search") as progress:
+                    with console.lazy_progress("indexing the log for search") as progress:
                         index.update(progress=progress)
                     hits = index.query(query, limit=SEARCH_LIMIT)
                 except (SearchQueryError, sqlite3.Error) as exc:
@@ -917,7 +917,7 @@ class Menu:
             return None
         reply.pop("ok", None)
         reply["running"] = True
-        output.print_status(reply)
+        reports.print_status(reply)
         return reply
 
     def _doctor(self, status: dict[str, Any] | None) -> None:
@@ -929,7 +929,7 @@ class Menu:
         with self._busy("checking…"):
             checks = run_checks(None, self.directory, endpoints, status,
                                 silence_s=float(config.silence_threshold_s))
-        output.print_checks(checks)
+        reports.print_checks(checks)
 
 
 def run_menu(directory: Path) -> int:

@@ -17,15 +17,15 @@ from convlog.cli.commands.reading import index_failed
 def verify(dir_argument: Path | None, dir_option: Path | None, as_json: bool) -> None:
     """Check a log directory: whole records, seq contiguous from 1, segment names,
     state.json and quarantine entries. Exits 1 when a problem is found."""
-    from convlog.cli import output
+    from convlog.cli import console, reports
     from convlog.store.verify import verify as run
 
-    with output.lazy_progress("verifying") as progress:
+    with console.lazy_progress("verifying") as progress:
         report = run(log_dir(dir_argument, dir_option), progress=progress)
     if as_json:
-        output.print_json(report.as_dict())
+        console.print_json(report.as_dict())
     else:
-        output.print_verify(report)
+        reports.print_verify(report)
     sys.exit(0 if report.ok else 1)
 
 
@@ -35,11 +35,11 @@ def recover(dir_argument: Path | None, dir_option: Path | None) -> None:
     """Repair the tail of a log whose recorder is not running, as the recorder does at
     start: a torn or invalid tail goes to recovery/quarantine.jsonl, a recorder.recovered
     record says so, and the state is marked clean."""
-    from convlog.cli import output
+    from convlog.cli import reports
     from convlog.store.importer import repair
 
     directory = log_dir(dir_argument, dir_option)
-    output.print_repair(directory, repair(directory))
+    reports.print_repair(directory, repair(directory))
 
 
 @click.command(name="import")
@@ -50,13 +50,13 @@ def import_(files: tuple[Path, ...], directory: Path) -> None:
 
     The recorder must not be running. Lines already imported are skipped; invalid lines
     are reported as FILE:LINE: reason (exit 1) and the valid ones are still imported."""
-    from convlog.cli import output
+    from convlog.cli import console, reports
     from convlog.store.importer import import_legacy
 
     total = sum(path.stat().st_size for path in files)
-    with output.byte_progress("importing", total) as advance:
+    with console.byte_progress("importing", total) as advance:
         report = import_legacy(directory, files, progress=advance)
-    output.print_import(report)
+    reports.print_import(report)
     sys.exit(1 if report.invalid else 0)
 
 
@@ -66,12 +66,12 @@ def reindex(directory: Path) -> None:
     """Rebuild the search index (DIR/index/search.sqlite) from the whole log."""
     import sqlite3
 
-    from convlog.cli import output
+    from convlog.cli import console
     from convlog.store.search import SearchIndex
 
     try:
         with SearchIndex(directory) as index:
-            with output.lazy_progress("reindexing") as progress:
+            with console.lazy_progress("reindexing") as progress:
                 index.rebuild(progress)
             count, last_seq = index.count(), index.last_seq
     except sqlite3.DatabaseError as exc:

@@ -22,13 +22,13 @@ def status(directory: Path, as_json: bool, timeout: float) -> None:
     """Is the recorder of DIR really recording? Exit 0 when healthy, 1 when unhealthy,
     3 when no recorder runs (usable as a health check)."""
     from convlog.bus import control
-    from convlog.cli import output
+    from convlog.cli import console, reports
 
     try:
         reply = control.request(directory, "status", timeout_s=timeout)
     except control.NotRunningError as exc:
         if as_json:
-            output.print_json({"running": False, "healthy": False, "problems": [str(exc)]})
+            console.print_json({"running": False, "healthy": False, "problems": [str(exc)]})
         else:
             click.echo(f"not running: {exc}")
         sys.exit(3)
@@ -36,9 +36,9 @@ def status(directory: Path, as_json: bool, timeout: float) -> None:
     reply["running"] = True
     try:
         if as_json:
-            output.print_json(reply)
+            console.print_json(reply)
         else:
-            output.print_status(reply)
+            reports.print_status(reply)
         sys.stdout.flush()
     except BrokenPipeError:  # `status | head -1`: the exit code still tells the health
         silence_stdout()
@@ -57,7 +57,7 @@ def doctor(directory: Path, config_path: Path | None, sub: tuple[str, ...], sile
     """Check the set-up and explain each problem with its fix, one line each: config,
     directory, recorder, each SUB endpoint (really an XPUB?), silence, clock."""
     from convlog.bus import control
-    from convlog.cli import output
+    from convlog.cli import reports
     from convlog.cli.doctor import check_inputs, run_checks
 
     try:
@@ -67,7 +67,7 @@ def doctor(directory: Path, config_path: Path | None, sub: tuple[str, ...], sile
     config, endpoints = check_inputs(config_path, sub, status)
     checks = run_checks(config_path, directory, endpoints, status,
                         silence_s=silence_s or float(config.silence_threshold_s))
-    output.print_checks(checks)
+    reports.print_checks(checks)
     sys.exit(0 if all(check.ok for check in checks) else 1)
 
 

@@ -36,7 +36,7 @@ def as_of_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def load_log(directory: Path, as_of: str | None, upto: int | None = None) -> Any:
     """Fold the log up to ``--as-of`` and/or ``upto`` (a progress bar on a terminal)."""
-    from convlog.cli import output
+    from convlog.cli import console
     from convlog.store.replay import load, parse_as_of
 
     seq, ts = (None, None)
@@ -47,7 +47,7 @@ def load_log(directory: Path, as_of: str | None, upto: int | None = None) -> Any
             raise click.BadParameter(str(exc), param_hint="'--as-of'") from None
     if upto is not None:
         seq = upto if seq is None else min(seq, upto)
-    with output.lazy_progress("folding the log") as progress:
+    with console.lazy_progress("folding the log") as progress:
         return load(directory, upto_seq=seq, as_of_ts=ts, progress=progress)
 
 

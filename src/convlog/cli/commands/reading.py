@@ -27,7 +27,7 @@ def sessions(directory: Path, as_json: bool, include_deleted: bool, order: str, 
              as_of: str | None) -> None:
     """List the sessions folded from the log: newest activity first, a page at a time,
     with the total."""
-    from convlog.cli import output
+    from convlog.cli import console, output
     from convlog.core.view import plural
 
     replay = load_log(directory, as_of)
@@ -35,13 +35,13 @@ def sessions(directory: Path, as_json: bool, include_deleted: bool, order: str, 
     page = limit if limit is not None else (0 if as_json else output.SESSIONS_PAGE)
     shown = rows[:page] if page else rows
     if as_json:
-        output.print_json(output.session_rows(replay.state, include_deleted, shown))
+        console.print_json(output.session_rows(replay.state, include_deleted, shown))
         return
-    output.out.print(output.sessions_table(replay.state, include_deleted, sessions=shown), soft_wrap=False)
+    console.out.print(output.sessions_table(replay.state, include_deleted, sessions=shown), soft_wrap=False)
     total = f"{plural(len(rows), 'session')}, {output.SESSION_ORDERS[order][1]}"
     if len(shown) < len(rows):
         total = f"{len(shown):,} of {total} (--limit 0 for all)"
-    output.out.print(total, markup=False, highlight=False)
+    console.out.print(total, markup=False, highlight=False)
 
 
 @click.command()
@@ -64,11 +64,11 @@ def show(session: str, directory: Path, fmt: str, as_of: str | None) -> None:
 def replay(directory: Path, upto: int | None, as_of: str | None, as_json: bool) -> None:
     """Fold the log and summarise it: sessions, records by kind, gaps, incomplete streams.
     Starts from the newest checkpoint that still matches the log."""
-    from convlog.cli import output
+    from convlog.cli import console, output
 
     data = output.summary(load_log(directory, as_of, upto))
     if as_json:
-        output.print_json(data)
+        console.print_json(data)
     else:
         output.print_summary(data)
 
@@ -118,7 +118,7 @@ def search(query: tuple[str, ...], directory: Path, session: str | None, speaker
     brought up to date from the log first."""
     import sqlite3
 
-    from convlog.cli import output
+    from convlog.cli import console, log_view
     from convlog.store.search import SearchIndex, SearchQueryError
 
     _search_time(since, "--since")
@@ -126,7 +126,7 @@ def search(query: tuple[str, ...], directory: Path, session: str | None, speaker
     text = " ".join(query)
     try:
         with SearchIndex(directory) as index:
-            with output.lazy_progress("indexing") as progress:
+            with console.lazy_progress("indexing") as progress:
                 index.update(progress)
             hits = index.query(text, session=session, speaker=speaker, kind=kind, since=since, until=until,
                                limit=limit, stem=stem)
@@ -136,7 +136,7 @@ def search(query: tuple[str, ...], directory: Path, session: str | None, speaker
     except sqlite3.DatabaseError as exc:
         index_failed(directory, exc)
         return
-    output.print_hits(hits, as_json)
+    log_view.print_hits(hits, as_json)
 
 
 def index_failed(directory: Path, exc: Exception) -> None:
@@ -168,7 +168,7 @@ def tail(directory: Path, count: int, follow_: bool, sessions: tuple[str, ...], 
     import signal
     import threading
 
-    from convlog.cli import output
+    from convlog.cli import console, log_view
     from convlog.readers.tail import Follower, RecordFilter, newest, watch_log
     from convlog.store.segment import list_segments
 
@@ -183,21 +183,21 @@ def tail(directory: Path, count: int, follow_: bool, sessions: tuple[str, ...], 
     try:
         if keep.kinds or keep.sessions:  # a filter that matches rarely may read far back: show progress
             total = sum(path.stat().st_size for _, path in list_segments(directory) if path.exists())
-            with output.byte_progress("reading backwards", total) as advance:
+            with console.byte_progress("reading backwards", total) as advance:
                 start = newest(directory, count, keep, raw=as_json, progress=advance)
         else:
             start = newest(directory, count, keep, raw=as_json)
         if start.position is None and not follow_:
             raise NoLogError.in_directory(directory)
-        output.print_skipped(start.skipped)
-        output.print_tail(start.records, as_json)
+        log_view.print_skipped(start.skipped)
+        log_view.print_tail(start.records, as_json)
         if follow_:
             follower = Follower(directory, start.position, start.last_seq, keep, raw=as_json)
 
             def on_change() -> None:
                 batch = follower.poll()
-                output.print_skipped(batch.skipped)
-                output.print_tail(batch.records, as_json)
+                log_view.print_skipped(batch.skipped)
+                log_view.print_tail(batch.records, as_json)
 
             watch_log(directory, on_change, stop)
     except KeyboardInterrupt:
@@ -213,17 +213,17 @@ def info(directory: Path, as_json: bool) -> None:
     """Describe the log, like `ros2 bag info`: time span, records by kind and source,
     sessions, publishers, gaps, drops, segments, checkpoints, disk use and quarantine.
     Reads the whole log once (a progress bar on a terminal)."""
-    from convlog.cli import output
+    from convlog.cli import console, log_view
     from convlog.readers.info import gather
     from convlog.store.segment import list_segments
 
     total = sum(path.stat().st_size for _, path in list_segments(directory) if path.exists())
-    with output.info_progress(total) as (advance, fold):
+    with console.info_progress(total) as (advance, fold):
         data = gather(directory, progress=advance, fold_progress=fold)
     if as_json:
-        output.print_json(data)
+        console.print_json(data)
     else:
-        output.print_info(data)
+        log_view.print_info(data)
 
 
 # -- export and play (issue 5) -------------------------------------------------------------
@@ -265,7 +265,7 @@ def export_command(sessions: tuple[str, ...], all_sessions: bool, fmt: str, out:
                    directory: Path, as_of: str | None) -> None:
     """Export SESSIONs (ids or unique prefixes) as Markdown, JSON, JSONL or CSV: the
     visible branch with its crystals and usage, or with --with-history the whole tree."""
-    from convlog.cli import output
+    from convlog.cli import console
     from convlog.readers import export as exporting
 
     if all_sessions == bool(sessions):
@@ -282,7 +282,7 @@ def export_command(sessions: tuple[str, ...], all_sessions: bool, fmt: str, out:
         raise click.BadParameter(str(exc), param_hint="'--out'") from None
     request = exporting.ExportRequest(with_history=with_history, events=fmt == "jsonl")
     header = exporting.export_header(directory, state, with_history)
-    with output.byte_progress("exporting", exporting.export_bytes(directory, state, ids)) as advance:
+    with console.byte_progress("exporting", exporting.export_bytes(directory, state, ids)) as advance:
         built = exporting.export(directory, state, ids, request, progress=advance)
         if not all_sessions:  # in the order asked
             by_id = {item.id: item for item in built}
@@ -328,7 +328,7 @@ def play(directory: Path, endpoint: str | None, endpoint_alias: str | None, sess
          topic_prefix: str, sources: tuple[str, ...], wait_s: float) -> None:
     """Re-publish recorded messages to a broker with their original topics and payload
     bytes, paced by their original receive times (like ros2 bag play)."""
-    from convlog.cli import output
+    from convlog.cli import console
     from convlog.readers import play as playing
     from convlog.store.replay import parse_as_of
     from convlog.store.segment import bytes_from, list_segments
@@ -355,7 +355,7 @@ def play(directory: Path, endpoint: str | None, endpoint_alias: str | None, sess
     selection = playing.Selection(sessions=selected, sources=frozenset(sources) or playing.DEFAULT_SOURCES, **bounds)
     total = bytes_from(directory, selection.since_seq or 1)
     try:
-        with output.byte_progress("playing", total) as advance:
+        with console.byte_progress("playing", total) as advance:
             report = playing.play(directory, endpoint, selection, None if as_fast else (rate or 1.0), topic_prefix,
                                   wait_s or None, advance)
     except playing.NothingToPlayError as exc:

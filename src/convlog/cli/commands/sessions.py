@@ -19,14 +19,14 @@ from convlog.store.replay import NoLogError
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def checkpoints(directory: Path, as_json: bool) -> None:
     """List the checkpoints: seq, time, label, sessions, size."""
-    from convlog.cli import output
+    from convlog.cli import console, reports
     from convlog.store.checkpoint import list_checkpoints
 
     infos = list_checkpoints(directory)
     if as_json:
-        output.print_json([output.checkpoint_row(info) for info in infos])
+        console.print_json([reports.checkpoint_row(info) for info in infos])
     else:
-        output.out.print(output.checkpoints_table(infos))
+        console.out.print(reports.checkpoints_table(infos))
 
 
 class CheckpointGroup(click.Group):
