@@ -20,13 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import Bus, answering, convlog_cmd, records
-from convlog.cli.menu import (
+from convlog.cli.menu_core import (
     MESSAGE_PAGE,
     RECENT_KINDS,
     SESSION_KEYS,
     TOP_KEYS,
     Action,
-    CurrentFold,
     MenuInputError,
     control_build,
     fork_build,
@@ -38,9 +37,9 @@ from convlog.cli.menu import (
     parse_answer,
     parse_count,
     parse_rewind,
-    recent_records,
     sessions_by_activity,
 )
+from convlog.cli.menu_fold import CurrentFold, recent_records
 from convlog.cli.output import resume_context, transcript
 from convlog.cli.session_control import SessionControlError, check
 from convlog.core.ingest import Ingest
