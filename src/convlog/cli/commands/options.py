@@ -1,5 +1,6 @@
 """Options, arguments and steps shared by the ``convlog`` commands: the log directory
-(``--dir``, ``[DIR]``, ``$CONVLOG_DIR``) and ``--as-of`` with the fold it selects."""
+(``--dir``, ``[DIR]``, ``$CONVLOG_DIR``), ``--as-of`` with the fold it selects, and
+silencing stdout once its reader went away."""
 
 from __future__ import annotations
 
