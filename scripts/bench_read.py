@@ -26,7 +26,7 @@ Figures:
 * linear scan (ms): the same query answered by reading the log once per query (the
   segments line by line; a line that does not hold the word's bytes in any case is
   skipped unparsed; the others are parsed, their text taken as the index takes it,
-  :func:`convlog.store.search.record_text`, and matched as a whole word, case-insensitive),
+  :func:`convlog.store.search_index.record_text`, and matched as a whole word, case-insensitive),
   for ``--scan-words`` words spread over the frequency range; the newest 20 seqs are
   compared with the index's answer. The ratio is scan median / search median over the
   same words;
@@ -107,7 +107,7 @@ def write_events(path: Path, limit: int | None) -> tuple[int, int]:
 def count_messages(directory: Path, seen: dict[str, int]) -> int:
     """``message`` records in the log, reading only what was appended since the last call
     (``seen``: segment name -> bytes counted, plus ``"count"``)."""
-    from convlog.store.log import list_segments
+    from convlog.store.segment import list_segments
 
     for _, path in list_segments(directory):
         done = seen.get(path.name, 0)
@@ -169,7 +169,7 @@ def record_log(workdir: Path, directory: Path, events: Path, expected: int, rate
 
 def log_size(directory: Path) -> tuple[int, int, int]:
     """``(bytes of events/*.jsonl, segments, seq of the last record)``."""
-    from convlog.store.log import list_segments
+    from convlog.store.segment import list_segments
 
     segments = list_segments(directory)
     size = sum(path.stat().st_size for _, path in segments)
@@ -187,7 +187,8 @@ def log_size(directory: Path) -> tuple[int, int, int]:
 
 def build_index(directory: Path) -> dict[str, Any]:
     """Remove any index and build it from the whole log; time and size."""
-    from convlog.store.search import INDEX_DIR, SearchIndex
+    from convlog.store.search import SearchIndex
+    from convlog.store.search_index import INDEX_DIR
 
     shutil.rmtree(directory / INDEX_DIR, ignore_errors=True)
     started = time.perf_counter()
@@ -203,7 +204,7 @@ def build_index(directory: Path) -> dict[str, Any]:
 
 def word_counts(directory: Path, words: list[str]) -> dict[str, int]:
     """Records matching each word, counted from the index (plain sqlite3, read only)."""
-    from convlog.store.search import INDEX_DIR, INDEX_FILE
+    from convlog.store.search_index import INDEX_DIR, INDEX_FILE
 
     conn = sqlite3.connect(f"file:{directory / INDEX_DIR / INDEX_FILE}?mode=ro", uri=True)
     try:
@@ -248,8 +249,8 @@ def scan_query(directory: Path, word: str, limit: int) -> list[int]:
     """Answer a one-word query by reading the whole log: the newest ``limit`` seqs of the
     records whose text holds ``word`` as a whole word (any case)."""
     from convlog.core.record import parse_line
-    from convlog.store.log import list_segments
-    from convlog.store.search import record_text
+    from convlog.store.search_index import record_text
+    from convlog.store.segment import list_segments
 
     pattern = re.compile(rf"(?<![^\W_]){re.escape(word)}(?![^\W_])", re.IGNORECASE)
     needle = word.lower().encode()

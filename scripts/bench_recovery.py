@@ -211,7 +211,7 @@ class Tail:
     """Follows the end of a log directory's segments from where they end now."""
 
     def __init__(self, directory: Path, from_start: bool = False) -> None:
-        from convlog.store.log import list_segments
+        from convlog.store.segment import list_segments
 
         self.directory = directory
         segments = [] if from_start else list_segments(directory)
@@ -225,7 +225,7 @@ class Tail:
 
     def read(self) -> bytes:
         """The complete lines appended since the last call."""
-        from convlog.store.log import list_segments
+        from convlog.store.segment import list_segments
 
         names = [path.name for _, path in list_segments(self.directory)]
         out = []
@@ -294,7 +294,8 @@ def build_log(directory: Path, count: int, events: list[dict[str, Any]], tail_re
     from convlog.core.ingest import Ingest
     from convlog.store.checkpoint import Checkpointer
     from convlog.store.clock import Clock
-    from convlog.store.log import SegmentWriter, ensure_layout, list_segments
+    from convlog.store.segment import ensure_layout, list_segments
+    from convlog.store.writer import SegmentWriter
 
     ensure_layout(directory)
     built = Built(count, str(directory))
@@ -347,7 +348,7 @@ def build_log(directory: Path, count: int, events: list[dict[str, Any]], tail_re
 def make_copy(base: Path, target: Path, checkpoint: bool, clean: bool) -> Path:
     """A fresh copy of a built log: closed segments hard-linked (never written again),
     the last segment, the checkpoints and (when ``clean``) state.json copied."""
-    from convlog.store.log import CHECKPOINTS, EVENTS, RECOVERY, STATE_FILE, ensure_layout, list_segments
+    from convlog.store.segment import CHECKPOINTS, EVENTS, RECOVERY, STATE_FILE, ensure_layout, list_segments
 
     shutil.rmtree(target, ignore_errors=True)
     ensure_layout(target)
@@ -534,7 +535,10 @@ class Bench(Processes):
         from convlog.recorder.config import load_config
         from convlog.recorder.daemon import Recorder
         from convlog.store.checkpoint import Checkpointer, check_cut, list_checkpoints, load_checkpoint
-        from convlog.store.log import LogLock, list_segments, read_state, recover
+        from convlog.store.lock import LogLock
+        from convlog.store.recovery import recover
+        from convlog.store.segment import list_segments
+        from convlog.store.state import read_state
 
         result = Breakdown(records, checkpoint, clean)
         directory = make_copy(base, self.workdir / f"copy-{tag}", checkpoint, clean)

@@ -47,7 +47,7 @@ import orjson
 
 from benchmark import free_port, parse_ts, stop_process
 from convlog.bus.publisher import NoSubscriberError, Publisher
-from convlog.store.log import list_segments
+from convlog.store.segment import list_segments
 
 RATE = 20.0  # messages per second
 SECONDS_FULL = 30.0

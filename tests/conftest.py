@@ -19,7 +19,7 @@ import pytest
 
 from convlog.bus.publisher import NoSubscriberError, Publisher
 from convlog.cli.demo import free_port
-from convlog.store.log import iter_records, list_segments
+from convlog.store.segment import iter_records, list_segments
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CONVLOG_SHARED_DATA", REPO.parent / "shared" / "data"))

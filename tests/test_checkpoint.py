@@ -22,9 +22,10 @@ from convlog.core.ingest import Ingest
 from convlog.core.record import BUS_KINDS
 from convlog.core.wire import legacy_to_bus
 from convlog.store.checkpoint import Checkpointer, list_checkpoints, prune
-from convlog.store.log import SegmentWriter, ensure_layout, iter_records, list_segments
 from convlog.store.replay import load
+from convlog.store.segment import ensure_layout, iter_records, list_segments
 from convlog.store.verify import verify
+from convlog.store.writer import SegmentWriter
 from test_fold import Item, fold_logs
 
 

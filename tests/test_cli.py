@@ -12,7 +12,9 @@ from click.testing import CliRunner
 from conftest import convlog_cmd
 from convlog.cli.commands import main
 from convlog.core.ingest import Ingest
-from convlog.store.log import SegmentWriter, ensure_layout, read_state
+from convlog.store.segment import ensure_layout
+from convlog.store.state import read_state
+from convlog.store.writer import SegmentWriter
 
 EVENTS = [
     {"type": "message", "session_id": "alpha", "message_id": "a1", "sender": "ann", "role": "user", "content": "one"},

@@ -24,8 +24,8 @@ from convlog.bus import control
 from convlog.bus.publisher import Publisher
 from convlog.cli.commands import main
 from convlog.store.checkpoint import list_checkpoints
-from convlog.store.log import list_segments
 from convlog.store.replay import load
+from convlog.store.segment import list_segments
 
 pytestmark = pytest.mark.slow
 

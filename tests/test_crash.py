@@ -27,7 +27,8 @@ import pytest
 
 from conftest import Bus, Proc, records
 from convlog.core.record import decode_bytes, parse_line
-from convlog.store.log import EVENTS, QUARANTINE_FILE, RECOVERY, iter_records, list_segments, read_state
+from convlog.store.segment import EVENTS, QUARANTINE_FILE, RECOVERY, iter_records, list_segments
+from convlog.store.state import read_state
 from convlog.store.verify import verify
 from test_gaps import assert_every_message_recorded_or_reported
 

@@ -13,7 +13,7 @@ import orjson
 
 from conftest import Bus, Proc, convlog_cmd, records, wait_for_final_heartbeat, wait_for_records
 from convlog.bus.publisher import Publisher
-from convlog.store.log import list_segments
+from convlog.store.segment import list_segments
 
 LIMIT = 64 * 1024
 HELD = 100 * 1024

@@ -20,7 +20,7 @@ from convlog.bus.probe import Probe, probe_endpoint
 from convlog.cli.demo import free_port
 from convlog.cli.doctor import XSUB_FIX, Check, check_clock, check_recorder, check_silence, run_checks
 from convlog.core.record import make_line
-from convlog.store.log import LOCK_FILE, RECOVERY, ensure_layout, segment_name
+from convlog.store.segment import LOCK_FILE, RECOVERY, ensure_layout, segment_name
 
 
 def wait_listening(endpoint: str, timeout_s: float = 15.0) -> None:

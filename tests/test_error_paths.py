@@ -40,7 +40,8 @@ from conftest import (
 )
 from convlog.bus import control
 from convlog.cli.demo import free_port
-from convlog.store.log import list_segments, read_state
+from convlog.store.segment import list_segments
+from convlog.store.state import read_state
 
 #: Messages recorded before a fault is provoked (about 35 KB: the recorder's own output
 #: file stays far below the segment size, which the EFBIG fault uses as the limit).

@@ -431,7 +431,8 @@ def test_unsafe_ids_become_files_in_a_directory(tmp_path: Path) -> None:
         payloads.append({"type": "message", "session_id": sid, "message_id": f"m{n}", "sender": "ann",
                          "content": f"hello {n}"})
     directory = tmp_path / "log"
-    from convlog.store.log import SegmentWriter, ensure_layout
+    from convlog.store.segment import ensure_layout
+    from convlog.store.writer import SegmentWriter
 
     ensure_layout(directory)
     writer = SegmentWriter(directory, next_seq=1)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from conftest import Bus, records, wait_for_final_heartbeat, wait_for_records
 from convlog.core.gaps import GapDetector, stamp_of, stamp_payload
 from convlog.store import replay
-from convlog.store.log import list_segments
+from convlog.store.segment import list_segments
 
 
 def test_stamp_payload_inserts_a_first_key_without_reserializing() -> None:
@@ -284,7 +284,8 @@ def test_a_checkpoint_whose_cut_no_longer_matches_gives_no_publishers_snapshot(t
     from convlog.core.ingest import Ingest
     from convlog.store.checkpoint import Checkpointer, publishers_start
     from convlog.store.clock import Clock
-    from convlog.store.log import SegmentWriter, ensure_layout
+    from convlog.store.segment import ensure_layout
+    from convlog.store.writer import SegmentWriter
 
     directory = tmp_path / "log"
     ensure_layout(directory)

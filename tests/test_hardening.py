@@ -28,17 +28,10 @@ from convlog.core.ingest import Ingest
 from convlog.core.record import MAX_DEPTH, MAX_WIRE_INT, decode_bytes, dump_json, make_line, parse_line
 from convlog.core.view import payload_text, stream_text
 from convlog.store.clock import Clock
-from convlog.store.log import (
-    EVENTS,
-    QUARANTINE_FILE,
-    RECOVERY,
-    STATE_FILE,
-    SegmentWriter,
-    ensure_layout,
-    list_segments,
-    recover,
-)
+from convlog.store.recovery import recover
 from convlog.store.replay import load, parse_as_of
+from convlog.store.segment import EVENTS, QUARANTINE_FILE, RECOVERY, STATE_FILE, ensure_layout, list_segments
+from convlog.store.writer import SegmentWriter
 
 TS = "2026-11-21T12:00:00.000000Z"
 

@@ -13,22 +13,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convlog.core.record import make_line
-from convlog.store.log import (
+from convlog.store.lock import LogLock, LogLockedError
+from convlog.store.recovery import recover, scan_tail
+from convlog.store.segment import (
     EVENTS,
     QUARANTINE_FILE,
     RECOVERY,
-    LogLock,
-    LogLockedError,
-    SegmentWriter,
     iter_records,
     list_segments,
     read_seqs,
-    read_state,
-    recover,
-    scan_tail,
     segment_name,
-    write_state,
 )
+from convlog.store.state import read_state, write_state
+from convlog.store.writer import SegmentWriter
 
 
 def line(seq: int, text: str = "x") -> bytes:
@@ -181,7 +178,7 @@ def test_lock_refuses_second_writer_and_names_holder(tmp_path: Path) -> None:
     directory = tmp_path / "log"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from convlog.store.log import LogLock; LogLock(sys.argv[1]).acquire(); "
+         "import sys, time; from convlog.store.lock import LogLock; LogLock(sys.argv[1]).acquire(); "
          "print('locked', flush=True); time.sleep(60)", str(directory)],
         stdout=subprocess.PIPE,
     )
@@ -229,7 +226,7 @@ def test_find_record_by_seq_without_scanning(logdir: Path) -> None:
         if seq == 1500:
             writer.write(b"not a record\n", seq)
     writer.close()
-    from convlog.store.log import find_record
+    from convlog.store.segment import find_record
 
     assert len(list_segments(logdir)) > 3
     for seq in (1, 2, 777, 1500, 1501, 2047, 3000):

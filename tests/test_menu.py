@@ -20,13 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import Bus, answering, convlog_cmd, records
-from convlog.cli.menu import (
+from convlog.cli.menu_core import (
     MESSAGE_PAGE,
     RECENT_KINDS,
     SESSION_KEYS,
     TOP_KEYS,
     Action,
-    CurrentFold,
     MenuInputError,
     control_build,
     fork_build,
@@ -38,16 +37,17 @@ from convlog.cli.menu import (
     parse_answer,
     parse_count,
     parse_rewind,
-    recent_records,
     sessions_by_activity,
 )
+from convlog.cli.menu_fold import CurrentFold, recent_records
 from convlog.cli.output import resume_context, transcript
 from convlog.cli.session_control import SessionControlError, check
 from convlog.core.ingest import Ingest
 from convlog.core.view import printable
 from convlog.store.checkpoint import list_checkpoints
-from convlog.store.log import SegmentWriter, complete_end, ensure_layout, iter_records, lines_backwards, list_segments
 from convlog.store.replay import load
+from convlog.store.segment import complete_end, ensure_layout, iter_records, lines_backwards, list_segments
+from convlog.store.writer import SegmentWriter
 
 # --------------------------------------------------------------------------- pure core
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from conftest import convlog_cmd
 from convlog.core.record import make_line
 from convlog.core.view import plural
-from convlog.store.log import SegmentWriter, ensure_layout
+from convlog.store.segment import ensure_layout
+from convlog.store.writer import SegmentWriter
 
 TS = "2026-11-21T12:00:00.000000Z"
 

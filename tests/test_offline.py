@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from conftest import Bus, records, running_bus, shearwater_file, wait_for_records
 from convlog.cli.commands import main
 from convlog.store import replay
-from convlog.store.log import QUARANTINE_FILE, RECOVERY, list_segments, read_state, segment_name, write_state
+from convlog.store.segment import QUARANTINE_FILE, RECOVERY, list_segments, segment_name
+from convlog.store.state import read_state, write_state
 
 MESSAGES = 60
 

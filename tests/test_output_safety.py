@@ -15,7 +15,8 @@ import pytest
 
 from conftest import convlog_cmd
 from convlog.readers.export import csv_safe
-from convlog.store.log import SegmentWriter, ensure_layout
+from convlog.store.segment import ensure_layout
+from convlog.store.writer import SegmentWriter
 
 TS = "2026-11-21T12:00:00.000000Z"
 #: Sequences a hostile message could use on a terminal: clear the screen, set the

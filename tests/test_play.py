@@ -347,7 +347,8 @@ def test_play_into_the_broker_its_own_recorder_listens_to(recorded: Path, bus: B
 def test_end_seq_steps_over_a_torn_line(tmp_path: Path) -> None:
     """The end of a log is its last whole record, whatever follows it."""
     from convlog.readers.play import end_seq
-    from convlog.store.log import SegmentWriter, ensure_layout
+    from convlog.store.segment import ensure_layout
+    from convlog.store.writer import SegmentWriter
 
     ensure_layout(tmp_path)
     assert end_seq(tmp_path) == 0

@@ -32,7 +32,7 @@ from convlog.cli.sharegpt import conversations, native_events
 from convlog.core.record import RECORDER_KINDS, decode_bytes
 from convlog.core.view import EMPTY
 from convlog.store import replay
-from convlog.store.log import list_segments
+from convlog.store.segment import list_segments
 
 pytestmark = pytest.mark.slow
 

@@ -24,21 +24,13 @@ from rich.console import ColorSystem, Console
 from rich.style import Style
 
 from conftest import Bus, convlog_cmd, records, shearwater_file, wait_for_records
-from convlog.cli import output
+from convlog.cli import log_view
 from convlog.cli.commands import main
 from convlog.core.ingest import Ingest
-from convlog.store.log import SegmentWriter, ensure_layout, iter_records, list_segments
-from convlog.store.search import (
-    BATCH_RECORDS,
-    INDEX_DIR,
-    INDEX_FILE,
-    MARK_END,
-    MARK_START,
-    Hit,
-    SearchIndex,
-    SearchQueryError,
-    record_text,
-)
+from convlog.store.search import MARK_END, MARK_START, Hit, SearchIndex, SearchQueryError
+from convlog.store.search_index import BATCH_RECORDS, INDEX_DIR, INDEX_FILE, record_text
+from convlog.store.segment import ensure_layout, iter_records, list_segments
+from convlog.store.writer import SegmentWriter
 
 TS = "2026-11-21T12:00:00.000000Z"
 
@@ -169,7 +161,7 @@ def test_rendering_highlights_on_terminal_and_plain_when_piped(chat: Path) -> No
     hit = Hit(seq=7, ts=TS, session="s1", speaker="ann", kind="message",
               snippet=f"before {MARK_START}word{MARK_END} after")
     console = Console(force_terminal=True, color_system="standard", width=200, record=True)
-    output.print_hits([hit], console=console)
+    log_view.print_hits([hit], console=console)
     rendered = console.export_text(styles=True, clear=False)
     # rich's own rendering of the style, whatever escape codes its version uses
     assert Style.parse("bold reverse").render("word", color_system=ColorSystem.STANDARD) in rendered

@@ -27,8 +27,8 @@ from conftest import Bus, Proc, convlog_cmd, records, shearwater_file, wait_for_
 from convlog.bus.publisher import Publisher
 from convlog.core.record import make_line
 from convlog.readers.tail import Follower, RecordFilter, newest
-from convlog.store.log import list_segments, segment_name
 from convlog.store.replay import load
+from convlog.store.segment import list_segments, segment_name
 
 # --------------------------------------------------------------------------- helpers
 

@@ -39,7 +39,7 @@ import orjson
 import zmq
 
 from convlog.core.record import MAX_DEPTH, dump_json, json_depth
-from convlog.store.log import RECOVERY
+from convlog.store.segment import RECOVERY
 
 #: Session control kinds that ``append`` accepts (DESIGN.md, "Fold semantics").
 CONTROL_KINDS = frozenset(

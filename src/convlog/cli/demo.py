@@ -23,11 +23,11 @@ from typing import Any
 import orjson
 
 from convlog.bus.publisher import NoSubscriberError, Publisher
-from convlog.cli import output
+from convlog.cli import console, output
 from convlog.cli.sharegpt import conversations, native_events
 from convlog.core.view import plural
-from convlog.store.log import iter_records, list_segments
 from convlog.store.replay import load
+from convlog.store.segment import iter_records, list_segments
 
 STOP_TIMEOUT_S = 15.0
 
@@ -128,7 +128,7 @@ def run_demo(directory: Path | None = None, count: int = 40) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     convs = list(conversations(limit=count))
     xsub, xpub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    say = output.err.print
+    say = console.err.print
     say(f"[bold]convlog demo[/] → {directory}")
     broker = spawn(["broker", "--xsub", xsub, "--xpub", xpub], directory / "broker.log")
     recorder = spawn(["record", "--dir", str(directory), "--sub", xpub], directory / "recorder.log")
@@ -193,7 +193,7 @@ def _failure(what: str, directory: Path) -> str:
 def _show(directory: Path, first: str, second: str) -> None:
     replay = load(directory)
     data = output.summary(replay)
-    out = output.out
+    out = console.out
     out.print(
         f"[bold]Folded[/]: {data['records']} records → {data['sessions']} sessions, "
         f"{data['forks']} fork, {data['messages_visible']} visible messages, "

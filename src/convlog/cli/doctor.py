@@ -34,7 +34,8 @@ from convlog.bus.probe import probe_endpoint
 from convlog.cli.launcher import pid_alive
 from convlog.core.record import parse_line
 from convlog.recorder.config import Config, ConfigError, load_config
-from convlog.store.log import LogLock, list_segments
+from convlog.store.lock import LogLock
+from convlog.store.segment import list_segments
 
 #: Free space below this many bytes fails the directory check.
 MIN_FREE_BYTES = 1 << 30

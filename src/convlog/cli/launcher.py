@@ -6,7 +6,7 @@ session, output appended to ``<dir>/recorder.log``) and waits until it answers
 ``status``. Launchers that race (five agents starting at the same moment) are
 serialized by an ``flock`` on ``<dir>/recovery/launch.lock``: the first starts the
 recorder and holds the launch lock until it answers; the others then find it running.
-The recorder's own writer lock (:class:`convlog.store.log.LogLock`) stays the guarantee that
+The recorder's own writer lock (:class:`convlog.store.lock.LogLock`) stays the guarantee that
 a directory never has two writers, whoever starts them.
 """
 
@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from convlog.bus import control
-from convlog.store.log import RECOVERY, LogLock, ensure_layout
+from convlog.store.lock import LogLock
+from convlog.store.segment import RECOVERY, ensure_layout
 
 #: The recorder's output (stdout and stderr) when started by :func:`ensure_running`.
 LOG_NAME = "recorder.log"

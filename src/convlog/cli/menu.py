@@ -18,22 +18,21 @@ message are shown spelled out instead of being obeyed by the terminal.
 
 Functional core, imperative shell: the decisions (paging arithmetic, turning an answer
 into an :class:`Action`, checking counts and rewind targets, building the session
-control records, highlighting snippets) are the small pure functions at the top; the
-:class:`Menu` class does the I/O and calls them. Session control goes through
+control records, highlighting snippets) are the small pure functions of
+:mod:`convlog.cli.menu_core`; the :class:`Menu` class does the I/O and calls them. Session control goes through
 :func:`convlog.cli.session_control.append` (the running recorder's control channel when one
 runs, else the writer lock), exactly as the ``fork``/``rewind``/``crystal`` commands.
-The folded state is kept current between screens by :class:`CurrentFold` (only new
-records are folded); "recent messages" reads the log backwards from its end
-(:func:`recent_records`), never the whole log.
+The folded state is kept current between screens by
+:class:`convlog.cli.menu_fold.CurrentFold` (only new records are folded); "recent
+messages" reads the log backwards from its end
+(:func:`convlog.cli.menu_fold.recent_records`), never the whole log.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import signal
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -41,423 +40,40 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from convlog.cli import output
-from convlog.cli.session_control import Build, fork_id, session_notes
-from convlog.core.fold import Session, State, Stream
+from convlog.cli import console, output, reports
+from convlog.cli.menu_core import (
+    CHECKPOINT_KEYS,
+    DIAGNOSTICS_KEYS,
+    LIST_KEYS,
+    LIST_PAGE,
+    MESSAGE_PAGE,
+    RECENT_COUNT,
+    RECENT_KEYS,
+    SEARCH_KEYS,
+    SEARCH_LIMIT,
+    SESSION_KEYS,
+    TOP_KEYS,
+    Action,
+    MenuInputError,
+    Page,
+    control_build,
+    fork_build,
+    highlight,
+    message_position,
+    one_line,
+    page_containing,
+    page_of,
+    parse_answer,
+    parse_count,
+    parse_rewind,
+    sessions_by_activity,
+)
+from convlog.cli.menu_fold import CurrentFold, recent_records
+from convlog.cli.session_control import session_notes
+from convlog.core.fold import Session, State
 from convlog.core.view import payload_text, plural, printable
-from convlog.readers.tail import RecordFilter, newest
-from convlog.store.log import list_segments
 from convlog.store.replay import Replay
-
-#: Sessions (or checkpoint sessions, checkpoints) per page of a list.
-LIST_PAGE = 15
-#: Messages per page of a session.
-MESSAGE_PAGE = 5
-#: How many records "recent messages" shows.
-RECENT_COUNT = 20
-#: Kinds "recent messages" shows: whole messages and the ends of streamed ones.
-RECENT_KINDS = frozenset({"message", "message.end"})
-#: Hits per search.
-SEARCH_LIMIT = 20
-#: Markers around the matched words in a search snippet (see convlog.store.search).
-SNIPPET_START, SNIPPET_END = "\x02", "\x03"
-
-#: Answers at the top menu.
-TOP_KEYS = {
-    "1": "sessions", "s": "sessions",
-    "2": "checkpoints", "c": "checkpoints",
-    "3": "recent", "r": "recent",
-    "4": "search", "/": "search",
-    "5": "diagnostics", "d": "diagnostics",
-    "q": "quit",
-}
-#: Answers in a list of sessions or checkpoints (a number opens an item).
-LIST_KEYS = {"n": "next", "p": "previous", "q": "quit"}
-#: Answers while reading a session (a number jumps to that message's page).
-SESSION_KEYS = {"": "next", "n": "next", "p": "previous", "f": "fork", "r": "rewind", "c": "crystal", "q": "quit"}
-#: Answers in an inspected checkpoint (a number resumes that session as of it).
-CHECKPOINT_KEYS = {"n": "next", "p": "previous", "l": "latest", "q": "quit"}
-#: Answers under the recent messages (a number opens the session at that message).
-RECENT_KEYS = {"r": "refresh", "q": "quit"}
-#: Answers under search hits (a number opens the session at that message).
-SEARCH_KEYS = {"": "search", "s": "search", "q": "quit"}
-#: Answers under the diagnostics report.
-DIAGNOSTICS_KEYS = {"r": "refresh", "q": "quit"}
-
-
-# --------------------------------------------------------------------------- pure core
-
-
-class MenuInputError(ValueError):
-    """An answer the menu cannot use; the message says why, in one line."""
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a list of ``total`` items.
-
-    Attributes:
-        number: the page, 0-based, within ``[0, pages)``.
-        pages: how many pages the list has (at least 1, also for an empty list).
-        start, stop: the items on it, as the slice ``[start:stop]`` (empty for an empty list).
-    """
-
-    number: int
-    pages: int
-    start: int
-    stop: int
-
-    def label(self) -> str:
-        """``page 2/7`` (1-based, for people)."""
-        return f"page {self.number + 1}/{self.pages}"
-
-
-def page_of(total: int, page: int, size: int) -> Page:
-    """The page ``page`` of a list of ``total`` items shown ``size`` at a time, clamped to
-    the pages that exist (so "next" on the last page stays there).
-
-    Args:
-        total: items in the list (>= 0).
-        page: the wanted page, 0-based (any int: clamped).
-        size: items per page (>= 1).
-
-    Returns:
-        the :class:`Page`.
-
-    Raises:
-        ValueError: for a negative ``total`` or a ``size`` below 1.
-    """
-    if total < 0:
-        raise ValueError(f"a list cannot have {total} items")
-    if size < 1:
-        raise ValueError(f"a page must hold at least 1 item, not {size}")
-    pages = max(1, -(-total // size))
-    number = min(max(page, 0), pages - 1)
-    start = number * size
-    return Page(number, pages, start, min(total, start + size))
-
-
-def page_containing(index: int, size: int) -> int:
-    """The 0-based page that shows item ``index`` (0-based) when ``size`` fit on a page.
-
-    Raises:
-        ValueError: for a negative ``index`` or a ``size`` below 1.
-    """
-    if index < 0 or size < 1:
-        raise ValueError(f"no page holds item {index} at {size} per page")
-    return index // size
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """What an answer asks for.
-
-    Attributes:
-        name: a value of the screen's key map (``next``, ``fork``, ``quit``, ...),
-            ``open`` for a number, or ``none`` for an empty answer the screen has no
-            meaning for.
-        index: for ``open``, the 0-based item the number names; else None.
-    """
-
-    name: str
-    index: int | None = None
-
-
-def parse_answer(answer: str, keys: Mapping[str, str], items: int = 0) -> Action:
-    """Turn a menu answer into an :class:`Action`.
-
-    Case and surrounding blanks are ignored. A key of ``keys`` (or the full name it maps
-    to, e.g. ``sessions``) gives that action; a number ``1..items`` gives ``open`` with the
-    0-based index; an empty answer gives ``keys[""]`` when the screen has one, else ``none``.
-
-    Args:
-        answer: the line typed (without its newline).
-        keys: answer -> action name for this screen.
-        items: how many numbered items the screen shows (0: numbers mean nothing).
-
-    Returns:
-        the action.
-
-    Raises:
-        MenuInputError: for anything else, naming the valid answers.
-    """
-    text = answer.strip().lower()
-    if text in keys:
-        return Action(keys[text])
-    if text == "":
-        return Action("none")
-    names = {name for name in keys.values()}
-    if text in names:
-        return Action(text)
-    if _is_number(text) and items:
-        number = int(text)
-        if not 1 <= number <= items:
-            raise MenuInputError(f"no item {number}: choose 1-{items}")
-        return Action("open", number - 1)
-    raise MenuInputError(f"{answer.strip()!r} is not a choice here: {_hint(keys, items)}")
-
-
-def _is_number(text: str) -> bool:
-    """ASCII digits only (``str.isdigit`` also accepts ``²``, which ``int`` refuses)."""
-    return text.isascii() and text.isdigit()
-
-
-def _hint(keys: Mapping[str, str], items: int) -> str:
-    """``1-12, n/Enter (next), p (previous), q (quit)``: the valid answers, grouped by action."""
-    grouped: dict[str, list[str]] = {}
-    for key, name in keys.items():
-        grouped.setdefault(name, []).append(key or "Enter")
-    choices = [f"{'/'.join(group)} ({name})" for name, group in grouped.items()]
-    if items:
-        choices.insert(0, f"1-{items}")
-    return ", ".join(choices)
-
-
-def parse_count(text: str, high: int, what: str) -> int | None:
-    """A message count typed by the user: blank for the default, else ``0..high``.
-
-    Args:
-        text: the answer.
-        high: the largest count that makes sense (the visible messages).
-        what: the name of the value, for the error (``fork at``).
-
-    Returns:
-        the count, or None when the answer is blank (the command's default: all).
-
-    Raises:
-        MenuInputError: when it is not a whole number in ``0..high``.
-    """
-    text = text.strip()
-    if not text:
-        return None
-    if not _is_number(text):
-        raise MenuInputError(f"{what}: {text!r} is not a whole number of messages")
-    value = int(text)
-    if value > high:
-        raise MenuInputError(f"{what}: {value} is more than the {high} visible messages")
-    return value
-
-
-def parse_rewind(text: str, high: int, checkpoints: Sequence[str]) -> dict[str, Any] | None:
-    """Where a rewind goes: ``N`` (keep the first N visible messages) or the name of one
-    of the session's checkpoints (``@NAME`` forces a name, for a name made of digits).
-
-    Args:
-        text: the answer.
-        high: visible messages of the session.
-        checkpoints: the session's checkpoint names.
-
-    Returns:
-        ``{"to": N}`` or ``{"checkpoint": NAME}`` (the ``session.rewind`` data), or None
-        for a blank answer (cancel).
-
-    Raises:
-        MenuInputError: for a count out of range or an unknown checkpoint.
-    """
-    text = text.strip()
-    if not text:
-        return None
-    if _is_number(text):
-        return {"to": parse_count(text, high, "rewind to")}
-    name = text[1:] if text.startswith("@") else text
-    if name not in checkpoints:
-        have = ", ".join(sorted(checkpoints)) or "none"
-        raise MenuInputError(f"no checkpoint {name!r} in this session (it has: {have})")
-    return {"checkpoint": name}
-
-
-def sessions_by_activity(state: State, include_deleted: bool = False) -> list[Session]:
-    """The sessions, most recently active first (by the seq of their last record).
-
-    Returns:
-        the :class:`~convlog.core.fold.Session` objects of ``state`` (do not mutate them).
-    """
-    return sorted(state.session_list(include_deleted), key=lambda s: s.last_seq, reverse=True)
-
-
-def message_position(seqs: Sequence[int], streams: Iterable[Stream], seq: int) -> int | None:
-    """Where the message that record ``seq`` belongs to sits in a session.
-
-    Args:
-        seqs: the session's visible message seqs, in order (``State.visible``).
-        streams: streamed messages (``State.streams.values()``): a delta or end record
-            of one stands for the stream, whose visible seq is its ``first_seq``.
-        seq: a record's seq (a message, or a part of a streamed one).
-
-    Returns:
-        the 0-based position in ``seqs``, or None when that message is not visible
-        there (rewound away, another session, not a message).
-    """
-    positions = {value: index for index, value in enumerate(seqs)}
-    if seq in positions:
-        return positions[seq]
-    for stream in streams:
-        if seq == stream.end_seq or seq in stream.delta_seqs:
-            return positions.get(stream.first_seq)
-    return None
-
-
-def fork_build(parent: str, at: int | None, name: str | None) -> Build:
-    """The ``session.fork`` a menu fork appends, as ``convlog fork PARENT [--at N] [--name NAME]``
-    builds it: the new id is ``<parent>/<name>`` (or ``<parent>/fork-K``).
-
-    Returns:
-        a :data:`convlog.cli.session_control.Build` for :func:`convlog.cli.session_control.append`.
-    """
-
-    def build(replay: Replay) -> tuple[str, str, dict[str, Any]]:
-        data: dict[str, Any] = {"parent": parent}
-        if at is not None:
-            data["at"] = at
-        if name is not None:
-            data["name"] = name
-        return "session.fork", fork_id(replay.state, parent, name), data
-
-    return build
-
-
-def control_build(kind: str, session: str, **params: Any) -> Build:
-    """A session control record for ``session`` with the parameters that are not None
-    (the fold's defaults apply to the others), as the CLI's rewind/crystal build them.
-
-    Returns:
-        a :data:`convlog.cli.session_control.Build`.
-    """
-    data = {key: value for key, value in params.items() if value is not None}
-    return lambda replay: (kind, session, dict(data))
-
-
-def highlight(snippet: str, style: str = "bold reverse", start: str = SNIPPET_START, end: str = SNIPPET_END) -> Text:
-    """A search snippet as rich text: the parts between ``start`` and ``end`` markers in
-    ``style``, the markers removed. An unclosed marker highlights to the end; a stray
-    end marker is dropped. Markup-like text (``[bold]``) stays literal; control
-    characters are made visible (:func:`printable`).
-
-    Returns:
-        the :class:`rich.text.Text`.
-    """
-    text = Text()
-    marked = False
-    for part in re.split(f"({re.escape(start)}|{re.escape(end)})", snippet):
-        if part == start:
-            marked = True
-        elif part == end:
-            marked = False
-        elif part:
-            text.append(printable(part), style if marked else None)
-    return text
-
-
-def one_line(text: str, width: int = 160) -> str:
-    """``text`` on one line (newlines and tabs as spaces), cut to ``width`` characters with ``…``."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: max(0, width - 1)] + "…"
-
-
-# --------------------------------------------------------------------------- reading the end of the log
-
-
-def recent_records(directory: Path, count: int = RECENT_COUNT, kinds: frozenset[str] = RECENT_KINDS) -> list[dict]:
-    """The last ``count`` records of the given kinds, read backwards from the end of the
-    last segment (and earlier segments only when it holds too few), so the cost follows
-    what is shown, not the size of the log (:func:`convlog.readers.tail.newest`). Unreadable
-    lines are skipped.
-
-    Args:
-        directory: the log directory.
-        count: how many records (>= 0).
-        kinds: the record kinds wanted.
-
-    Returns:
-        up to ``count`` records, oldest first (``[]`` when the directory has no log).
-
-    Raises:
-        OSError: when a segment cannot be read.
-    """
-    if count <= 0:
-        return []
-    return [found.record for found in newest(directory, count, RecordFilter.of(kinds=kinds)).records]
-
-
-# --------------------------------------------------------------------------- shell
-
-
-#: Records folded between two progress reports of :meth:`CurrentFold.replay`.
-_PROGRESS_RECORDS = 4096
-
-
-class CurrentFold:
-    """The fold of a log kept current while the menu runs: the first :meth:`replay`
-    starts like :func:`convlog.store.replay.load` (the newest checkpoint whose cut matches the
-    log, then the records after it); later calls fold only the records appended since
-    (:func:`convlog.store.log.follow` from the last position, across segment rotation), so
-    going back and forth between screens does not fold the log again.
-
-    When the log no longer holds the position (its segment is gone or shorter: the log
-    was recovered, replaced or rebuilt) the fold starts over.
-
-    Args:
-        directory: the log directory.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-        self._state: State | None = None
-        self._position: tuple[str, int] | None = None
-        self._checkpoint: Path | None = None
-        self._refused: list[str] = []
-
-    def _holds_position(self) -> bool:
-        if self._position is None:
-            return True
-        name, offset = self._position
-        path = self.directory / "events" / name
-        return path.exists() and path.stat().st_size >= offset
-
-    def replay(self, progress: Callable[[int, int], None] | None = None) -> Replay:
-        """Bring the fold up to date and return it (the state is shared between calls
-        and changes with them: do not keep one across a later call).
-
-        Args:
-            progress: called as ``progress(done, total)`` in bytes of log folded by this
-                call, every few thousand records and at the end (not when nothing is new).
-
-        Returns:
-            a :class:`~convlog.store.replay.Replay` of the whole log as written so far.
-
-        Raises:
-            NoLogError: when the directory has no segments.
-            CheckpointError, OSError: when the log or a checkpoint cannot be read.
-        """
-        from convlog.core.fold import fold
-        from convlog.store.checkpoint import best_start
-        from convlog.store.log import follow
-        from convlog.store.replay import NoLogError
-
-        if not list_segments(self.directory):
-            raise NoLogError.in_directory(self.directory)
-        if self._state is None or not self._holds_position():
-            start = best_start(self.directory)
-            self._state, self._position = start.state, start.position
-            self._checkpoint, self._refused = start.checkpoint, start.refused
-        state = self._state
-        starts, total = {}, 0  # segment name -> bytes of the log before it
-        for _, path in list_segments(self.directory):
-            starts[path.name] = total
-            total += path.stat().st_size
-        base = 0 if self._position is None else starts.get(self._position[0], 0) + self._position[1]
-        count = 0
-        for record, segment, offset in follow(self.directory, self._position):
-            fold(state, record)
-            self._position = (segment, offset)
-            count += 1
-            if progress is not None and count % _PROGRESS_RECORDS == 0:
-                done = starts.get(segment, total) + offset - base
-                progress(done, max(total - base, done))
-        if progress is not None and count:
-            done = starts.get(self._position[0], total) + self._position[1] - base if self._position else 0
-            progress(done, max(total - base, done))
-        return Replay(directory=self.directory, state=state, checkpoint=self._checkpoint, refused=self._refused)
+from convlog.store.segment import list_segments
 
 
 class _Back(Exception):
@@ -489,9 +105,9 @@ def _sigint_deferred() -> Iterator[None]:
 class Menu:
     """The interactive menu over one log directory (see the module doc).
 
-    Prints to :data:`convlog.cli.output.out` (stdout), draws spinners on
-    :data:`convlog.cli.output.err` (stderr) when that is a terminal, and reads answers with
-    ``output.out.input``.
+    Prints to :data:`convlog.cli.console.out` (stdout), draws spinners on
+    :data:`convlog.cli.console.err` (stderr) when that is a terminal, and reads answers with
+    ``console.out.input``.
 
     Args:
         directory: the log directory (it need not exist: each screen says what is missing).
@@ -503,7 +119,7 @@ class Menu:
         self.directory = Path(directory)
         self.list_page = list_page
         self.message_page = message_page
-        self.console = output.out
+        self.console = console.out
         self.fold = CurrentFold(self.directory)
         self._notices: list[Text] = []
 
@@ -559,7 +175,7 @@ class Menu:
     def _reported(self) -> Iterator[None]:
         """Show an expected failure (no log, refused command, recorder error, ...) as one
         ``convlog: reason`` line and carry on in the menu."""
-        from convlog.cli.commands import EXPECTED
+        from convlog.cli.errors import EXPECTED
 
         try:
             yield
@@ -570,8 +186,8 @@ class Menu:
 
     def _busy(self, what: str) -> contextlib.AbstractContextManager[Any]:
         """A spinner on stderr while something slow runs (nothing when stderr is piped)."""
-        if output.err.is_terminal:
-            return output.err.status(what)
+        if console.err.is_terminal:
+            return console.err.status(what)
         return contextlib.nullcontext()
 
     def _load(self, upto_seq: int | None = None) -> Replay:
@@ -580,7 +196,7 @@ class Menu:
         from convlog.store.replay import load
 
         if upto_seq is None:
-            with output.lazy_progress("folding the log") as progress:
+            with console.lazy_progress("folding the log") as progress:
                 return self.fold.replay(progress)
         with self._busy("folding the log…"):
             return load(self.directory, upto_seq=upto_seq)
@@ -870,7 +486,7 @@ class Menu:
                 if not query:
                     return
                 try:
-                    with output.lazy_progress("indexing the log for search") as progress:
+                    with console.lazy_progress("indexing the log for search") as progress:
                         index.update(progress=progress)
                     hits = index.query(query, limit=SEARCH_LIMIT)
                 except (SearchQueryError, sqlite3.Error) as exc:
@@ -917,7 +533,7 @@ class Menu:
             return None
         reply.pop("ok", None)
         reply["running"] = True
-        output.print_status(reply)
+        reports.print_status(reply)
         return reply
 
     def _doctor(self, status: dict[str, Any] | None) -> None:
@@ -929,7 +545,7 @@ class Menu:
         with self._busy("checking…"):
             checks = run_checks(None, self.directory, endpoints, status,
                                 silence_s=float(config.silence_threshold_s))
-        output.print_checks(checks)
+        reports.print_checks(checks)
 
 
 def run_menu(directory: Path) -> int:

@@ -25,8 +25,9 @@ from convlog.core.record import make_line
 from convlog.core.view import plural
 from convlog.store.clock import Clock
 from convlog.store.importer import OfflineWriter
-from convlog.store.log import LogLockedError, list_segments
+from convlog.store.lock import LogLockedError
 from convlog.store.replay import NoLogError, Replay, load
+from convlog.store.segment import list_segments
 
 #: What a command builds from the current state: ``(kind, session id, data)``.
 Build = Callable[[Replay], tuple[str, str, dict[str, Any]]]

@@ -26,8 +26,8 @@ import orjson
 from convlog.core.gaps import GapDetector
 from convlog.core.view import own_time
 from convlog.store.checkpoint import list_checkpoints
-from convlog.store.log import CHECKPOINTS, EVENTS, QUARANTINE_FILE, RECOVERY, follow, list_segments
 from convlog.store.replay import NoLogError, load
+from convlog.store.segment import CHECKPOINTS, EVENTS, QUARANTINE_FILE, RECOVERY, follow, list_segments
 
 #: The parts of a log directory whose disk use is reported on their own; anything else
 #: is counted as ``other``. ``index`` holds derived search indexes.

@@ -52,7 +52,7 @@ import orjson
 
 from convlog.core.record import decode_bytes, parse_line, restore_newlines
 from convlog.core.view import plural
-from convlog.store.log import complete_end, iter_lines, lines_backwards, list_segments
+from convlog.store.segment import complete_end, iter_lines, lines_backwards, list_segments
 
 __all__ = [
     "DEFAULT_SOURCES",
@@ -384,7 +384,7 @@ def plan(
     """The messages to send, in log order, with their offsets. Pure (over ``lines``).
 
     Args:
-        lines: log lines in seq order (:func:`convlog.store.log.iter_lines`).
+        lines: log lines in seq order (:func:`convlog.store.segment.iter_lines`).
         selection: which records.
         rate: see :func:`schedule`.
         topic_prefix: prepended to each topic frame (messages of one frame have none and

@@ -9,7 +9,7 @@ Three layers, each usable on its own:
   the last segment (segments are named by their first seq, so it never has to scan
   the log from its start unless the filter matches nothing recent);
   :class:`Follower` reads the complete records appended after a ``(segment, byte
-  offset)`` position with :func:`convlog.store.log.follow` and copes with what a recorder
+  offset)`` position with :func:`convlog.store.segment.follow` and copes with what a recorder
   does to the end of the log: rotation (a new segment appears), recovery after a crash
   (a torn tail is moved to quarantine and the segment truncated; an empty new segment
   removed and written again) and restarts.
@@ -37,7 +37,7 @@ from watchfiles import watch
 from convlog.core.gaps import HEARTBEAT, stamp_of
 from convlog.core.record import BUS_KINDS, RAW, RECORDER_KINDS, UNKNOWN, dump_json, parse_line
 from convlog.core.view import payload_text, printable
-from convlog.store.log import EVENTS, SEGMENT_SUFFIX, complete_end, follow, lines_backwards, list_segments
+from convlog.store.segment import EVENTS, SEGMENT_SUFFIX, complete_end, follow, lines_backwards, list_segments
 
 #: Every kind a record can have, as far as the vocabulary is closed (DESIGN.md): what a
 #: publisher may send, ``unknown``/``raw``, and the recorder's own kinds (open-ended:
@@ -258,7 +258,7 @@ def newest(
         count: how many records (0: none, only the position).
         keep: the filter (default: every record).
         raw: also return each record's line bytes (``TailRecord.line``).
-        chunk: first read size backwards, bytes (default 64 KiB; see :func:`convlog.store.log.lines_backwards`).
+        chunk: first read size backwards, bytes (default 64 KiB; see :func:`convlog.store.segment.lines_backwards`).
         progress: called with the bytes read backwards since its last call, about every
             MiB (for a progress bar over the log's size when a filter matches rarely).
 
@@ -413,7 +413,7 @@ class Follower:
 
     def _with_lines(self, kept: list[tuple[dict[str, Any], str, int, int]]) -> list[TailRecord]:
         """Attach each record's line bytes (when ``raw``), read back per segment from
-        the bytes :func:`convlog.store.log.follow` just read (in the page cache)."""
+        the bytes :func:`convlog.store.segment.follow` just read (in the page cache)."""
         if not self.raw:
             return [TailRecord(record, None) for record, *_ in kept]
         out: list[TailRecord] = []

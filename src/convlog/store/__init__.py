@@ -1,5 +1,7 @@
-"""The log on disk: segments, the writer, readers and recovery (:mod:`.log`),
-checkpoints, replay (the fold run over the log), the search index, import of other
-formats and verification. Everything that reads or writes files under the log
-directory, and nothing that talks to a socket.
+"""The log on disk: segments and reading them (:mod:`.segment`), the segment writer
+(:mod:`.writer`), recovery (:mod:`.recovery`), ``state.json`` (:mod:`.state`), the writer
+lock (:mod:`.lock`) and fsync (:mod:`.fsync`), all re-exported by :mod:`.log`;
+checkpoints, replay (the fold run over the log), the search index (:mod:`.search_index`)
+and its queries (:mod:`.search`), import of other formats and verification. Everything
+that reads or writes files under the log directory, and nothing that talks to a socket.
 """

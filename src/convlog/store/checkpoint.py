@@ -46,7 +46,8 @@ import orjson
 from convlog.core.fold import State, fold
 from convlog.core.gaps import GapDetector
 from convlog.store.clock import Clock
-from convlog.store.log import CHECKPOINTS, EVENTS, follow, list_segments, write_atomic
+from convlog.store.fsync import write_atomic
+from convlog.store.segment import CHECKPOINTS, EVENTS, follow, list_segments
 
 FORMAT = 1
 SUFFIX = ".json"

@@ -17,7 +17,7 @@ from convlog.core.fold import State, Stream, fold, message_id
 from convlog.core.record import format_ts, parse_when
 from convlog.core.view import ShownMessage, own_time, payload_text, stream_text
 from convlog.store.checkpoint import Start, best_start
-from convlog.store.log import follow, list_segments, read_seqs
+from convlog.store.segment import follow, list_segments, read_seqs
 
 
 class NoLogError(Exception):

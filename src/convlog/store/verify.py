@@ -32,7 +32,8 @@ import orjson
 
 from convlog.core.record import decode_bytes, parse_line
 from convlog.store.checkpoint import CheckpointError, check_cut, list_checkpoints, load_checkpoint
-from convlog.store.log import (
+from convlog.store.replay import NoLogError
+from convlog.store.segment import (
     CHECKPOINTS,
     EVENTS,
     QUARANTINE_FILE,
@@ -42,7 +43,6 @@ from convlog.store.log import (
     list_segments,
     segment_name,
 )
-from convlog.store.replay import NoLogError
 
 STATE_PATH = f"{RECOVERY}/{STATE_FILE}"
 QUARANTINE_PATH = f"{RECOVERY}/{QUARANTINE_FILE}"

@@ -1,0 +1,88 @@
+"""``convlog`` commands for a running recorder: status, doctor, stop."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from convlog.cli.commands.options import dir_option, silence_stdout
+
+# --------------------------------------------------------------------------- running recorder
+
+
+@click.command()
+@dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds to wait for the recorder's answer.")
+def status(directory: Path, as_json: bool, timeout: float) -> None:
+    """Is the recorder of DIR really recording? Exit 0 when healthy, 1 when unhealthy,
+    3 when no recorder runs (usable as a health check)."""
+    from convlog.bus import control
+    from convlog.cli import console, reports
+
+    try:
+        reply = control.request(directory, "status", timeout_s=timeout)
+    except control.NotRunningError as exc:
+        if as_json:
+            console.print_json({"running": False, "healthy": False, "problems": [str(exc)]})
+        else:
+            click.echo(f"not running: {exc}")
+        sys.exit(3)
+    reply.pop("ok", None)
+    reply["running"] = True
+    try:
+        if as_json:
+            console.print_json(reply)
+        else:
+            reports.print_status(reply)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `status | head -1`: the exit code still tells the health
+        silence_stdout()
+    sys.exit(0 if reply.get("healthy") else 1)
+
+
+@click.command()
+@dir_option
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML config file (default $CONVLOG_CONFIG).")
+@click.option("--sub", multiple=True, metavar="ENDPOINT",
+              help="SUB endpoint to check (repeatable; default: the running recorder's, else the config's).")
+@click.option("--silence", "silence_s", type=click.FloatRange(min=1),
+              help="Seconds of silence from known publishers that count as a problem (default: the config's).")
+def doctor(directory: Path, config_path: Path | None, sub: tuple[str, ...], silence_s: float | None) -> None:
+    """Check the set-up and explain each problem with its fix, one line each: config,
+    directory, recorder, each SUB endpoint (really an XPUB?), silence, clock."""
+    from convlog.bus import control
+    from convlog.cli import reports
+    from convlog.cli.doctor import check_inputs, run_checks
+
+    try:
+        status: dict[str, Any] | None = control.request(directory, "status", timeout_s=3.0)
+    except control.NotRunningError:
+        status = None
+    config, endpoints = check_inputs(config_path, sub, status)
+    checks = run_checks(config_path, directory, endpoints, status,
+                        silence_s=silence_s or float(config.silence_threshold_s))
+    reports.print_checks(checks)
+    sys.exit(0 if all(check.ok for check in checks) else 1)
+
+
+@click.command()
+@dir_option
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
+              help="Seconds to wait for the recorder to exit (it drains and writes a checkpoint).")
+def stop(directory: Path, timeout: float) -> None:
+    """Stop the recorder of DIR cleanly and wait until it has exited."""
+    from convlog.bus import control
+    from convlog.cli.launcher import stop_recorder
+
+    try:
+        pid = stop_recorder(directory, timeout_s=timeout)
+    except control.NotRunningError as exc:
+        click.echo(f"convlog: {exc}", err=True)
+        sys.exit(3)
+    click.echo(f"stopped the recorder (pid {pid}) of {directory}")

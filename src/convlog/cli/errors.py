@@ -1,0 +1,35 @@
+"""The failures that are the user's to fix (:data:`EXPECTED`): the command line and the
+menu turn them into one readable line instead of a traceback."""
+
+from __future__ import annotations
+
+import zmq
+
+from convlog.bus.control import ControlError
+from convlog.bus.publisher import NoSubscriberError, PublishFileError
+from convlog.cli.demo import DemoError
+from convlog.cli.session_control import SessionControlError
+from convlog.cli.sharegpt import DatasetMissingError
+from convlog.recorder.config import ConfigError
+from convlog.store.checkpoint import CheckpointError
+from convlog.store.lock import LogLockedError
+from convlog.store.replay import NoLogError, UnknownSessionError
+
+#: Failures that are the user's to fix: one line, exit 1.
+EXPECTED = (
+    ConfigError,
+    CheckpointError,
+    LogLockedError,
+    NoLogError,
+    UnknownSessionError,
+    NoSubscriberError,
+    DemoError,
+    DatasetMissingError,
+    FileNotFoundError,
+    PermissionError,
+    PublishFileError,
+    ControlError,
+    SessionControlError,
+    TimeoutError,
+    zmq.ZMQError,
+)

@@ -1,0 +1,141 @@
+"""Terminal output (rich) of reports: verify, recover and import, the checkpoints table,
+the recorder's status and the doctor's checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+from rich.text import Text
+
+from convlog.cli.console import err, out
+
+if TYPE_CHECKING:
+    from convlog.store.importer import ImportReport, RepairReport
+    from convlog.store.verify import VerifyReport
+
+
+# -- offline tools (verify, recover, import) ----------------------------------------------
+
+
+def print_verify(report: VerifyReport) -> None:
+    """Print a :class:`~convlog.store.verify.VerifyReport`: one ``where:line: reason`` line per
+    problem, one ``NOTE`` line per note, then a one-line summary."""
+    for problem in report.problems:
+        out.print(str(problem), markup=False)
+    for note in report.notes:
+        out.print(f"NOTE {note}", markup=False)
+    count = len(report.problems)
+    out.print(
+        f"{report.directory}: {report.segments} segments, {report.records} records, last seq {report.last_seq}, "
+        f"{count} problem{'' if count == 1 else 's'}",
+        markup=False,
+    )
+
+
+def print_repair(directory: Path, report: RepairReport) -> None:
+    """Print what ``convlog recover`` found and did."""
+    rec = report.recovery
+    if rec.reason:
+        lines = f"{rec.quarantined_lines} line{'' if rec.quarantined_lines == 1 else 's'}"
+        out.print(
+            f"{directory}: moved {rec.quarantined_bytes} bytes ({lines}) from events/{rec.segment} at offset "
+            f"{rec.offset} to recovery/quarantine.jsonl: {rec.reason}",
+            markup=False,
+        )
+    else:
+        shutdown = "clean" if rec.was_clean else "unclean"
+        out.print(f"{directory}: nothing to repair (last seq {rec.last_seq}, previous shutdown {shutdown})",
+                  markup=False)
+    if report.recovered_seq is not None:
+        out.print(f"wrote recorder.recovered at seq {report.recovered_seq}; state marked clean", markup=False)
+
+
+def print_import(report: ImportReport) -> None:
+    """Print the invalid lines of an import (``file:line: reason``, stderr) and its
+    summary line (stdout)."""
+    for invalid in report.invalid:
+        err.print(str(invalid), markup=False)
+    out.print(report.summary(), markup=False)
+
+
+def checkpoint_row(info: Any) -> dict[str, Any]:
+    """One checkpoint as a JSON-friendly dict."""
+    return {
+        "file": info.path.name,
+        "seq": info.seq,
+        "label": info.label,
+        "created": info.created,
+        "ts": info.ts,
+        "sessions": info.sessions,
+        "bytes": info.size,
+    }
+
+
+def checkpoints_table(infos: Sequence[Any]) -> Table:
+    """The checkpoints as a rich table, oldest first."""
+    table = Table(pad_edge=False)
+    for name, justify in (("seq", "right"), ("time (last record)", "left"), ("label", "left"),
+                          ("sessions", "right"), ("size", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for info in infos:
+        table.add_row(
+            str(info.seq), (info.ts or "?")[:19].replace("T", " "), info.label or "(automatic)",
+            "?" if info.sessions is None else str(info.sessions), f"{info.size / 1024:,.1f} KiB",
+        )
+    return table
+
+
+def print_status(status: dict[str, Any]) -> None:
+    """Print a running recorder's ``status`` reply (see ``convlog.recorder.daemon.Recorder.status``)
+    as a short report: health first, then one line per aspect."""
+    healthy = bool(status.get("healthy"))
+    where = f" recorder pid {status.get('pid')} · up {status.get('uptime_s', 0):.0f} s · {status.get('directory')}"
+    out.print(Text("healthy" if healthy else "UNHEALTHY", style="bold green" if healthy else "bold red"), Text(where))
+    for problem in status.get("problems") or []:
+        out.print(Text(f"  problem: {problem}", style="red"))
+    for warning in status.get("warnings") or []:
+        out.print(Text(f"  warning: {warning}", style="yellow"))
+    for ep in status.get("endpoints") or []:
+        state = "connected" if ep.get("connected") else "NOT connected"
+        out.print(f"  {ep.get('kind')} {ep.get('endpoint')}: {state}", markup=False)
+    age = status.get("newest_age_s")
+    out.print(
+        f"  records: {status.get('records', 0):,} since start (seq {status.get('last_seq')}), "
+        f"{status.get('rate_1m', 0):.1f}/s over the last minute, newest "
+        + (f"{age:.1f} s ago" if age is not None else "none yet"),
+        markup=False,
+    )
+    fsync = status.get("fsync") or {}
+    disk = status.get("disk") or {}
+    out.print(
+        f"  fsync {fsync.get('policy')} (lag {fsync.get('lag_s', 0):.3f} s, durable seq {fsync.get('durable_seq')}); "
+        f"log {(disk.get('used_bytes') or 0) / 1e6:.1f} MB, {(disk.get('free_bytes') or 0) / 1e9:.1f} GB free",
+        markup=False,
+    )
+    cp = status.get("last_checkpoint")
+    out.print(f"  last checkpoint: {cp.get('file')} (seq {cp.get('seq')})" if cp else "  last checkpoint: none",
+              markup=False)
+    if status.get("metrics"):
+        out.print(f"  metrics: {status['metrics']}", markup=False)
+    gaps, pubs = status.get("gaps") or {}, status.get("publishers") or {}
+    silent = pubs.get("silent_s")
+    out.print(
+        f"  publishers: {pubs.get('known', 0)} known ({pubs.get('open', 0)} open), last heard {silent:.0f} s ago; "
+        if silent is not None and pubs.get("known") else f"  publishers: {pubs.get('known', 0)} known; ",
+        f"missing {gaps.get('missing', 0)}, restarts {gaps.get('restarts', 0)}, "
+        f"unverified {gaps.get('unverified', 0)}, invalid stamps {gaps.get('invalid', 0)}, "
+        f"dropped {status.get('drops', 0)}",
+        sep="", markup=False,
+    )
+
+
+def print_checks(checks: Sequence[Any]) -> None:
+    """Print ``convlog doctor`` results: one line per check, its fix indented below."""
+    for check in checks:
+        mark = Text("ok  ", style="green") if check.ok else Text("FAIL", style="bold red")
+        out.print(mark, Text(f" {check.name}: {check.message}"))
+        if not check.ok and check.fix:
+            out.print(Text(f"      fix: {check.fix}", style="yellow"))

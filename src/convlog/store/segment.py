@@ -1,0 +1,365 @@
+"""Segments of the event log: the directory layout, segment names and listing, and
+reading records, lines and bytes by seq (forwards from a seq or a byte position, and
+backwards from the end).
+
+Layout of a log directory (DESIGN.md, "The event log")::
+
+    events/<first seq, 20 digits>.jsonl   segments; only the last one is written
+    recovery/state.json                   last durable position, clean-shutdown flag
+    recovery/quarantine.jsonl             bytes salvaged from torn or invalid lines
+    recovery/recorder.lock                held (flock) by the one running writer
+
+Segments are named by the seq of their first record, so the segment holding a seq is
+found by bisecting the names; inside a segment records are sorted by seq.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from convlog.core.record import parse_line
+
+EVENTS = "events"
+RECOVERY = "recovery"
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "state.json"
+QUARANTINE_FILE = "quarantine.jsonl"
+LOCK_FILE = "recorder.lock"
+SEGMENT_SUFFIX = ".jsonl"
+SEQ_DIGITS = 20
+
+
+def segment_name(first_seq: int) -> str:
+    """File name of the segment whose first record has ``first_seq``."""
+    return f"{first_seq:0{SEQ_DIGITS}d}{SEGMENT_SUFFIX}"
+
+
+def segment_first_seq(name: str) -> int | None:
+    """The first seq a segment file name stands for (``00000000000000000042.jsonl`` ->
+    42), or None when the name is not a segment's."""
+    stem = name.removesuffix(SEGMENT_SUFFIX)
+    return int(stem) if name.endswith(SEGMENT_SUFFIX) and stem.isdigit() else None
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """The segments of a log directory.
+
+    Args:
+        directory: the log directory.
+
+    Returns:
+        ``[(first_seq, path), ...]`` sorted by first seq; files whose name is not a
+        seq are ignored.
+    """
+    events = Path(directory) / EVENTS
+    out = []
+    if events.is_dir():
+        for path in events.iterdir():
+            first = segment_first_seq(path.name)
+            if first is not None:
+                out.append((first, path))
+    out.sort()
+    return out
+
+def ensure_layout(directory: Path) -> None:
+    """Create the directory and its ``events``, ``recovery`` and ``checkpoints`` parts."""
+    for part in (EVENTS, RECOVERY, CHECKPOINTS):
+        (Path(directory) / part).mkdir(parents=True, exist_ok=True)
+
+
+def iter_records(
+    directory: Path,
+    start_seq: int = 1,
+    upto_seq: int | None = None,
+    on_error: Callable[[str, int, str], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Yield the records of a log in seq order.
+
+    Starts at the segment holding ``start_seq`` (segments are named by first seq), so
+    reading the end of a long log does not scan it all; see :func:`follow` for torn
+    and invalid lines.
+
+    Args:
+        directory: the log directory.
+        start_seq: first seq wanted.
+        upto_seq: last seq wanted (inclusive), or None for all.
+        on_error: callback for invalid lines: ``(segment name, line number, reason)``.
+
+    Yields:
+        record dicts as :func:`convlog.core.record.parse_line` returns them.
+    """
+    segments = list_segments(directory)
+    if not segments:
+        return
+    index = max(0, bisect.bisect_right([first for first, _ in segments], start_seq) - 1)
+    for record, _segment, _offset in follow(directory, (segments[index][1].name, 0), on_error):
+        seq = record["seq"]
+        if seq < start_seq:
+            continue
+        if upto_seq is not None and seq > upto_seq:
+            return
+        yield record
+
+
+def segments_from(directory: Path, start_seq: int) -> list[Path]:
+    """The segment paths from the one holding ``start_seq`` on (bisect over the names)."""
+    segments = list_segments(directory)
+    index = max(0, bisect.bisect_right([first for first, _ in segments], start_seq) - 1)
+    return [path for _first, path in segments[index:]]
+
+
+def iter_lines(
+    directory: Path, start_seq: int = 1, progress: Callable[[int], None] | None = None
+) -> Iterator[bytes]:
+    """Yield the whole lines (with their LF) of a log, in order, from the segment that
+    holds ``start_seq`` (segments are named by their first seq).
+
+    A torn last line of the last segment (a write in progress) is not yielded; a torn
+    line inside an earlier segment is skipped. Lines are not validated: parse them with
+    :func:`convlog.core.record.parse_line`.
+
+    Args:
+        directory: the log directory.
+        start_seq: the first seq wanted (earlier lines of its segment are yielded too).
+        progress: called with the bytes read since its last call (about every 1 MiB).
+
+    Yields:
+        line bytes.
+    """
+    pending = 0
+    for path in segments_from(directory, start_seq):
+        with path.open("rb") as fh:
+            for line in fh:
+                pending += len(line)
+                if progress is not None and pending >= 1 << 20:
+                    progress(pending)
+                    pending = 0
+                if line.endswith(b"\n"):
+                    yield line
+    if progress is not None and pending:
+        progress(pending)
+
+
+def bytes_from(directory: Path, start_seq: int = 1) -> int:
+    """Bytes :func:`iter_lines` reads from ``start_seq`` on (for a progress bar's total)."""
+    total = 0
+    for path in segments_from(directory, start_seq):
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+    return total
+
+
+def _seq_at(fh: Any, offset: int, size: int) -> tuple[int, int, bytes] | None:
+    """The first whole record starting at or after ``offset``: ``(start, seq, line)``,
+    or None when there is none before ``size``. Invalid lines are stepped over."""
+    fh.seek(offset)
+    if offset:
+        fh.readline()  # the rest of a line cut in the middle
+    while True:
+        start = fh.tell()
+        if start >= size:
+            return None
+        line = fh.readline()
+        if not line.endswith(b"\n"):
+            return None
+        try:
+            return start, parse_line(line)["seq"], line
+        except ValueError:
+            continue
+
+
+def find_record(directory: Path, seq: int) -> dict[str, Any] | None:
+    """The record with ``seq``, found without scanning: the segment by its name (first
+    seq, bisect), then the line by binary search over byte offsets (records are sorted
+    by seq inside a segment). About log2(segment size / line size) reads.
+
+    Returns:
+        the record, or None when the log has no record ``seq``.
+    """
+    segments = list_segments(directory)
+    index = bisect.bisect_right([first for first, _ in segments], seq) - 1
+    if index < 0:
+        return None
+    path = segments[index][1]
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        low, high = 0, size  # invariant: the line of ``seq``, if any, starts in [low, high)
+        while high - low > 4096:
+            middle = (low + high) // 2
+            found = _seq_at(fh, middle, high)
+            if found is None or found[1] > seq:
+                high = middle
+            elif found[1] == seq:
+                return parse_line(found[2])
+            else:
+                low = found[0]
+        fh.seek(low)  # 0 or the start of a line found above
+        return scan_for_seq(fh, seq)
+
+
+def scan_for_seq(fh: Any, seq: int, limit: int | None = None) -> dict[str, Any] | None:
+    """Read complete lines from ``fh``'s position (a line start) until the record
+    ``seq``: records are sorted by seq inside a segment, so it stops at a higher seq.
+    Invalid lines are passed over.
+
+    Args:
+        fh: a segment opened in binary mode, positioned at a line start.
+        seq: the seq wanted.
+        limit: lines read at most (None: to the end).
+
+    Returns:
+        the record, or None when it is not there.
+    """
+    for number, line in enumerate(fh):
+        if (limit is not None and number >= limit) or not line.endswith(b"\n"):
+            break
+        try:
+            record = parse_line(line)
+        except ValueError:
+            continue
+        if record["seq"] == seq:
+            return record
+        if record["seq"] > seq:
+            break
+    return None
+
+
+def read_seqs(directory: Path, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """Fetch the records with the given seqs.
+
+    A few seqs spread over a long log are looked up one by one (:func:`find_record`);
+    many seqs close together are read in one forward pass.
+
+    Returns:
+        ``{seq: record}`` for those found.
+    """
+    wanted = sorted(set(seqs))
+    if not wanted:
+        return {}
+    span = wanted[-1] - wanted[0] + 1
+    if len(wanted) * 64 < span:
+        out = {}
+        for seq in wanted:
+            record = find_record(directory, seq)
+            if record is not None:
+                out[seq] = record
+        return out
+    out = {}
+    want = set(wanted)
+    for record in iter_records(directory, start_seq=wanted[0], upto_seq=wanted[-1]):
+        if record["seq"] in want:
+            out[record["seq"]] = record
+    return out
+
+
+def follow(
+    directory: Path,
+    position: tuple[str, int] | None = None,
+    on_error: Callable[[str, int, str], None] | None = None,
+) -> Iterator[tuple[dict[str, Any], str, int]]:
+    """Yield the complete records after a byte position, with the position after each.
+
+    Args:
+        directory: the log directory.
+        position: ``(segment name, byte offset)`` just after the last record already
+            seen, or None to start at the beginning of the log.
+
+    Yields:
+        ``(record, segment name, offset after its line)``. Stops at the end of what is
+        written; an incomplete last line (a write in progress) is left for the next
+        call. Invalid lines are skipped and reported to ``on_error(segment name,
+        line number, reason)``; line numbers count from the start position.
+    """
+    segments = list_segments(directory)
+    names = [path.name for _, path in segments]
+    if position is None:
+        index, offset = 0, 0
+    else:
+        name, offset = position
+        if name not in names:
+            return
+        index = names.index(name)
+    last = segments[-1][1] if segments else None
+    for _, path in segments[index:]:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            for number, line in enumerate(fh, 1):
+                if not line.endswith(b"\n"):
+                    if path == last:
+                        return  # a write in progress: the next call reads it whole
+                    if on_error is not None:
+                        on_error(path.name, number, f"torn line: {len(line)} bytes without a newline")
+                    break
+                offset += len(line)
+                try:
+                    record = parse_line(line)
+                except ValueError as exc:
+                    if on_error is not None:
+                        on_error(path.name, number, str(exc))
+                    continue
+                yield record, path.name, offset
+        offset = 0
+
+
+# -- reading from the end ---------------------------------------------------------------------
+
+#: First read size when reading a segment backwards, bytes (doubled up to 4 MiB per read).
+BACKWARD_CHUNK = 1 << 16
+
+
+def complete_end(path: Path, chunk: int | None = None) -> int:
+    """Byte offset just after the last newline of a segment (0 when it has none): the
+    end of its complete lines; a line still being written is not included. Reads
+    backwards from the end in chunks of ``chunk`` bytes (default ``BACKWARD_CHUNK``, 64 KiB), doubling.
+
+    Raises:
+        OSError: when the file cannot be read.
+    """
+    with path.open("rb") as fh:
+        pos = fh.seek(0, 2)
+        chunk = chunk or BACKWARD_CHUNK
+        while pos > 0:
+            start = max(0, pos - chunk)
+            fh.seek(start)
+            data = fh.read(pos - start)
+            cut = data.rfind(b"\n")
+            if cut >= 0:
+                return start + cut + 1
+            pos = start
+            chunk = min(chunk * 2, 1 << 22)
+    return 0
+
+
+def lines_backwards(path: Path, end: int, chunk: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines of a segment before byte ``end`` (a line boundary), newest
+    first, read from the end in chunks of ``chunk`` bytes (default ``BACKWARD_CHUNK``, 64 KiB), doubling up
+    to 4 MiB (a longer line is assembled from several chunks).
+
+    Yields:
+        ``(byte offset of the line, line bytes with its newline)``.
+
+    Raises:
+        OSError: when the file cannot be read.
+    """
+    with path.open("rb") as fh:
+        pos, rest, chunk = end, b"", chunk or BACKWARD_CHUNK
+        while pos > 0:
+            start = max(0, pos - chunk)
+            fh.seek(start)
+            data = fh.read(pos - start) + rest
+            pieces = data.split(b"\n")
+            offsets = [start]
+            for piece in pieces[:-1]:
+                offsets.append(offsets[-1] + len(piece) + 1)
+            rest = pieces[0]  # may begin before ``start``: completed by the next chunk
+            for offset, line in zip(reversed(offsets[1:]), reversed(pieces[1:]), strict=True):
+                if line.strip():
+                    yield offset, line + b"\n"
+            pos = start
+            chunk = min(chunk * 2, 1 << 22)
+        if rest.strip():
+            yield 0, rest + b"\n"
