@@ -7,12 +7,16 @@ the writer lock, repairs the tail exactly as the recorder does at start
 ``recorder.recovered`` record like the recorder, appends, and closes with everything
 fsynced and ``recovery/state.json`` marked clean at the writer's position.
 
-:func:`repair` is ``convlog recover``: only that repair. :func:`import_legacy` is
-``convlog import``: legacy ConversationEvent files (the Shearwater recorder's JSONL)
-become ``message`` records with source ``import`` whose ``data`` is each original line
-byte for byte (spliced like a received payload, see :class:`convlog.core.ingest.Ingest`).
-Importing is idempotent: a line whose SHA-256 (``meta.sha256`` of an existing
-``import`` record) is already in the log is skipped.
+:func:`repair` is ``convlog recover``: only that repair. :func:`import_files` (the
+CLI's :func:`import_legacy`) is ``convlog import``: each file's format is detected from
+its content (:func:`detect_format`). Legacy ConversationEvent files (the Shearwater
+recorder's JSONL) become ``message`` records with source ``import`` whose ``data`` is
+each original line byte for byte (spliced like a received payload, see
+:class:`convlog.core.ingest.Ingest`), the same records ``convlog publish`` of the file
+gives through a recorder; records of another convlog log keep their data, kind, session
+and meta under new seqs, with ``meta.origin``; OpenAI chat JSONL becomes native
+``message`` events. Importing is idempotent: a line whose SHA-256 (``meta.sha256`` or
+``meta.origin.sha256`` of an existing ``import`` record) is already in the log is skipped.
 
 Importing through a *running* recorder needs its control channel (a later issue);
 until then the lock refuses it with :class:`ImportLockedError`.
