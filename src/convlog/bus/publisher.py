@@ -229,6 +229,9 @@ FILE_FORMATS = ("auto", "native", "legacy", "export-json")
 _HEAD_BYTES = 4096
 #: Non-blank lines :func:`detect_format` looks at for one that is JSON.
 DETECT_LINES = 100
+#: Skipped lines named by the :class:`PublishFileError` of :func:`file_messages` (the
+#: others are counted).
+MAX_REPORTED = 100
 
 
 def detect_format(path: str | Path) -> str:
@@ -320,7 +323,8 @@ def file_messages(
         on_skip: called with each line skipped in ``legacy`` mode (not JSON, not an
             object, missing or mistyped fields), as it is met; the lines after it are
             still read. None: skipped lines are gathered and reported by one
-            :class:`PublishFileError` raised after the last message was yielded.
+            :class:`PublishFileError` raised after the last message was yielded
+            (naming the first :data:`MAX_REPORTED`, counting all).
 
     Returns:
         an iterator of ``(topic, payload)`` pairs (lines read as it is consumed). Blank
@@ -362,14 +366,15 @@ def _legacy_messages(
                 if on_skip is not None:
                     on_skip(bad)
                 else:
-                    skipped.append(bad)
+                    skipped.append(bad)  # the first MAX_REPORTED are named
                 continue
-            yield fixed or sender, line
+            yield (sender if fixed is None else fixed), line
             sent += 1
     if skipped:
-        lines = "\n".join(str(bad) for bad in skipped)
+        lines = "\n".join(str(bad) for bad in skipped[:MAX_REPORTED])
+        more = f"\n... and {len(skipped) - MAX_REPORTED} more" if len(skipped) > MAX_REPORTED else ""
         raise PublishFileError(
-            f"{lines}\n{len(skipped)} invalid line{'s' if len(skipped) != 1 else ''} skipped, "
+            f"{lines}{more}\n{len(skipped)} invalid line{'s' if len(skipped) != 1 else ''} skipped, "
             f"{sent} message{'s' if sent != 1 else ''} sent"
         )
 

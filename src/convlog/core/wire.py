@@ -28,6 +28,7 @@ second are kept in ``extra_frames``.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -359,7 +360,9 @@ _JSON_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", int: "
 
 
 def _shown(value: Any, limit: int = 60) -> str:
-    text = orjson.dumps(value).decode("utf-8", "replace") if value is not None else "null"
+    """A value as JSON for a reason: ASCII only, so no control or escape character of a
+    foreign file reaches the terminal the reason is printed on."""
+    text = json.dumps(value, ensure_ascii=True)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

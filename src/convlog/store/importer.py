@@ -352,7 +352,8 @@ def _shape_of(value: Any) -> str | None:
 def _not_a_format(value: Any) -> str:
     if type(value) is not dict:
         return f"{_JSON_NAMES.get(type(value), 'a value')}, not an object"
-    keys = ", ".join(list(value)[:6]) + (", ..." if len(value) > 6 else "")
+    # JSON-escaped, ASCII only: a foreign key cannot put escape sequences on a terminal.
+    keys = ", ".join(json.dumps(key)[1:-1] for key in list(value)[:6]) + (", ..." if len(value) > 6 else "")
     return f"an object with keys {keys or '(none)'}"
 
 
@@ -630,9 +631,10 @@ def _openai_outcome(line: bytes, number: int, file_session: str, stem: str, inge
 
 def _file_session(path: str | Path) -> tuple[str, str]:
     """``(stem, session)`` for the conversation of an OpenAI file of message lines: the
-    file's name without extension and 8 hex digits of its absolute path's SHA-256."""
+    file's name without its last extension, and that stem with 8 hex digits of the
+    SHA-256 of the file's absolute path."""
     resolved = Path(path).resolve()
-    stem = resolved.name.split(".")[0] or "openai"
+    stem = resolved.stem or "openai"
     return stem, f"{stem}-{sha256(str(resolved).encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
