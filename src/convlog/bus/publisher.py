@@ -1,6 +1,6 @@
 """Publishing to a broker: the :class:`Publisher` library and ``convlog publish FILE``
-(a JSONL file of payloads, legacy ConversationEvent records, or a JSON export document
-turned back into native events).
+(a JSONL file of payloads, legacy ConversationEvent records sent as they are, or a JSON
+export document turned back into native events).
 
 The publisher connects an XPUB socket (not a PUB) to the broker's XSUB endpoint. An
 XSUB forwards its subscribers' subscriptions upstream, and an XPUB can read them, so
@@ -18,7 +18,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ import zmq
 
 from convlog.bus.broker import DEFAULT_XSUB
 from convlog.core.gaps import HEARTBEAT, stamp_payload
-from convlog.core.wire import DEFAULT_SESSION_FIELDS, is_legacy, legacy_to_bus, session_of
+from convlog.core.wire import DEFAULT_SESSION_FIELDS, LegacyRecordError, is_legacy, parse_legacy, session_of
 
 
 class NoSubscriberError(Exception):
@@ -35,7 +35,21 @@ class NoSubscriberError(Exception):
 
 
 class PublishFileError(ValueError):
-    """A line of a file to publish cannot be turned into a bus message (file:line: reason)."""
+    """A file to publish, or lines of it, cannot be turned into bus messages
+    (``file:line: reason``, one line per bad line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedLine:
+    """A line of a file to publish that was not sent: file (as given), 1-based line,
+    reason. ``str()`` is ``file:line: reason``, as ``convlog import`` reports lines."""
+
+    path: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
 
 
 def default_publisher_id() -> str:
@@ -213,13 +227,19 @@ FILE_FORMATS = ("auto", "native", "legacy", "export-json")
 
 #: Bytes read from the start of a file to recognise a JSON export document.
 _HEAD_BYTES = 4096
+#: Non-blank lines :func:`detect_format` looks at for one that is JSON.
+DETECT_LINES = 100
+#: Skipped lines named by the :class:`PublishFileError` of :func:`file_messages` (the
+#: others are counted).
+MAX_REPORTED = 100
 
 
 def detect_format(path: str | Path) -> str:
     """The format ``auto`` means for a file: ``export-json`` when it starts like a JSON
-    export document (:func:`convlog.readers.export.looks_like_document`) or its first line is a
-    whole one (keys in any order), ``legacy`` when its first non-blank line is a legacy
-    ConversationEvent record, else ``native``.
+    export document (:func:`convlog.readers.export.looks_like_document`) or its first
+    JSON line is a whole one (keys in any order), ``legacy`` when its first line that is
+    JSON (among the first :data:`DETECT_LINES` non-blank ones, so that one damaged line
+    at the top does not decide) is a legacy ConversationEvent record, else ``native``.
 
     Raises:
         OSError: when the file cannot be read.
@@ -230,15 +250,20 @@ def detect_format(path: str | Path) -> str:
         if looks_like_document(fh.read(_HEAD_BYTES)):
             return "export-json"
         fh.seek(0)
+        looked = 0
         for raw in fh:
-            if raw.strip():
-                try:
-                    value = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    return "native"
-                if isinstance(value, dict) and value.get("format") == JSON_FORMAT and "sessions" in value:
-                    return "export-json"
-                return "legacy" if is_legacy(value) else "native"
+            if not raw.strip():
+                continue
+            looked += 1
+            if looked > DETECT_LINES:
+                break
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(value, dict) and value.get("format") == JSON_FORMAT and "sessions" in value:
+                return "export-json"
+            return "legacy" if is_legacy(value) else "native"
     return "native"
 
 
@@ -276,7 +301,10 @@ def document_messages(path: str | Path, topic: str | None = None) -> list[tuple[
 
 
 def file_messages(
-    path: str | Path, topic: str | None = None, fmt: str = "auto"
+    path: str | Path,
+    topic: str | None = None,
+    fmt: str = "auto",
+    on_skip: Callable[[SkippedLine], None] | None = None,
 ) -> Iterator[tuple[bytes, bytes]]:
     """Read a file as bus messages.
 
@@ -285,18 +313,27 @@ def file_messages(
         topic: topic for every message; default: the legacy sender's name, or the
             payload's session id, or ``convlog``.
         fmt: ``native`` (each line of a JSONL file is sent as the payload, byte for
-            byte), ``legacy`` (ConversationEvent records turned back into bus payloads,
-            see :func:`convlog.core.wire.legacy_to_bus`), ``export-json`` (a JSON export
-            document turned back into native events, see :func:`document_messages`;
-            read and checked whole, here) or ``auto`` (see :func:`detect_format`).
+            byte), ``legacy`` (each line a legacy ConversationEvent record, checked by
+            :func:`convlog.core.wire.parse_legacy` and sent as it is, every field
+            included, on the topic of its ``SpeakerName``: the recorder records it as
+            ``convlog import`` would, see :mod:`convlog.store.importer`),
+            ``export-json`` (a JSON export document turned back into native events, see
+            :func:`document_messages`; read and checked whole, here) or ``auto`` (see
+            :func:`detect_format`).
+        on_skip: called with each line skipped in ``legacy`` mode (not JSON, not an
+            object, missing or mistyped fields), as it is met; the lines after it are
+            still read. None: skipped lines are gathered and reported by one
+            :class:`PublishFileError` raised after the last message was yielded
+            (naming the first :data:`MAX_REPORTED`, counting all).
 
     Returns:
         an iterator of ``(topic, payload)`` pairs (lines read as it is consumed). Blank
         lines are skipped.
 
     Raises:
-        PublishFileError: for a line that is not a legacy record in ``legacy`` mode
-            (while iterating), or a bad export document (at once).
+        PublishFileError: a bad export document (at once); without ``on_skip``, after
+            the last message, when lines were skipped: one ``file:line: reason`` line per
+            skipped line, then how many were skipped and how many sent.
         ValueError: for an unknown ``fmt``.
     """
     if fmt not in FILE_FORMATS:
@@ -305,23 +342,49 @@ def file_messages(
         fmt = detect_format(path)
     if fmt == "export-json":
         return iter(document_messages(path, topic))
-    return _line_messages(path, topic, fmt)
+    if fmt == "legacy":
+        return _legacy_messages(path, topic, on_skip)
+    return _native_messages(path, topic)
 
 
-def _line_messages(path: str | Path, topic: str | None, fmt: str) -> Iterator[tuple[bytes, bytes]]:
-    """The lines of a JSONL file as bus messages (``fmt`` ``native`` or ``legacy``)."""
+def _legacy_messages(
+    path: str | Path, topic: str | None, on_skip: Callable[[SkippedLine], None] | None
+) -> Iterator[tuple[bytes, bytes]]:
+    """The lines of a legacy ConversationEvent file as bus messages (see :func:`file_messages`)."""
+    fixed = topic.encode() if topic is not None else None
+    skipped: list[SkippedLine] = []
+    sent = 0
     with Path(path).open("rb") as fh:
         for number, raw in enumerate(fh, 1):
             line = raw.rstrip(b"\r\n")
             if not line.strip():
                 continue
-            if fmt == "legacy":
-                try:
-                    event = orjson.loads(line)
-                    bus_topic, payload = legacy_to_bus(event)
-                except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise PublishFileError(f"{path}:{number}: not a legacy ConversationEvent: {exc}") from None
-                yield (topic.encode() if topic is not None else bus_topic), payload
+            try:
+                sender, _ = parse_legacy(line)
+            except LegacyRecordError as exc:
+                bad = SkippedLine(str(path), number, str(exc))
+                if on_skip is not None:
+                    on_skip(bad)
+                else:
+                    skipped.append(bad)  # the first MAX_REPORTED are named
+                continue
+            yield (sender if fixed is None else fixed), line
+            sent += 1
+    if skipped:
+        lines = "\n".join(str(bad) for bad in skipped[:MAX_REPORTED])
+        more = f"\n... and {len(skipped) - MAX_REPORTED} more" if len(skipped) > MAX_REPORTED else ""
+        raise PublishFileError(
+            f"{lines}{more}\n{len(skipped)} invalid line{'s' if len(skipped) != 1 else ''} skipped, "
+            f"{sent} message{'s' if sent != 1 else ''} sent"
+        )
+
+
+def _native_messages(path: str | Path, topic: str | None) -> Iterator[tuple[bytes, bytes]]:
+    """The lines of a JSONL file as payloads, byte for byte (see :func:`file_messages`)."""
+    with Path(path).open("rb") as fh:
+        for raw in fh:
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
                 continue
             if topic is not None:
                 yield topic.encode(), line

@@ -28,6 +28,7 @@ second are kept in ``extra_frames``.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -299,6 +300,11 @@ def legacy_to_bus(event: dict[str, Any]) -> tuple[bytes, bytes]:
     Args:
         event: one parsed legacy record.
 
+    This is the Shearwater bus shape, which has no place for ``SpeakerRole``,
+    ``TimestampEnd``, ``ConversationType`` or other top-level fields: ``convlog
+    publish`` sends the record itself instead (see :func:`parse_legacy`), so that a
+    published file and an imported one give the same records.
+
     Returns:
         ``(topic, payload)`` as bytes.
 
@@ -327,3 +333,75 @@ def legacy_to_bus(event: dict[str, Any]) -> tuple[bytes, bytes]:
 def is_legacy(event: Any) -> bool:
     """True when ``event`` looks like a legacy ConversationEvent record."""
     return isinstance(event, dict) and "Id" in event and "SpeakerName" in event and "Message" in event
+
+
+class LegacyRecordError(ValueError):
+    """A line that is not a usable legacy ConversationEvent record; ``str()`` is the
+    reason (without file and line, which the caller adds)."""
+
+
+#: Fields of a legacy record that readers use: ``(name, accepted JSON types, what the
+#: reason says is expected)``; the first three are required. ``type(None)`` stands for
+#: JSON null; ``int`` never accepts a boolean. Other top-level fields may hold anything.
+LEGACY_FIELDS: tuple[tuple[str, tuple[type, ...], str], ...] = (
+    ("Id", (str, int), "a string or an integer"),
+    ("SpeakerName", (str, int), "a string"),
+    ("Message", (str, dict, type(None)), "a string, an object or null"),
+    ("SpeakerRole", (str, type(None)), "a string or null"),
+    ("ContextId", (str, int, type(None)), "a string, an integer or null"),
+    ("Timestamp", (str, type(None)), "a string or null"),
+    ("TimestampEnd", (str, type(None)), "a string or null"),
+    ("Metadata", (dict, type(None)), "an object or null"),
+    ("ConversationType", (int, type(None)), "an integer or null"),
+)
+
+_JSON_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number",
+                    bool: "a boolean", type(None): "null"}
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as JSON for a reason: ASCII only, so no control or escape character of a
+    foreign file reaches the terminal the reason is printed on."""
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_legacy(line: bytes) -> tuple[bytes, dict[str, Any]]:
+    """Parse and check one line of a legacy ConversationEvent file: the one reading of
+    those files, shared by ``convlog import`` and ``convlog publish --format legacy``.
+
+    A valid line is a JSON object with ``Id``, ``SpeakerName`` and ``Message`` whose
+    known fields (:data:`LEGACY_FIELDS`) hold the JSON types readers expect. The line
+    itself is what gets recorded (as the payload, byte for byte), so every field,
+    known or not, is kept; :func:`classify` reads it as shape ``legacy`` (``sender``
+    from ``SpeakerName``, ``role`` from ``SpeakerRole``, session from ``ContextId``).
+
+    Args:
+        line: one line, without its line ending.
+
+    Returns:
+        ``(topic, record)``: the topic is the ``SpeakerName`` as UTF-8 bytes; the record
+        the parsed object.
+
+    Raises:
+        LegacyRecordError: why the line is not a usable record (``not JSON: ...``,
+            ``not a legacy ConversationEvent record (...)``, ``SpeakerRole is 5, not a
+            string or null``, ...).
+    """
+    try:
+        value: Any = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise LegacyRecordError(f"not JSON: {exc}") from None
+    if type(value) is not dict:
+        raise LegacyRecordError(
+            f"not a legacy ConversationEvent record ({_JSON_TYPE_NAMES.get(type(value), 'a value')}, not an object)"
+        )
+    if not is_legacy(value):
+        raise LegacyRecordError("not a legacy ConversationEvent record (needs Id, SpeakerName and Message)")
+    for name, accepted, expected in LEGACY_FIELDS:
+        if name not in value:
+            continue
+        field_value = value[name]
+        if type(field_value) not in accepted:
+            raise LegacyRecordError(f"{name} is {_shown(field_value)}, not {expected}")
+    return str(value["SpeakerName"]).encode("utf-8"), value
