@@ -40,7 +40,7 @@ from orjson import Fragment
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 
-#: Kinds a publisher may send as the payload's ``type`` (DESIGN.md, event vocabulary).
+#: Kinds a publisher may send as the payload's ``type`` (docs/log-format.md, ``kind``).
 BUS_KINDS: frozenset[str] = frozenset(
     {
         "message",
