@@ -212,7 +212,7 @@ render() { # TEMPLATE
 
 default_config() {
     cat <<EOF
-# convlog recorder configuration (keys and defaults: docs/log-format.md, "Configuration").
+# convlog recorder configuration (keys and defaults: docs/configuration.md).
 # convlog-recorder.service passes --dir and --sub on its command line, which override
 # [recorder].dir and [recorder].sub here:
 #   --dir $data_dir_shown

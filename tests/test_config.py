@@ -91,9 +91,9 @@ def test_shipped_shearwater_example_loads() -> None:
 
 
 def test_readme_config_example_is_valid(tmp_path: Path) -> None:
-    """The configuration example in docs/log-format.md (the reference moved out of the
+    """The configuration example in docs/configuration.md (the reference moved out of the
     README) loads as it stands."""
-    readme = (REPO / "docs" / "log-format.md").read_text()
+    readme = (REPO / "docs" / "configuration.md").read_text()
     block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "readme.toml"
     path.write_text(block)

@@ -41,7 +41,7 @@ import zmq
 from convlog.core.record import MAX_DEPTH, dump_json, json_depth
 from convlog.store.segment import RECOVERY
 
-#: Session control kinds that ``append`` accepts (DESIGN.md, "Fold semantics").
+#: Session control kinds that ``append`` accepts (docs/fold.md).
 CONTROL_KINDS = frozenset(
     {"session.start", "session.fork", "session.rewind", "session.checkpoint", "session.crystal", "session.delete"}
 )

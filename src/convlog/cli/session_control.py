@@ -1,6 +1,6 @@
 """Session control from outside the bus: fork, rewind, checkpoint, crystal, delete.
 
-Each command appends one session control record (DESIGN.md, "Fold semantics") with
+Each command appends one session control record (docs/fold.md) with
 source ``control``. The log keeps one writer: when a recorder runs, the record goes
 through its control channel (:mod:`convlog.bus.control`); when none runs, it is written
 directly under the writer lock (:class:`convlog.store.importer.OfflineWriter`), with the same

@@ -328,7 +328,8 @@ def stamp_payload(payload: bytes, publisher: str, seq: int, encoded_publisher: b
 
     Args:
         payload: JSON bytes.
-        publisher, seq: the stamp.
+        publisher: the stamp's publisher id.
+        seq: the stamp's sequence number.
         encoded_publisher: ``publisher`` already JSON-encoded (a cache for callers).
 
     Returns:

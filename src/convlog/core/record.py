@@ -40,7 +40,7 @@ from orjson import Fragment
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 
-#: Kinds a publisher may send as the payload's ``type`` (DESIGN.md, event vocabulary).
+#: Kinds a publisher may send as the payload's ``type`` (docs/log-format.md, ``kind``).
 BUS_KINDS: frozenset[str] = frozenset(
     {
         "message",
@@ -387,7 +387,12 @@ def make_line(
     """Serialize a record built by the recorder itself (``recorder.*``, control, import).
 
     Args:
-        seq, ts, kind, source, topic, session: the record's fields (see the module doc).
+        seq: the record's ``seq`` field (see the module doc).
+        ts: the record's ``ts`` field (see the module doc).
+        kind: the record's ``kind`` field (see the module doc).
+        source: the record's ``source`` field (see the module doc).
+        topic: the record's ``topic`` field (see the module doc).
+        session: the record's ``session`` field (see the module doc).
         data: any JSON-serializable value.
         meta: enrichment, default empty.
 

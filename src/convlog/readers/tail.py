@@ -17,9 +17,8 @@ Three layers, each usable on its own:
   ``watchfiles.watch`` (inotify through the Rust ``notify`` crate) on ``events/``; it
   has no polling loop of its own and stops when its ``stop`` event is set.
 
-Records are deduplicated by seq (``seq`` is gapless and increasing, DESIGN.md "The
-event log"), so re-reading part of a segment after recovery never shows a record
-twice.
+Records are deduplicated by seq (``seq`` is gapless and increasing, docs/log-format.md),
+so re-reading part of a segment after recovery never shows a record twice.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from convlog.core.record import BUS_KINDS, RAW, RECORDER_KINDS, UNKNOWN, dump_js
 from convlog.core.view import payload_text, printable
 from convlog.store.segment import EVENTS, SEGMENT_SUFFIX, complete_end, follow, lines_backwards, list_segments
 
-#: Every kind a record can have, as far as the vocabulary is closed (DESIGN.md): what a
+#: Every kind a record can have, as far as the vocabulary is closed (docs/log-format.md): what a
 #: publisher may send, ``unknown``/``raw``, and the recorder's own kinds (open-ended:
 #: any ``recorder.*`` pattern is accepted).
 KNOWN_KINDS: frozenset[str] = BUS_KINDS | RECORDER_KINDS | {UNKNOWN, RAW}

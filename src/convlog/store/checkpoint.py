@@ -1,7 +1,7 @@
 """Checkpoints: a consistent cut of the log plus the folded state as of it.
 
 A checkpoint is a snapshot in the eventsourcing sense: replay starts from the newest
-good one and folds only the records after its cut (DESIGN.md, "Fold semantics": fold
+good one and folds only the records after its cut (docs/fold.md: fold
 from a checkpoint plus the records after it equals folding everything). One JSON file
 per checkpoint in ``checkpoints/``, named ``<seq, 20 digits>.json`` (automatic) or
 ``<seq>-<label>.json`` (labelled), written atomically (temp file, fsync, rename, fsync
