@@ -28,8 +28,8 @@ from convlog.cli.commands import main
 from convlog.core.view import EMPTY
 from convlog.store import replay
 from convlog.store.importer import import_files
-from convlog.store.log import list_segments
 from convlog.store.search import SearchIndex
+from convlog.store.segment import list_segments
 
 #: meta fields that describe the payload's bytes, which a publisher's stamp changes.
 PAYLOAD_META = ("bytes", "chars", "sha256")

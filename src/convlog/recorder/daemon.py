@@ -1,5 +1,5 @@
 """The recorder: sockets in, whole lines out. The imperative shell around
-:mod:`convlog.core.ingest` and :mod:`convlog.store.log`.
+:mod:`convlog.core.ingest` and the segment writer (:mod:`convlog.store.writer`).
 
 One thread does everything, in a loop: poll the SUB (and optional PULL) socket, drain
 what libzmq has queued (up to a batch), turn each message into a line, write the batch
@@ -52,7 +52,8 @@ from convlog.recorder.sequencer import Sequencer, error_text
 from convlog.recorder.snapshot import StateSnapshots, take_snapshot
 from convlog.recorder.status import Reporter
 from convlog.store.clock import Clock
-from convlog.store.log import LogLock, SegmentWriter
+from convlog.store.lock import LogLock
+from convlog.store.writer import SegmentWriter
 
 log = logging.getLogger("convlog.recorder")
 

@@ -1,6 +1,6 @@
 """The durable writer: whole lines into the segments, group commit, and disk faults.
 
-Wraps :class:`convlog.store.log.SegmentWriter` (which appends, rotates and fsyncs) with
+Wraps :class:`convlog.store.writer.SegmentWriter` (which appends, rotates and fsyncs) with
 what the recorder does when the disk misbehaves: while writes fail, lines are held in
 memory in order and retried with a doubling back-off; past ``held_bytes`` new messages
 are dropped (counted, given no seq); once a write succeeds again a ``recorder.degraded``
@@ -20,7 +20,9 @@ from typing import Any
 
 from convlog.recorder.faults import Faults
 from convlog.store.clock import Clock
-from convlog.store.log import SegmentWriter, last_seq_in, segment_first_seq
+from convlog.store.recovery import last_seq_in
+from convlog.store.segment import segment_first_seq
+from convlog.store.writer import SegmentWriter
 
 log = logging.getLogger("convlog.recorder")
 

@@ -22,7 +22,7 @@ from convlog.recorder.notify import Notifier
 from convlog.recorder.sequencer import error_text
 from convlog.store.checkpoint import Checkpointer, CheckpointError, CheckpointInfo, list_checkpoints
 from convlog.store.clock import Clock
-from convlog.store.log import CHECKPOINTS
+from convlog.store.segment import CHECKPOINTS
 
 log = logging.getLogger("convlog.recorder")
 

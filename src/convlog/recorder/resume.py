@@ -21,17 +21,9 @@ from convlog.core.record import MAX_WIRE_INT
 from convlog.recorder.config import Config
 from convlog.store.checkpoint import CheckpointInfo, list_checkpoints, publishers_start
 from convlog.store.clock import Clock
-from convlog.store.log import (
-    EVENTS,
-    RECOVERY,
-    STATE_FILE,
-    RecoveryReport,
-    find_record,
-    follow,
-    iter_records,
-    read_state,
-    recover,
-)
+from convlog.store.recovery import RecoveryReport, recover
+from convlog.store.segment import EVENTS, RECOVERY, STATE_FILE, find_record, follow, iter_records
+from convlog.store.state import read_state
 
 log = logging.getLogger("convlog.recorder")
 

@@ -16,7 +16,9 @@ from convlog.core.gaps import GapDetector
 from convlog.recorder.faults import Faults
 from convlog.recorder.sequencer import error_text
 from convlog.store.clock import Clock
-from convlog.store.log import RECOVERY, STATE_FILE, SegmentWriter, write_state
+from convlog.store.segment import RECOVERY, STATE_FILE
+from convlog.store.state import write_state
+from convlog.store.writer import SegmentWriter
 
 log = logging.getLogger("convlog.recorder")
 
@@ -34,7 +36,7 @@ def take_snapshot(
         clean: True only at a clean stop.
 
     Returns:
-        the state dict (see :meth:`convlog.store.log.SegmentWriter.state_fields`), with
+        the state dict (see :meth:`convlog.store.writer.SegmentWriter.state_fields`), with
         ``publishers_seq`` and ``publishers``.
     """
     # The detector has seen every record up to seq; those not written yet (held while

@@ -21,7 +21,7 @@ from convlog.recorder.faults import Faults
 from convlog.recorder.jobs import Jobs
 from convlog.recorder.receive import Receiver
 from convlog.recorder.sequencer import Sequencer
-from convlog.store.log import list_segments
+from convlog.store.segment import list_segments
 
 #: Window of the rate reported by ``status``, seconds.
 RATE_WINDOW_S = 60.0

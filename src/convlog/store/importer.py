@@ -3,7 +3,7 @@
 
 :class:`OfflineWriter` is the writer side of the recorder without the sockets: it takes
 the writer lock, repairs the tail exactly as the recorder does at start
-(:func:`convlog.store.log.recover`), notes an unclean previous shutdown or a repair with a
+(:func:`convlog.store.recovery.recover`), notes an unclean previous shutdown or a repair with a
 ``recorder.recovered`` record like the recorder, appends, and closes with everything
 fsynced and ``recovery/state.json`` marked clean at the writer's position.
 
@@ -40,17 +40,12 @@ from convlog.core.ingest import Ingest
 from convlog.core.record import BUS_KINDS, RAW, RECORDER_KINDS, UNKNOWN, dump_json, format_line, make_line
 from convlog.core.wire import LegacyRecordError, is_legacy, parse_legacy
 from convlog.store.clock import Clock
-from convlog.store.log import (
-    EVENTS,
-    LogLock,
-    LogLockedError,
-    RecoveryReport,
-    SegmentWriter,
-    list_segments,
-    read_state,
-    recover,
-)
+from convlog.store.lock import LogLock, LogLockedError
+from convlog.store.recovery import RecoveryReport, recover
 from convlog.store.replay import NoLogError
+from convlog.store.segment import EVENTS, list_segments
+from convlog.store.state import read_state
+from convlog.store.writer import SegmentWriter
 
 #: The source of imported records.
 SOURCE = "import"
@@ -77,7 +72,7 @@ class OfflineWriter:
     """The writer of a log directory whose recorder is not running.
 
     Use as a context manager: entering takes the lock and recovers the tail (the
-    :class:`~convlog.store.log.RecoveryReport` is in :attr:`recovery`); leaving normally
+    :class:`~convlog.store.recovery.RecoveryReport` is in :attr:`recovery`); leaving normally
     fsyncs and marks the state clean; leaving by an exception leaves the state as it
     was (unclean once anything was written), so the next writer recovers.
 
@@ -182,7 +177,7 @@ class RepairReport:
     """What :func:`repair` found and did.
 
     Attributes:
-        recovery: what :func:`convlog.store.log.recover` found (and quarantined).
+        recovery: what :func:`convlog.store.recovery.recover` found (and quarantined).
         recovered_seq: seq of the ``recorder.recovered`` record appended, or None.
     """
 

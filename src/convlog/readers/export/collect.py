@@ -23,7 +23,7 @@ from convlog.core.fold import State
 from convlog.core.record import parse_line
 from convlog.readers.export.build import ExportRequest, Tree, build_exports
 from convlog.store.clock import Clock
-from convlog.store.log import bytes_from, iter_lines
+from convlog.store.segment import bytes_from, iter_lines
 
 __all__ = ["Tree", "collect_trees", "export", "export_bytes", "export_header", "export_ids", "plan_trees"]
 

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 
 from convlog.core.document import SessionExport
 from convlog.readers.export.render import FORMATS, render
-from convlog.store.log import fsync_dir
+from convlog.store.fsync import fsync_dir
 
 __all__ = ["MAX_STEM", "out_target", "replace_file", "safe_file_name", "write_files", "write_stream"]
 
@@ -121,7 +121,7 @@ def replace_file(path: Path, data: bytes) -> None:
     directory, then renamed over it (rename(2) is atomic), so a reader sees the old file
     or the new one, never half of one; the temporary file is removed on failure.
 
-    Not fsynced (unlike :func:`convlog.store.log.write_atomic`): an export is derived from the
+    Not fsynced (unlike :func:`convlog.store.fsync.write_atomic`): an export is derived from the
     log and can be run again, and an fsync per file (0.4 ms on ext4, measured) would
     double the time of an export of many small sessions.
 
