@@ -286,7 +286,8 @@ def test_offline_writers_refuse_a_directory_a_recorder_is_writing(bus: Bus, tmp_
     code, out, err = run("import", str(shearwater_file("crash_recovery.jsonl")), "--dir", str(directory))
     assert code == 1 and out == ""
     assert len(err.splitlines()) == 1
-    assert f"is already being written by pid {pid} " in err and "control channel in a later issue" in err
+    assert f"is already being written by pid {pid} " in err
+    assert "or publish the file onto its bus (convlog publish)" in err
     assert records(directory) == before
     assert bus.procs[0].terminate() == 0
 

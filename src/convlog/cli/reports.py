@@ -13,7 +13,8 @@ from rich.text import Text
 from convlog.cli.console import err, out
 
 if TYPE_CHECKING:
-    from convlog.store.importer import ImportReport, RepairReport
+    from convlog.store.importer import ImportReport
+    from convlog.store.offline import RepairReport
     from convlog.store.verify import VerifyReport
 
 

@@ -3,7 +3,7 @@
 Each command appends one session control record (docs/fold.md) with
 source ``control``. The log keeps one writer: when a recorder runs, the record goes
 through its control channel (:mod:`convlog.bus.control`); when none runs, it is written
-directly under the writer lock (:class:`convlog.store.importer.OfflineWriter`), with the same
+directly under the writer lock (:class:`convlog.store.offline.OfflineWriter`), with the same
 tail recovery the recorder would do.
 
 Before anything is written the record is checked by the fold itself: it is folded into
@@ -24,8 +24,8 @@ from convlog.core.fold import Session, State, fold
 from convlog.core.record import make_line
 from convlog.core.view import plural
 from convlog.store.clock import Clock
-from convlog.store.importer import OfflineWriter
 from convlog.store.lock import LogLockedError
+from convlog.store.offline import OfflineWriter
 from convlog.store.replay import NoLogError, Replay, load
 from convlog.store.segment import list_segments
 

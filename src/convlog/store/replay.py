@@ -17,6 +17,7 @@ from convlog.core.fold import State, Stream, fold, message_id
 from convlog.core.record import format_ts, parse_when
 from convlog.core.view import ShownMessage, own_time, payload_text, stream_text
 from convlog.store.checkpoint import Start, best_start
+from convlog.store.import_formats import SOURCE
 from convlog.store.segment import follow, list_segments, read_seqs
 
 
@@ -197,10 +198,6 @@ def parse_as_of(text: str, upper: bool = True) -> tuple[int | None, str | None]:
     return None, format_ts(when)
 
 
-#: ``source`` of the records ``convlog import`` writes.
-IMPORT_SOURCE = "import"
-
-
 def on_time(record: dict[str, Any], as_of_ts: str) -> bool:
     """Whether ``record`` belongs to the log as it was at ``as_of_ts`` (RFC 3339 text in
     the records' form).
@@ -213,7 +210,7 @@ def on_time(record: dict[str, Any], as_of_ts: str) -> bool:
     Returns:
         True when that time is at or before ``as_of_ts``.
     """
-    if record.get("source") == IMPORT_SOURCE:
+    if record.get("source") == SOURCE:
         own = own_time(record)
         if own is not None:
             return own <= as_of_ts
@@ -279,7 +276,7 @@ def load(
         if upto_seq is not None and record["seq"] > upto_seq:
             break
         if as_of_ts is not None and not on_time(record, as_of_ts):
-            if record.get("source") == IMPORT_SOURCE:
+            if record.get("source") == SOURCE:
                 continue
             break
         fold(state, record)

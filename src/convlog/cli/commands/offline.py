@@ -36,7 +36,7 @@ def recover(dir_argument: Path | None, dir_option: Path | None) -> None:
     start: a torn or invalid tail goes to recovery/quarantine.jsonl, a recorder.recovered
     record says so, and the state is marked clean."""
     from convlog.cli import reports
-    from convlog.store.importer import repair
+    from convlog.store.offline import repair
 
     directory = log_dir(dir_argument, dir_option)
     reports.print_repair(directory, repair(directory))
