@@ -124,7 +124,7 @@ def test_published_legacy_file_records_every_field_as_import_does(bus: Bus, tmp_
     via_import = tmp_path / "imported"
     code, out, err = run("import", str(source), "--dir", str(via_import))
     assert code == 0, err
-    assert out.strip() == "imported 2783 records from 1 files (0 already present, 0 invalid)"
+    assert out.strip() == "imported 2,783 records from 1 file (0 already present, 0 invalid)"
 
     got, want = received(records(published)), imported(records(via_import))
     assert len(got) == len(want) == 2783
@@ -246,7 +246,7 @@ def test_a_segment_of_another_log_imports_and_folds_to_the_same_sessions(tmp_pat
     directory = tmp_path / "copy"
     code, out, err = run("import", str(segment), "--dir", str(directory))
     assert code == 0, err
-    assert out.strip() == (f"imported {len(kept)} records from 1 files "
+    assert out.strip() == (f"imported {len(kept)} records from 1 file "
                            f"(0 already present, 0 invalid, {len(local)} skipped)")
     found = records(directory)
     assert [r["seq"] for r in found] == list(range(1, len(kept) + 1))
@@ -273,7 +273,7 @@ def test_a_segment_of_another_log_imports_and_folds_to_the_same_sessions(tmp_pat
 
     code, out, _ = run("import", str(segment), "--dir", str(directory))
     assert code == 0
-    assert out.strip() == (f"imported 0 records from 1 files "
+    assert out.strip() == (f"imported 0 records from 1 file "
                            f"({len(kept)} already present, 0 invalid, {len(local)} skipped)")
     assert len(records(directory)) == len(kept)
 
@@ -358,7 +358,7 @@ def test_garbage_is_a_clear_error_and_nothing_is_written(tmp_path: Path) -> None
                               (other, 1, "an object with keys user, text; and none of the first 2 non-blank lines is")):
         code, out, err = run("import", str(path), "--dir", str(directory))
         assert code == 1, (path, err)
-        assert out.strip() == "imported 0 records from 1 files (0 already present, 1 invalid)"
+        assert out.strip() == "imported 0 records from 1 file (0 already present, 1 invalid)"
         assert len(err.strip().splitlines()) == 1, err
         assert err.startswith(f"{path}:{line}: ") and words in err, err
         assert "a legacy ConversationEvent record, a convlog record or an OpenAI chat message" in err

@@ -308,7 +308,7 @@ def test_import_legacy_file_is_exact_idempotent_and_folds(tmp_path: Path) -> Non
 
     code, out, _ = run("import", str(source), "--dir", str(directory))
     assert code == 0, out
-    assert out.strip() == "imported 414 records from 1 files (0 already present, 0 invalid)"
+    assert out.strip() == "imported 414 records from 1 file (0 already present, 0 invalid)"
     found = records(directory)
     assert [r["seq"] for r in found] == list(range(1, 415))
     assert all((r["kind"], r["source"]) == ("message", "import") for r in found)
@@ -320,7 +320,7 @@ def test_import_legacy_file_is_exact_idempotent_and_folds(tmp_path: Path) -> Non
 
     code, out, _ = run("import", str(source), "--dir", str(directory))
     assert code == 0
-    assert out.strip() == "imported 0 records from 1 files (414 already present, 0 invalid)"
+    assert out.strip() == "imported 0 records from 1 file (414 already present, 0 invalid)"
     assert len(records(directory)) == 414
 
     code, out, _ = run("verify", str(directory))
@@ -352,7 +352,7 @@ def test_import_reports_invalid_lines_and_imports_the_rest(tmp_path: Path) -> No
     directory = tmp_path / "log"
     code, out, err = run("import", str(path), "--dir", str(directory))
     assert code == 1
-    assert out.strip() == "imported 3 records from 1 files (1 already present, 2 invalid)"
+    assert out.strip() == "imported 3 records from 1 file (1 already present, 2 invalid)"
     assert err.splitlines()[0].startswith(f"{path}:2: not JSON: ")
     assert err.splitlines()[1] == f"{path}:3: not a legacy ConversationEvent record (needs Id, SpeakerName and Message)"
     found = records(directory)

@@ -1,7 +1,7 @@
 """``convlog import``: files of other formats into a log whose recorder is not running,
 through :class:`convlog.store.offline.OfflineWriter`.
 
-:func:`import_files` (the CLI's :func:`import_legacy`) detects each file's format from
+:func:`import_files` detects each file's format from
 its content (:func:`convlog.store.import_formats.detect_format`). Legacy ConversationEvent files (the Shearwater
 recorder's JSONL) become ``message`` records with source ``import`` whose ``data`` is
 each original line byte for byte (spliced like a received payload, see
@@ -25,6 +25,7 @@ from pathlib import Path
 import orjson
 
 from convlog.core.ingest import Ingest
+from convlog.core.view import plural
 from convlog.store.import_formats import (
     FORMATS,
     SOURCE,
@@ -92,11 +93,12 @@ class ImportReport:
     recovered_seq: int | None = None
 
     def summary(self) -> str:
-        """``imported N records from F files (S already present, I invalid)``, with
+        """``imported N records from F files (S already present, I invalid)`` (counts agreeing
+        with their nouns), with
         ``, K skipped`` before the parenthesis closes when records were skipped."""
         skipped = f", {self.skipped} skipped" if self.skipped else ""
         return (
-            f"imported {self.imported} records from {self.files} files "
+            f"imported {plural(self.imported, 'record')} from {plural(self.files, 'file')} "
             f"({self.present} already present, {len(self.invalid)} invalid{skipped})"
         )
 
@@ -226,17 +228,6 @@ def import_files(
     order = {str(path): index for index, path in enumerate(files)}
     report.invalid.sort(key=lambda bad: (order.get(bad.path, len(order)), bad.line))
     return report
-
-
-def import_legacy(
-    directory: str | Path,
-    files: Sequence[str | Path],
-    progress: Callable[[int], None] | None = None,
-) -> ImportReport:
-    """``convlog import``: :func:`import_files` with each file's format detected from
-    its content (legacy ConversationEvent records, convlog records, OpenAI chat JSONL).
-    Same arguments, result and errors."""
-    return import_files(directory, files, progress)
 
 
 def _import_files(

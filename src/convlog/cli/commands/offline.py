@@ -46,16 +46,18 @@ def recover(dir_argument: Path | None, dir_option: Path | None) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @dir_option
 def import_(files: tuple[Path, ...], directory: Path) -> None:
-    """Import legacy ConversationEvent JSONL files into the log (source "import").
+    """Import JSONL files into the log (source "import"): legacy ConversationEvent
+    records, another convlog log's records, or OpenAI chat messages; each file's format
+    is detected from its content.
 
     The recorder must not be running. Lines already imported are skipped; invalid lines
     are reported as FILE:LINE: reason (exit 1) and the valid ones are still imported."""
     from convlog.cli import console, reports
-    from convlog.store.importer import import_legacy
+    from convlog.store.importer import import_files
 
     total = sum(path.stat().st_size for path in files)
     with console.byte_progress("importing", total) as advance:
-        report = import_legacy(directory, files, progress=advance)
+        report = import_files(directory, files, progress=advance)
     reports.print_import(report)
     sys.exit(1 if report.invalid else 0)
 

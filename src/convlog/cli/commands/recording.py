@@ -63,7 +63,8 @@ def broker(xsub: str, xpub: str, hwm: int | None) -> None:
               help="Messages per second (default: as fast as possible).")
 @click.option("--format", "fmt", type=click.Choice(["auto", "native", "legacy", "export-json"]), default="auto",
               show_default=True,
-              help="native: send each line as is; legacy: ConversationEvent records to bus payloads; "
+              help="native: send each line as is; legacy: ConversationEvent records as they are (every field "
+                   "kept; bad lines reported and skipped); "
                    "export-json: a 'convlog export --format json' document as native events; auto: by the file.")
 @click.option("--topic", help="Topic for every message (default: sender or session id).")
 @click.option("--wait", "wait_s", type=float, default=10.0, show_default=True,
