@@ -129,11 +129,13 @@ def test_markdown_reads_as_a_transcript(shearwater_log: Path) -> None:
     assert text.startswith("# handshake_test\n")
     assert "- **Session:** `handshake_test`" in text and "- **Branch:** main" in text
     assert "- **Participants:** claude_code, gemini_cli" in text
-    headings = re.findall(r"^### (\d+)\. (\S+) \((\w+)\) · (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC)", text, re.M)
-    assert [(int(n), who, role) for n, who, role, _ in headings] == [
-        (m.index, m.sender, m.role) for m in shown
+    # Both times: when the agent wrote it (the legacy Timestamp) and when it was recorded.
+    time = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+    headings = re.findall(rf"^### (\d+)\. (\S+) \((\w+)\) · sent ({time}) · received ({time}) UTC", text, re.M)
+    assert [(int(n), who, role, sent) for n, who, role, sent, _ in headings] == [
+        (m.index, m.sender, m.role, m.sent[:19].replace("T", " ")) for m in shown
     ]
-    assert {role for _, _, role, _ in headings} == {"Agent"}
+    assert {role for _, _, role, _, _ in headings} == {"Agent"}
     position = 0
     for m in shown:  # every body, in order, as plain text (HTML escaped: < > & as entities)
         body = html.escape(m.text, quote=False)

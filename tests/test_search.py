@@ -165,10 +165,10 @@ def test_rendering_highlights_on_terminal_and_plain_when_piped(chat: Path) -> No
     rendered = console.export_text(styles=True, clear=False)
     # rich's own rendering of the style, whatever escape codes its version uses
     assert Style.parse("bold reverse").render("word", color_system=ColorSystem.STANDARD) in rendered
-    assert "s1 · ann · 2026-11-21 12:00:00 · seq 7" in console.export_text()
+    assert "s1 · ann · received 2026-11-21 12:00:00 · seq 7" in console.export_text()
     code, out, _ = run("search", "tunnelling", "--dir", str(chat))
     assert code == 0
-    assert out.splitlines()[0] == "s1 · bot · 2026-11-21 12:01:00 · seq 2"
+    assert out.splitlines()[0] == "s1 · bot · received 2026-11-21 12:01:00 · seq 2"
     assert "Quantum tunnelling explains alpha decay." in out
     assert "\x1b" not in out and MARK_START not in out
 

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from convlog.cli.console import err, out, shown
 from convlog.core.record import dump_json
+from convlog.core.view import times_text
 
 #: Styles of record kinds in ``convlog tail`` on a terminal (first match wins).
 _TAIL_KIND_STYLES = (
@@ -173,7 +174,7 @@ def print_hits(hits: Sequence[Any], as_json: bool = False, console: Console | No
         err.print("no matches", markup=False)
         return
     for hit in hits:
-        when = (hit.ts or "?")[:19].replace("T", " ")
+        when = times_text(hit.sent, hit.ts)
         header = Text.assemble(
             (shown(hit.session or "(no session)", console), "bold cyan"), " · ",
             (shown(hit.speaker or "?", console), "green"), " · ", (when, "dim"), " · ", (f"seq {hit.seq}", "dim"),

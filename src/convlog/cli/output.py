@@ -19,7 +19,7 @@ from rich.text import Text
 
 from convlog.cli.console import err, out, print_json, shown
 from convlog.core.fold import State
-from convlog.core.view import EMPTY, ShownMessage, plural, printable
+from convlog.core.view import EMPTY, ShownMessage, plural, printable, times_text
 from convlog.store.replay import Replay
 
 
@@ -123,13 +123,16 @@ def transcript(messages: Sequence[ShownMessage], fmt: str, width: int | None = N
             flags.append("INCOMPLETE stream")
         suffix = f" ({', '.join(flags)})" if flags else ""
         text = m.text if width is None or len(m.text) <= width else m.text[: width - 1] + "…"
+        when = times_text(m.sent, m.ts)
         if fmt == "markdown":
             lines.append(f"### {m.index}. {who}{' · ' + m.role if m.role and m.role != who else ''}{suffix}")
+            lines.append("")
+            lines.append(f"_{when}_")
             lines.append("")
             lines.append(text)
             lines.append("")
         else:
-            lines.append(f"[{m.index}] {who}{suffix} (seq {m.seq}):")
+            lines.append(f"[{m.index}] {who}{suffix} (seq {m.seq} · {when}):")
             lines.extend("    " + line for line in text.splitlines() or [""])
     return "\n".join(lines)
 

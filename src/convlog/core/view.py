@@ -82,6 +82,32 @@ def own_time(record: dict[str, Any]) -> str | None:
     return None
 
 
+def times_text(sent: str | None, received: str | None) -> str:
+    """When a message was sent (its own time) and received, for people: ``sent
+    2025-12-02 00:55:51 · received 2026-12-05 22:08:36``; one time when both fall in
+    the same second (``sent and received ...``, live traffic with synchronised clocks)
+    or when only the receive time is known (``received ...``). Times are UTC, to the
+    second.
+
+    Args:
+        sent: the message's own time (:func:`own_time`), or None.
+        received: the record's ``ts``, or None.
+
+    Returns:
+        the text (``received ?`` when neither is known).
+    """
+    def second(ts: str) -> str:
+        return ts[:19].replace("T", " ")
+
+    if sent is None:
+        return f"received {second(received) if received else '?'}"
+    if received is None:
+        return f"sent {second(sent)}"
+    if second(sent) == second(received):
+        return f"sent and received {second(received)}"
+    return f"sent {second(sent)} · received {second(received)}"
+
+
 def _as_time(value: Any) -> str | None:
     """``value`` (text or an epoch number) as ``ts`` text, or None."""
     when: datetime | None = None

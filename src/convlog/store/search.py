@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from convlog.core.record import format_ts, parse_when
+from convlog.core.view import own_time
 from convlog.store.search_index import STEM_TOKENIZER, STREAM_KINDS, TOKENIZER, TextIndex, record_text
 from convlog.store.segment import EVENTS, find_record, scan_for_seq, segment_name
 
@@ -51,6 +52,7 @@ class Hit:
         source: where the record came from (``sub``, ``pull``, ``import``, …).
         copies: how many records of the same message (same session and message id,
             e.g. the bus copy and the PUSHed one) matched; the hit is the first of them.
+        sent: the message's own time (:func:`convlog.core.view.own_time`), or None.
     """
 
     seq: int
@@ -61,6 +63,7 @@ class Hit:
     snippet: str
     source: str | None = None
     copies: int = 1
+    sent: str | None = None
 
     def spans(self) -> tuple[str, list[tuple[int, int]]]:
         """The snippet without markers, and the ``(start, end)`` character ranges of the
@@ -259,7 +262,7 @@ class SearchIndex(TextIndex):
                     if error is None:
                         raise
                     raise error from None
-                texts = self._texts(conn, rows)
+                texts, sent = self._texts(conn, rows)
             finally:
                 conn.execute("COMMIT")
             break
@@ -267,14 +270,15 @@ class SearchIndex(TextIndex):
         snippets = self._snippets(prefixed, texts) if prefixed is not None else self._snippets(text, texts, stem)
         return [
             Hit(seq=row[0], ts=row[1], session=row[2], speaker=row[3], kind=row[4], snippet=snippets[row[0]],
-                source=row[5], copies=row[8])
+                source=row[5], copies=row[8], sent=sent.get(row[0]))
             for row in rows
         ]
 
-    def _texts(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> dict[int, str]:
-        """The text of each hit: a stream's from ``streams``, any other record's read
-        from its line in the log."""
+    def _texts(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> tuple[dict[int, str], dict[int, str]]:
+        """The text of each hit (a stream's from ``streams``, any other record's read
+        from its line in the log) and, by seq, the own time of those that carry one."""
         texts: dict[int, str] = {}
+        sent: dict[int, str] = {}
         for seq, _ts, _session, _speaker, kind, _source, segment, offset, _copies in rows:
             if kind in STREAM_KINDS:
                 found = conn.execute("SELECT text FROM streams WHERE first_seq = ?", (seq,)).fetchone()
@@ -282,7 +286,10 @@ class SearchIndex(TextIndex):
             else:
                 record = self._read(segment, offset, seq)
                 texts[seq] = (record_text(record) if record else None) or ""
-        return texts
+                own = own_time(record) if record else None
+                if own is not None:
+                    sent[seq] = own
+        return texts, sent
 
     def _read(self, segment: int, offset: int, seq: int) -> dict[str, Any] | None:
         """The record ``seq`` whose line starts at (or, past skipped invalid lines, after)

@@ -57,6 +57,8 @@ class Message:
         copies: times it was recorded in the exported session (1 = no duplicate).
         streamed, complete: assembled from deltas; False for a stream never ended.
         visible: in the exported session's visible branch.
+        sent: the message's own time (:func:`convlog.core.view.own_time`: a legacy
+            ``Timestamp``, a payload ``timestamp``/``ts``/``created_at``), or None.
     """
 
     session: str | None
@@ -72,6 +74,7 @@ class Message:
     streamed: bool = False
     complete: bool = True
     visible: bool = True
+    sent: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The message as a JSON-friendly dict (its fields by name)."""
@@ -82,6 +85,7 @@ class Message:
             "role": self.role,
             "seq": self.seq,
             "ts": self.ts,
+            "sent": self.sent,
             "kind": self.kind,
             "text": self.text,
             "copies": self.copies,

@@ -120,6 +120,7 @@ def _message_from(value: Any, where: str) -> Message:
         streamed=_get(obj, "streamed", where, "a boolean", default=False),
         complete=_get(obj, "complete", where, "a boolean", default=True),
         visible=_get(obj, "visible", where, "a boolean", default=True),
+        sent=_get(obj, "sent", where, "a string", null=True, default=None),
     )
 
 

@@ -23,7 +23,7 @@ from convlog.core.document import (
     visible_events,
 )
 from convlog.core.fold import Rewind, Session, State, Step, fold, message_id
-from convlog.core.view import payload_text, stream_text
+from convlog.core.view import own_time, payload_text, stream_text
 
 __all__ = ["ExportRequest", "Tree", "build_exports"]
 
@@ -157,6 +157,7 @@ class _TreeView:
             streamed=stream is not None,
             complete=complete,
             visible=visible,
+            sent=own_time(record),
         )
 
     def export(self, sid: str, request: ExportRequest) -> SessionExport:

@@ -17,6 +17,7 @@ import orjson
 from convlog.core.document import JSON_FORMAT, JSON_VERSION, Crystal, Entry, Message, SessionExport, session_doc
 from convlog.core.fold import Usage
 from convlog.core.record import dump_json
+from convlog.core.view import times_text
 
 __all__ = ["CSV_COLUMNS", "FORMATS", "FORMULA_STARTS", "csv_rows", "csv_safe", "markdown", "render"]
 
@@ -24,7 +25,7 @@ __all__ = ["CSV_COLUMNS", "FORMATS", "FORMULA_STARTS", "csv_rows", "csv_safe", "
 FORMATS: dict[str, str] = {"markdown": ".md", "json": ".json", "jsonl": ".jsonl", "csv": ".csv"}
 
 #: The CSV header.
-CSV_COLUMNS = ("session", "seq", "message_id", "ts", "speaker", "role", "kind", "text", "visible")
+CSV_COLUMNS = ("session", "seq", "message_id", "ts", "speaker", "role", "kind", "text", "visible", "sent")
 
 
 def _when(ts: str | None) -> str:
@@ -54,7 +55,8 @@ def _speaker_line(message: Message, level: int) -> str:
         flags.append("rewound: not in the visible branch")
     number = f"{message.index}. " if message.index is not None else ""
     flag_text = f" · _{'; '.join(flags)}_" if flags else ""
-    return f"{'#' * level} {number}{who}{role} · {_when(message.ts)}{flag_text}"
+    when = _when(message.ts) if message.sent is None else f"{times_text(message.sent, message.ts)} UTC"
+    return f"{'#' * level} {number}{who}{role} · {when}{flag_text}"
 
 
 def _usage_table(usage: Usage) -> list[str]:
@@ -187,7 +189,7 @@ def csv_rows(export: SessionExport) -> Iterator[list[str]]:
             messages.sort(key=lambda m: m.seq)
         for m in messages:
             yield [session.id, str(m.seq), m.message_id, m.ts or "", m.sender or "", m.role or "", m.kind, m.text,
-                   "true" if m.visible else "false"]
+                   "true" if m.visible else "false", m.sent or ""]
 
 
 #: First characters that make a spreadsheet read a cell as a formula (OWASP, "CSV
