@@ -24,13 +24,13 @@ from typing import Any
 
 import orjson
 import pytest
+from test_gaps import assert_every_message_recorded_or_reported
 
 from conftest import Bus, Proc, records
 from convlog.core.record import decode_bytes, parse_line
 from convlog.store.segment import EVENTS, QUARANTINE_FILE, RECOVERY, iter_records, list_segments
 from convlog.store.state import read_state
 from convlog.store.verify import verify
-from test_gaps import assert_every_message_recorded_or_reported
 
 SEED = int(os.environ.get("CONVLOG_CRASH_SEED", "20261121"))
 KILLS = 30

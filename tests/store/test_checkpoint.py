@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from test_fold import Item, fold_logs
 
 from conftest import Bus, records, shearwater_file, wait_for_records
 from convlog.cli.commands import main
@@ -26,7 +27,6 @@ from convlog.store.replay import load
 from convlog.store.segment import ensure_layout, iter_records, list_segments
 from convlog.store.verify import verify
 from convlog.store.writer import SegmentWriter
-from test_fold import Item, fold_logs
 
 
 class LogBuilder:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from convlog.recorder.notify import Notifier
 
-REPO = Path(__file__).resolve().parent.parent
 INSTALLER = REPO / "scripts" / "install-systemd.sh"
 UNITS = ("convlog-broker.service", "convlog-recorder.service")
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or ("/usr/bin/systemd-analyze"

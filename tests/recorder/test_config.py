@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from convlog.recorder.config import Config, ConfigError, load_config
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def write(tmp_path: Path, text: str) -> Path:
