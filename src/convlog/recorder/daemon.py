@@ -75,8 +75,9 @@ class Recorder:
             start (see :class:`~convlog.recorder.sequencer.Sequencer`).
         dropped_total: messages dropped past the held-bytes bound since start.
         metrics: the :class:`~convlog.recorder.metrics.MetricsServer` with ``metrics``, else None.
-        loop, receiver, sequencer, durable, snapshots, control_server, jobs, reporter,
-        reloads, faults: the parts (see the module doc).
+        loop: the receive loop; the other parts (``receiver``, ``sequencer``,
+            ``durable``, ``snapshots``, ``control_server``, ``jobs``, ``reporter``,
+            ``reloads``, ``faults``) are described in the module doc.
     """
 
     def __init__(self, config: Config, reload_config: Callable[[], Config] | None = None) -> None:

@@ -102,8 +102,9 @@ class Jobs:
             the checkpoint written, or None when none was needed or writing failed (logged).
 
         Raises:
-            CheckpointError, OSError or any other error of the checkpoint, only when
-            ``label`` is given (someone asked for it and gets the reason).
+            Exception: :class:`~convlog.store.checkpoint.CheckpointError`, ``OSError``
+                or any other error of the checkpoint, only when ``label`` is given
+                (someone asked for it and gets the reason).
         """
         file_errors = self.faults.file_errors
         try:

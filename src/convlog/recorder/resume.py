@@ -139,7 +139,8 @@ def restore_publishers(
         reveal whose ``recorder.gap`` record is missing (a crash between the two lines).
 
     Raises:
-        any error of a damaged state or checkpoint (the caller starts without seqs then).
+        Exception: any error of a damaged state or checkpoint (the caller starts
+            without seqs then).
     """
     detector = GapDetector.from_dict(prior.get("publishers"), config.max_publishers)
     as_of = prior.get("publishers_seq")

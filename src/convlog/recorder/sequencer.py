@@ -62,8 +62,9 @@ class Sequencer:
             session: its session id, or None.
 
         Raises:
-            whatever :func:`convlog.core.record.make_line` raises for data it cannot
-            serialise (nothing is numbered then); write failures are held, not raised.
+            TypeError: what :func:`convlog.core.record.make_line` raises for data it
+                cannot serialise (nothing is numbered then); write failures are held,
+                not raised.
         """
         assert self.durable.segment_writer is not None
         line = make_line(self.seq + 1, self.clock.now(), kind, source, None, session, data)
