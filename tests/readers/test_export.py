@@ -25,6 +25,7 @@ from convlog.cli.demo import free_port
 from convlog.core.fold import State, fold_all, message_id
 from convlog.core.ingest import Ingest
 from convlog.core.record import make_line, parse_line
+from convlog.core.view import EMPTY
 from convlog.readers.export import (
     CSV_COLUMNS,
     MAX_STEM,
@@ -765,3 +766,23 @@ def test_any_damaged_document_reads_or_fails_cleanly(changes: list[tuple[tuple[A
     for event in out:
         assert event["type"] in SESSION_KINDS and isinstance(event["session_id"], str)
         orjson.dumps(event)
+
+
+def test_empty_messages_keep_their_text_in_the_document_and_their_marker_on_display() -> None:
+    """A message whose source wrote nothing (``""``, blanks, ``{}``, a ``message`` field of
+    blanks) is exported with the text it has, never the display marker: the JSON document
+    and the re-recorded events carry that text, re-recording shows the same messages, and
+    Markdown still marks each one as empty."""
+    contents: list[Any] = ["", " ", {}, {"message": " ", "n": 1}, "said something"]
+    original = ingest([_event("message", "s1", message_id=f"m{i}", content=c) for i, c in enumerate(contents)])
+    doc = json_doc(original, ["s1"], False)
+    texts = [m["text"] for m in doc["sessions"][0]["messages"]]
+    assert texts == ["", " ", "{}", " ", "said something"]
+    events_out = document_events(doc)
+    assert not any(EMPTY in orjson.dumps(event).decode() for event in events_out)
+    again = ingest([orjson.loads(orjson.dumps(e)) for e in events_out])
+    assert [m.text for m in exports_of(again, ["s1"], False)["s1"].messages] == texts
+    header = {"log": "mem", "as_of_seq": 5, "with_history": False, "exported_at": None}
+    for records_ in (original, again):
+        markdown = b"".join(render(list(exports_of(records_, ["s1"], False).values()), "markdown", header)).decode()
+        assert markdown.count(EMPTY) == 4 and "said something" in markdown

@@ -119,16 +119,22 @@ class Reference:
             self._folds[seq] = fold_all(r for r in self.records if r["seq"] <= seq)
         return self._folds[seq]
 
-    def visible_ids(self, sid: str, seq: int) -> list[str]:
-        """Message ids visible in ``sid`` once the log up to ``seq`` is folded (none
-        before the session exists)."""
+    def visible(self, sid: str, seq: int) -> list[tuple[int, str]]:
+        """The messages visible in ``sid`` once the log up to ``seq`` is folded, as
+        ``(record seq, message id)`` (none before the session exists)."""
         state = self.state(seq)
-        return [self.ids[s] for s in state.visible(sid)] if sid in state.sessions else []
+        return [(s, self.ids[s]) for s in state.visible(sid)] if sid in state.sessions else []
 
 
-def check_history(ref: Reference, export: SessionExport, visible: list[str]) -> int:
-    """Replay ``export``'s history from ``visible`` (the messages it starts with),
-    checking each entry against the reference; recurse into nested forks.
+def check_history(ref: Reference, export: SessionExport, visible: list[tuple[int, str]]) -> int:
+    """Replay ``export``'s history from ``visible`` (the messages it starts with, as
+    ``(record seq, message id)``), checking each entry against the reference; recurse
+    into nested forks.
+
+    A message is its record, not only its id: once a rewind has hidden message id m, a
+    later record with id m is a new visible message (docs/fold.md: only a copy arriving
+    while m is visible is merged), so a rewind to a checkpoint can hide that record and
+    bring back the earlier one with the same id.
 
     Returns:
         the number of nested forks checked (for statistics).
@@ -136,7 +142,7 @@ def check_history(ref: Reference, export: SessionExport, visible: list[str]) -> 
     sid = export.id
     final = ref.state(ref.records[-1]["seq"])
     session = final.sessions[sid]
-    checkpoints: dict[str, list[str]] = {}
+    checkpoints: dict[str, list[tuple[int, str]]] = {}
     nested = 0
     entry: Entry
     for entry in export.history or ():
@@ -144,14 +150,14 @@ def check_history(ref: Reference, export: SessionExport, visible: list[str]) -> 
         d = entry.detail
         if entry.event == "message":
             assert entry.message is not None
-            visible.append(entry.message.message_id)
+            visible.append((entry.seq, entry.message.message_id))
             shown = entry.message.index is not None
             assert entry.message.visible == shown == (entry.seq in session.visible.seqs.tolist())
         elif entry.event == "rewind":
             visible = list(checkpoints[d["checkpoint"]]) if d["checkpoint"] is not None else visible[: d["to_count"]]
             assert (d["from_count"], d["to_count"]) == (len(before), len(visible))
             # Rewound entries are exactly the messages visible before and hidden after.
-            assert d["dropped"] == [mid for mid in before if mid not in visible]
+            assert d["dropped"] == [mid for seq, mid in before if (seq, mid) not in visible]
             event("rewind to a checkpoint" if d["checkpoint"] is not None else "rewind to a count")
         elif entry.event == "checkpoint":
             checkpoints[d["name"]] = visible[: d["at"]]
@@ -162,10 +168,10 @@ def check_history(ref: Reference, export: SessionExport, visible: list[str]) -> 
         elif entry.event == "rejected":
             assert any(e.seq == entry.seq and e.session == sid for e in ref.state(entry.seq).errors)
         # After every entry the replayed history shows what the fold shows.
-        assert visible == ref.visible_ids(sid, entry.seq), (sid, entry.event, entry.seq)
+        assert visible == ref.visible(sid, entry.seq), (sid, entry.event, entry.seq)
     events = [e.event for e in export.history or ()]
-    assert visible == ref.visible_ids(sid, final.last_seq)
-    assert [m.message_id for m in export.messages] == visible
+    assert visible == ref.visible(sid, final.last_seq)
+    assert [(m.seq, m.message_id) for m in export.messages] == visible
     assert events.count("copy") == session.duplicates
     assert events.count("rewind") == len(session.rewinds)
     assert events.count("crystal") == len(session.crystals)

@@ -19,15 +19,26 @@ from convlog.core.wire import content_text
 
 #: What is shown for a message whose source wrote nothing (an empty text or content,
 #: ``{}``, the Shearwater recorder's empty ``Message``), instead of nothing or a bare
-#: ``{}``.
+#: ``{}``. A display marker only: :func:`message_text` (what exports carry) never
+#: holds it.
 EMPTY = "(empty: the source wrote nothing)"
 _EMPTY_VALUES = ("", "{}", "[]", "null")
 
 
-def _empty(content: Any) -> bool:
-    if isinstance(content, str):
-        return content.strip() in _EMPTY_VALUES
-    return content == {} or content == []
+def is_empty(text: str) -> bool:
+    """True when a message's text (:func:`message_text`) says nothing: blank, or only
+    ``{}``, ``[]`` or ``null``. Decided on the text alone, so a message whose text
+    is carried elsewhere (an export document) and recorded again is marked the same.
+    """
+    return text.strip() in _EMPTY_VALUES
+
+
+def shown_text(kind: str | None, text: str) -> str:
+    """What is shown of a message of record ``kind`` whose text is ``text``: :data:`EMPTY`
+    for an empty ``message`` (see :func:`is_empty`), else the text. Streamed parts
+    (``message.delta``, ``message.end``) are shown as they are.
+    """
+    return EMPTY if kind == "message" and is_empty(text) else text
 
 
 def plural(count: int, noun: str, many: str | None = None) -> str:
@@ -140,15 +151,29 @@ def _dump(value: Any) -> str:
 
 def payload_text(record: dict[str, Any]) -> str:
     """The human text of one ``message``/``message.delta``/``message.end``/``raw``
-    record, whatever its shape (native, Shearwater, PUSH envelope, legacy).
+    record, whatever its shape (native, Shearwater, PUSH envelope, legacy), as shown.
+
+    Args:
+        record: a parsed record.
+
+    Returns:
+        :func:`message_text`, or :data:`EMPTY` for a ``message`` whose text is empty
+        (see :func:`shown_text`). Never raises.
+    """
+    return shown_text(record.get("kind") if isinstance(record, dict) else None, message_text(record))
+
+
+def message_text(record: dict[str, Any]) -> str:
+    """The text one ``message``/``message.delta``/``message.end``/``raw`` record
+    carries, whatever its shape (native, Shearwater, PUSH envelope, legacy), as its
+    source wrote it (never the display marker :data:`EMPTY`).
 
     Args:
         record: a parsed record.
 
     Returns:
         the message text; the JSON of the content when it has no text field;
-        ``<N bytes, base64>`` for binary payloads; :data:`EMPTY` for a message whose
-        content is empty (``""``, ``{}``, ``[]``); for a record that cannot be shown
+        ``<N bytes, base64>`` for binary payloads; for a record that cannot be shown
         (a damaged or foreign line whose fields have unexpected types) a placeholder
         naming its seq. Never raises.
     """
@@ -185,22 +210,17 @@ def _payload_text(record: dict[str, Any]) -> str:
         return delta if isinstance(delta, str) else ""
     if shape == "legacy":
         message = data.get("Message")
-        if _empty(message):
-            return EMPTY
         if isinstance(message, str):
             try:
                 parsed = orjson.loads(message)
             except orjson.JSONDecodeError:
                 return message
-            return _text_or_json(parsed) or EMPTY
-        return _text_or_json(message) or EMPTY
+            return _text_or_json(parsed)
+        return _text_or_json(message)
     content = data.get("content")
     if content is None:
         return "" if kind == "message.end" else _dump(data)
-    if kind == "message" and _empty(content):
-        return EMPTY
-    text = _text_or_json(content)
-    return EMPTY if kind == "message" and not text else text
+    return _text_or_json(content)
 
 
 def _text_or_json(content: Any) -> str:
@@ -253,9 +273,9 @@ def stream_text(records: Sequence[dict[str, Any]]) -> str:
         if record.get("kind") == "message.end":
             data = record.get("data")
             if isinstance(data, dict) and data.get("content") is not None:
-                return payload_text(record)
+                return message_text(record)
         else:
-            parts.append(payload_text(record))
+            parts.append(message_text(record))
     return "".join(parts)
 
 

@@ -19,7 +19,7 @@ from convlog.core.document.model import MESSAGE_KINDS, Entry, LlmRequest, Messag
 from convlog.core.document.reader import read_document
 from convlog.core.fold import message_id
 from convlog.core.record import BUS_KINDS, dump_json
-from convlog.core.view import EMPTY, payload_text
+from convlog.core.view import message_text
 from convlog.core.wire import DEFAULT_SESSION_FIELDS, content_text
 
 __all__ = ["SESSION_KINDS", "document_events", "native_event", "session_events", "visible_events"]
@@ -56,8 +56,9 @@ def _message_base(record: Mapping[str, Any], sid: str, mid: str) -> dict[str, An
 
 
 def _content(record: Mapping[str, Any], text: str) -> Any:
-    """The original content value of a message record when it shows as ``text`` (so a
-    re-recorded event reads the same), else ``text`` itself."""
+    """The original content value of a message record when its text
+    (:func:`convlog.core.view.message_text`) is ``text`` (so a re-recorded event reads
+    the same), else ``text`` itself."""
     meta = _meta(record)
     data = record.get("data")
     content: Any = None
@@ -74,8 +75,6 @@ def _content(record: Mapping[str, Any], text: str) -> Any:
             content = data.get("content")
     if content is None:
         return text
-    if text == EMPTY:  # the source wrote nothing: re-recorded as the same nothing
-        return content
     shown = content_text(content)
     if shown is None:
         shown = dump_json(content).decode("utf-8", "replace")
@@ -229,7 +228,7 @@ def native_event(record: Mapping[str, Any]) -> dict[str, Any] | None:
     * ``message``: ``{"type", "session_id", "message_id", "sender", "role", "content",
       "ts", "recorded"}`` with the fold's message id (``seq:<seq>`` for a message that
       had none, so the id survives) and the original content value when it shows the
-      same text (see :func:`convlog.core.view.payload_text`), else the text;
+      same text (see :func:`convlog.core.view.message_text`), else the text;
     * ``message.delta``: ``delta`` the part's text; ``message.end``: ``content`` only
       when the original had one; both carry ``message_id`` only when the record had one
       (the fold refuses them without);
@@ -255,15 +254,15 @@ def native_event(record: Mapping[str, Any]) -> dict[str, Any] | None:
         if mid is None:
             del event["message_id"]
         if kind == "message":
-            event["content"] = _content(record, payload_text(record))
+            event["content"] = _content(record, message_text(record))
         elif kind == "message.delta":
-            event["delta"] = payload_text(record)
+            event["delta"] = message_text(record)
         else:
             data = record.get("data")
             inner = data.get("message") if isinstance(data, Mapping) and meta.get("shape") == "shearwater.push" \
                 else data
             if isinstance(inner, Mapping) and inner.get("content") is not None:
-                event["content"] = _content(record, payload_text(record))
+                event["content"] = _content(record, message_text(record))
         return event
     data = record.get("data")
     if data is None:

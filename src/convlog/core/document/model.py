@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convlog.core.fold import Usage
+from convlog.core.view import shown_text
 
 __all__ = [
     "JSON_FORMAT",
@@ -53,7 +54,9 @@ class Message:
         seq, ts: the record that brought it (the first delta of a stream) and its
             receive time (RFC 3339).
         kind: that record's kind (``message``, ``message.delta``, ``message.end``).
-        text: the body (:func:`convlog.core.view.payload_text`; a stream assembled).
+        text: the body as its source wrote it (:func:`convlog.core.view.message_text`;
+            a stream assembled), never the display marker; :attr:`shown` is what a
+            reader shows.
         copies: times it was recorded in the exported session (1 = no duplicate).
         streamed, complete: assembled from deltas; False for a stream never ended.
         visible: in the exported session's visible branch.
@@ -75,6 +78,12 @@ class Message:
     complete: bool = True
     visible: bool = True
     sent: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The text to show: :data:`convlog.core.view.EMPTY` for a ``message`` whose
+        source wrote nothing (see :func:`convlog.core.view.shown_text`), else ``text``."""
+        return shown_text(self.kind, self.text)
 
     def as_dict(self) -> dict[str, Any]:
         """The message as a JSON-friendly dict (its fields by name)."""

@@ -23,7 +23,7 @@ from convlog.core.document import (
     visible_events,
 )
 from convlog.core.fold import Rewind, Session, State, Step, fold, message_id
-from convlog.core.view import own_time, payload_text, stream_text
+from convlog.core.view import message_text, own_time, stream_text
 
 __all__ = ["ExportRequest", "Tree", "build_exports"]
 
@@ -141,7 +141,7 @@ class _TreeView:
             text = stream_text([self.by_seq[s] for s in parts if s in self.by_seq])
             complete = bool(stream.complete)
         else:
-            text = payload_text(record)
+            text = message_text(record)
             complete = True
         return Message(
             session=owner if isinstance(owner, str) else None,

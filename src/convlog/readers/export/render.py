@@ -120,7 +120,7 @@ def markdown(export: SessionExport, level: int = 1) -> str:
         for crystal in by_upto.get(0, []):
             lines += [_crystal_block(crystal), ""]
         for message in export.messages:
-            lines += [_speaker_line(message, min(sub + 1, 6)), "", _html_safe(message.text), ""]
+            lines += [_speaker_line(message, min(sub + 1, 6)), "", _html_safe(message.shown), ""]
             for crystal in by_upto.get(message.index or 0, []):
                 lines += [_crystal_block(crystal), ""]
         aside = [c for c in export.crystals if not c.current]
@@ -148,7 +148,7 @@ def _history_lines(history: list[Entry], level: int) -> list[str]:
         d = entry.detail
         when = _when(entry.ts)
         if entry.event == "message" and entry.message is not None:
-            lines += [_speaker_line(entry.message, message_level), "", _html_safe(entry.message.text), ""]
+            lines += [_speaker_line(entry.message, message_level), "", _html_safe(entry.message.shown), ""]
         elif entry.event == "copy" and entry.message is not None:
             lines += [f"_{when}: another copy of message `{entry.message.message_id}` "
                       f"from {entry.message.sender or 'unknown'} (seq {entry.seq})_", ""]
