@@ -93,7 +93,7 @@ def own_time(record: dict[str, Any]) -> str | None:
     return None
 
 
-def times_text(sent: str | None, received: str | None) -> str:
+def times_text(sent: str | None, received: object) -> str:
     """When a message was sent (its own time) and received, for people: ``sent
     2025-12-02 00:55:51 · received 2026-12-05 22:08:36``; one time when both fall in
     the same second (``sent and received ...``, live traffic with synchronised clocks)
@@ -102,14 +102,17 @@ def times_text(sent: str | None, received: str | None) -> str:
 
     Args:
         sent: the message's own time (:func:`own_time`), or None.
-        received: the record's ``ts``, or None.
+        received: the record's ``ts`` (any value: a damaged record's is shown as
+            it is), or None.
 
     Returns:
-        the text (``received ?`` when neither is known).
+        the text (``received ?`` when neither is known). Never raises.
     """
-    def second(ts: str) -> str:
-        return ts[:19].replace("T", " ")
+    def second(ts: object) -> str:
+        return ts[:19].replace("T", " ") if isinstance(ts, str) else repr(ts)
 
+    if not isinstance(received, str) and received is not None:
+        received = repr(received)  # a damaged record: shown as it is, never a crash
     if sent is None:
         return f"received {second(received) if received else '?'}"
     if received is None:
