@@ -2,7 +2,7 @@
 reading records, lines and bytes by seq (forwards from a seq or a byte position, and
 backwards from the end).
 
-Layout of a log directory (DESIGN.md, "The event log")::
+Layout of a log directory (docs/log-format.md)::
 
     events/<first seq, 20 digits>.jsonl   segments; only the last one is written
     recovery/state.json                   last durable position, clean-shutdown flag

@@ -1,4 +1,4 @@
-"""Native bus events (DESIGN.md, "Event vocabulary on the bus") re-creating exported
+"""Native bus events (docs/log-format.md) re-creating exported
 sessions. Pure.
 
 The one place each native event shape is written, shared by the JSONL export (from

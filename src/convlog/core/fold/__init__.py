@@ -1,4 +1,4 @@
-"""Fold log records into conversation state (DESIGN.md, "Fold semantics").
+"""Fold log records into conversation state (docs/fold.md).
 
 Pure code: no I/O, no clock, no randomness, no logging. The state after a
 sequence of records depends only on those records (and the state folded into).

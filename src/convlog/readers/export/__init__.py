@@ -1,7 +1,7 @@
 """Export sessions as a Markdown transcript, one JSON document, native JSONL events or
 CSV: ``convlog export``.
 
-What is exported (DESIGN.md, "Fold semantics"):
+What is exported (docs/fold.md):
 
 * by default the **visible branch** of each session (what :meth:`convlog.store.replay.Replay.messages`
   shows), with its title, fork origin, named checkpoints, crystals and usage;
@@ -23,7 +23,7 @@ records before its fork) and builds the export from that fold, the steps the fol
 reports while folding them (:class:`convlog.core.fold.Step`: what each record did,
 decided by the fold's own rules, which live nowhere else) and those records.
 
-JSONL is native bus events (DESIGN.md, "Event vocabulary on the bus"): JSON objects
+JSONL is native bus events (docs/log-format.md): JSON objects
 with a ``type`` (``session.start``, ``message``, ``message.delta``, ``message.end``,
 ``session.fork``, ``session.rewind``, ``session.checkpoint``, ``session.crystal``,
 ``session.delete``, ``llm.request``) and ``session_id``, with message ids, senders,
