@@ -40,10 +40,16 @@ ROOT = Path(__file__).resolve().parent.parent
 _WORKER = r"""
 import json, sys, time
 import orjson
-from convlog.core.ingest import Ingest
-from convlog.store.clock import Clock
-from convlog.core.gaps import stamp_payload
-from convlog.cli.sharegpt import conversations, native_events
+try:  # the package layout (core/store/cli)
+    from convlog.core.ingest import Ingest
+    from convlog.store.clock import Clock
+    from convlog.core.gaps import stamp_payload
+    from convlog.cli.sharegpt import conversations, native_events
+except ImportError:  # a baseline from before it: one flat package
+    from convlog.ingest import Ingest
+    from convlog.record import Clock
+    from convlog.gaps import stamp_payload
+    from convlog.sharegpt import conversations, native_events
 
 count = int(sys.argv[1])
 events = []

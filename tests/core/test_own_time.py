@@ -76,6 +76,11 @@ def test_info_and_as_of_use_the_conversation_s_own_times(tmp_path: Path) -> None
     assert info["own"]["records"] == len(stamps)
     assert (info["own"]["first_ts"], info["own"]["last_ts"]) == (stamps[0] + "Z", stamps[-1] + "Z")
     assert info["own"]["duration_s"] > 30 * 86400 > info["duration_s"]
+    text = subprocess.run(convlog_cmd("info", "--dir", str(log)), check=True, capture_output=True, text=True,
+                          timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}).stdout
+    days = int(info["own"]["duration_s"] // 86400)
+    assert f"sent:         {stamps[0]}Z .. {stamps[-1]}Z, {days} d " in text
+    assert f"(the own times of {len(stamps):,} messages)" in text
 
     def sessions(*extra: str) -> list[dict]:
         out = subprocess.run(convlog_cmd("sessions", "--dir", str(log), "--json", "--all", *extra), check=True,

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from convlog.cli.console import err, out, shown
 from convlog.core.record import dump_json
-from convlog.core.view import times_text
+from convlog.core.view import plural, times_text
 
 #: Styles of record kinds in ``convlog tail`` on a terminal (first match wins).
 _TAIL_KIND_STYLES = (
@@ -83,7 +83,11 @@ def _duration_text(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     whole = int(seconds)
-    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d} ({seconds:,.3f} s)"
+    if whole < 60:
+        return f"{seconds:.3f} s"
+    days, rest = divmod(whole, 86400)
+    clock = f"{rest // 3600}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days} d {clock}" if days else clock
 
 
 def print_info(data: dict[str, Any]) -> None:
@@ -97,9 +101,11 @@ def print_info(data: dict[str, Any]) -> None:
 
     row("directory", data["directory"])
     row("records", f"{data['records']:,} (seq {data['first_seq']}..{data['last_seq']})")
-    row("start", str(data["first_ts"]))
-    row("end", str(data["last_ts"]))
-    row("duration", _duration_text(data["duration_s"]))
+    row("received", f"{data['first_ts']} .. {data['last_ts']}, {_duration_text(data['duration_s'])}")
+    own = data["own"]
+    if own["records"]:
+        row("sent", f"{own['first_ts']} .. {own['last_ts']}, {_duration_text(own['duration_s'])} "
+                    f"(the own times of {plural(own['records'], 'message')})")
     s = data["sessions"]
     folded = f", folded from checkpoint {s['from_checkpoint']}" if s["from_checkpoint"] else ""
     row("sessions", f"{s['live']:,} live, {s['deleted']:,} deleted, {s['forks']:,} forks{folded}")
