@@ -22,10 +22,11 @@ from pathlib import Path
 import pyzstd
 
 from convlog.store.fsync import fsync_dir
-from convlog.store.segment import EVENTS, SEALING_SUFFIX, is_sealed, list_segments, segment_first_seq
+from convlog.store.segment import EVENTS, SEALED_BLOCK, SEALING_SUFFIX, is_sealed, list_segments, segment_first_seq
 
-#: Decompressed bytes per independent zstd frame of a sealed segment (2 MiB).
-FRAME_BYTES = 2 << 20
+#: Decompressed bytes per independent zstd frame of a sealed segment: the block
+#: :func:`convlog.store.segment.find_record` searches in memory.
+FRAME_BYTES = SEALED_BLOCK
 #: Bytes read from the plain segment per write.
 _READ_BYTES = 1 << 20
 #: Compression methods the ``compress`` setting accepts.

@@ -269,19 +269,40 @@ def _seq_at(fh: Any, offset: int, size: int) -> tuple[int, int, bytes] | None:
             continue
 
 
-def find_record(directory: Path, seq: int) -> dict[str, Any] | None:
+#: Bytes of a sealed segment that :func:`find_record` decompresses and searches in
+#: memory: the frame size it is sealed with (frames start at multiples of it, so a seek
+#: to a block start decompresses from that frame's start only).
+SEALED_BLOCK = 1 << 20
+
+
+def find_record(
+    directory: Path, seq: int, blocks: dict[tuple[str, int], list[bytes]] | None = None
+) -> dict[str, Any] | None:
     """The record with ``seq``, found without scanning: the segment by its name (first
     seq, bisect), then the line by binary search over byte offsets (records are sorted
-    by seq inside a segment). About log2(segment size / line size) reads.
+    by seq inside a segment). About log2(segment size / line size) reads. In a sealed
+    segment the search is over blocks of ``SEALED_BLOCK`` bytes (one line read at each
+    probed block's start), then inside one decompressed block in memory.
+
+    Args:
+        directory: the log directory.
+        seq: the seq wanted.
+        blocks: a cache of the last sealed block searched, kept by the caller between
+            calls for seqs close together (:func:`read_seqs`); None for none.
 
     Returns:
         the record, or None when the log has no record ``seq``.
+
+    Raises:
+        OSError: when the segment cannot be read.
     """
     segments = list_segments(directory)
     index = bisect.bisect_right([first for first, _ in segments], seq) - 1
     if index < 0:
         return None
     path = segments[index][1]
+    if is_sealed(path):
+        return _find_sealed(path, seq, {} if blocks is None else blocks)
     with open_segment(path) as fh:
         size = fh.seek(0, 2)
         low, high = 0, size  # invariant: the line of ``seq``, if any, starts in [low, high)
@@ -296,6 +317,49 @@ def find_record(directory: Path, seq: int) -> dict[str, Any] | None:
                 low = found[0]
         fh.seek(low)  # 0 or the start of a line found above
         return scan_for_seq(fh, seq)
+
+
+def _find_sealed(path: Path, seq: int, blocks: dict[tuple[str, int], list[bytes]]) -> dict[str, Any] | None:
+    """:func:`find_record` in a sealed segment: bisect the blocks by the first whole line
+    starting in each (as :func:`_seq_at` reads it), then bisect that block's lines."""
+    with open_segment(path) as fh:
+        size = fh.seek(0, 2)
+        low, high = 0, max(0, (size - 1) // SEALED_BLOCK)  # the block holding the line, if any
+        while low < high:
+            middle = (low + high + 1) // 2
+            found = _seq_at(fh, middle * SEALED_BLOCK, size)
+            if found is None or found[1] > seq:
+                high = middle - 1
+            elif found[1] == seq:
+                return parse_line(found[2])
+            else:
+                low = middle
+        key = (str(path), low)
+        lines = blocks.get(key)
+        if lines is None:
+            fh.seek(low * SEALED_BLOCK)
+            if low:
+                fh.readline()  # the line cut by the block start belongs to the block before
+            data = fh.read(max(0, (low + 1) * SEALED_BLOCK - fh.tell())) + fh.readline()
+            lines = data.split(b"\n")[:-1]  # whole lines only
+            blocks.clear()  # one block kept: callers ask for seqs in order
+            blocks[key] = lines
+    first, last = 0, len(lines)
+    while first < last:
+        middle = (first + last) // 2
+        probe, found_seq = middle, None
+        while probe < last and found_seq is None:  # the first valid line from the middle on
+            try:
+                found_seq = parse_line(lines[probe])["seq"]
+            except ValueError:
+                probe += 1
+        if found_seq is None or found_seq > seq:
+            last = middle
+        elif found_seq == seq:
+            return parse_line(lines[probe])
+        else:
+            first = probe + 1
+    return None
 
 
 def scan_for_seq(fh: Any, seq: int, limit: int | None = None) -> dict[str, Any] | None:
@@ -340,8 +404,9 @@ def read_seqs(directory: Path, seqs: Iterable[int]) -> dict[int, dict[str, Any]]
     span = wanted[-1] - wanted[0] + 1
     if len(wanted) * 64 < span:
         out = {}
+        blocks: dict[tuple[str, int], list[bytes]] = {}
         for seq in wanted:
-            record = find_record(directory, seq)
+            record = find_record(directory, seq, blocks)
             if record is not None:
                 out[seq] = record
         return out
