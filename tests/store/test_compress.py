@@ -365,3 +365,19 @@ def test_folding_a_sealed_log_equals_folding_it_plain(items: list, segment_bytes
         assert records(directory) == plain_records
         for record in plain_records:
             assert find_record(directory, record["seq"]) == record
+
+
+def test_verify_reports_a_damaged_sealed_segment(tmp_path: Path) -> None:
+    """A sealed segment cut short is a problem ``convlog verify`` names (exit 1), and
+    readers fail with OSError rather than read wrong lines."""
+    directory = tmp_path / "log"
+    write_log(directory, 2000, segment_bytes=40000)
+    compress(directory)
+    _first, sealed = list_segments(directory)[1]
+    assert is_sealed(sealed)
+    sealed.write_bytes(sealed.read_bytes()[:-20])
+    code, out = run("verify", str(directory))
+    assert code == 1
+    assert f"events/{sealed.name}: unreadable: " in out
+    with pytest.raises(OSError):
+        records(directory)
