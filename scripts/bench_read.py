@@ -107,16 +107,16 @@ def write_events(path: Path, limit: int | None) -> tuple[int, int]:
 def count_messages(directory: Path, seen: dict[str, int]) -> int:
     """``message`` records in the log, reading only what was appended since the last call
     (``seen``: segment name -> bytes counted, plus ``"count"``)."""
-    from convlog.store.segment import list_segments
+    from convlog.store.segment import list_segments, open_segment, segment_key
 
-    for _, path in list_segments(directory):
-        done = seen.get(path.name, 0)
-        with path.open("rb") as fh:
+    for _, path in list_segments(directory):  # sealed ones too, by their plain name
+        done = seen.get(segment_key(path), 0)
+        with open_segment(path) as fh:
             fh.seek(done)
             data = fh.read()
         cut = data.rfind(b"\n") + 1
         seen["count"] = seen.get("count", 0) + data.count(b'"kind":"message"', 0, cut)
-        seen[path.name] = done + cut
+        seen[segment_key(path)] = done + cut
     return seen.get("count", 0)
 
 
@@ -168,15 +168,16 @@ def record_log(workdir: Path, directory: Path, events: Path, expected: int, rate
 
 
 def log_size(directory: Path) -> tuple[int, int, int]:
-    """``(bytes of events/*.jsonl, segments, seq of the last record)``."""
-    from convlog.store.segment import list_segments
+    """``(bytes of the segments' lines (sealed ones decompressed), segments, seq of the
+    last record)``."""
+    from convlog.store.segment import list_segments, open_segment, segment_size
 
     segments = list_segments(directory)
-    size = sum(path.stat().st_size for _, path in segments)
+    size = sum(segment_size(path) for _, path in segments)
     last_seq = 0
     if segments:
-        with segments[-1][1].open("rb") as fh:
-            fh.seek(max(0, segments[-1][1].stat().st_size - (1 << 20)))
+        with open_segment(segments[-1][1]) as fh:
+            fh.seek(max(0, fh.seek(0, 2) - (1 << 20)))
             lines = [line for line in fh.read().split(b"\n") if line.strip()]
         last_seq = orjson.loads(lines[-1])["seq"] if lines else 0
     return size, len(segments), last_seq
@@ -250,13 +251,13 @@ def scan_query(directory: Path, word: str, limit: int) -> list[int]:
     records whose text holds ``word`` as a whole word (any case)."""
     from convlog.core.record import parse_line
     from convlog.store.search_index import record_text
-    from convlog.store.segment import list_segments
+    from convlog.store.segment import list_segments, open_segment
 
     pattern = re.compile(rf"(?<![^\W_]){re.escape(word)}(?![^\W_])", re.IGNORECASE)
     needle = word.lower().encode()
     found: list[int] = []
     for _, path in list_segments(directory):
-        with path.open("rb") as fh:
+        with open_segment(path) as fh:
             for line in fh:
                 if needle not in line.lower():
                     continue

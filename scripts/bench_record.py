@@ -75,6 +75,7 @@ import orjson
 
 from benchmark import Processes, fmt, free_port, parse_ts, print_targets, ratio, stop_process, vm_hwm_mb, write_json
 from convlog.core.gaps import HEARTBEAT, stamp_of
+from convlog.store.segment import bytes_from, iter_lines
 
 RCVHWM = 1_000_000
 #: The topic of a publisher's heartbeats (``convlog.bus.publisher.Publisher.HEARTBEAT_TOPIC``).
@@ -419,12 +420,11 @@ class Lines:
 
 
 def events_size(directory: Path) -> int:
-    total = 0
-    with contextlib.suppress(FileNotFoundError), os.scandir(directory / "events") as it:
-        for entry in it:
-            if entry.name.endswith(".jsonl"):
-                total += entry.stat().st_size
-    return total
+    """Bytes of the log's lines (sealed segments counted decompressed, so sealing
+    while recording does not look like a change)."""
+    with contextlib.suppress(OSError):
+        return bytes_from(directory)
+    return 0
 
 
 def read_recorder_log(directory: Path) -> dict[str, Any]:
@@ -438,34 +438,32 @@ def read_recorder_log(directory: Path) -> dict[str, Any]:
     seqs: dict[str, set[int]] = {}
     gaps: dict[str, list[dict[str, Any]]] = {}
     heartbeats: dict[str, int] = {}
-    for path in sorted((directory / "events").glob("*.jsonl")):
-        with path.open("rb") as fh:
-            for raw in fh:
-                rec = orjson.loads(raw)
-                kind = rec.get("kind")
-                if rec.get("source") == "sub":
-                    data = rec.get("data")
-                    stamp = stamp_of(data)
-                    if kind == HEARTBEAT:
-                        heartbeat_count += 1
-                        if stamp is not None:
-                            heartbeats[stamp[0]] = stamp[1]
-                        continue
-                    count += 1
-                    ts = rec["ts"]
-                    if first is None:
-                        first = ts
-                    last = ts
-                    if stamp is not None:
-                        seqs.setdefault(stamp[0], set()).add(stamp[1])
-                    if isinstance(data, dict) and "message_id" in data:
-                        ids.add(data["message_id"])
-                elif kind == "recorder.gap":
-                    data = rec.get("data")
-                    if isinstance(data, dict):
-                        gaps.setdefault(str(data.get("publisher")), []).append(data)
-                elif kind == "recorder.stop":
-                    stop = rec.get("data")
+    for raw in iter_lines(directory):  # every segment, plain or sealed
+        rec = orjson.loads(raw)
+        kind = rec.get("kind")
+        if rec.get("source") == "sub":
+            data = rec.get("data")
+            stamp = stamp_of(data)
+            if kind == HEARTBEAT:
+                heartbeat_count += 1
+                if stamp is not None:
+                    heartbeats[stamp[0]] = stamp[1]
+                continue
+            count += 1
+            ts = rec["ts"]
+            if first is None:
+                first = ts
+            last = ts
+            if stamp is not None:
+                seqs.setdefault(stamp[0], set()).add(stamp[1])
+            if isinstance(data, dict) and "message_id" in data:
+                ids.add(data["message_id"])
+        elif kind == "recorder.gap":
+            data = rec.get("data")
+            if isinstance(data, dict):
+                gaps.setdefault(str(data.get("publisher")), []).append(data)
+        elif kind == "recorder.stop":
+            stop = rec.get("data")
     return {
         "count": count,
         "heartbeats": heartbeat_count,

@@ -216,7 +216,7 @@ class Tail:
         self.directory = directory
         segments = [] if from_start else list_segments(directory)
         if segments:
-            path = segments[-1][1]
+            path = segments[-1][1]  # the live one: plain
             self.segment, self.offset = path.name, path.stat().st_size
         else:
             self.segment, self.offset = "", 0
@@ -225,17 +225,17 @@ class Tail:
 
     def read(self) -> bytes:
         """The complete lines appended since the last call."""
-        from convlog.store.segment import list_segments
+        from convlog.store.segment import list_segments, open_segment, segment_key, segment_path
 
-        names = [path.name for _, path in list_segments(self.directory)]
+        names = [segment_key(path) for _, path in list_segments(self.directory)]  # sealed ones too
         out = []
         for name in names:
             if name < self.segment:
                 continue
             if name != self.segment:
                 self.segment, self.offset = name, 0
-            with (self.directory / "events" / name).open("rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
+            with open_segment(segment_path(self.directory, name)) as fh:
+                size = fh.seek(0, 2)
                 self.offset = min(self.offset, size)  # recovery may have cut a torn tail
                 fh.seek(self.offset)
                 data = fh.read(size - self.offset)

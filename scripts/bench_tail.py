@@ -47,7 +47,7 @@ import orjson
 
 from benchmark import free_port, parse_ts, stop_process
 from convlog.bus.publisher import NoSubscriberError, Publisher
-from convlog.store.segment import list_segments
+from convlog.store.segment import list_segments, open_segment, segment_key, segment_size
 
 RATE = 20.0  # messages per second
 SECONDS_FULL = 30.0
@@ -84,30 +84,31 @@ class SegmentWatcher(threading.Thread):
     def run(self) -> None:
         """Poll until :attr:`stop` is set."""
         while not self.stop.is_set():
-            for _, path in list_segments(self.directory):
-                offset = self._offsets.get(path.name, 0)
+            for _, path in list_segments(self.directory):  # sealed ones by their plain name
+                key = segment_key(path)
+                offset = self._offsets.get(key, 0)
                 try:
-                    size = path.stat().st_size
+                    size = segment_size(path)
                     if size <= offset:
                         continue
-                    with path.open("rb") as fh:
+                    with open_segment(path) as fh:
                         fh.seek(offset)
                         data = fh.read(size - offset)
                 except FileNotFoundError:
                     continue
                 now = time.time()
-                self._offsets[path.name] = offset + len(data)
-                data = self._partial.pop(path.name, b"") + data
+                self._offsets[key] = offset + len(data)
+                data = self._partial.pop(key, b"") + data
                 *lines, rest = data.split(b"\n")
                 if rest:
-                    self._partial[path.name] = rest
+                    self._partial[key] = rest
                 for line in lines:
                     record = orjson.loads(line)
                     data_field = record.get("data")
                     if record.get("kind") == "message" and isinstance(data_field, dict):
                         mid = data_field.get("message_id")
                         if isinstance(mid, str):
-                            self.seen.setdefault(mid, (now, path.name, record["seq"]))
+                            self.seen.setdefault(mid, (now, key, record["seq"]))
             time.sleep(POLL_S)
 
 
@@ -207,7 +208,7 @@ def measure_tail(workdir: Path, quick: bool) -> dict[str, Any]:
             raise RuntimeError(f"tail printed nothing: {(logs / 'tail.log').read_text()}")
         count = int(RATE * seconds)
         ids = [f"bench-{i}" for i in range(count)]
-        segments_before = {path.name for _, path in list_segments(directory)}
+        segments_before = {segment_key(path) for _, path in list_segments(directory)}
         started = time.monotonic()
         for i, mid in enumerate(ids):
             delay = started + i / RATE - time.monotonic()

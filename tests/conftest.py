@@ -26,6 +26,11 @@ SHARED_DATA = Path(os.environ.get("CONVLOG_SHARED_DATA", REPO.parent / "shared" 
 SHEARWATER = SHARED_DATA / "shearwater"
 
 
+#: Recorder environment that keeps finished segments plain (``compress = "none"``), for
+#: tests that read or damage the bytes of segment files directly.
+PLAIN = {"CONVLOG_COMPRESS": "none"}
+
+
 def shearwater_file(name: str) -> Path:
     """Path of a real Shearwater recording; fails the test (not skips) when missing,
     since CI always has ../shared beside the repository."""

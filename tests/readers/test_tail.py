@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import Bus, Proc, convlog_cmd, records, shearwater_file, wait_for_records
+from conftest import PLAIN, Bus, Proc, convlog_cmd, records, shearwater_file, wait_for_records
 from convlog.bus.publisher import Publisher
 from convlog.core.record import make_line
 from convlog.readers.tail import Follower, RecordFilter, newest
@@ -145,7 +145,7 @@ def test_tail_n_prints_the_newest_records_of_a_multi_segment_log_without_reading
     filters before counting, and reads backwards from the end: an old segment full of
     garbage is never touched unless N reaches into it."""
     directory = tmp_path / "log"
-    rec = bus.recorder(directory, "--segment-bytes", "4000")
+    rec = bus.recorder(directory, "--segment-bytes", "4000", env=PLAIN)
     pub = bus.publisher(rec, heartbeat_s=None)
     for i in range(120):
         send(pub, f"s{i % 3}", f"m{i}", f"hello {i}\n" + "x" * 100, sender=f"agent{i % 2}")
@@ -375,7 +375,7 @@ def test_tail_follow_sees_new_records_across_rotations_and_a_kill9_restart(
     killed with kill -9 (leaving a torn line, which recovery quarantines and tail never
     prints) and started again. Ctrl-C ends it with exit 0 and nothing on stderr."""
     directory = tmp_path / "log"
-    rec = bus.recorder(directory, "--segment-bytes", "3000")
+    rec = bus.recorder(directory, "--segment-bytes", "3000", env=PLAIN)
     pub = bus.publisher(rec, heartbeat_s=None)
     for i in range(5):
         send(pub, "s", f"before{i}", "x")
@@ -400,7 +400,7 @@ def test_tail_follow_sees_new_records_across_rotations_and_a_kill9_restart(
     last_segment = list_segments(directory)[-1][1]
     with last_segment.open("ab") as fh:
         fh.write(torn)
-    rec = bus.recorder(directory, "--segment-bytes", "3000")
+    rec = bus.recorder(directory, "--segment-bytes", "3000", env=PLAIN)
     pub.close(0)
     pub = bus.publisher(rec, heartbeat_s=None)
     for i in range(10):
@@ -471,7 +471,7 @@ def test_info_counts_equal_counts_computed_from_the_log(bus: Bus, tmp_path: Path
     records by kind and source, time span, segments, sessions, publishers, gaps,
     checkpoints, disk use and quarantine. The plain form shows the same figures."""
     directory = tmp_path / "log"
-    rec = bus.recorder(directory, "--segment-bytes", "20000")
+    rec = bus.recorder(directory, "--segment-bytes", "20000", env=PLAIN)
     bus.publisher(rec, heartbeat_s=None).close(0)
     source = shearwater_file("crash_recovery.jsonl")
     result = subprocess.run(

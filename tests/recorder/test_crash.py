@@ -28,7 +28,16 @@ from test_gaps import assert_every_message_recorded_or_reported
 
 from conftest import Bus, Proc, records
 from convlog.core.record import decode_bytes, parse_line
-from convlog.store.segment import EVENTS, QUARANTINE_FILE, RECOVERY, iter_records, list_segments
+from convlog.store.segment import (
+    QUARANTINE_FILE,
+    RECOVERY,
+    iter_records,
+    list_segments,
+    open_segment,
+    segment_key,
+    segment_path,
+    segment_size,
+)
 from convlog.store.state import read_state
 from convlog.store.verify import verify
 
@@ -91,6 +100,12 @@ class Kill:
     appended: bytes
 
 
+def read_segment(path: Path) -> bytes:
+    """A segment's bytes, decompressed when the recorder has sealed it."""
+    with open_segment(path) as fh:
+        return fh.read()
+
+
 def whole_prefix(data: bytes) -> int:
     """Length of the whole lines at the start of ``data``."""
     return data.rfind(b"\n") + 1
@@ -138,9 +153,9 @@ def check_durable_position(directory: Path, state: dict[str, Any], kill: int) ->
     """state.json read before a kill names a record boundary of a segment that exists
     after it, and ``durable_seq`` is the seq of the record ending there. Returns it."""
     where = f"seed {SEED}, kill {kill}: state.json {state}"
-    path = directory / EVENTS / state["segment"]
+    path = segment_path(directory, state["segment"])  # sealed since, perhaps
     assert path.exists(), f"{where}: its segment does not exist after the kill"
-    data = path.read_bytes()
+    data = read_segment(path)
     offset, seq = state["durable_offset"], state["durable_seq"]
     assert offset <= whole_prefix(data), f"{where}: durable_offset is past the whole lines ({len(data)} bytes)"
     if offset == 0:
@@ -206,22 +221,22 @@ def test_kill9_at_random_moments_under_a_steady_stream_loses_nothing_written(bus
 
             segments = list_segments(directory)
             assert segments, f"seed {SEED}, kill {number}: no segment"
-            for index, (_, path) in enumerate(segments):
-                size = path.stat().st_size
-                if sizes.get(path.name) == size:
+            for index, (_, path) in enumerate(segments):  # sealed (.zst) ones read decompressed, by key
+                size = segment_size(path)
+                if sizes.get(segment_key(path)) == size:
                     continue
-                sizes[path.name] = size
-                data = path.read_bytes()
+                sizes[segment_key(path)] = size
+                data = read_segment(path)
                 complete = whole_prefix(data)
                 if index < len(segments) - 1:
                     assert complete == len(data), f"seed {SEED}, kill {number}: {path.name} (not last) ends torn"
-                prefixes.append((number, path.name, complete, hashlib.sha256(data[:complete]).hexdigest()))
+                prefixes.append((number, segment_key(path), complete, hashlib.sha256(data[:complete]).hexdigest()))
             last_path = segments[-1][1]
             last_data = last_path.read_bytes()
             complete = whole_prefix(last_data)
             last_seq = None
             for _, path in reversed(segments):
-                last_seq = last_whole_seq(path.read_bytes() if path != last_path else last_data)
+                last_seq = last_whole_seq(read_segment(path) if path != last_path else last_data)
                 if last_seq is not None:
                     break
             assert last_seq is not None and last_seq > after_seq, f"seed {SEED}, kill {number}: nothing written"
@@ -277,9 +292,9 @@ def test_kill9_at_random_moments_under_a_steady_stream_loses_nothing_written(bus
     for number, name, length, digest in prefixes:
         if not length:
             continue
-        path = directory / EVENTS / name
+        path = segment_path(directory, name)
         assert path.exists(), f"seed {SEED}, kill {number}: segment {name} disappeared"
-        with path.open("rb") as fh:
+        with open_segment(path) as fh:
             now = hashlib.sha256(fh.read(length)).hexdigest()
         assert now == digest, f"seed {SEED}, kill {number}: the first {length} bytes of {name} changed"
 

@@ -32,7 +32,7 @@ from convlog.cli.sharegpt import conversations, native_events
 from convlog.core.record import RECORDER_KINDS, decode_bytes
 from convlog.core.view import EMPTY
 from convlog.store import replay
-from convlog.store.segment import list_segments
+from convlog.store.segment import list_segments, open_segment, segment_key, segment_size
 
 pytestmark = pytest.mark.slow
 
@@ -46,11 +46,17 @@ def stop(proc: Proc) -> None:
     assert code == 0, f"recorder exited with {code} on SIGTERM:\n{proc.output()}"
 
 
+def read_segment(path: Path) -> bytes:
+    """A segment's bytes, decompressed when the recorder has sealed it."""
+    with open_segment(path) as fh:
+        return fh.read()
+
+
 def segment_lines(directory: Path) -> list[tuple[Path, bytes]]:
     """Every line of every segment, in order, as raw bytes (newline included)."""
     out = []
     for _, path in list_segments(directory):
-        data = path.read_bytes()
+        data = read_segment(path)
         out.extend((path, line + b"\n") for line in data.split(b"\n")[:-1])
     return out
 
@@ -63,10 +69,10 @@ def assert_log_whole(directory: Path) -> list[dict]:
     assert segments, f"no segment in {directory}"
     seqs = []
     for first, path in segments:
-        data = path.read_bytes()
+        data = read_segment(path)
         assert data, f"empty segment {path.name}"
         assert data.endswith(b"\n"), f"{path.name} ends with a torn line: {data[-80:]!r}"
-        assert path.name == f"{first:020d}.jsonl"
+        assert segment_key(path) == f"{first:020d}.jsonl"  # sealed: .jsonl.zst
         lines = data.split(b"\n")[:-1]
         parsed = [orjson.loads(line) for line in lines]
         assert all(isinstance(r, dict) for r in parsed)
@@ -508,10 +514,11 @@ def test_segments_rotate_by_size_and_seq_continues_across_restarts(bus: Bus, tmp
 
     def assert_rotated_at_limit() -> None:
         for _, path in list_segments(directory):
-            lines = path.read_bytes().split(b"\n")[:-1]
+            with open_segment(path) as fh:  # sealed by the recorder, or the live one
+                lines = fh.read().split(b"\n")[:-1]
             before_last = sum(len(line) + 1 for line in lines[:-1])
             assert before_last < limit, (
-                f"{path.name} holds {len(lines)} records, {path.stat().st_size} bytes: "
+                f"{path.name} holds {len(lines)} records, {segment_size(path)} bytes: "
                 f"not rotated at the first record boundary past {limit} bytes"
             )
 

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from conftest import Bus, records, running_bus, shearwater_file, wait_for_records
+from conftest import PLAIN, Bus, records, running_bus, shearwater_file, wait_for_records
 from convlog.cli.commands import main
 from convlog.store import replay
 from convlog.store.segment import QUARANTINE_FILE, RECOVERY, list_segments, segment_name
@@ -48,8 +48,10 @@ def native(i: int) -> tuple[bytes, bytes]:
 
 
 def record_some(bus: Bus, directory: Path, *extra: str) -> None:
-    """Record ``MESSAGES`` native messages with a real recorder and leave it running."""
-    proc = bus.recorder(directory, *extra)
+    """Record ``MESSAGES`` native messages with a real recorder and leave it running.
+    Its segments stay plain (``compress = "none"``): these tests damage and read
+    segment bytes directly; sealed segments are tested in test_compress.py."""
+    proc = bus.recorder(directory, *extra, env=PLAIN)
     pub = bus.publisher(proc)
     for i in range(MESSAGES):
         pub.send(*native(i))

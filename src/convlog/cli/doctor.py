@@ -35,7 +35,7 @@ from convlog.cli.launcher import pid_alive
 from convlog.core.record import parse_line
 from convlog.recorder.config import Config, ConfigError, load_config
 from convlog.store.lock import LogLock
-from convlog.store.segment import list_segments
+from convlog.store.segment import list_segments, open_segment
 
 #: Free space below this many bytes fails the directory check.
 MIN_FREE_BYTES = 1 << 30
@@ -291,7 +291,7 @@ def newest_record(directory: Path) -> dict[str, Any] | None:
     segment (at most its last MiB), or None when there is none."""
     for _, path in reversed(list_segments(directory)):
         try:
-            with path.open("rb") as fh:
+            with open_segment(path) as fh:
                 size = fh.seek(0, os.SEEK_END)
                 fh.seek(max(0, size - _TAIL_BYTES))
                 data = fh.read()

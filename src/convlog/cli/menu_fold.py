@@ -11,7 +11,7 @@ from convlog.cli.menu_core import RECENT_COUNT, RECENT_KINDS
 from convlog.core.fold import State
 from convlog.readers.tail import RecordFilter, newest
 from convlog.store.replay import Replay
-from convlog.store.segment import list_segments
+from convlog.store.segment import list_segments, segment_key, segment_path, segment_size
 
 # --------------------------------------------------------------------------- reading the end of the log
 
@@ -70,8 +70,10 @@ class CurrentFold:
         if self._position is None:
             return True
         name, offset = self._position
-        path = self.directory / "events" / name
-        return path.exists() and path.stat().st_size >= offset
+        try:
+            return segment_size(segment_path(self.directory, name)) >= offset
+        except OSError:
+            return False
 
     def replay(self, progress: Callable[[int, int], None] | None = None) -> Replay:
         """Bring the fold up to date and return it (the state is shared between calls
@@ -102,8 +104,8 @@ class CurrentFold:
         state = self._state
         starts, total = {}, 0  # segment name -> bytes of the log before it
         for _, path in list_segments(self.directory):
-            starts[path.name] = total
-            total += path.stat().st_size
+            starts[segment_key(path)] = total
+            total += segment_size(path)
         base = 0 if self._position is None else starts.get(self._position[0], 0) + self._position[1]
         count = 0
         for record, segment, offset in follow(self.directory, self._position):

@@ -15,10 +15,11 @@ from convlog.cli.console import err, out
 if TYPE_CHECKING:
     from convlog.store.importer import ImportReport
     from convlog.store.offline import RepairReport
+    from convlog.store.seal import Sealed
     from convlog.store.verify import VerifyReport
 
 
-# -- offline tools (verify, recover, import) ----------------------------------------------
+# -- offline tools (verify, recover, compress, import) ----------------------------------------------
 
 
 def print_verify(report: VerifyReport) -> None:
@@ -52,6 +53,17 @@ def print_repair(directory: Path, report: RepairReport) -> None:
                   markup=False)
     if report.recovered_seq is not None:
         out.print(f"wrote recorder.recovered at seq {report.recovered_seq}; state marked clean", markup=False)
+
+
+def print_compress(directory: Path, sealed: Sealed) -> None:
+    """Print the summary line of ``convlog compress``: segments, bytes before and after,
+    ratio."""
+    if not sealed.segments:
+        out.print(f"{directory}: nothing to compress (the finished segments are sealed already)", markup=False)
+        return
+    noun = "segment" if sealed.segments == 1 else "segments"
+    out.print(f"{directory}: compressed {sealed.segments} {noun}: {sealed.before:,} -> {sealed.after:,} bytes "
+              f"(ratio {sealed.ratio:.1f}x)", markup=False)
 
 
 def print_import(report: ImportReport) -> None:

@@ -27,7 +27,15 @@ from convlog.core.gaps import GapDetector
 from convlog.core.view import own_time
 from convlog.store.checkpoint import list_checkpoints
 from convlog.store.replay import NoLogError, load
-from convlog.store.segment import CHECKPOINTS, EVENTS, QUARANTINE_FILE, RECOVERY, follow, list_segments
+from convlog.store.segment import (
+    CHECKPOINTS,
+    EVENTS,
+    QUARANTINE_FILE,
+    RECOVERY,
+    follow,
+    list_segments,
+    segment_key,
+)
 
 #: The parts of a log directory whose disk use is reported on their own; anything else
 #: is counted as ``other``. ``index`` holds derived search indexes.
@@ -315,7 +323,8 @@ def gather(
         "drops": {"records": tally.drop_records, "messages": tally.dropped},
         "read_errors": errors,
         "segments": [
-            {"name": path.name, "first_seq": first, "bytes": _size(path), "records": tally.by_segment.get(path.name, 0)}
+            {"name": path.name, "first_seq": first, "bytes": _size(path),
+             "records": tally.by_segment.get(segment_key(path), 0)}
             for first, path in list_segments(directory)
         ],
         "checkpoints": {

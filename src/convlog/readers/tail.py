@@ -36,7 +36,19 @@ from watchfiles import watch
 from convlog.core.gaps import HEARTBEAT, stamp_of
 from convlog.core.record import BUS_KINDS, RAW, RECORDER_KINDS, UNKNOWN, dump_json, parse_line
 from convlog.core.view import payload_text, printable
-from convlog.store.segment import EVENTS, SEGMENT_SUFFIX, complete_end, follow, lines_backwards, list_segments
+from convlog.store.segment import (
+    EVENTS,
+    SEALED_SUFFIX,
+    SEGMENT_SUFFIX,
+    complete_end,
+    follow,
+    lines_backwards,
+    list_segments,
+    open_segment,
+    segment_key,
+    segment_path,
+    segment_size,
+)
 
 #: Every kind a record can have, as far as the vocabulary is closed (docs/log-format.md): what a
 #: publisher may send, ``unknown``/``raw``, and the recorder's own kinds (open-ended:
@@ -287,7 +299,7 @@ def newest(
             try:
                 record = parse_line(line)
             except ValueError as exc:
-                skipped.append(SkippedLine(path.name, offset, str(exc)))
+                skipped.append(SkippedLine(segment_key(path), offset, str(exc)))
                 continue
             if newest_seq is None:
                 newest_seq = record["seq"]
@@ -302,7 +314,7 @@ def newest(
     found.reverse()
     skipped.reverse()
     last_seq = max(last_first - 1, newest_seq or 0)
-    return Newest(found, (last_path.name, end), last_seq, skipped)
+    return Newest(found, (segment_key(last_path), end), last_seq, skipped)
 
 
 @dataclass(slots=True)
@@ -360,7 +372,7 @@ class Follower:
         """The start of the segment that holds ``last_seq + 1`` (by name: first seq)."""
         index = bisect.bisect_right([first for first, _ in segments], self.last_seq + 1) - 1
         self.restarts += 1
-        return segments[max(0, index)][1].name, 0
+        return segment_key(segments[max(0, index)][1]), 0
 
     def poll(self) -> Batch:
         """Read what was appended since the last call.
@@ -377,9 +389,8 @@ class Follower:
             return Batch([], [])
         if self.position is not None:
             name, offset = self.position
-            path = self.directory / EVENTS / name
             try:
-                size = path.stat().st_size
+                size = segment_size(segment_path(self.directory, name))
             except FileNotFoundError:
                 size = -1
             if size < offset:
@@ -422,7 +433,7 @@ class Follower:
             spans[segment] = (min(low, begin), max(high, end))
         data: dict[str, bytes] = {}
         for segment, (low, high) in spans.items():
-            with (self.directory / EVENTS / segment).open("rb") as fh:
+            with open_segment(segment_path(self.directory, segment)) as fh:
                 fh.seek(low)
                 data[segment] = fh.read(high - low)
         for record, segment, begin, end in kept:
@@ -447,7 +458,7 @@ def _nearest_existing(path: Path) -> Path:
 
 def _segment_change(_change: Any, path: str) -> bool:
     """watchfiles filter: only segment files matter in ``events/``."""
-    return path.endswith(SEGMENT_SUFFIX)
+    return path.endswith((SEGMENT_SUFFIX, SEALED_SUFFIX))
 
 
 def watch_log(directory: Path, on_change: Callable[[], None], stop: threading.Event) -> None:

@@ -11,6 +11,8 @@ The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has two tables::
     fsync = "interval"                   # always | interval | never
     fsync_interval_ms = 50               # group-commit bound for "interval"
     segment_bytes = 67108864             # rotate segments at this size
+    compress = "zstd"                    # seal finished segments: zstd | none
+    compress_level = 3                   # zstd level for sealing, 1-22
     session_fields = ["session_id", "conversation_id", "context_id", "ContextId", "thread_id"]
     drain_timeout_ms = 2000              # bounded wait for delivered messages at stop
     state_interval_ms = 1000             # how often recovery/state.json is refreshed
@@ -81,6 +83,8 @@ class Config:
     fsync: str = "interval"
     fsync_interval_ms: int = 50
     segment_bytes: int = 64 * 1024 * 1024
+    compress: str = "zstd"
+    compress_level: int = 3
     session_fields: tuple[str, ...] = DEFAULT_SESSION_FIELDS
     drain_timeout_ms: int = 2000
     state_interval_ms: int = 1000
@@ -118,6 +122,8 @@ class Config:
             "fsync": self.fsync,
             "fsync_interval_ms": self.fsync_interval_ms,
             "segment_bytes": self.segment_bytes,
+            "compress": self.compress,
+            "compress_level": self.compress_level,
             "session_fields": list(self.session_fields),
             "rules": len(self.rules),
             "metrics": self.metrics,
@@ -147,6 +153,14 @@ def _positive_int(value: Any) -> int:
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"must be a positive integer (got {value!r})")
+    return value
+
+
+def _zstd_level(value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 22:
+        raise ValueError(f"must be a zstd level, an integer from 1 to 22 (got {value!r})")
     return value
 
 
@@ -237,6 +251,8 @@ _RECORDER_KEYS: dict[str, Callable[[Any], Any]] = {
     "fsync": _choice(*FSYNC_POLICIES),
     "fsync_interval_ms": _positive_int,
     "segment_bytes": _positive_int,
+    "compress": _choice("zstd", "none"),
+    "compress_level": _zstd_level,
     "session_fields": _non_empty(_str_list()),
     "drain_timeout_ms": _positive_int,
     "state_interval_ms": _positive_int,

@@ -48,6 +48,7 @@ from convlog.recorder.notify import Notifier
 from convlog.recorder.receive import Receiver
 from convlog.recorder.reload import RuleReloads
 from convlog.recorder.resume import restore_publishers, resume_point, start_data
+from convlog.recorder.sealer import Sealer
 from convlog.recorder.sequencer import Sequencer, error_text
 from convlog.recorder.snapshot import StateSnapshots, take_snapshot
 from convlog.recorder.status import Reporter
@@ -103,6 +104,7 @@ class Recorder:
         self.loop = RecordingLoop(config, self.directory, self.receiver, self.durable, self.sequencer,
                                   self.control_server, self.snapshots, self.reporter, self.jobs, self.faults,
                                   self.notifier, self.reloads.apply_pending)
+        self.sealer = Sealer(self.directory, config.compress_level) if config.compress == "zstd" else None
         self._lock: LogLock | None = None
 
     # The state lives in the parts; these keep the Recorder's attributes.
@@ -239,6 +241,8 @@ class Recorder:
         sockets = self.receiver.open_sockets(ctx)
         # The job and watching threads start before this thread lowers its priority.
         self.jobs.start()
+        if self.sealer is not None:
+            self.sealer.start(self.durable.segment_writer)
         self.reloads.start()
         self.receiver.yield_to_network()
         self.loop.run(ctx, sockets)
@@ -256,6 +260,8 @@ class Recorder:
             return 0
         self.jobs.shutdown()
         self.reloads.stop()
+        if self.sealer is not None:
+            self.sealer.stop()
         if durable.held:
             durable.retry(self.sequencer.append)
         uptime = (time.time_ns() - self.reporter.started_ns) / 1e9

@@ -22,7 +22,16 @@ from convlog.recorder.config import Config
 from convlog.store.checkpoint import CheckpointInfo, list_checkpoints, publishers_start
 from convlog.store.clock import Clock
 from convlog.store.recovery import RecoveryReport, recover
-from convlog.store.segment import EVENTS, RECOVERY, STATE_FILE, find_record, follow, iter_records
+from convlog.store.segment import (
+    RECOVERY,
+    STATE_FILE,
+    find_record,
+    follow,
+    iter_records,
+    segment_key,
+    segment_path,
+    segment_size,
+)
 from convlog.store.state import read_state
 
 log = logging.getLogger("convlog.recorder")
@@ -151,13 +160,13 @@ def restore_publishers(
             "(power failure with fsync=%s?)", prior["publishers_seq"], last_seq, config.fsync,
         )
     segment, offset = prior.get("segment"), prior.get("written_offset")
-    path = directory / EVENTS / str(segment)
+    path = segment_path(directory, str(segment))  # sealed since, perhaps
     if (
         as_of == prior.get("written_seq") and isinstance(offset, int)
-        and path.is_file() and path.stat().st_size >= offset
+        and path.is_file() and segment_size(path) >= offset
     ):
         # Only what was written after the snapshot (nothing, after a clean stop).
-        tail: Any = (record for record, _, _ in follow(directory, (path.name, offset)))
+        tail: Any = (record for record, _, _ in follow(directory, (segment_key(path), offset)))
     elif (found := publishers_start(directory, last_seq)) is not None and found[2] > as_of:
         # No usable state.json (a crash before it was first written, a lost file):
         # the newest checkpoint's snapshot, then only the records after its cut.

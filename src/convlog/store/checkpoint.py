@@ -47,7 +47,7 @@ from convlog.core.fold import State, fold
 from convlog.core.gaps import GapDetector
 from convlog.store.clock import Clock
 from convlog.store.fsync import write_atomic
-from convlog.store.segment import CHECKPOINTS, EVENTS, follow, list_segments
+from convlog.store.segment import CHECKPOINTS, EVENTS, follow, list_segments, open_segment, segment_key, segment_size
 
 FORMAT = 1
 SUFFIX = ".json"
@@ -114,7 +114,7 @@ class CheckpointInfo:
 
 def _digest(path: Path, offset: int) -> str:
     digest = sha256()
-    with path.open("rb") as fh:
+    with open_segment(path) as fh:
         left = offset
         while left > 0:
             chunk = fh.read(min(left, 1 << 20))
@@ -134,26 +134,34 @@ def make_cut(directory: Path, seq: int, segment: str, offset: int, ts: str | Non
     directory = Path(directory)
     before: list[tuple[str, int]] = []
     for _, path in list_segments(directory):
-        if path.name == segment:
-            return Cut(seq, segment, offset, ts, _digest(path, offset), tuple(before))
-        before.append((path.name, path.stat().st_size))
+        if segment_key(path) == segment_key(segment):
+            return Cut(seq, segment_key(segment), offset, ts, _digest(path, offset), tuple(before))
+        before.append((segment_key(path), segment_size(path)))
     raise CheckpointError(f"no segment {segment} in {directory / EVENTS}")
 
 
 def check_cut(directory: Path, cut: Cut) -> str | None:
     """Does the log still hold this cut? Returns None when it does, else the reason."""
     directory = Path(directory)
-    present = {path.name: path for _, path in list_segments(directory)}
+    present = {segment_key(path): path for _, path in list_segments(directory)}
     for name, size in cut.segments:
-        if name not in present:
+        if segment_key(name) not in present:
             return f"segment {name} is missing"
-        if present[name].stat().st_size != size:
-            return f"segment {name} is {present[name].stat().st_size} bytes, the checkpoint saw {size}"
-    path = present.get(cut.segment)
+        try:
+            found = segment_size(present[segment_key(name)])
+        except OSError as exc:
+            return f"segment {name} cannot be read ({exc})"
+        if found != size:
+            return f"segment {name} is {found} bytes, the checkpoint saw {size}"
+    path = present.get(segment_key(cut.segment))
     if path is None:
         return f"segment {cut.segment} is missing"
-    if path.stat().st_size < cut.offset:
-        return f"segment {cut.segment} is shorter than the cut ({path.stat().st_size} < {cut.offset} bytes)"
+    try:
+        found = segment_size(path)
+    except OSError as exc:
+        return f"segment {cut.segment} cannot be read ({exc})"
+    if found < cut.offset:
+        return f"segment {cut.segment} is shorter than the cut ({found} < {cut.offset} bytes)"
     try:
         if _digest(path, cut.offset) != cut.digest:
             return f"the first {cut.offset} bytes of {cut.segment} changed since the checkpoint (digest mismatch)"

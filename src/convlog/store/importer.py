@@ -41,7 +41,7 @@ from convlog.store.import_formats import (
 from convlog.store.lock import LogLockedError
 from convlog.store.offline import ImportLockedError, OfflineWriter
 from convlog.store.recovery import RecoveryReport
-from convlog.store.segment import list_segments
+from convlog.store.segment import list_segments, open_segment
 
 #: Bytes of lines gathered before one write (and one progress report).
 BATCH_BYTES = 1 << 20
@@ -116,7 +116,7 @@ def imported_hashes(directory: str | Path) -> set[str]:
     """
     found: set[str] = set()
     for _, path in list_segments(directory):
-        with path.open("rb") as fh:
+        with open_segment(path) as fh:
             for line in fh:
                 if b'"import"' not in line or not line.endswith(b"\n"):
                     continue

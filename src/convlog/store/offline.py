@@ -1,6 +1,7 @@
 """Writing into a log directory whose recorder is not running: the writer side of the
 recorder without the sockets (:class:`OfflineWriter`), used by ``convlog import``,
-session control with no recorder running, and ``convlog recover`` (:func:`repair`).
+session control with no recorder running, ``convlog recover`` (:func:`repair`) and
+``convlog compress`` (:func:`compress`).
 
 :class:`OfflineWriter` takes the writer lock, repairs the tail exactly as the recorder
 does at start (:func:`convlog.store.recovery.recover`), notes an unclean previous
@@ -12,6 +13,7 @@ writer's position.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from convlog.store.clock import Clock
 from convlog.store.lock import LogLock, LogLockedError
 from convlog.store.recovery import RecoveryReport, recover
 from convlog.store.replay import NoLogError
+from convlog.store.seal import Sealed, compress_log
 from convlog.store.segment import EVENTS, list_segments
 from convlog.store.state import read_state
 from convlog.store.writer import SegmentWriter
@@ -179,3 +182,34 @@ def repair(directory: str | Path, clock: Clock | None = None) -> RepairReport:
     with OfflineWriter(directory, "convlog recover", clock) as writer:
         assert writer.recovery is not None
         return RepairReport(writer.recovery, writer.recovered_seq)
+
+
+def compress(
+    directory: str | Path, level: int = 3, on_segment: Callable[[Path, Sealed], None] | None = None
+) -> Sealed:
+    """Seal the finished segments of a log whose recorder is not running (``convlog
+    compress``): every plain segment but the last becomes ``<name>.jsonl.zst`` (see
+    :mod:`convlog.store.seal`), under the writer lock; what an interrupted seal left is
+    settled first. The live (last) segment and the records are not touched.
+
+    Args:
+        directory: the log directory.
+        level: zstd compression level (1-22).
+        on_segment: called after each segment with its path and :class:`Sealed`.
+
+    Returns:
+        the totals (segments sealed, bytes before and after).
+
+    Raises:
+        NoLogError: when ``directory`` has no ``events/`` folder.
+        LogLockedError: when a recorder (or another writer) holds the lock.
+        OSError: when a segment cannot be sealed (those before it stay sealed).
+    """
+    directory = Path(directory)
+    if not (directory / EVENTS).is_dir():
+        raise NoLogError.in_directory(directory)
+    lock = LogLock(directory, command="convlog compress").acquire()
+    try:
+        return compress_log(directory, level, on_segment)
+    finally:
+        lock.release()

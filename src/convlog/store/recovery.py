@@ -15,7 +15,17 @@ import orjson
 from convlog.core.record import encode_bytes, parse_line
 from convlog.store.clock import Clock
 from convlog.store.fsync import fsync_dir
-from convlog.store.segment import QUARANTINE_FILE, RECOVERY, ensure_layout, lines_backwards, list_segments
+from convlog.store.seal import settle
+from convlog.store.segment import (
+    QUARANTINE_FILE,
+    RECOVERY,
+    ensure_layout,
+    is_sealed,
+    lines_backwards,
+    list_segments,
+    open_segment,
+    segment_size,
+)
 from convlog.store.state import read_state
 
 
@@ -71,8 +81,8 @@ def last_seq_in(path: Path) -> int:
     that was fsynced at rotation, which ``convlog verify`` reports) is stepped over
     rather than trusted or allowed to stop recovery.
     """
-    size = path.stat().st_size
-    with path.open("rb") as fh:
+    with open_segment(path) as fh:
+        size = fh.seek(0, 2)
         chunk = 4096
         while True:
             start = max(0, size - chunk)
@@ -217,6 +227,7 @@ def recover(directory: Path, clock: Clock | None = None) -> RecoveryReport:
     ensure_layout(directory)
     state = read_state(directory) or {}
     was_clean = bool(state.get("clean"))
+    settle(directory)  # what a crash while sealing a segment left
     segments = list_segments(directory)
     # Drop empty trailing segments (created just before a crash) from consideration.
     while segments and segments[-1][1].stat().st_size == 0 and len(segments) > 1:
@@ -225,6 +236,9 @@ def recover(directory: Path, clock: Clock | None = None) -> RecoveryReport:
     if not segments:
         return RecoveryReport(last_seq=0, segment=None, offset=0, was_clean=was_clean)
     first_seq, path = segments[-1]
+    if is_sealed(path):  # sealed: complete when sealed, nothing to repair (the next segment starts fresh)
+        return RecoveryReport(last_seq=last_seq_in(path), segment=path.name.removesuffix(".zst"),
+                              offset=segment_size(path), was_clean=was_clean)
     start, expected = 0, first_seq
     if (
         state.get("segment") == path.name

@@ -18,7 +18,7 @@ from convlog.core.record import format_ts, parse_when
 from convlog.core.view import ShownMessage, own_time, payload_text, stream_text
 from convlog.store.checkpoint import Start, best_start
 from convlog.store.import_formats import SOURCE
-from convlog.store.segment import follow, list_segments, read_seqs
+from convlog.store.segment import follow, list_segments, read_seqs, segment_key, segment_size
 
 
 class NoLogError(Exception):
@@ -260,7 +260,7 @@ def load(
     start = best_start(directory, upto_seq, as_of_ts) if use_checkpoints else Start(State(), None, None, [])
     errors: list[ReadError] = []
     state = start.state
-    sizes = {path.name: path.stat().st_size for _, path in list_segments(directory)}
+    sizes = {segment_key(path): segment_size(path) for _, path in list_segments(directory)}
     before: dict[str, int] = {}  # bytes of the segments before each one, from the start
     total = 0
     first = start.position[0] if start.position else None

@@ -19,7 +19,7 @@ from typing import Any
 from convlog.core.record import format_ts, parse_when
 from convlog.core.view import own_time
 from convlog.store.search_index import STEM_TOKENIZER, STREAM_KINDS, TOKENIZER, TextIndex, record_text
-from convlog.store.segment import EVENTS, find_record, scan_for_seq, segment_name
+from convlog.store.segment import find_record, open_segment, scan_for_seq, segment_name, segment_path
 
 #: Tokens in a snippet (FTS5 allows at most 64).
 SNIPPET_TOKENS = 24
@@ -295,7 +295,7 @@ class SearchIndex(TextIndex):
         """The record ``seq`` whose line starts at (or, past skipped invalid lines, after)
         ``offset`` of the segment named by ``segment``; a search by seq as a fallback."""
         try:
-            with (self.directory / EVENTS / segment_name(segment)).open("rb") as fh:
+            with open_segment(segment_path(self.directory, segment_name(segment))) as fh:
                 fh.seek(offset)
                 record = scan_for_seq(fh, seq, limit=64)
                 if record is not None:

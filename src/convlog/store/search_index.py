@@ -58,7 +58,7 @@ from typing import Any, Self
 from convlog.core.fold import message_id
 from convlog.core.view import EMPTY, payload_text
 from convlog.store.replay import NoLogError
-from convlog.store.segment import EVENTS, follow, list_segments
+from convlog.store.segment import follow, list_segments, open_segment, segment_key, segment_path, segment_size
 
 #: Folder (inside the log directory) and file of the index.
 INDEX_DIR = "index"
@@ -177,9 +177,9 @@ class _Progress:
         base = 0
         self.bases.clear()
         for _, path in list_segments(self.directory):
-            self.bases[path.name] = base
+            self.bases[segment_key(path)] = base
             try:
-                base += path.stat().st_size
+                base += segment_size(path)
             except FileNotFoundError:
                 continue
         self.size = base
@@ -313,10 +313,10 @@ class TextIndex:
     def _matches(self, position: _Position) -> bool:
         """Is the log still the one indexed up to ``position``? (its segment exists, is
         long enough, and the last indexed line still has the stored digest)"""
-        path = self.directory / EVENTS / position.segment
+        path = segment_path(self.directory, position.segment)
         try:
-            with path.open("rb") as fh:
-                if os.fstat(fh.fileno()).st_size < position.offset:
+            with open_segment(path) as fh:
+                if fh.seek(0, 2) < position.offset:
                     return False
                 fh.seek(position.line_start)
                 data = fh.read(position.offset - position.line_start)
@@ -329,10 +329,10 @@ class TextIndex:
         (checked without taking the write lock)."""
         position = self._position()
         segments = list_segments(self.directory)
-        if position is None or not segments or segments[-1][1].name != position.segment:
+        if position is None or not segments or segment_key(segments[-1][1]) != segment_key(position.segment):
             return False
         try:
-            size = segments[-1][1].stat().st_size
+            size = segment_size(segments[-1][1])
         except FileNotFoundError:
             return False
         return size == position.offset and self._matches(position)
@@ -468,7 +468,7 @@ class TextIndex:
             conn.executemany(f"INSERT INTO {table}(rowid, text) VALUES (?, ?)", texts)
         self._flush_streams(conn, dirty)
         segment, start, end, seq = last
-        with (self.directory / EVENTS / segment).open("rb") as fh:
+        with open_segment(segment_path(self.directory, segment)) as fh:
             fh.seek(start)
             digest = _digest(fh.read(end - start))
         conn.execute(

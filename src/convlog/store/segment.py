@@ -5,21 +5,33 @@ backwards from the end).
 Layout of a log directory (docs/log-format.md)::
 
     events/<first seq, 20 digits>.jsonl   segments; only the last one is written
+    events/<first seq>.jsonl.zst          a sealed segment: zstd, seekable format
     recovery/state.json                   last durable position, clean-shutdown flag
     recovery/quarantine.jsonl             bytes salvaged from torn or invalid lines
     recovery/recorder.lock                held (flock) by the one running writer
 
 Segments are named by the seq of their first record, so the segment holding a seq is
 found by bisecting the names; inside a segment records are sorted by seq.
+
+A finished segment may be sealed (:mod:`convlog.store.seal`): compressed into
+``<first seq>.jsonl.zst`` in the zstd seekable format. Readers never tell the two
+apart: :func:`list_segments` lists both, :func:`open_segment` opens either as a
+binary file seekable by decompressed offset and :func:`segment_size` gives the
+decompressed size. A segment is known everywhere by its *key*, the plain name
+``<first seq>.jsonl`` (:func:`segment_key`), so positions (checkpoint cuts, the search
+index, a follower's position, state.json) stay valid when a segment is sealed.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import io
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pyzstd
 
 from convlog.core.record import parse_line
 
@@ -30,6 +42,9 @@ STATE_FILE = "state.json"
 QUARANTINE_FILE = "quarantine.jsonl"
 LOCK_FILE = "recorder.lock"
 SEGMENT_SUFFIX = ".jsonl"
+SEALED_SUFFIX = ".jsonl.zst"
+#: A sealed segment being written: never a segment; removed by recovery.
+SEALING_SUFFIX = ".jsonl.zst.tmp"
 SEQ_DIGITS = 20
 
 
@@ -38,11 +53,92 @@ def segment_name(first_seq: int) -> str:
     return f"{first_seq:0{SEQ_DIGITS}d}{SEGMENT_SUFFIX}"
 
 
+def sealed_name(first_seq: int) -> str:
+    """File name of the sealed (zstd) segment whose first record has ``first_seq``."""
+    return f"{first_seq:0{SEQ_DIGITS}d}{SEALED_SUFFIX}"
+
+
 def segment_first_seq(name: str) -> int | None:
-    """The first seq a segment file name stands for (``00000000000000000042.jsonl`` ->
-    42), or None when the name is not a segment's."""
-    stem = name.removesuffix(SEGMENT_SUFFIX)
-    return int(stem) if name.endswith(SEGMENT_SUFFIX) and stem.isdigit() else None
+    """The first seq a segment file name stands for (``00000000000000000042.jsonl`` or
+    ``00000000000000000042.jsonl.zst`` -> 42), or None when the name is not a
+    segment's."""
+    for suffix in (SEGMENT_SUFFIX, SEALED_SUFFIX):
+        stem = name.removesuffix(suffix)
+        if name.endswith(suffix) and stem.isdigit():
+            return int(stem)
+    return None
+
+
+def is_sealed(path: Path | str) -> bool:
+    """Whether a segment path (or name) is a sealed, zstd-compressed one."""
+    return str(path).endswith(SEALED_SUFFIX)
+
+
+def segment_key(path: Path | str) -> str:
+    """The name a segment is known by whether sealed or not: its plain file name
+    (``.../00000000000000000042.jsonl.zst`` -> ``00000000000000000042.jsonl``)."""
+    name = path.name if isinstance(path, Path) else str(path).rsplit("/", 1)[-1]
+    return name.removesuffix(".zst") if name.endswith(SEALED_SUFFIX) else name
+
+
+def segment_path(directory: Path, key: str) -> Path:
+    """The file now holding the segment known as ``key`` (a plain segment name): the
+    sealed file when there is one, else the plain one (which may not exist)."""
+    plain = Path(directory) / EVENTS / segment_key(key)
+    sealed = plain.with_name(plain.name + ".zst")
+    return sealed if sealed.exists() else plain
+
+
+def open_segment(path: Path) -> io.BufferedIOBase:
+    """Open a segment for reading, sealed or not, as a binary file whose offsets are
+    those of the plain lines (``seek``/``tell``/``readline``/iteration work the same).
+
+    A plain segment sealed (and removed) since it was listed is read from its sealed
+    file instead.
+
+    Args:
+        path: a segment path as :func:`list_segments` gives it.
+
+    Returns:
+        an open binary file (a ``pyzstd.SeekableZstdFile`` for a sealed segment).
+
+    Raises:
+        OSError: when it cannot be opened (FileNotFoundError when neither file exists;
+            a sealed file that is not a complete seekable zstd file too).
+    """
+    path = Path(path)
+    if not is_sealed(path):
+        try:
+            return path.open("rb")
+        except FileNotFoundError:
+            sealed = path.with_name(path.name + ".zst")
+            if not sealed.exists():
+                raise
+            path = sealed
+    try:
+        return pyzstd.SeekableZstdFile(path, "r")
+    except (pyzstd.ZstdError, pyzstd.SeekableFormatError, EOFError) as exc:
+        raise OSError(f"{path.name}: not a readable sealed segment: {exc}") from exc
+
+
+def segment_size(path: Path) -> int:
+    """Bytes of a segment's lines: the file size of a plain segment, the decompressed
+    size (from the seek table, without decompressing) of a sealed one.
+
+    Raises:
+        OSError: when it cannot be read.
+    """
+    path = Path(path)
+    if not is_sealed(path):
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:
+            sealed = path.with_name(path.name + ".zst")
+            if not sealed.exists():
+                raise
+            path = sealed
+    with open_segment(path) as fh:
+        return fh.seek(0, 2)
 
 
 def list_segments(directory: Path) -> list[tuple[int, Path]]:
@@ -52,18 +148,18 @@ def list_segments(directory: Path) -> list[tuple[int, Path]]:
         directory: the log directory.
 
     Returns:
-        ``[(first_seq, path), ...]`` sorted by first seq; files whose name is not a
-        seq are ignored.
+        ``[(first_seq, path), ...]`` sorted by first seq, a path ending in ``.jsonl``
+        or ``.jsonl.zst`` (sealed; when both exist the sealed one is complete and is
+        the one listed); files whose name is not a seq are ignored.
     """
     events = Path(directory) / EVENTS
-    out = []
+    found: dict[int, Path] = {}
     if events.is_dir():
         for path in events.iterdir():
             first = segment_first_seq(path.name)
-            if first is not None:
-                out.append((first, path))
-    out.sort()
-    return out
+            if first is not None and (first not in found or is_sealed(path)):
+                found[first] = path
+    return sorted(found.items())
 
 def ensure_layout(directory: Path) -> None:
     """Create the directory and its ``events``, ``recovery`` and ``checkpoints`` parts."""
@@ -96,7 +192,7 @@ def iter_records(
     if not segments:
         return
     index = max(0, bisect.bisect_right([first for first, _ in segments], start_seq) - 1)
-    for record, _segment, _offset in follow(directory, (segments[index][1].name, 0), on_error):
+    for record, _segment, _offset in follow(directory, (segment_key(segments[index][1]), 0), on_error):
         seq = record["seq"]
         if seq < start_seq:
             continue
@@ -132,7 +228,7 @@ def iter_lines(
     """
     pending = 0
     for path in segments_from(directory, start_seq):
-        with path.open("rb") as fh:
+        with open_segment(path) as fh:
             for line in fh:
                 pending += len(line)
                 if progress is not None and pending >= 1 << 20:
@@ -145,11 +241,12 @@ def iter_lines(
 
 
 def bytes_from(directory: Path, start_seq: int = 1) -> int:
-    """Bytes :func:`iter_lines` reads from ``start_seq`` on (for a progress bar's total)."""
+    """Bytes :func:`iter_lines` reads from ``start_seq`` on (for a progress bar's total;
+    decompressed bytes for sealed segments)."""
     total = 0
     for path in segments_from(directory, start_seq):
         with contextlib.suppress(OSError):
-            total += path.stat().st_size
+            total += segment_size(path)
     return total
 
 
@@ -172,21 +269,42 @@ def _seq_at(fh: Any, offset: int, size: int) -> tuple[int, int, bytes] | None:
             continue
 
 
-def find_record(directory: Path, seq: int) -> dict[str, Any] | None:
+#: Bytes of a sealed segment that :func:`find_record` decompresses and searches in
+#: memory: the frame size it is sealed with (frames start at multiples of it, so a seek
+#: to a block start decompresses from that frame's start only).
+SEALED_BLOCK = 1 << 20
+
+
+def find_record(
+    directory: Path, seq: int, blocks: dict[tuple[str, int], list[bytes]] | None = None
+) -> dict[str, Any] | None:
     """The record with ``seq``, found without scanning: the segment by its name (first
     seq, bisect), then the line by binary search over byte offsets (records are sorted
-    by seq inside a segment). About log2(segment size / line size) reads.
+    by seq inside a segment). About log2(segment size / line size) reads. In a sealed
+    segment the search is over blocks of ``SEALED_BLOCK`` bytes (one line read at each
+    probed block's start), then inside one decompressed block in memory.
+
+    Args:
+        directory: the log directory.
+        seq: the seq wanted.
+        blocks: a cache of the last sealed block searched, kept by the caller between
+            calls for seqs close together (:func:`read_seqs`); None for none.
 
     Returns:
         the record, or None when the log has no record ``seq``.
+
+    Raises:
+        OSError: when the segment cannot be read.
     """
     segments = list_segments(directory)
     index = bisect.bisect_right([first for first, _ in segments], seq) - 1
     if index < 0:
         return None
     path = segments[index][1]
-    size = path.stat().st_size
-    with path.open("rb") as fh:
+    if is_sealed(path):
+        return _find_sealed(path, seq, {} if blocks is None else blocks)
+    with open_segment(path) as fh:
+        size = fh.seek(0, 2)
         low, high = 0, size  # invariant: the line of ``seq``, if any, starts in [low, high)
         while high - low > 4096:
             middle = (low + high) // 2
@@ -199,6 +317,49 @@ def find_record(directory: Path, seq: int) -> dict[str, Any] | None:
                 low = found[0]
         fh.seek(low)  # 0 or the start of a line found above
         return scan_for_seq(fh, seq)
+
+
+def _find_sealed(path: Path, seq: int, blocks: dict[tuple[str, int], list[bytes]]) -> dict[str, Any] | None:
+    """:func:`find_record` in a sealed segment: bisect the blocks by the first whole line
+    starting in each (as :func:`_seq_at` reads it), then bisect that block's lines."""
+    with open_segment(path) as fh:
+        size = fh.seek(0, 2)
+        low, high = 0, max(0, (size - 1) // SEALED_BLOCK)  # the block holding the line, if any
+        while low < high:
+            middle = (low + high + 1) // 2
+            found = _seq_at(fh, middle * SEALED_BLOCK, size)
+            if found is None or found[1] > seq:
+                high = middle - 1
+            elif found[1] == seq:
+                return parse_line(found[2])
+            else:
+                low = middle
+        key = (str(path), low)
+        lines = blocks.get(key)
+        if lines is None:
+            fh.seek(low * SEALED_BLOCK)
+            if low:
+                fh.readline()  # the line cut by the block start belongs to the block before
+            data = fh.read(max(0, (low + 1) * SEALED_BLOCK - fh.tell())) + fh.readline()
+            lines = data.split(b"\n")[:-1]  # whole lines only
+            blocks.clear()  # one block kept: callers ask for seqs in order
+            blocks[key] = lines
+    first, last = 0, len(lines)
+    while first < last:
+        middle = (first + last) // 2
+        probe, found_seq = middle, None
+        while probe < last and found_seq is None:  # the first valid line from the middle on
+            try:
+                found_seq = parse_line(lines[probe])["seq"]
+            except ValueError:
+                probe += 1
+        if found_seq is None or found_seq > seq:
+            last = middle
+        elif found_seq == seq:
+            return parse_line(lines[probe])
+        else:
+            first = probe + 1
+    return None
 
 
 def scan_for_seq(fh: Any, seq: int, limit: int | None = None) -> dict[str, Any] | None:
@@ -243,8 +404,9 @@ def read_seqs(directory: Path, seqs: Iterable[int]) -> dict[int, dict[str, Any]]
     span = wanted[-1] - wanted[0] + 1
     if len(wanted) * 64 < span:
         out = {}
+        blocks: dict[tuple[str, int], list[bytes]] = {}
         for seq in wanted:
-            record = find_record(directory, seq)
+            record = find_record(directory, seq, blocks)
             if record is not None:
                 out[seq] = record
         return out
@@ -265,43 +427,46 @@ def follow(
 
     Args:
         directory: the log directory.
-        position: ``(segment name, byte offset)`` just after the last record already
-            seen, or None to start at the beginning of the log.
+        position: ``(segment key, byte offset)`` just after the last record already
+            seen, or None to start at the beginning of the log. The key is the plain
+            segment name (:func:`segment_key`), the offset a decompressed one.
 
     Yields:
-        ``(record, segment name, offset after its line)``. Stops at the end of what is
+        ``(record, segment key, offset after its line)``. Stops at the end of what is
         written; an incomplete last line (a write in progress) is left for the next
         call. Invalid lines are skipped and reported to ``on_error(segment name,
         line number, reason)``; line numbers count from the start position.
     """
     segments = list_segments(directory)
-    names = [path.name for _, path in segments]
+    names = [segment_key(path) for _, path in segments]
     if position is None:
         index, offset = 0, 0
     else:
         name, offset = position
+        name = segment_key(name)
         if name not in names:
             return
         index = names.index(name)
     last = segments[-1][1] if segments else None
     for _, path in segments[index:]:
-        with path.open("rb") as fh:
+        key = segment_key(path)
+        with open_segment(path) as fh:
             fh.seek(offset)
             for number, line in enumerate(fh, 1):
                 if not line.endswith(b"\n"):
                     if path == last:
                         return  # a write in progress: the next call reads it whole
                     if on_error is not None:
-                        on_error(path.name, number, f"torn line: {len(line)} bytes without a newline")
+                        on_error(key, number, f"torn line: {len(line)} bytes without a newline")
                     break
                 offset += len(line)
                 try:
                     record = parse_line(line)
                 except ValueError as exc:
                     if on_error is not None:
-                        on_error(path.name, number, str(exc))
+                        on_error(key, number, str(exc))
                     continue
-                yield record, path.name, offset
+                yield record, key, offset
         offset = 0
 
 
@@ -319,7 +484,7 @@ def complete_end(path: Path, chunk: int | None = None) -> int:
     Raises:
         OSError: when the file cannot be read.
     """
-    with path.open("rb") as fh:
+    with open_segment(path) as fh:
         pos = fh.seek(0, 2)
         chunk = chunk or BACKWARD_CHUNK
         while pos > 0:
@@ -345,7 +510,7 @@ def lines_backwards(path: Path, end: int, chunk: int | None = None) -> Iterator[
     Raises:
         OSError: when the file cannot be read.
     """
-    with path.open("rb") as fh:
+    with open_segment(path) as fh:
         pos, rest, chunk = end, b"", chunk or BACKWARD_CHUNK
         while pos > 0:
             start = max(0, pos - chunk)

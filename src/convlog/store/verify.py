@@ -18,6 +18,11 @@ What is checked (docs/log-format.md):
   record closes a writer's session (see :data:`CLEAN_ENDINGS`);
 * every entry of ``recovery/quarantine.jsonl`` parses (the count is a note).
 
+Sealed segments (``.jsonl.zst``) are read decompressed, like plain ones; a sealed file
+that is not a complete seekable zstd file is a problem. What a crash while sealing
+leaves is only a note (recovery removes it): a ``.jsonl.zst.tmp`` file, and a plain
+segment beside its sealed copy (the sealed one is complete and is the one read).
+
 Checkpoints: each must be readable and its cut (digest) must still match the log.
 """
 
@@ -38,10 +43,17 @@ from convlog.store.segment import (
     EVENTS,
     QUARANTINE_FILE,
     RECOVERY,
+    SEALED_SUFFIX,
+    SEALING_SUFFIX,
     SEGMENT_SUFFIX,
     STATE_FILE,
+    is_sealed,
     list_segments,
+    open_segment,
+    segment_first_seq,
+    segment_key,
     segment_name,
+    segment_size,
 )
 
 STATE_PATH = f"{RECOVERY}/{STATE_FILE}"
@@ -168,16 +180,30 @@ def verify(directory: str | Path, progress: Callable[[int, int], None] | None = 
         raise NoLogError(f"no event log in {directory} (expected {events}/*.jsonl)")
     report = VerifyReport(directory=directory)
     for path in sorted(events.iterdir()):
-        stem = path.name.removesuffix(SEGMENT_SUFFIX)
-        if path.name.endswith(SEGMENT_SUFFIX) and not stem.isdigit():
+        if path.name.endswith(SEALING_SUFFIX):
+            report.notes.append(f"{EVENTS}/{path.name}: left by an interrupted seal; readers ignore it and "
+                                "recovery removes it")
+            continue
+        if segment_first_seq(path.name) is not None and not is_sealed(path) \
+                and path.with_name(path.name + ".zst").exists():
+            report.notes.append(f"{EVENTS}/{path.name}: its sealed copy {path.name}.zst is complete and is the one "
+                                "read; recovery removes this one")
+            continue
+        if path.name.endswith((SEGMENT_SUFFIX, SEALED_SUFFIX)) and segment_first_seq(path.name) is None:
             report.problems.append(Problem(
-                f"{EVENTS}/{path.name}", None, "not a segment name (<first seq, 20 digits>.jsonl); readers ignore it"
+                f"{EVENTS}/{path.name}", None,
+                "not a segment name (<first seq, 20 digits>.jsonl or .jsonl.zst); readers ignore it",
             ))
     state, durable = _read_state(directory, report)
     segments = list_segments(directory)
     report.segments = len(segments)
     tail = _Tail()
-    sizes = [path.stat().st_size for _, path in segments]
+    sizes = []
+    for _, path in segments:
+        try:
+            sizes.append(segment_size(path))
+        except OSError:
+            sizes.append(0)  # reported by _check_segment
     for index, (first, path) in enumerate(segments):
         _check_segment(first, path, index == len(segments) - 1, report, durable, tail)
         if progress is not None:
@@ -245,7 +271,7 @@ def _check_segment(
     """Stream one segment: each line whole and valid, seq contiguous, the name right."""
     where = f"{EVENTS}/{path.name}"
     problems = report.problems
-    watch = durable is not None and durable.segment == path.name
+    watch = durable is not None and segment_key(durable.segment) == segment_key(path)
     if watch:
         durable.seen = True
         if durable.offset == 0:
@@ -254,7 +280,12 @@ def _check_segment(
     first_valid: int | None = None
     valid_end = 0
     number = 0
-    with path.open("rb") as fh:
+    try:
+        fh = open_segment(path)
+    except OSError as exc:
+        problems.append(Problem(where, None, f"unreadable: {exc}"))
+        return
+    with fh:
         for number, line in enumerate(fh, 1):
             offset += len(line)
             if not line.endswith(b"\n"):
@@ -276,7 +307,7 @@ def _check_segment(
                     problems.append(Problem(where, number, f"seq {seq} where {expected} was expected ({what})"))
                 if first_valid is None:
                     first_valid = seq
-                    if path.name != segment_name(seq):
+                    if segment_key(path) != segment_name(seq):
                         named = f"is named for seq {first} but its" if first != seq else "name is not padded; its"
                         problems.append(Problem(
                             where, number,
@@ -299,7 +330,7 @@ def _check_segment(
                 f"empty last segment is named for seq {first} but the next seq is {report.last_seq + 1}",
             ))
     if is_last:
-        tail.segment = path.name
+        tail.segment = segment_key(path)
         tail.valid_end = valid_end
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from convlog.store.fsync import fdatasync, fsync_dir
-from convlog.store.segment import EVENTS, ensure_layout, list_segments, segment_name
+from convlog.store.segment import EVENTS, ensure_layout, is_sealed, list_segments, segment_name
 from convlog.store.state import write_state
 
 
@@ -55,6 +55,9 @@ class SegmentWriter:
         bytes_written: bytes appended by this writer (all segments).
         fsyncs / fsync_seconds: fsyncs done and the seconds they took in total.
         on_fsync: called with each fsync's duration in seconds (for metrics), or None.
+        on_rotate: called with the path of a segment just finished by :meth:`rotate`
+            (fsynced, no longer written), or None; it runs on the writing thread, so it
+            must only hand the path on (the recorder queues it for sealing).
     """
 
     def __init__(
@@ -75,10 +78,11 @@ class SegmentWriter:
         self.fsync_seconds = 0.0
         self.bytes_written = 0
         self.on_fsync: Callable[[float], None] | None = None
+        self.on_rotate: Callable[[Path], None] | None = None
         self.last_error: OSError | None = None
         self._unsynced_since: int | None = None
         segments = list_segments(self.directory)
-        if not fresh and segments and segments[-1][1].stat().st_size < segment_bytes:
+        if not fresh and segments and not is_sealed(segments[-1][1]) and segments[-1][1].stat().st_size < segment_bytes:
             self._open(segments[-1][1])
         else:
             self._open(self.directory / EVENTS / segment_name(next_seq))
@@ -205,8 +209,11 @@ class SegmentWriter:
     def rotate(self) -> None:
         """Close the current segment (fsynced) and start one named by the next seq."""
         self.sync()
+        finished = self.segment
         self._open(self.directory / EVENTS / segment_name(self.written_seq + 1))
         self.durable_offset = self.offset
+        if self.on_rotate is not None and finished != self.segment:
+            self.on_rotate(finished)
 
     def save_state(self, clean: bool, ts: str, extra: dict[str, Any] | None = None) -> None:
         """Write ``recovery/state.json`` atomically: format, this writer's durable

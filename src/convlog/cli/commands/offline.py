@@ -1,4 +1,4 @@
-"""``convlog`` offline tools on a log directory: verify, recover, import, reindex."""
+"""``convlog`` offline tools on a log directory: verify, recover, compress, import, reindex."""
 
 from __future__ import annotations
 
@@ -40,6 +40,21 @@ def recover(dir_argument: Path | None, dir_option: Path | None) -> None:
 
     directory = log_dir(dir_argument, dir_option)
     reports.print_repair(directory, repair(directory))
+
+
+@click.command()
+@log_dir_argument
+@click.option("--level", type=click.IntRange(1, 22), default=3, show_default=True, help="zstd compression level.")
+def compress(dir_argument: Path | None, dir_option: Path | None, level: int) -> None:
+    """Seal the finished segments of a log whose recorder is not running: each one but
+    the live (last) one becomes events/<first seq>.jsonl.zst (zstd, seekable format),
+    which every reader reads as before and zstd -dc decompresses. A recorder with
+    compress = "zstd" does this by itself while recording."""
+    from convlog.cli import reports
+    from convlog.store.offline import compress as run
+
+    directory = log_dir(dir_argument, dir_option)
+    reports.print_compress(directory, run(directory, level))
 
 
 @click.command(name="import")

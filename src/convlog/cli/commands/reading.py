@@ -170,7 +170,7 @@ def tail(directory: Path, count: int, follow_: bool, sessions: tuple[str, ...], 
 
     from convlog.cli import console, log_view
     from convlog.readers.tail import Follower, RecordFilter, newest, watch_log
-    from convlog.store.segment import list_segments
+    from convlog.store.segment import bytes_from
 
     try:
         keep = RecordFilter.of(sessions, kinds)
@@ -182,7 +182,7 @@ def tail(directory: Path, count: int, follow_: bool, sessions: tuple[str, ...], 
             signal.signal(signum, lambda *_: stop.set())
     try:
         if keep.kinds or keep.sessions:  # a filter that matches rarely may read far back: show progress
-            total = sum(path.stat().st_size for _, path in list_segments(directory) if path.exists())
+            total = bytes_from(directory)
             with console.byte_progress("reading backwards", total) as advance:
                 start = newest(directory, count, keep, raw=as_json, progress=advance)
         else:
@@ -215,9 +215,9 @@ def info(directory: Path, as_json: bool) -> None:
     Reads the whole log once (a progress bar on a terminal)."""
     from convlog.cli import console, log_view
     from convlog.readers.info import gather
-    from convlog.store.segment import list_segments
+    from convlog.store.segment import bytes_from
 
-    total = sum(path.stat().st_size for _, path in list_segments(directory) if path.exists())
+    total = bytes_from(directory)
     with console.info_progress(total) as (advance, fold):
         data = gather(directory, progress=advance, fold_progress=fold)
     if as_json:
