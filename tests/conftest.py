@@ -22,6 +22,11 @@ from convlog.cli.demo import free_port
 from convlog.store.segment import iter_records, list_segments
 
 REPO = Path(__file__).resolve().parent.parent
+#: The test folders mirror the packages; a few tests build on another folder's log
+#: builders (``test_fold.fold_logs``, ``test_checkpoint.LogBuilder``,
+#: ``test_gaps.assert_every_message_recorded_or_reported``), importable whichever
+#: files a run selects.
+sys.path[:0] = [str(REPO / "tests" / part) for part in ("core", "store") if str(REPO / "tests" / part) not in sys.path]
 SHARED_DATA = Path(os.environ.get("CONVLOG_SHARED_DATA", REPO.parent / "shared" / "data"))
 SHEARWATER = SHARED_DATA / "shearwater"
 

@@ -368,16 +368,26 @@ def test_folding_a_sealed_log_equals_folding_it_plain(items: list, segment_bytes
 
 
 def test_verify_reports_a_damaged_sealed_segment(tmp_path: Path) -> None:
-    """A sealed segment cut short is a problem ``convlog verify`` names (exit 1), and
-    readers fail with OSError rather than read wrong lines."""
+    """A sealed segment cut short is a problem ``convlog verify`` names (exit 1); it
+    costs readers its own records, never the reader: every other record is read, the
+    damage is reported as a read error, and every read command still answers."""
     directory = tmp_path / "log"
     write_log(directory, 2000, segment_bytes=40000)
     compress(directory)
-    _first, sealed = list_segments(directory)[1]
+    segments = list_segments(directory)
+    (first, sealed), (after, _) = segments[1], segments[2]
     assert is_sealed(sealed)
     sealed.write_bytes(sealed.read_bytes()[:-20])
     code, out = run("verify", str(directory))
     assert code == 1
     assert f"events/{sealed.name}: unreadable: " in out
-    with pytest.raises(OSError):
-        records(directory)
+    errors: list[tuple[str, int, str]] = []
+    seqs = [record["seq"] for record, _, _ in follow(directory, None, lambda *e: errors.append(e))]
+    assert seqs == [*range(1, first), *range(after, 2001)]
+    assert [(name, reason.split(":")[0]) for name, _, reason in errors] == [
+        (segment_key(sealed), "unreadable from here")]
+    assert find_record(directory, first) is None and find_record(directory, after)["seq"] == after
+    for command in (["sessions"], ["show", "s1"], ["search", "alpha"], ["info"], ["tail", "-n", "3"],
+                    ["export", "s1", "--format", "csv"], ["replay"]):
+        code, out = run(*command, "--dir", str(directory))
+        assert code == 0 and "Traceback" not in out, (command, out[-500:])

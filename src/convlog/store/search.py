@@ -19,7 +19,7 @@ from typing import Any
 from convlog.core.record import format_ts, parse_when
 from convlog.core.view import own_time
 from convlog.store.search_index import STEM_TOKENIZER, STREAM_KINDS, TOKENIZER, TextIndex, record_text
-from convlog.store.segment import find_record, open_segment, scan_for_seq, segment_name, segment_path
+from convlog.store.segment import UNREADABLE, find_record, open_segment, scan_for_seq, segment_name, segment_path
 
 #: Tokens in a snippet (FTS5 allows at most 64).
 SNIPPET_TOKENS = 24
@@ -300,8 +300,8 @@ class SearchIndex(TextIndex):
                 record = scan_for_seq(fh, seq, limit=64)
                 if record is not None:
                     return record
-        except FileNotFoundError:
-            pass
+        except (OSError, *UNREADABLE):
+            pass  # gone, or a damaged sealed segment: find_record answers None for it
         return find_record(self.directory, seq)
 
     def _snippets(self, query: str, texts: dict[int, str], stem: bool = False) -> dict[int, str]:

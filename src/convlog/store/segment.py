@@ -89,6 +89,10 @@ def segment_path(directory: Path, key: str) -> Path:
     return sealed if sealed.exists() else plain
 
 
+#: What pyzstd raises for a sealed file that is not a complete seekable zstd file.
+UNREADABLE = (pyzstd.ZstdError, pyzstd.SeekableFormatError, EOFError)
+
+
 def open_segment(path: Path) -> io.BufferedIOBase:
     """Open a segment for reading, sealed or not, as a binary file whose offsets are
     those of the plain lines (``seek``/``tell``/``readline``/iteration work the same).
@@ -117,13 +121,14 @@ def open_segment(path: Path) -> io.BufferedIOBase:
             path = sealed
     try:
         return pyzstd.SeekableZstdFile(path, "r")
-    except (pyzstd.ZstdError, pyzstd.SeekableFormatError, EOFError) as exc:
+    except UNREADABLE as exc:
         raise OSError(f"{path.name}: not a readable sealed segment: {exc}") from exc
 
 
 def segment_size(path: Path) -> int:
     """Bytes of a segment's lines: the file size of a plain segment, the decompressed
-    size (from the seek table, without decompressing) of a sealed one.
+    size (from the seek table, without decompressing) of a sealed one, 0 for a sealed
+    one too damaged to open (``convlog verify`` names it).
 
     Raises:
         OSError: when it cannot be read.
@@ -137,8 +142,13 @@ def segment_size(path: Path) -> int:
             if not sealed.exists():
                 raise
             path = sealed
-    with open_segment(path) as fh:
-        return fh.seek(0, 2)
+    try:
+        with open_segment(path) as fh:
+            return fh.seek(0, 2)
+    except OSError:
+        if not is_sealed(path) or not path.exists():
+            raise
+        return 0  # a damaged sealed segment holds nothing a reader can use (verify names it)
 
 
 def list_segments(directory: Path) -> list[tuple[int, Path]]:
@@ -215,8 +225,9 @@ def iter_lines(
     holds ``start_seq`` (segments are named by their first seq).
 
     A torn last line of the last segment (a write in progress) is not yielded; a torn
-    line inside an earlier segment is skipped. Lines are not validated: parse them with
-    :func:`convlog.core.record.parse_line`.
+    line inside an earlier segment is skipped, and so is what follows the damage in a
+    sealed segment too damaged to read (``convlog verify`` names it). Lines are not
+    validated: parse them with :func:`convlog.core.record.parse_line`.
 
     Args:
         directory: the log directory.
@@ -228,14 +239,26 @@ def iter_lines(
     """
     pending = 0
     for path in segments_from(directory, start_seq):
-        with open_segment(path) as fh:
-            for line in fh:
-                pending += len(line)
-                if progress is not None and pending >= 1 << 20:
-                    progress(pending)
-                    pending = 0
-                if line.endswith(b"\n"):
-                    yield line
+        try:
+            with open_segment(path) as fh:
+                lines = iter(fh)
+                while True:
+                    try:
+                        line = next(lines)
+                    except StopIteration:
+                        break
+                    except UNREADABLE as exc:
+                        raise OSError(f"{path.name}: not a readable sealed segment: {exc}") from exc
+                    pending += len(line)
+                    if progress is not None and pending >= 1 << 20:
+                        progress(pending)
+                        pending = 0
+                    if line.endswith(b"\n"):
+                        yield line
+        except OSError:
+            if not is_sealed(path):
+                raise
+            continue  # a damaged sealed segment: the rest of its lines are skipped
     if progress is not None and pending:
         progress(pending)
 
@@ -291,10 +314,11 @@ def find_record(
             calls for seqs close together (:func:`read_seqs`); None for none.
 
     Returns:
-        the record, or None when the log has no record ``seq``.
+        the record, or None when the log has no record ``seq`` (or it is in a sealed
+        segment too damaged to read, which ``convlog verify`` names).
 
     Raises:
-        OSError: when the segment cannot be read.
+        OSError: when a plain segment cannot be read.
     """
     segments = list_segments(directory)
     index = bisect.bisect_right([first for first, _ in segments], seq) - 1
@@ -302,7 +326,10 @@ def find_record(
         return None
     path = segments[index][1]
     if is_sealed(path):
-        return _find_sealed(path, seq, {} if blocks is None else blocks)
+        try:
+            return _find_sealed(path, seq, {} if blocks is None else blocks)
+        except (OSError, *UNREADABLE):
+            return None  # a damaged sealed segment: its records are missing, not the reader
     with open_segment(path) as fh:
         size = fh.seek(0, 2)
         low, high = 0, size  # invariant: the line of ``seq``, if any, starts in [low, high)
@@ -450,23 +477,40 @@ def follow(
     last = segments[-1][1] if segments else None
     for _, path in segments[index:]:
         key = segment_key(path)
-        with open_segment(path) as fh:
-            fh.seek(offset)
-            for number, line in enumerate(fh, 1):
-                if not line.endswith(b"\n"):
-                    if path == last:
-                        return  # a write in progress: the next call reads it whole
-                    if on_error is not None:
-                        on_error(key, number, f"torn line: {len(line)} bytes without a newline")
-                    break
-                offset += len(line)
-                try:
-                    record = parse_line(line)
-                except ValueError as exc:
-                    if on_error is not None:
-                        on_error(key, number, str(exc))
-                    continue
-                yield record, key, offset
+        number = 0
+        try:
+            with open_segment(path) as fh:
+                fh.seek(offset)
+                lines = iter(fh)
+                while True:
+                    try:
+                        line = next(lines)
+                    except StopIteration:
+                        break
+                    except UNREADABLE as exc:  # a damaged frame of a sealed segment
+                        raise OSError(f"{path.name}: not a readable sealed segment: {exc}") from exc
+                    number += 1
+                    if not line.endswith(b"\n"):
+                        if path == last:
+                            return  # a write in progress: the next call reads it whole
+                        if on_error is not None:
+                            on_error(key, number, f"torn line: {len(line)} bytes without a newline")
+                        break
+                    offset += len(line)
+                    try:
+                        record = parse_line(line)
+                    except ValueError as exc:
+                        if on_error is not None:
+                            on_error(key, number, str(exc))
+                        continue
+                    yield record, key, offset
+        except OSError as exc:
+            if not is_sealed(path):
+                raise
+            # A damaged sealed segment costs its own records, never the reader: what it
+            # holds after the damage is reported and the next segment is read.
+            if on_error is not None:
+                on_error(key, number + 1, f"unreadable from here: {exc}")
         offset = 0
 
 
