@@ -89,6 +89,15 @@ def segment_path(directory: Path, key: str) -> Path:
     return sealed if sealed.exists() else plain
 
 
+def _sealed_since(plain: Path) -> Path:
+    """The sealed file of a plain segment that was sealed (and removed) since it was
+    listed. Raises FileNotFoundError when there is none either."""
+    sealed = plain.with_name(plain.name + ".zst")
+    if not sealed.exists():
+        raise FileNotFoundError(2, "no such segment", str(plain))
+    return sealed
+
+
 #: What pyzstd raises for a sealed file that is not a complete seekable zstd file.
 UNREADABLE = (pyzstd.ZstdError, pyzstd.SeekableFormatError, EOFError)
 
@@ -115,10 +124,7 @@ def open_segment(path: Path) -> io.BufferedIOBase:
         try:
             return path.open("rb")
         except FileNotFoundError:
-            sealed = path.with_name(path.name + ".zst")
-            if not sealed.exists():
-                raise
-            path = sealed
+            path = _sealed_since(path)
     try:
         return pyzstd.SeekableZstdFile(path, "r")
     except UNREADABLE as exc:
@@ -138,10 +144,7 @@ def segment_size(path: Path) -> int:
         try:
             return path.stat().st_size
         except FileNotFoundError:
-            sealed = path.with_name(path.name + ".zst")
-            if not sealed.exists():
-                raise
-            path = sealed
+            path = _sealed_since(path)
     try:
         with open_segment(path) as fh:
             return fh.seek(0, 2)
