@@ -359,6 +359,13 @@ _JSON_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", int: "
                     bool: "a boolean", type(None): "null"}
 
 
+def json_type_name(value: Any) -> str:
+    """What a parsed JSON value is, for an error message: ``an object``, ``an array``,
+    ``a string``, ``an integer``, ``a number``, ``a boolean``, ``null`` (``a value``
+    for anything else)."""
+    return _JSON_TYPE_NAMES.get(type(value), "a value")
+
+
 def _shown(value: Any, limit: int = 60) -> str:
     """A value as JSON for a reason: ASCII only, so no control or escape character of a
     foreign file reaches the terminal the reason is printed on."""
@@ -394,7 +401,7 @@ def parse_legacy(line: bytes) -> tuple[bytes, dict[str, Any]]:
         raise LegacyRecordError(f"not JSON: {exc}") from None
     if type(value) is not dict:
         raise LegacyRecordError(
-            f"not a legacy ConversationEvent record ({_JSON_TYPE_NAMES.get(type(value), 'a value')}, not an object)"
+            f"not a legacy ConversationEvent record ({json_type_name(value)}, not an object)"
         )
     if not is_legacy(value):
         raise LegacyRecordError("not a legacy ConversationEvent record (needs Id, SpeakerName and Message)")

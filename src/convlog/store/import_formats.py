@@ -21,7 +21,7 @@ import orjson
 from convlog.core.gaps import HEARTBEAT
 from convlog.core.ingest import Ingest
 from convlog.core.record import BUS_KINDS, RAW, RECORDER_KINDS, UNKNOWN, dump_json, format_line
-from convlog.core.wire import LegacyRecordError, is_legacy, parse_legacy
+from convlog.core.wire import LegacyRecordError, is_legacy, json_type_name, parse_legacy
 
 #: The source of imported records.
 SOURCE = "import"
@@ -40,8 +40,6 @@ _LOCAL_KINDS = RECORDER_KINDS | {HEARTBEAT}
 _IMPORTABLE_KINDS = (BUS_KINDS - {HEARTBEAT}) | {UNKNOWN, RAW}
 #: ``meta`` fields of a convlog record that describe the log it was in, not its data.
 _LOCAL_META = ("clock_step_s",)
-_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number",
-               bool: "a boolean", type(None): "null"}
 
 
 class ImportFormatError(ValueError):
@@ -73,7 +71,7 @@ def _shape_of(value: Any) -> str | None:
 
 def _not_a_format(value: Any) -> str:
     if type(value) is not dict:
-        return f"{_JSON_NAMES.get(type(value), 'a value')}, not an object"
+        return f"{json_type_name(value)}, not an object"
     # JSON-escaped, ASCII only: a foreign key cannot put escape sequences on a terminal.
     keys = ", ".join(json.dumps(key)[1:-1] for key in list(value)[:6]) + (", ..." if len(value) > 6 else "")
     return f"an object with keys {keys or '(none)'}"
@@ -145,6 +143,17 @@ Outcome = list[ImportEntry] | str | None
 
 
 def legacy_outcome(line: bytes, ingest: Ingest) -> Outcome:
+    """A legacy ConversationEvent line as the record ``convlog publish`` of it gives
+    through a recorder (source ``import``, the line byte for byte as ``data``).
+
+    Args:
+        line: the input line, without its line ending.
+        ingest: the per-message step that builds the record line.
+
+    Returns:
+        one :class:`ImportEntry` keyed by the line's SHA-256, or the reason the line is
+        not a legacy record (see :func:`convlog.core.wire.parse_legacy`).
+    """
     try:
         topic, _ = parse_legacy(line)
     except LegacyRecordError as exc:
@@ -202,8 +211,9 @@ def _members(text: str) -> dict[str, tuple[Any, int, int]]:
     return found
 
 
-def _named(value: Any) -> str:
-    return _JSON_NAMES.get(type(value), "a value")
+def _field_type(obj: dict[str, Any], key: str) -> str:
+    """What ``obj[key]`` is (:func:`convlog.core.wire.json_type_name`), or ``missing``."""
+    return json_type_name(obj[key]) if key in obj else "missing"
 
 
 def convlog_outcome(line: bytes, name: str) -> Outcome:
@@ -227,23 +237,23 @@ def convlog_outcome(line: bytes, name: str) -> Outcome:
     value = {key: member[0] for key, member in members.items()}
     seq, kind, ts, source = value.get("seq"), value.get("kind"), value.get("ts"), value.get("source")
     if type(seq) is not int or seq < 1:
-        return f"not a convlog record: seq is {_named(seq) if 'seq' in value else 'missing'}, not a positive integer"
+        return f"not a convlog record: seq is {_field_type(value, 'seq')}, not a positive integer"
     if type(kind) is not str:
-        return f"not a convlog record: kind is {_named(kind) if 'kind' in value else 'missing'}, not a string"
+        return f"not a convlog record: kind is {_field_type(value, 'kind')}, not a string"
     if kind in _LOCAL_KINDS:
         return None
     if kind not in _IMPORTABLE_KINDS:
         return f"kind {kind!r} is not a record kind convlog imports"
     if type(ts) is not str:
-        return f"not a convlog record: ts is {_named(ts) if 'ts' in value else 'missing'}, not a string"
+        return f"not a convlog record: ts is {_field_type(value, 'ts')}, not a string"
     if "data" not in value:
         return "not a convlog record: data is missing"
     meta = value.get("meta", {})
     if type(meta) is not dict:
-        return f"meta is {_named(meta)}, not an object"
+        return f"meta is {json_type_name(meta)}, not an object"
     for key in ("source", "topic", "session"):
         if type(value.get(key)) not in (str, type(None)):
-            return f"{key} is {_named(value[key])}, not a string or null"
+            return f"{key} is {json_type_name(value[key])}, not a string or null"
     extra = value.get("extra_frames")
     if extra is not None and not (
         type(extra) is list and all(type(f) is dict and len(f) == 1 and type(f.get("text", f.get("base64"))) is str
@@ -281,10 +291,10 @@ def convlog_outcome(line: bytes, name: str) -> Outcome:
 def _openai_event(message: Any, session: str, message_id: str) -> dict[str, Any] | str:
     """An OpenAI chat message as a native ``message`` event, or why it cannot be one."""
     if type(message) is not dict:
-        return f"{_named(message)}, not a message object"
+        return f"{json_type_name(message)}, not a message object"
     role = message.get("role")
     if type(role) is not str or not role:
-        return f"role is {_named(role) if 'role' in message else 'missing'}, not a non-empty string"
+        return f"role is {_field_type(message, 'role')}, not a non-empty string"
     content = message.get("content")
     if type(content) is str:
         text = content
@@ -299,10 +309,10 @@ def _openai_event(message: Any, session: str, message_id: str) -> dict[str, Any]
                 if type(part.get("text")) is str:
                     texts.append(part["text"])
             else:
-                return f"content[{index}] is {_named(part)}, not a text part"
+                return f"content[{index}] is {json_type_name(part)}, not a text part"
         text = "\n".join(texts)
     else:
-        return f"content is {_named(content)}, not a string, a list of parts or null"
+        return f"content is {json_type_name(content)}, not a string, a list of parts or null"
     event: dict[str, Any] = {"type": "message", "session_id": session, "message_id": message_id, "role": role}
     if type(message.get("name")) is str:
         event["sender"] = message["name"]
@@ -320,12 +330,12 @@ def openai_outcome(line: bytes, number: int, file_session: str, stem: str, inges
     except orjson.JSONDecodeError as exc:
         return f"not JSON: {exc}"
     if type(value) is not dict:
-        return f"{_named(value)}, not an OpenAI chat message or conversation object"
+        return f"{json_type_name(value)}, not an OpenAI chat message or conversation object"
     events: list[dict[str, Any]] = []
     if "messages" in value:
         messages = value["messages"]
         if type(messages) is not list:
-            return f"messages is {_named(messages)}, not a list"
+            return f"messages is {json_type_name(messages)}, not a list"
         session = f"{stem}-{sha256(line).hexdigest()[:12]}"
         for index, message in enumerate(messages, 1):
             event = _openai_event(message, session, f"{session}:{index}")
