@@ -221,6 +221,46 @@ def segments_from(directory: Path, start_seq: int) -> list[Path]:
     return [path for _first, path in segments[index:]]
 
 
+def segment_lines(
+    path: Path, offset: int = 0, on_damage: Callable[[OSError], None] | None = None
+) -> Iterator[bytes]:
+    """The lines of one segment from a byte offset (decompressed for a sealed one), each
+    with its LF; a torn last line comes without one.
+
+    A damaged sealed segment costs its own records, never the reader: when it cannot be
+    opened, or a frame cannot be decompressed, ``on_damage`` is called with the error
+    and the lines stop there (``convlog verify`` names the file).
+
+    Args:
+        path: a segment path as :func:`list_segments` gives it.
+        offset: where to start, bytes.
+        on_damage: called once for a damaged sealed segment; None to ignore it.
+
+    Yields:
+        line bytes.
+
+    Raises:
+        OSError: when a plain segment cannot be read.
+    """
+    try:
+        with open_segment(path) as fh:
+            fh.seek(offset)
+            lines = iter(fh)
+            while True:
+                try:
+                    line = next(lines)
+                except StopIteration:
+                    return
+                except UNREADABLE as exc:  # a damaged frame of a sealed segment
+                    raise OSError(f"{path.name}: not a readable sealed segment: {exc}") from exc
+                yield line
+    except OSError as exc:
+        if not is_sealed(path):
+            raise
+        if on_damage is not None:
+            on_damage(exc)
+
+
 def iter_lines(
     directory: Path, start_seq: int = 1, progress: Callable[[int], None] | None = None
 ) -> Iterator[bytes]:
@@ -229,7 +269,7 @@ def iter_lines(
 
     A torn last line of the last segment (a write in progress) is not yielded; a torn
     line inside an earlier segment is skipped, and so is what follows the damage in a
-    sealed segment too damaged to read (``convlog verify`` names it). Lines are not
+    sealed segment too damaged to read (see :func:`segment_lines`). Lines are not
     validated: parse them with :func:`convlog.core.record.parse_line`.
 
     Args:
@@ -242,26 +282,14 @@ def iter_lines(
     """
     pending = 0
     for path in segments_from(directory, start_seq):
-        try:
-            with open_segment(path) as fh:
-                lines = iter(fh)
-                while True:
-                    try:
-                        line = next(lines)
-                    except StopIteration:
-                        break
-                    except UNREADABLE as exc:
-                        raise OSError(f"{path.name}: not a readable sealed segment: {exc}") from exc
-                    pending += len(line)
-                    if progress is not None and pending >= 1 << 20:
-                        progress(pending)
-                        pending = 0
-                    if line.endswith(b"\n"):
-                        yield line
-        except OSError:
-            if not is_sealed(path):
-                raise
-            continue  # a damaged sealed segment: the rest of its lines are skipped
+        with contextlib.closing(segment_lines(path)) as lines:
+            for line in lines:
+                pending += len(line)
+                if progress is not None and pending >= 1 << 20:
+                    progress(pending)
+                    pending = 0
+                if line.endswith(b"\n"):
+                    yield line
     if progress is not None and pending:
         progress(pending)
 
@@ -481,39 +509,26 @@ def follow(
     for _, path in segments[index:]:
         key = segment_key(path)
         number = 0
-        try:
-            with open_segment(path) as fh:
-                fh.seek(offset)
-                lines = iter(fh)
-                while True:
-                    try:
-                        line = next(lines)
-                    except StopIteration:
-                        break
-                    except UNREADABLE as exc:  # a damaged frame of a sealed segment
-                        raise OSError(f"{path.name}: not a readable sealed segment: {exc}") from exc
-                    number += 1
-                    if not line.endswith(b"\n"):
-                        if path == last:
-                            return  # a write in progress: the next call reads it whole
-                        if on_error is not None:
-                            on_error(key, number, f"torn line: {len(line)} bytes without a newline")
-                        break
-                    offset += len(line)
-                    try:
-                        record = parse_line(line)
-                    except ValueError as exc:
-                        if on_error is not None:
-                            on_error(key, number, str(exc))
-                        continue
-                    yield record, key, offset
-        except OSError as exc:
-            if not is_sealed(path):
-                raise
-            # A damaged sealed segment costs its own records, never the reader: what it
-            # holds after the damage is reported and the next segment is read.
-            if on_error is not None:
-                on_error(key, number + 1, f"unreadable from here: {exc}")
+        damage: list[OSError] = []
+        with contextlib.closing(segment_lines(path, offset, damage.append)) as lines:
+            for line in lines:
+                number += 1
+                if not line.endswith(b"\n"):
+                    if path == last:
+                        return  # a write in progress: the next call reads it whole
+                    if on_error is not None:
+                        on_error(key, number, f"torn line: {len(line)} bytes without a newline")
+                    break
+                offset += len(line)
+                try:
+                    record = parse_line(line)
+                except ValueError as exc:
+                    if on_error is not None:
+                        on_error(key, number, str(exc))
+                    continue
+                yield record, key, offset
+        if damage and on_error is not None:
+            on_error(key, number + 1, f"unreadable from here: {damage[0]}")
         offset = 0
 
 
