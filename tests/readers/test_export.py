@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from conftest import Bus, convlog_cmd, records, running_bus, shearwater_file, wait_for_records
 from convlog.cli.demo import free_port
+from convlog.core.document import SESSION_KINDS, ExportDocumentError, SessionExport, document_events
 from convlog.core.fold import State, fold_all, message_id
 from convlog.core.ingest import Ingest
 from convlog.core.record import make_line, parse_line
@@ -29,12 +30,8 @@ from convlog.core.view import EMPTY
 from convlog.readers.export import (
     CSV_COLUMNS,
     MAX_STEM,
-    SESSION_KINDS,
-    ExportDocumentError,
     ExportRequest,
-    SessionExport,
     build_exports,
-    document_events,
     export_ids,
     plan_trees,
     render,

@@ -236,7 +236,7 @@ MAX_REPORTED = 100
 
 def detect_format(path: str | Path) -> str:
     """The format ``auto`` means for a file: ``export-json`` when it starts like a JSON
-    export document (:func:`convlog.readers.export.looks_like_document`) or its first
+    export document (:func:`convlog.core.document.looks_like_document`) or its first
     JSON line is a whole one (keys in any order), ``legacy`` when its first line that is
     JSON (among the first :data:`DETECT_LINES` non-blank ones, so that one damaged line
     at the top does not decide) is a legacy ConversationEvent record, else ``native``.
@@ -269,7 +269,7 @@ def detect_format(path: str | Path) -> str:
 
 def document_messages(path: str | Path, topic: str | None = None) -> list[tuple[bytes, bytes]]:
     """Read a JSON export document (``convlog export --format json``) as the native bus
-    events that re-create its sessions (:func:`convlog.readers.export.document_events`). The
+    events that re-create its sessions (:func:`convlog.core.document.document_events`). The
     whole file is read and checked before anything is returned, so a bad document
     publishes nothing; it is held in memory meanwhile (peak about 7 times the file's
     size, measured on an 18 MB export; JSONL exports stream instead).

@@ -46,9 +46,9 @@ same sessions:
   fold refused are listed in the JSON and Markdown history, not in JSONL).
 
 JSON is one document ``{"format": "convlog.export", "version": 1, "log", "as_of_seq",
-"with_history", "exported_at", "sessions": [...]}`` (:func:`session_doc`). It carries
-what re-recording needs, so it round-trips too: :func:`read_document` reads it back
-(checking every field it uses) and :func:`session_events` turns it into the same native
+"with_history", "exported_at", "sessions": [...]}`` (:func:`convlog.core.document.session_doc`). It carries
+what re-recording needs, so it round-trips too: :func:`convlog.core.document.read_document` reads it back
+(checking every field it uses) and :func:`convlog.core.document.session_events` turns it into the same native
 events (the same builders as JSONL); ``convlog publish FILE`` detects the document and
 publishes them. Without history each session comes back flat, as from JSONL; with
 history every applied record of the session, its forks and, for a fork exported on its
@@ -56,7 +56,7 @@ own, its ancestors up to the fork (``ancestors``), merged back into log order by
 original seqs (a record present twice in the document is replayed once). A stream comes
 back as one ``message.delta`` with its whole text (plus ``message.end`` when complete)
 at its first record; each ``llm.request`` as the counts the fold made of it
-(``requests``, :class:`LlmRequest`). Re-recorded into a fresh recorder, the fold is equal
+(``requests``, :class:`convlog.core.document.LlmRequest`). Re-recorded into a fresh recorder, the fold is equal
 in (tested on the demo, the Shearwater recording and generated logs):
 
 * without history, for each exported session: its visible messages in order with their
@@ -94,25 +94,6 @@ and writing). The document model, reading a JSON export back and the native even
 builders are pure and live in :mod:`convlog.core.document`.
 """
 
-from convlog.core.document import (
-    JSON_FORMAT,
-    JSON_VERSION,
-    SESSION_KINDS,
-    Ancestor,
-    Crystal,
-    Entry,
-    ExportDocumentError,
-    LlmRequest,
-    Message,
-    NamedCheckpoint,
-    SessionExport,
-    document_events,
-    looks_like_document,
-    native_event,
-    read_document,
-    session_doc,
-    session_events,
-)
 from convlog.readers.export.build import ExportRequest, build_exports
 from convlog.readers.export.collect import (
     Tree,
@@ -145,40 +126,23 @@ __all__ = [
     "CSV_COLUMNS",
     "FORMATS",
     "FORMULA_STARTS",
-    "JSON_FORMAT",
-    "JSON_VERSION",
     "MAX_STEM",
-    "SESSION_KINDS",
-    "Ancestor",
-    "Crystal",
-    "Entry",
-    "ExportDocumentError",
     "ExportRequest",
-    "LlmRequest",
-    "Message",
-    "NamedCheckpoint",
-    "SessionExport",
     "Tree",
     "build_exports",
     "collect_trees",
     "csv_rows",
     "csv_safe",
-    "document_events",
     "export",
     "export_bytes",
     "export_header",
     "export_ids",
-    "looks_like_document",
     "markdown",
-    "native_event",
     "out_target",
     "plan_trees",
-    "read_document",
     "render",
     "replace_file",
     "safe_file_name",
-    "session_doc",
-    "session_events",
     "write_files",
     "write_stream",
 ]
