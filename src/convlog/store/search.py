@@ -151,22 +151,9 @@ def _query_error(query: str, exc: sqlite3.Error) -> SearchQueryError | None:
 
 
 class SearchIndex(TextIndex):
-    """The full-text index of one log directory, with its queries: built and kept up to
-    date by :class:`convlog.store.search_index.TextIndex` (see that module's doc).
-
-    Use as a context manager, or call :meth:`close`.
-
-    Args:
-        directory: the log directory (with ``events/``).
-
-    Attributes:
-        directory: the log directory.
-        path: the index file, ``directory/index/search.sqlite``.
-
-    Raises:
-        NoLogError: when the directory has no event log.
-        OSError: when the index cannot be created (e.g. a read-only directory).
-    """
+    """The full-text index of one log directory, with its queries (:meth:`query`).
+    Opening, building and keeping it up to date, the constructor's arguments and errors
+    are those of :class:`convlog.store.search_index.TextIndex`."""
 
     # -- querying ----------------------------------------------------------------------
 
