@@ -65,6 +65,8 @@ RECORDER_KINDS: frozenset[str] = frozenset(
 
 UNKNOWN = "unknown"
 RAW = "raw"
+#: ``source`` of the records ``convlog import`` writes.
+IMPORT_SOURCE = "import"
 
 #: Deepest nesting of arrays and objects a payload may have to be stored as JSON (the
 #: payload's outermost array or object is level 1). orjson parses at most 1024 levels,

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from convlog.core.record import dump_json, format_ts
+from convlog.core.record import IMPORT_SOURCE, dump_json, format_ts
 from convlog.core.wire import content_text
 
 #: What is shown for a message whose source wrote nothing (an empty text or content,
@@ -91,6 +91,25 @@ def own_time(record: dict[str, Any]) -> str | None:
             if when is not None:
                 return when
     return None
+
+
+def on_time(record: dict[str, Any], as_of_ts: str) -> bool:
+    """Whether ``record`` belongs to the log as it was at ``as_of_ts`` (RFC 3339 text in
+    the records' form).
+
+    A record counts from its receive time ``ts``, except an imported one
+    (``source`` ``import``): its time is the message's own time
+    (:func:`own_time`, e.g. a legacy ``Timestamp``) when it carries
+    one, since an import writes a conversation that happened before it was imported.
+
+    Returns:
+        True when that time is at or before ``as_of_ts``.
+    """
+    if record.get("source") == IMPORT_SOURCE:
+        own = own_time(record)
+        if own is not None:
+            return own <= as_of_ts
+    return str(record.get("ts")) <= as_of_ts
 
 
 def times_text(sent: str | None, received: object) -> str:

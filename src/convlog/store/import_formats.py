@@ -20,13 +20,8 @@ import orjson
 
 from convlog.core.gaps import HEARTBEAT
 from convlog.core.ingest import Ingest
-from convlog.core.record import BUS_KINDS, RAW, RECORDER_KINDS, UNKNOWN, dump_json, format_line
+from convlog.core.record import BUS_KINDS, IMPORT_SOURCE, RAW, RECORDER_KINDS, UNKNOWN, dump_json, format_line
 from convlog.core.wire import LegacyRecordError, is_legacy, json_type_name, parse_legacy
-
-#: The source of imported records.
-SOURCE = "import"
-
-
 
 #: ``fmt`` values of :func:`import_files`: ``legacy`` (ConversationEvent records),
 #: ``convlog`` (records as a recorder writes them), ``openai`` (chat messages
@@ -159,7 +154,8 @@ def legacy_outcome(line: bytes, ingest: Ingest) -> Outcome:
     except LegacyRecordError as exc:
         return str(exc)
     digest = sha256(line).hexdigest()
-    return [ImportEntry((digest,), (digest,), lambda seq, ts: ingest.general_line([topic, line], seq, ts, SOURCE))]
+    return [ImportEntry((digest,), (digest,),
+                        lambda seq, ts: ingest.general_line([topic, line], seq, ts, IMPORT_SOURCE))]
 
 
 _WS = re.compile(r"[ \t\n\r]*")
@@ -277,12 +273,12 @@ def convlog_outcome(line: bytes, name: str) -> Outcome:
     except TypeError as exc:
         return f"meta cannot be written: {exc}"
     payload_digest = kept.get("sha256") if isinstance(kept.get("sha256"), str) else None
-    present_if = (digest, payload_digest) if source == SOURCE and payload_digest else (digest,)
+    present_if = (digest, payload_digest) if source == IMPORT_SOURCE and payload_digest else (digest,)
     marks = (digest, payload_digest) if payload_digest else (digest,)
     topic, session = value.get("topic"), value.get("session")
 
     def build(new_seq: int, now: str) -> bytes:
-        head = {"seq": new_seq, "ts": now, "kind": kind, "source": SOURCE, "topic": topic, "session": session}
+        head = {"seq": new_seq, "ts": now, "kind": kind, "source": IMPORT_SOURCE, "topic": topic, "session": session}
         return format_line(head, data_json, dict(kept), extra)
 
     return [ImportEntry(present_if, marks, build)]
@@ -356,7 +352,7 @@ def openai_outcome(line: bytes, number: int, file_session: str, stem: str, inges
         topic = event["session_id"].encode("utf-8")
         entries.append(ImportEntry(
             (digest,), (digest,),
-            lambda seq, ts, topic=topic, payload=payload: ingest.general_line([topic, payload], seq, ts, SOURCE),
+            lambda seq, ts, topic=topic, payload=payload: ingest.general_line([topic, payload], seq, ts, IMPORT_SOURCE),
         ))
     return entries
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import orjson
 
 from convlog.core.ingest import Ingest
+from convlog.core.record import IMPORT_SOURCE
 from convlog.core.view import plural
 from convlog.store.import_formats import (
     FORMATS,
-    SOURCE,
     ImportFormatError,
     Outcome,
     convlog_outcome,
@@ -124,7 +124,7 @@ def imported_hashes(directory: str | Path) -> set[str]:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     continue
-                if not isinstance(record, dict) or record.get("source") != SOURCE:
+                if not isinstance(record, dict) or record.get("source") != IMPORT_SOURCE:
                     continue
                 meta = record.get("meta")
                 if not isinstance(meta, dict):

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from convlog.core.fold import State, Stream, fold, message_id
-from convlog.core.record import format_ts, parse_when
-from convlog.core.view import ShownMessage, own_time, payload_text, stream_text
+from convlog.core.record import IMPORT_SOURCE, format_ts, parse_when
+from convlog.core.view import ShownMessage, on_time, own_time, payload_text, stream_text
 from convlog.store.checkpoint import Start, best_start
-from convlog.store.import_formats import SOURCE
 from convlog.store.segment import follow, list_segments, read_seqs, segment_key, segment_size
 
 
@@ -198,25 +197,6 @@ def parse_as_of(text: str, upper: bool = True) -> tuple[int | None, str | None]:
     return None, format_ts(when)
 
 
-def on_time(record: dict[str, Any], as_of_ts: str) -> bool:
-    """Whether ``record`` belongs to the log as it was at ``as_of_ts`` (RFC 3339 text in
-    the records' form).
-
-    A record counts from its receive time ``ts``, except an imported one
-    (``source`` ``import``): its time is the message's own time
-    (:func:`convlog.core.view.own_time`, e.g. a legacy ``Timestamp``) when it carries
-    one, since an import writes a conversation that happened before it was imported.
-
-    Returns:
-        True when that time is at or before ``as_of_ts``.
-    """
-    if record.get("source") == SOURCE:
-        own = own_time(record)
-        if own is not None:
-            return own <= as_of_ts
-    return str(record.get("ts")) <= as_of_ts
-
-
 #: How often :func:`load` reports progress, records.
 PROGRESS_RECORDS = 20_000
 
@@ -241,7 +221,7 @@ def load(
         as_of_ts: fold only records received at or before this time (RFC 3339 as in
             records, see :func:`parse_as_of`); None for no limit. Records are read in
             seq order up to the first one received after it; among them, imported
-            records count from their own time (see :func:`on_time`), so the state of
+            records count from their own time (see :func:`convlog.core.view.on_time`), so the state of
             an imported conversation at a day it happened is its messages up to then.
         use_checkpoints: False to fold from the first record.
         progress: called as ``progress(bytes read, bytes to read)`` every
@@ -276,7 +256,7 @@ def load(
         if upto_seq is not None and record["seq"] > upto_seq:
             break
         if as_of_ts is not None and not on_time(record, as_of_ts):
-            if record.get("source") == SOURCE:
+            if record.get("source") == IMPORT_SOURCE:
                 continue
             break
         fold(state, record)
