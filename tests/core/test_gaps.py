@@ -186,7 +186,11 @@ def test_broker_restart_mid_stream_is_recorded_as_a_gap(bus: Bus, tmp_path: Path
 
     stream(1.0)
     assert bus.broker.terminate() == 0
-    stream(0.5)  # the broker is down
+    # The broker is down long enough for the recorder's reconnect interval to back off
+    # past a second, while the publisher reconnects every 100 ms: the publisher's queue
+    # reaches the new broker before the recorder has subscribed again, so messages
+    # are lost (after 0.5 s the two could reconnect together and lose nothing).
+    stream(2.5)
     bus.start_broker()
     stream(4.0)  # long enough for the recorder's reconnect (its interval backs off to 2 s)
     pub.close()  # the final heartbeat tells the recorder the last seq
