@@ -66,6 +66,30 @@ def print_compress(directory: Path, sealed: Sealed) -> None:
               f"(ratio {sealed.ratio:.1f}x)", markup=False)
 
 
+def print_prune(directory: Path, data: dict[str, Any]) -> None:
+    """Print what ``convlog prune`` let go of (``recorder.pruned``'s data, see
+    :meth:`convlog.store.retention.PruneReport.as_data`)."""
+    segments = data.get("segments") or []
+    verb = "would " + data["action"] if data.get("dry_run") else ("archived" if data["action"] == "archive" else
+                                                                  "deleted")
+    if not segments:
+        leftovers = data.get("leftovers") or []
+        tail = f" (removed {len(leftovers)} segment(s) left by an interrupted prune)" if leftovers else ""
+        out.print(f"{directory}: nothing to prune{tail}", markup=False)
+        return
+    noun = "segment" if len(segments) == 1 else "segments"
+    reasons = ", ".join(f"{count} by {reason}" for reason, count in sorted(data.get("reasons", {}).items()))
+    where = f" into {data['archive_dir']}" if data.get("archive_dir") else ""
+    out.print(f"{directory}: {verb} {len(segments)} {noun}{where} ({reasons}): seq {data['first_seq']}"
+              f"-{data['last_seq']}, {data['records']:,} records, {data['bytes']:,} bytes, received "
+              f"{data.get('first_ts') or '?'} to {data.get('last_ts') or '?'}", markup=False)
+    if not data.get("dry_run"):
+        out.print(f"base: the state at seq {data['base']} (base.json); the log's horizon is seq {data['base']}",
+                  markup=False)
+        if data.get("checkpoints"):
+            out.print(f"checkpoints before the horizon {verb}: {', '.join(data['checkpoints'])}", markup=False)
+
+
 def print_import(report: ImportReport) -> None:
     """Print the invalid lines of an import (``file:line: reason``, stderr) and its
     summary line (stdout)."""
@@ -131,6 +155,14 @@ def print_status(status: dict[str, Any]) -> None:
     cp = status.get("last_checkpoint")
     out.print(f"  last checkpoint: {cp.get('file')} (seq {cp.get('seq')})" if cp else "  last checkpoint: none",
               markup=False)
+    retention = status.get("retention") or {}
+    if retention.get("limits"):
+        limits, last = retention["limits"], retention.get("last_prune")
+        parts = [f"max_age {limits['max_age_s']:g} s" if limits.get("max_age_s") else "",
+                 f"max_bytes {limits['max_bytes']:,}" if limits.get("max_bytes") else ""]
+        done = (f"; last {last['action']} of {len(last['segments'])} segment(s) up to seq {last['last_seq']}"
+                if last else "; nothing pruned since start")
+        out.print(f"  retention: {', '.join(p for p in parts if p)} ({limits['action']}){done}", markup=False)
     if status.get("metrics"):
         out.print(f"  metrics: {status['metrics']}", markup=False)
     gaps, pubs = status.get("gaps") or {}, status.get("publishers") or {}

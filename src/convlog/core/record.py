@@ -60,7 +60,7 @@ BUS_KINDS: frozenset[str] = frozenset(
 #: Kinds the recorder writes about itself; a publisher cannot forge them.
 RECORDER_KINDS: frozenset[str] = frozenset(
     {"recorder.start", "recorder.stop", "recorder.recovered", "recorder.gap", "recorder.dropped",
-     "recorder.degraded", "recorder.error", "recorder.config"}
+     "recorder.degraded", "recorder.error", "recorder.config", "recorder.pruned"}
 )
 
 UNKNOWN = "unknown"

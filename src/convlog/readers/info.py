@@ -25,7 +25,7 @@ import orjson
 
 from convlog.core.gaps import GapDetector
 from convlog.core.view import own_time
-from convlog.store.checkpoint import list_checkpoints
+from convlog.store.checkpoint import list_checkpoints, read_horizon
 from convlog.store.replay import NoLogError, load
 from convlog.store.segment import (
     CHECKPOINTS,
@@ -341,7 +341,22 @@ def gather(
             "total": everything.as_dict(),
         },
         "quarantine": quarantine_summary(directory),
+        "horizon": horizon_summary(directory),
     }
+
+
+def horizon_summary(directory: Path) -> dict[str, Any] | None:
+    """The log's horizon, when retention let its oldest segments go: ``{"seq"`` (the last
+    record let go of), ``"ts"`` (its receive time), ``"pruned"`` (what went: segments,
+    records, bytes, first/last seq and time, action, archive_dir, at)``}``, or None.
+
+    Raises:
+        CheckpointError: when the base cannot be read.
+    """
+    horizon = read_horizon(directory)
+    if horizon is None:
+        return None
+    return {"seq": horizon.seq, "ts": horizon.ts, "pruned": horizon.pruned}
 
 
 def _size(path: Path) -> int:

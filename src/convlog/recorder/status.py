@@ -95,7 +95,9 @@ class Reporter:
             ``{"pid", "started", "uptime_s", "directory", "endpoints": [{"endpoint",
             "kind", "connected"}], "records" (written since start), "last_seq", "bytes"
             (log size), "rate_1m" (records/s over the last minute), "newest_ts",
-            "newest_age_s", "last_checkpoint", "fsync": {"policy", "lag_s", "durable_seq"},
+            "newest_age_s", "last_checkpoint", "retention": {"limits" (``[retention]``, or
+            None), "last_prune" (the newest ``recorder.pruned`` data, or None)},
+            "fsync": {"policy", "lag_s", "durable_seq"},
             "disk": {"used_bytes", "free_bytes"}, "gaps": {publishers, missing, ...},
             "drops", "held_bytes", "degraded", "publishers": {"known", "open", "silent_s"},
             "errors": {what: count}, "received": {source: messages}, "metrics" (URL or
@@ -170,6 +172,7 @@ class Reporter:
             "newest_ts": receiver.newest_ts,
             "newest_age_s": newest_age,
             "last_checkpoint": last_checkpoint,
+            "retention": {"limits": self.config.retention_summary(), "last_prune": self.jobs.last_prune},
             "fsync": {"policy": writer.policy, "lag_s": lag, "durable_seq": writer.durable_seq},
             "disk": {"used_bytes": used, "free_bytes": free},
             "gaps": detector.summary(),

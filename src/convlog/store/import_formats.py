@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyzstd
 
 from convlog.core.gaps import HEARTBEAT
 from convlog.core.ingest import Ingest
@@ -367,7 +368,9 @@ def file_session(path: str | Path) -> tuple[str, str]:
 
 
 def numbered_lines(path: str | Path) -> Iterator[tuple[int, bytes, bytes]]:
-    """``(number, raw line, line without its LF/CRLF ending)`` for each line of a file."""
-    with open(path, "rb") as fh:
+    """``(number, raw line, line without its LF/CRLF ending)`` for each line of a file;
+    a file whose name ends in ``.zst`` is decompressed (zstd, e.g. a sealed segment of an
+    archive: the seek table's skippable frame is no data)."""
+    with (pyzstd.ZstdFile(path, "rb") if str(path).endswith(".zst") else open(path, "rb")) as fh:
         for number, raw in enumerate(fh, 1):
             yield number, raw, raw.rstrip(b"\r\n")

@@ -1,7 +1,7 @@
 """Writing into a log directory whose recorder is not running: the writer side of the
 recorder without the sockets (:class:`OfflineWriter`), used by ``convlog import``,
 session control with no recorder running, ``convlog recover`` (:func:`repair`) and
-``convlog compress`` (:func:`compress`).
+``convlog compress`` (:func:`compress`) and ``convlog prune`` (:func:`prune_offline`).
 
 :class:`OfflineWriter` takes the writer lock, repairs the tail exactly as the recorder
 does at start (:func:`convlog.store.recovery.recover`), notes an unclean previous
@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from convlog.core.record import make_line
+from convlog.core.retention import Limits
 from convlog.store.clock import Clock
 from convlog.store.lock import LogLock, LogLockedError
 from convlog.store.recovery import RecoveryReport, recover
 from convlog.store.replay import NoLogError
+from convlog.store.retention import PruneReport, prune
 from convlog.store.seal import Sealed, compress_log
 from convlog.store.segment import EVENTS, list_segments
 from convlog.store.state import read_state
@@ -101,6 +103,15 @@ class OfflineWriter:
         writer.write(lines, last_seq)
         self.seq = last_seq
         writer.maybe_sync()
+
+    def sync(self) -> None:
+        """fsync what was appended so far (a record someone acts on right after).
+
+        Raises:
+            OSError: when the fsync fails.
+        """
+        if self._writer is not None:
+            self._writer.sync()
 
     def room(self) -> int:
         """Bytes that fit in the current segment before it rotates (opens the writer)."""
@@ -213,3 +224,47 @@ def compress(
         return compress_log(directory, level, on_segment)
     finally:
         lock.release()
+
+
+def prune_offline(
+    directory: str | Path,
+    limits: Limits,
+    action: str = "delete",
+    archive_dir: str | Path | None = None,
+    dry_run: bool = False,
+    clock: Clock | None = None,
+) -> PruneReport:
+    """Apply retention to a log whose recorder is not running (``convlog prune``):
+    :func:`convlog.store.retention.prune` under the writer lock, its ``recorder.pruned``
+    record appended before anything is removed. A dry run takes no lock and changes nothing.
+
+    Args:
+        directory: the log directory.
+        limits: the limits (seconds, bytes).
+        action: ``"delete"`` or ``"archive"``.
+        archive_dir: the archive for ``"archive"``.
+        dry_run: only report what would go.
+        clock: time source for the record and the base.
+
+    Returns:
+        the :class:`~convlog.store.retention.PruneReport`.
+
+    Raises:
+        NoLogError: when ``directory`` has no ``events/`` folder.
+        LogLockedError: when a recorder (or another writer) holds the lock.
+        RetentionError, CheckpointError, OSError: see :func:`~convlog.store.retention.prune`.
+    """
+    directory = Path(directory)
+    if not list_segments(directory):
+        raise NoLogError.in_directory(directory)
+    if dry_run:
+        return prune(directory, limits, action, archive_dir, dry_run=True, clock=clock)
+    with OfflineWriter(directory, "convlog prune", clock) as writer:
+
+        def announce(report: PruneReport) -> None:
+            seq = writer.seq + 1
+            writer.append(make_line(seq, writer.clock.now(), "recorder.pruned", "recorder", None, None,
+                                    report.as_data()), seq)
+            writer.sync()
+
+        return prune(directory, limits, action, archive_dir, announce=announce, clock=writer.clock)

@@ -343,6 +343,22 @@ class TextIndex:
         position = self._position()
         return 0 if position is None else position.last_seq
 
+    def forget_before(self, seq: int) -> int:
+        """Drop the rows of records (and streamed messages) before ``seq``: retention let
+        them go, so search no longer finds them. Their words stay in the contentless
+        full-text tables until the next :meth:`rebuild` (they match no row).
+
+        Returns:
+            the number of record rows dropped.
+
+        Raises:
+            sqlite3.Error: when the index cannot be written (after the busy timeout).
+        """
+        with self._write() as conn:
+            dropped = conn.execute("DELETE FROM records WHERE seq < ?", (seq,)).rowcount
+            conn.execute("DELETE FROM streams WHERE first_seq < ?", (seq,))
+        return int(dropped)
+
     def count(self) -> int:
         """Number of records (and streamed messages) in the index."""
         return int(self._conn.execute("SELECT count(*) FROM records").fetchone()[0])

@@ -26,7 +26,7 @@ COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
     "Recording": ("record", "launch", "status", "stop", "doctor", "broker", "publish", "demo"),
     "Reading": ("sessions", "show", "search", "tail", "info", "replay", "export", "play", "resume"),
     "Sessions": ("fork", "rewind", "checkpoint", "crystal", "delete", "checkpoints"),
-    "Offline tools": ("verify", "recover", "compress", "import", "reindex"),
+    "Offline tools": ("verify", "recover", "compress", "prune", "import", "reindex"),
 }
 
 
@@ -117,5 +117,6 @@ main.add_command(sessions.delete)
 main.add_command(offline.verify)
 main.add_command(offline.recover)
 main.add_command(offline.compress)
+main.add_command(offline.prune)
 main.add_command(offline.import_)
 main.add_command(offline.reindex)
