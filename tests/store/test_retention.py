@@ -7,12 +7,14 @@ random points of a prune leaves a log that verifies with every kept record once.
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from test_compress import line, write_log
 from test_fold import fold_logs
 
 from conftest import Bus, answering, convlog_cmd, records
+from convlog.bus import control
 from convlog.cli.commands import main
 from convlog.core.retention import Limits, SegmentSpan, plan
 from convlog.readers.info import gather
@@ -287,8 +290,6 @@ def test_archive_keeps_what_went_with_a_manifest_and_reads_back(tmp_path: Path) 
 def received(directory: Path, count: int, timeout_s: float = 30.0) -> None:
     """Wait until the running recorder says it received ``count`` bus messages (the log
     cannot say: retention lets the oldest go)."""
-    from convlog.bus import control
-
     deadline = time.monotonic() + timeout_s
     got = 0
     while time.monotonic() < deadline:
@@ -310,7 +311,7 @@ def test_a_recorder_keeps_its_log_under_max_bytes_and_prunes_on_request(bus: Bus
     directory = tmp_path / "log"
     config = tmp_path / "convlog.toml"
     config.write_text('[retention]\nmax_bytes = "8KiB"\ninterval_s = 1\n')
-    rec = bus.recorder(directory, "--segment-bytes", "4096", "--config", str(config))
+    rec = bus.recorder(directory, "--segment-bytes", "4096", "--config", str(config), "--metrics", "127.0.0.1:0")
     pub = bus.publisher(rec, heartbeat_s=None)
     answering(directory, rec)
     sent = 0
@@ -341,6 +342,11 @@ def test_a_recorder_keeps_its_log_under_max_bytes_and_prunes_on_request(bus: Bus
 
     code, out = run("status", "--dir", str(directory))
     assert "retention: max_bytes 8,192 (delete); last delete of" in out, out
+    status = control.request(directory, "status", timeout_s=5)
+    scraped = urllib.request.urlopen(status["metrics"], timeout=5).read().decode()
+    segments = re.search(r"^convlog_pruned_segments_total (\S+)$", scraped, re.M)
+    # every prune was this recorder's (the log began with it); more may have come since
+    assert segments is not None and float(segments.group(1)) >= horizon.pruned["segments"], scraped
     code, out = run("prune", str(directory), "--max-bytes", "1", "--dry-run")
     assert code == 0 and "would delete" in out, out
     pub.close(0)
@@ -362,6 +368,7 @@ for name in ("unlink", "replace"):
         time.sleep(0.02)
         return _real(*args, **kwargs)
     setattr(os, name, slow)
+from convlog.bus import control
 from convlog.cli.commands import main
 main(sys.argv[1:])
 """

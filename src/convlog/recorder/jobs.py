@@ -62,6 +62,8 @@ class Jobs:
         log_lock: held while a checkpoint, a prune or a seal works on the segments.
         records: ``(kind, data, written)`` for the loop to write; it sets ``written``.
         last_prune: the newest prune's report data (``recorder.pruned``'s), or None.
+        pruned_segments: segments retention let go of since start.
+        pruned_bytes: their bytes on disk.
     """
 
     #: How long a prune waits for the loop to write its record, seconds.
@@ -78,6 +80,8 @@ class Jobs:
         self.log_lock = threading.Lock()
         self.records: collections.deque[tuple[str, dict[str, Any], threading.Event]] = collections.deque()
         self.last_prune: dict[str, Any] | None = None
+        self.pruned_segments = 0
+        self.pruned_bytes = 0
         self._scheduler: Any = None
         self._prune_queued = threading.Event()
 
@@ -207,6 +211,8 @@ class Jobs:
         self.faults.file_errors.pop("retention", None)
         if report.segments and not dry_run:
             self.last_prune = report.as_data()
+            self.pruned_segments += len(report.segments)
+            self.pruned_bytes += report.removed_bytes
             log.info("retention: %s %d segment(s), %d records, %d bytes (base at seq %s)", action,
                      len(report.segments), report.records, report.removed_bytes, report.base)
         return report

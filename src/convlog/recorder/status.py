@@ -220,7 +220,8 @@ class Reporter:
             ``{"records": {(kind, source): n}, "received": {source: n}, "bytes_written",
             "gap_records", "gap_missing", "dropped", "last_seq", "newest_ts" (RFC 3339 or
             None), "checkpoint_created" (RFC 3339 or None), "held_bytes", "degraded"
-            (bool), "publishers_known", "started_ns"}``; counts since this start.
+            (bool), "publishers_known", "started_ns", "pruned_segments", "pruned_bytes"}``;
+            counts since this start.
         """
         writer = self.durable.segment_writer
         jobs = self.jobs
@@ -239,6 +240,8 @@ class Reporter:
             "degraded": self.durable.degraded is not None,
             "publishers_known": len(self.ingest.detector.publishers),
             "started_ns": self.started_ns,
+            "pruned_segments": jobs.pruned_segments,
+            "pruned_bytes": jobs.pruned_bytes,
         }
 
     def records(self) -> dict[tuple[str, str], int]:
