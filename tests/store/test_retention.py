@@ -465,3 +465,43 @@ def test_checkpoints_before_the_horizon_go_and_later_ones_stay_usable(tmp_path: 
     assert replay.checkpoint is not None and replay.checkpoint.name.endswith("-end.json") and not replay.refused
     assert replay.state == whole
     assert verify(directory).ok
+
+
+def test_a_prune_that_fails_makes_the_recorder_unhealthy_and_it_records_on(bus: Bus, tmp_path: Path) -> None:
+    """An archive directory that cannot be made (a file is in the way): every prune
+    fails, the recorder records on, says why in a ``recorder.error`` record and in
+    ``status`` (unhealthy, exit 1), and removes nothing; once the way is clear, the next
+    prune succeeds and status is healthy again."""
+    directory = tmp_path / "log"
+    blocker = tmp_path / "archive"
+    blocker.write_text("not a directory")
+    config = tmp_path / "convlog.toml"
+    config.write_text(f'[retention]\nmax_bytes = "8KiB"\naction = "archive"\narchive_dir = "{blocker}"\n'
+                      "interval_s = 1\n")
+    rec = bus.recorder(directory, "--segment-bytes", "4096", "--config", str(config))
+    pub = bus.publisher(rec, heartbeat_s=None)
+    answering(directory, rec)
+    for i in range(400):
+        pub.send(b"s", orjson.dumps({"type": "message", "session_id": "s", "message_id": f"m{i}",
+                                     "content": f"message {i} " + "words " * 20}))
+    received(directory, 400)
+    deadline = time.monotonic() + 20
+    status: dict = {}
+    while time.monotonic() < deadline:
+        status = control.request(directory, "status", timeout_s=5)
+        if not status["healthy"]:
+            break
+        time.sleep(0.2)
+    assert any("retention cannot be applied" in p for p in status["problems"]), status
+    assert run("status", "--dir", str(directory))[0] == 1
+    assert read_horizon(directory) is None and records(directory)[0]["seq"] == 1
+    assert any(r["kind"] == "recorder.error" and "retention" in r["data"]["what"] for r in records(directory))
+    blocker.unlink()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not control.request(directory, "status", timeout_s=5)["healthy"]:
+        time.sleep(0.2)
+    assert control.request(directory, "status", timeout_s=5)["healthy"]
+    assert read_horizon(directory) is not None and check_archive(blocker).ok
+    pub.close(0)
+    assert rec.terminate() == 0, rec.output()
+    assert verify(directory).ok
