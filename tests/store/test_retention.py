@@ -349,6 +349,9 @@ def test_a_recorder_keeps_its_log_under_max_bytes_and_prunes_on_request(bus: Bus
     assert segments is not None and float(segments.group(1)) >= horizon.pruned["segments"], scraped
     code, out = run("prune", str(directory), "--max-bytes", "1", "--dry-run")
     assert code == 0 and "would delete" in out, out
+    code, out = run("prune", str(directory), "--max-bytes", "1", "--json")  # done by the recorder
+    assert code == 0 and orjson.loads(out)["segments"], out
+    assert read_horizon(directory).seq == orjson.loads(out)["last_seq"]
     pub.close(0)
     assert rec.terminate() == 0, rec.output()
     report = verify(directory)
