@@ -63,6 +63,11 @@ RECORDER_KINDS: frozenset[str] = frozenset(
      "recorder.degraded", "recorder.error", "recorder.config", "recorder.pruned"}
 )
 
+#: Kind of the record ``convlog purge`` writes about what it removed (docs/log-format.md,
+#: "Purge"). Like the recorder's own kinds, a publisher cannot send it: a payload whose
+#: ``type`` is ``session.purged`` is recorded as ``unknown``.
+PURGED_KIND = "session.purged"
+
 UNKNOWN = "unknown"
 RAW = "raw"
 #: ``source`` of the records ``convlog import`` writes.
@@ -507,3 +512,19 @@ def parse_line(line: bytes) -> dict[str, Any]:
     if not isinstance(record.get("kind"), str):
         raise ValueError("record has no kind")
     return record
+
+
+def is_purged(record: Any) -> bool:
+    """Whether a parsed record is a purged one: its payload was removed by ``convlog
+    purge`` and only ``seq``, ``ts``, ``kind``, ``source``, ``session`` and
+    ``meta.sha256``/``meta.bytes`` stay, with ``meta.purged: true`` (docs/log-format.md,
+    "Purge"). Readers treat it as carrying nothing.
+
+    Args:
+        record: a parsed record (any value: False for anything else).
+
+    Returns:
+        True when ``record["meta"]["purged"] is True``.
+    """
+    meta = record.get("meta") if isinstance(record, dict) else None
+    return isinstance(meta, dict) and meta.get("purged") is True

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from convlog.core.fold import message_id
+from convlog.core.record import is_purged
 from convlog.core.view import EMPTY, payload_text
 from convlog.store.replay import NoLogError
 from convlog.store.segment import follow, list_segments, open_segment, segment_key, segment_path, segment_size
@@ -93,8 +94,11 @@ def record_text(record: dict[str, Any]) -> str | None:
     Returns:
         for ``message``/``raw``/``unknown`` and the stream kinds, the text
         :func:`convlog.core.view.payload_text` shows (None for a base64 payload); for
-        ``session.crystal``, ``data.summary``; None for any other kind or empty text.
+        ``session.crystal``, ``data.summary``; None for any other kind, for empty
+        text and for a purged record (``convlog purge``).
     """
+    if is_purged(record):
+        return None
     kind = record.get("kind")
     if kind == "session.crystal":
         data = record.get("data")
@@ -463,7 +467,9 @@ class TextIndex:
                 last = (segment, start, offset, seq)
                 count += 1
                 kind = record["kind"]
-                if kind in STREAM_KINDS:
+                if is_purged(record):
+                    pass  # convlog purge removed its text: nothing to index
+                elif kind in STREAM_KINDS:
                     self._stream(conn, record, _segment_seq(segment), start, dirty)
                 else:
                     text = record_text(record)
