@@ -6,7 +6,9 @@ Checkpoints, prunes and the sealer (:mod:`convlog.recorder.sealer`) take turns o
 :attr:`Jobs.log_lock`: a prune never removes a segment being sealed or read for a
 checkpoint. The ``recorder.pruned`` record is handed to the recording loop (the log's
 one writer) through :attr:`Jobs.records`, and the prune waits until it is written
-before removing anything.
+before removing anything. Checkpoints and prunes first take the rewrite lock, shared
+(:func:`convlog.store.lock.rewrite_lock`): they wait while ``convlog purge`` rewrites
+the log.
 
 A checkpoint folds the records written since the previous one (read back from the
 files, complete lines only, so the recording loop never waits for it) and writes the
@@ -32,6 +34,7 @@ from convlog.recorder.notify import Notifier
 from convlog.recorder.sequencer import error_text
 from convlog.store.checkpoint import Checkpointer, CheckpointError, CheckpointInfo, list_checkpoints
 from convlog.store.clock import Clock
+from convlog.store.lock import rewrite_lock
 from convlog.store.retention import PruneReport, prune
 from convlog.store.segment import CHECKPOINTS
 
@@ -119,7 +122,8 @@ class Jobs:
 
     def checkpoint(self, label: str | None = None) -> Path | None:
         """Write a checkpoint: load the newest good one, fold what was written since,
-        write the new one. Runs in the job's thread (or at stop), so recording never
+        write the new one, under the rewrite lock (shared: it waits while ``convlog purge``
+        rewrites the log). Runs in the job's thread (or at stop), so recording never
         waits for it; the folded state is released afterwards, so the recorder's memory
         does not grow with the log between checkpoints.
 
@@ -136,7 +140,9 @@ class Jobs:
         """
         file_errors = self.faults.file_errors
         try:
-            with self.log_lock:
+            # The rewrite lock first, shared: a purge rewriting the log holds it exclusively (it
+            # rebuilds the checkpoints), and waits for the sealer, which takes log_lock.
+            with rewrite_lock(self.directory, exclusive=False), self.log_lock:
                 checkpointer = Checkpointer(self.directory, keep=self.config.checkpoint_keep, clock=Clock())
                 for reason in checkpointer.refused:
                     log.warning("checkpoint refused: %s", reason)
@@ -198,7 +204,7 @@ class Jobs:
             the report, or None when it failed (logged).
         """
         try:
-            with self.log_lock:
+            with rewrite_lock(self.directory, exclusive=False), self.log_lock:  # not while a purge runs
                 report = prune(self.directory, limits, action, archive_dir, dry_run, announce=self._announce)
         except Exception as exc:
             if "retention" not in self.faults.file_errors:

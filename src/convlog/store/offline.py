@@ -1,7 +1,8 @@
 """Writing into a log directory whose recorder is not running: the writer side of the
 recorder without the sockets (:class:`OfflineWriter`), used by ``convlog import``,
-session control with no recorder running, ``convlog recover`` (:func:`repair`) and
-``convlog compress`` (:func:`compress`) and ``convlog prune`` (:func:`prune_offline`).
+session control and ``convlog purge`` with no recorder running, ``convlog recover``
+(:func:`repair`), ``convlog compress`` (:func:`compress`) and ``convlog prune``
+(:func:`prune_offline`).
 
 :class:`OfflineWriter` takes the writer lock, repairs the tail exactly as the recorder
 does at start (:func:`convlog.store.recovery.recover`), notes an unclean previous
@@ -25,8 +26,8 @@ from convlog.store.lock import LogLock, LogLockedError
 from convlog.store.recovery import RecoveryReport, recover
 from convlog.store.replay import NoLogError
 from convlog.store.retention import PruneReport, prune
-from convlog.store.seal import Sealed, compress_log
-from convlog.store.segment import EVENTS, list_segments
+from convlog.store.seal import Sealed, compress_log, seal_segment
+from convlog.store.segment import EVENTS, is_sealed, list_segments
 from convlog.store.state import read_state
 from convlog.store.writer import SegmentWriter
 
@@ -117,6 +118,32 @@ class OfflineWriter:
         """Bytes that fit in the current segment before it rotates (opens the writer)."""
         writer = self._writer or self._open_writer()
         return writer.segment_bytes - writer.offset
+
+    def seal_last(self, level: int = 3) -> Path | None:
+        """Seal the last segment (``convlog purge`` rewrites only finished, sealed ones):
+        the writer on it is closed first, and a new empty segment is started, so
+        ``recovery/state.json`` names that one before the sealed one is rewritten.
+
+        Args:
+            level: zstd compression level.
+
+        Returns:
+            the sealed file, or None when the last segment was sealed already (or there
+            is none).
+
+        Raises:
+            OSError: when it cannot be sealed (the plain segment is then left as it was).
+        """
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        segments = list_segments(self.directory)
+        if not segments or is_sealed(segments[-1][1]):
+            return None
+        path = segments[-1][1]
+        seal_segment(path, level)
+        self._open_writer()  # the last segment is sealed: a new one named by the next seq
+        return path.with_name(path.name + ".zst")
 
     def _open_writer(self) -> SegmentWriter:
         self._writer = SegmentWriter(self.directory, next_seq=self.seq + 1, fsync="interval")

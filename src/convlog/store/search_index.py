@@ -557,3 +557,35 @@ class TextIndex:
                     conn.execute(f"INSERT INTO {table}(rowid, text) VALUES (?, ?)", (first_seq, text))
             conn.execute("UPDATE streams SET indexed = ? WHERE session IS ? AND message_id = ?",
                          (text or None, session, mid))
+
+
+def delete_index(directory: str | Path) -> bool:
+    """Delete the search index of a log directory (``index/search.sqlite`` and its
+    ``-wal``, ``-shm`` and ``-journal`` files), with the bytes of every text it held; the
+    next reader builds it again from the log. Used by ``convlog purge``: a SQLite file
+    keeps deleted rows in free pages, so the index is deleted and built again rather than
+    edited. Taken under the set-up lock (``index/search.lock``), so no reader is opening
+    it meanwhile; a reader that had it open goes on with the deleted file.
+
+    Args:
+        directory: the log directory.
+
+    Returns:
+        True when there was an index file to delete.
+
+    Raises:
+        OSError: when a file cannot be deleted.
+    """
+    folder = Path(directory) / INDEX_DIR
+    if not folder.is_dir():
+        return False
+    found = False
+    with open(folder / LOCK_FILE, "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.unlink(folder / f"{INDEX_FILE}{suffix}")
+            except FileNotFoundError:
+                continue
+            found = True
+    return found

@@ -28,6 +28,9 @@ segment beside its sealed copy (the sealed one is complete and is the one read).
 
 Checkpoints: each must be readable and its cut (digest) must still match the log; so
 must the base.
+
+Purged records (``convlog purge``) are valid records, counted in a note; an
+interrupted purge (``recovery/purge.json``) is a note saying how to finish it.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Any
 
 import orjson
 
-from convlog.core.record import decode_bytes, parse_line
+from convlog.core.record import decode_bytes, is_purged, parse_line
 from convlog.store.checkpoint import (
     BASE_FILE,
     CheckpointError,
@@ -49,6 +52,7 @@ from convlog.store.checkpoint import (
     load_checkpoint,
     read_horizon,
 )
+from convlog.store.purge import PURGE_FILE, pending_purge
 from convlog.store.replay import NoLogError
 from convlog.store.segment import (
     CHECKPOINTS,
@@ -122,6 +126,7 @@ class VerifyReport:
         segments: number of segments.
         records: number of valid records.
         last_seq: seq of the last valid record (0 for an empty log).
+        purged: how many of them are purged records (``convlog purge``), a note.
     """
 
     directory: Path
@@ -130,6 +135,7 @@ class VerifyReport:
     segments: int = 0
     records: int = 0
     last_seq: int = 0
+    purged: int = 0
 
     @property
     def ok(self) -> bool:
@@ -225,6 +231,7 @@ def verify(directory: str | Path, progress: Callable[[int, int], None] | None = 
         _check_state(state, durable, tail, report)
     _check_quarantine(directory, report)
     _check_checkpoints(directory, report, horizon)
+    _note_purges(directory, report)
     return report
 
 
@@ -260,6 +267,19 @@ def _check_base(directory: Path, segments: list[tuple[int, Path]], report: Verif
     else:
         report.last_seq = horizon.seq
     return horizon
+
+
+def _note_purges(directory: Path, report: VerifyReport) -> None:
+    """Purged records and a pending purge are notes, never problems."""
+    if report.purged:
+        report.notes.append(f"{report.purged} purged record(s): payload removed by convlog purge (seq, time, kind, "
+                            "source, session and the payload's sha256 kept)")
+    pending = pending_purge(directory)
+    if pending is not None:
+        session = pending.get("session")
+        report.notes.append(f"{RECOVERY}/{PURGE_FILE}: a purge of session {session!r} started "
+                            f"{pending.get('started')} has not finished: run convlog purge {session} again to "
+                            "finish it")
 
 
 def _check_checkpoints(directory: Path, report: VerifyReport, horizon: Horizon | None) -> None:
@@ -362,6 +382,7 @@ def _check_segment(
                         ))
                 report.last_seq = seq
                 report.records += 1
+                report.purged += is_purged(record)
                 valid_end = offset
                 tail.last = record
             if watch and offset == durable.offset:
