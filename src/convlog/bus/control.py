@@ -21,8 +21,9 @@ Requests (``op`` and its parameters)::
 Replies: ``{"ok": true, ...}`` with the op's fields, or ``{"ok": false, "error": "..."}``.
 An unknown or malformed request gets an error reply and changes nothing.
 
-``append`` writes one session control record (source ``control``) through the recorder,
-so the log keeps a single writer. The recorder checks its shape only; whether its
+``append`` writes one session control record (source ``control``), or the
+``session.purged`` record of ``convlog purge``, through the recorder, so the log keeps a
+single writer. The recorder checks its shape only; whether its
 target exists (session, message count, checkpoint name) is checked by the client
 against the fold before sending (:mod:`convlog.cli.session_control`).
 
@@ -40,13 +41,17 @@ from typing import Any
 import orjson
 import zmq
 
-from convlog.core.record import MAX_DEPTH, dump_json, json_depth
+from convlog.core.record import MAX_DEPTH, PURGED_KIND, dump_json, json_depth
 from convlog.store.segment import RECOVERY
 
 #: Session control kinds that ``append`` accepts (docs/fold.md).
 CONTROL_KINDS = frozenset(
     {"session.start", "session.fork", "session.rewind", "session.checkpoint", "session.crystal", "session.delete"}
 )
+#: Kinds ``append`` accepts: the session control kinds and ``session.purged``, the record
+#: ``convlog purge`` ends with when a recorder runs (a publisher cannot send it; who can
+#: reach this socket, mode 0600, can rewrite the log's files anyway).
+APPEND_KINDS = CONTROL_KINDS | {PURGED_KIND}
 #: Operations the recorder answers.
 OPS = frozenset({"status", "checkpoint", "flush", "rotate", "append", "prune", "stop"})
 #: Longest request accepted, bytes.
@@ -139,8 +144,8 @@ def parse_request(body: bytes) -> Request:
         params["label"] = label
     elif op == "append":
         kind, session, data = params.get("kind"), params.get("session"), params.get("data", {})
-        if kind not in CONTROL_KINDS:
-            raise ControlError(f"append: kind must be one of {', '.join(sorted(CONTROL_KINDS))}")
+        if kind not in APPEND_KINDS:
+            raise ControlError(f"append: kind must be one of {', '.join(sorted(APPEND_KINDS))}")
         if not isinstance(session, str) or not session:
             raise ControlError("append: session must be a non-empty string")
         if not isinstance(data, dict):

@@ -98,6 +98,7 @@ class Reporter:
             "newest_age_s", "last_checkpoint", "retention": {"limits" (``[retention]``, or
             None), "last_prune" (the newest ``recorder.pruned`` data, or None)},
             "fsync": {"policy", "lag_s", "durable_seq"},
+            "compress" (``zstd``: finished segments are sealed, or ``none``),
             "disk": {"used_bytes", "free_bytes"}, "gaps": {publishers, missing, ...},
             "drops", "held_bytes", "degraded", "publishers": {"known", "open", "silent_s"},
             "errors": {what: count}, "received": {source: messages}, "metrics" (URL or
@@ -174,6 +175,7 @@ class Reporter:
             "last_checkpoint": last_checkpoint,
             "retention": {"limits": self.config.retention_summary(), "last_prune": self.jobs.last_prune},
             "fsync": {"policy": writer.policy, "lag_s": lag, "durable_seq": writer.durable_seq},
+            "compress": self.config.compress,
             "disk": {"used_bytes": used, "free_bytes": free},
             "gaps": detector.summary(),
             "drops": durable.dropped["messages"] if durable.dropped else 0,
