@@ -14,6 +14,7 @@ from convlog.recorder.config import ConfigError
 from convlog.store.archive import ArchiveError
 from convlog.store.checkpoint import CheckpointError
 from convlog.store.lock import LogLockedError
+from convlog.store.purge import PurgeError
 from convlog.store.replay import NoLogError, UnknownSessionError
 from convlog.store.retention import RetentionError
 
@@ -32,6 +33,7 @@ EXPECTED = (
     PublishFileError,
     ControlError,
     SessionControlError,
+    PurgeError,
     TimeoutError,
     RetentionError,
     ArchiveError,
