@@ -305,20 +305,30 @@ def test_purge_before_a_time_takes_only_the_earlier_records(tmp_path: Path) -> N
 
 
 def test_purge_takes_the_session_out_of_base_json(recorded: Path, tmp_path: Path) -> None:
-    """``DIR/base.json`` (a checkpoint whose segments retention removed, so it cannot be
-    folded again) loses the purged session: its state, streams and usage."""
+    """After retention let the oldest segments go (``convlog prune``), the log's base
+    ``DIR/base.json`` holds the state of the records before the horizon and cannot be
+    folded again: a purge takes the session out of it (its state, streams, usage, the
+    messages and senders its fork inherited), rebuilds the checkpoints after it, and the
+    log verifies with no word of the session left."""
     directory = copy_of(recorded, tmp_path / "log")
-    newest = list_checkpoints(directory)[-1].path
-    shutil.copy(newest, directory / BASE_FILE)
+    sizes = sum(path.stat().st_size for _, path in list_segments(directory))
+    code, out, err = run("prune", "--max-bytes", str(sizes // 2), "--dir", str(directory))
+    assert code == 0, out + err
     _cut, base = load_checkpoint(directory / BASE_FILE)
-    assert PURGED in base.sessions and any(key[0] == PURGED for key in base.streams)
+    assert PURGED in base.sessions and base.sessions[FORK].parent == PURGED
     code, out, err = run("purge", PURGED, "--yes", "--dir", str(directory))
     assert code == 0, err
     assert "base.json: the session taken out of its state" in out
     _cut, base = load_checkpoint(directory / BASE_FILE)
     assert PURGED not in base.sessions and not any(key[0] == PURGED for key in base.streams)
-    assert base.usage.requests == 0 and set(OTHERS) <= set(base.sessions)
+    assert base.sessions[FORK].parent is None and "kestrelhue" not in base.sessions[FORK].speakers
+    assert set(OTHERS) <= set(base.sessions)
     assert secrets_in(directory) == []
+    report = verify(directory)
+    assert report.ok, report.problems
+    state = load(directory).state
+    assert PURGED not in state.sessions and len(state.sessions[FORK].visible) == 3
+    assert state == load(directory, use_checkpoints=False).state
 
 
 def test_a_dry_run_changes_nothing_and_a_pending_purge_is_finished_first(recorded: Path, tmp_path: Path) -> None:
