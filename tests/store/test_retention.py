@@ -284,6 +284,40 @@ def test_archive_keeps_what_went_with_a_manifest_and_reads_back(tmp_path: Path) 
     assert code == 1 and "sha256 differs" in out and out.count("\n") == 1, out
 
 
+def test_purging_an_archive_keeps_its_manifest_true(tmp_path: Path) -> None:
+    """``convlog purge SESSION --dir ARCHIVE`` (right to erasure reaches the archive too):
+    the session's text is gone from the archive's files, and its manifest is brought up
+    to date, so the archive still checks and imports."""
+    directory = tmp_path / "log"
+    write_log(directory, 3000, segment_bytes=30_000)
+    compress(directory)
+    archive = tmp_path / "archive"
+    prune_offline(directory, Limits(max_bytes=keep_after(directory, 3) + 1500), "archive", archive)
+    secret = [r["data"]["content"] for r in records(archive) if r.get("session") == "s3"][:5]
+    assert secret
+    code, out = run("purge", "s3", "--yes", "--dir", str(archive))
+    assert code == 0, out
+    check = check_archive(archive)
+    assert check.ok, check.problems
+    assert not any(r.get("data") for r in records(archive) if r.get("session") == "s3" and r["kind"] == "message")
+    for text in secret:
+        assert all(text.encode() not in line for line in _decompressed(archive)), text
+    code, out = run("import", "--archive", str(archive), "--dir", str(tmp_path / "other"))
+    assert code == 0, out
+
+
+def _decompressed(directory: Path) -> list[bytes]:
+    """The bytes of every file under ``directory``, zstd files decompressed."""
+    import pyzstd
+
+    out = []
+    for path in directory.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            out.append(pyzstd.decompress(data) if path.name.endswith(".zst") else data)
+    return out
+
+
 # --------------------------------------------------------------------------- the recorder
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -36,7 +37,16 @@ from convlog.core.retention import SegmentSpan
 from convlog.store.checkpoint import BASE_FILE, Horizon
 from convlog.store.clock import Clock
 from convlog.store.fsync import fsync_dir, write_atomic
-from convlog.store.segment import CHECKPOINTS, EVENTS, list_segments, segment_path
+from convlog.store.segment import (
+    CHECKPOINTS,
+    EVENTS,
+    complete_end,
+    lines_backwards,
+    list_segments,
+    open_segment,
+    segment_key,
+    segment_path,
+)
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = 1
@@ -44,6 +54,53 @@ FORMAT = 1
 
 class ArchiveError(Exception):
     """An archive cannot be written or read, or does not match its manifest."""
+
+
+def _first_record(path: Path) -> tuple[int, str | None] | None:
+    """``(seq, ts)`` of a segment's first valid record, or None."""
+    with open_segment(path) as fh:
+        for line in fh:
+            with contextlib.suppress(ValueError):
+                record = orjson.loads(line)
+                if isinstance(record, dict) and isinstance(record.get("seq"), int):
+                    return record["seq"], record.get("ts") if isinstance(record.get("ts"), str) else None
+    return None
+
+
+def _last_record(path: Path) -> tuple[int, str | None] | None:
+    """``(seq, ts)`` of a segment's last valid record, read backwards from its end."""
+    for _, line in lines_backwards(path, complete_end(path)):
+        with contextlib.suppress(ValueError):
+            record = orjson.loads(line)
+            if isinstance(record, dict) and isinstance(record.get("seq"), int):
+                return record["seq"], record.get("ts") if isinstance(record.get("ts"), str) else None
+    return None
+
+
+def segment_spans(directory: Path) -> Iterator[SegmentSpan]:
+    """The log's segments as retention sees them, oldest first, read lazily (the first
+    and last record of each: one frame of a sealed segment each).
+
+    A segment's last seq is the next one's first minus one (the log is contiguous),
+    checked against its last record when that can be read.
+
+    Raises:
+        OSError: when a segment cannot be listed or stat'ed.
+    """
+    segments = list_segments(directory)
+    for index, (first, path) in enumerate(segments):
+        finished = index < len(segments) - 1
+        first_ts = last_ts = None
+        last_seq = segments[index + 1][0] - 1 if finished else first - 1
+        with contextlib.suppress(OSError):
+            head = _first_record(path)
+            tail = _last_record(path)
+            first_ts = head[1] if head else None
+            if tail is not None:
+                last_ts = tail[1]
+                if not finished:
+                    last_seq = tail[0]
+        yield SegmentSpan(segment_key(path), first, last_seq, first_ts, last_ts, path.stat().st_size, finished)
 
 
 def file_sha256(path: Path) -> str:
@@ -209,3 +266,47 @@ def check_archive(archive: Path) -> ArchiveCheck:
         if path.name not in named:
             check.problems.append(f"{EVENTS}/{path.name}: not named in the manifest")
     return check
+
+
+def refresh_manifest(archive: Path) -> list[str]:
+    """Bring an archive's manifest up to date after its files were rewritten on purpose
+    (``convlog purge SESSION --dir ARCHIVE``): the digest and size of every segment that
+    changed, an entry for a segment that is new (the one holding ``session.purged``),
+    and the base's digest. Replaced atomically.
+
+    Returns:
+        the names whose entries changed or were added.
+
+    Raises:
+        ArchiveError: when the manifest cannot be read.
+        OSError: when a file cannot be read or the manifest written.
+    """
+    archive = Path(archive)
+    manifest = read_manifest(archive)
+    entries = {entry.get("name"): entry for entry in manifest["segments"] if isinstance(entry, dict)}
+    changed = []
+    spans = {span.key: span for span in segment_spans(archive)}
+    for _, path in list_segments(archive):
+        digest = file_sha256(path)
+        entry = entries.get(path.name)
+        if entry is not None and entry.get("sha256") == digest:
+            continue
+        span = spans[segment_key(path)]
+        fresh = {"name": path.name, "first_seq": span.first_seq, "last_seq": span.last_seq,
+                 "first_ts": span.first_ts, "last_ts": span.last_ts,
+                 "records": span.last_seq - span.first_seq + 1, "bytes": path.stat().st_size,
+                 "sha256": digest, "archived": entry.get("archived") if entry else Clock().now()}
+        if entry is None:
+            manifest["segments"].append(fresh)
+        else:
+            entry.update(fresh)
+        changed.append(path.name)
+    base = manifest.get("base") or {}
+    if base.get("sha256") and (archive / BASE_FILE).exists():
+        digest = file_sha256(archive / BASE_FILE)
+        if digest != base["sha256"]:
+            base["sha256"] = digest
+            changed.append(BASE_FILE)
+    if changed:
+        write_atomic(archive / MANIFEST_FILE, orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+    return changed

@@ -71,6 +71,7 @@ from convlog.core.fold import State, fold
 from convlog.core.gaps import GapDetector
 from convlog.core.purge import purged_data, purged_line, redact_quarantine_entry, selects, without_session
 from convlog.core.record import PURGED_KIND, decode_bytes, is_purged, make_line, parse_line
+from convlog.store.archive import MANIFEST_FILE, refresh_manifest
 from convlog.store.checkpoint import (
     BASE_FILE,
     CheckpointError,
@@ -506,6 +507,9 @@ def _run(directory: Path, intent: _Intent, scan: _Scan, writer: PurgeWriter, nam
     step("leftovers")
     report.record_seq = _record(directory, intent, writer)
     step("record")
+    # A retention archive purged as a log of its own: its manifest follows.
+    if (directory / MANIFEST_FILE).exists() and refresh_manifest(directory):
+        step("manifest")
     path = directory / RECOVERY / PURGE_FILE
     path.unlink()
     fsync_dir(path.parent)

@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from convlog.core.fold import fold
 from convlog.core.retention import Doomed, Limits, SegmentSpan, plan
-from convlog.store.archive import archive_segments
+from convlog.store.archive import archive_segments, segment_spans
 from convlog.store.checkpoint import (
     BeforeHorizonError,
     CheckpointError,
@@ -51,11 +49,8 @@ from convlog.store.segment import (
     CHECKPOINTS,
     EVENTS,
     SEALING_SUFFIX,
-    complete_end,
     follow,
-    lines_backwards,
     list_segments,
-    open_segment,
     segment_key,
 )
 
@@ -130,53 +125,6 @@ class PruneReport:
             "leftovers": self.leftovers,
             "dry_run": self.dry_run,
         }
-
-
-def _first_record(path: Path) -> tuple[int, str | None] | None:
-    """``(seq, ts)`` of a segment's first valid record, or None."""
-    with open_segment(path) as fh:
-        for line in fh:
-            with contextlib.suppress(ValueError):
-                record = orjson.loads(line)
-                if isinstance(record, dict) and isinstance(record.get("seq"), int):
-                    return record["seq"], record.get("ts") if isinstance(record.get("ts"), str) else None
-    return None
-
-
-def _last_record(path: Path) -> tuple[int, str | None] | None:
-    """``(seq, ts)`` of a segment's last valid record, read backwards from its end."""
-    for _, line in lines_backwards(path, complete_end(path)):
-        with contextlib.suppress(ValueError):
-            record = orjson.loads(line)
-            if isinstance(record, dict) and isinstance(record.get("seq"), int):
-                return record["seq"], record.get("ts") if isinstance(record.get("ts"), str) else None
-    return None
-
-
-def segment_spans(directory: Path) -> Iterator[SegmentSpan]:
-    """The log's segments as retention sees them, oldest first, read lazily (the first
-    and last record of each: one frame of a sealed segment each).
-
-    A segment's last seq is the next one's first minus one (the log is contiguous),
-    checked against its last record when that can be read.
-
-    Raises:
-        OSError: when a segment cannot be listed or stat'ed.
-    """
-    segments = list_segments(directory)
-    for index, (first, path) in enumerate(segments):
-        finished = index < len(segments) - 1
-        first_ts = last_ts = None
-        last_seq = segments[index + 1][0] - 1 if finished else first - 1
-        with contextlib.suppress(OSError):
-            head = _first_record(path)
-            tail = _last_record(path)
-            first_ts = head[1] if head else None
-            if tail is not None:
-                last_ts = tail[1]
-                if not finished:
-                    last_seq = tail[0]
-        yield SegmentSpan(segment_key(path), first, last_seq, first_ts, last_ts, path.stat().st_size, finished)
 
 
 def log_bytes(directory: Path) -> int:
