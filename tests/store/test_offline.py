@@ -188,6 +188,27 @@ def test_verify_reports_each_corruption(recorded: Path, tmp_path: Path, corrupti
     assert out.splitlines()[-1].endswith(", 1 problem")
 
 
+def test_a_clean_end_before_an_empty_last_segment_verifies(recorded: Path, tmp_path: Path) -> None:
+    """A writer that sealed or rotated its last segment and stopped before saying so in
+    state.json leaves a clean position at the end of the last records and an empty last
+    segment after it: both ends of the log are the same, so it verifies; a clean
+    position elsewhere still does not."""
+    directory = copy_of(recorded, tmp_path)
+    last_seq = records(directory)[-1]["seq"]
+    (directory / "events" / segment_name(last_seq + 1)).write_bytes(b"")
+    code, out, _ = run("verify", str(directory))
+    assert code == 0, out
+    state = read_state(directory)
+    write_state(directory, {**state, "durable_offset": 0, "durable_seq": last_seq, "written_offset": 0,
+                            "segment": segment_name(last_seq + 1)})
+    code, out, _ = run("verify", str(directory))
+    assert code == 0, out
+    write_state(directory, {**state, "durable_offset": state["durable_offset"] - len(segment_lines(
+        list_segments(directory)[-2][1])[-1]), "durable_seq": last_seq - 1})
+    code, out, _ = run("verify", str(directory))
+    assert code == 1 and "clean is true but the durable position" in out, out
+
+
 def test_verify_json_report_and_dir_defaults(recorded: Path, tmp_path: Path) -> None:
     """``--json`` gives the same findings as data; the directory can be given as DIR,
     ``--dir`` or ``$CONVLOG_DIR``; an untouched copy reports nothing."""

@@ -175,6 +175,8 @@ class _Tail:
     segment: str | None = None
     valid_end: int = 0
     last: dict[str, Any] | None = None
+    #: ``(segment, end of its last valid record)`` of the last segment holding records.
+    filled: tuple[str, int] | None = None
 
 
 def verify(directory: str | Path, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
@@ -397,6 +399,8 @@ def _check_segment(
                 where, None,
                 f"empty last segment is named for seq {first} but the next seq is {report.last_seq + 1}",
             ))
+    if first_valid is not None:
+        tail.filled = (segment_key(path), valid_end)
     if is_last:
         tail.segment = segment_key(path)
         tail.valid_end = valid_end
@@ -432,10 +436,15 @@ def _check_state(state: dict[str, Any], durable: _Durable | None, tail: _Tail, r
         return
     # Only when the position itself is sound (durable_seq is then the seq of the record
     # ending at durable_offset, so the end of the log in segment and offset suffices).
+    # The end of the log: the end of the last record, or the start of an empty last
+    # segment after it (a writer that rotated, or sealed its segment, and stopped).
+    ends = {(tail.segment, tail.valid_end)}
+    if tail.valid_end == 0 and tail.filled is not None:
+        ends.add(tail.filled)
     if (
         durable is not None
         and len(problems) == before
-        and (durable.segment, durable.offset) != (tail.segment, tail.valid_end)
+        and (segment_key(durable.segment), durable.offset) not in ends
     ):
         problems.append(Problem(
             STATE_PATH, None,
