@@ -1,13 +1,17 @@
 """``convlog info``: what a log directory holds, like ``ros2 bag info``.
 
-One pass over every record (:class:`LogTally`, pure: records in, counts out) gives the
-time span, records by kind and by source, records per segment, the publishers seen in
-loss-detection stamps (:class:`convlog.core.gaps.GapDetector`, as the recorder follows them)
-and in ``recorder.gap`` records, gaps and drops. Sessions come from the fold
-(:func:`convlog.store.replay.load`, which starts from the newest matching checkpoint and is
-cut at the last seq the pass saw, so both describe the same log). Checkpoints, disk
-use and quarantine are read from the directory. Nothing is cached: every call reads
-the log again.
+It answers from the newest checkpoint plus the records after it, not by reading the
+whole log: the fold's state (:class:`convlog.core.fold.State`, which a checkpoint
+carries) counts records by kind, and its :class:`~convlog.core.fold.Tally` by source,
+the messages' own times and drops; the checkpoint's header holds the publishers'
+stamps as the recorder follows them (:class:`convlog.core.gaps.GapDetector`). The
+records after the checkpoint are folded and observed in one pass, so the counts and
+the sessions describe the same records even while a recorder appends. The time span
+comes from the first record of the log and the last one folded (``ts`` never goes
+back in seq order), records per segment from the segments' names (seqs run +1 across
+segments), sizes from file sizes; checkpoints, disk use and quarantine from the
+directory. With no usable checkpoint (or one written before the tally was kept, format
+2) the pass starts at the log's first record. Nothing is cached.
 """
 
 from __future__ import annotations
@@ -16,23 +20,26 @@ import os
 import stat
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from convlog.core.fold import Gap, State, Tally, fold
 from convlog.core.gaps import GapDetector
-from convlog.core.view import own_time
-from convlog.store.checkpoint import list_checkpoints
-from convlog.store.replay import NoLogError, load
+from convlog.store.checkpoint import Start, best_start, list_checkpoints
+from convlog.store.replay import NoLogError
 from convlog.store.segment import (
     CHECKPOINTS,
     EVENTS,
     QUARANTINE_FILE,
     RECOVERY,
+    bytes_from,
+    find_record,
     follow,
+    iter_records,
     list_segments,
     segment_key,
 )
@@ -62,115 +69,29 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-@dataclass(slots=True)
-class LogTally:
-    """Counts over the records of a log, fed in seq order. Pure: no I/O.
-
-    Attributes:
-        records: records counted.
-        first_seq, last_seq: lowest and highest seq seen (0 when none).
-        first_ts, last_ts: earliest and latest receive time (RFC 3339 text, which
-            compares as time), or None.
-        own_records, first_own_ts, last_own_ts: messages that carry a time of their own
-            (:func:`convlog.core.view.own_time`: a legacy ``Timestamp``, a payload
-            ``timestamp``/``ts``/``created_at``), and the earliest and latest of those
-            times: for imported data, when the conversation happened.
-        by_kind, by_source: records per kind and per source (``None`` source as ``-``).
-        by_segment: records per segment file name.
-        publishers: the stamps of bus records (``sub``/``pull``) followed as the
-            recorder follows them (messages, last seq, missing, restarts, duplicates).
-        gap_records, gap_missing: ``recorder.gap`` records and the messages they say
-            are missing (``data.missing``); ``gaps_by_publisher`` the same per publisher.
-        drop_records, dropped: ``recorder.dropped`` records and the messages they say
-            were dropped (``data.messages``).
-    """
-
-    records: int = 0
-    first_seq: int = 0
-    last_seq: int = 0
-    first_ts: str | None = None
-    last_ts: str | None = None
-    own_records: int = 0
-    first_own_ts: str | None = None
-    last_own_ts: str | None = None
-    by_kind: Counter[str] = field(default_factory=Counter)
-    by_source: Counter[str] = field(default_factory=Counter)
-    by_segment: Counter[str] = field(default_factory=Counter)
-    publishers: GapDetector = field(default_factory=GapDetector)
-    gap_records: int = 0
-    gap_missing: int = 0
-    gaps_by_publisher: Counter[str] = field(default_factory=Counter)
-    drop_records: int = 0
-    dropped: int = 0
-
-    def add(self, record: dict[str, Any], segment: str) -> None:
-        """Count one record (as :func:`convlog.core.record.parse_line` returns it) read from
-        ``segment``."""
-        seq = record["seq"]
-        kind = record["kind"]
-        self.records += 1
-        if not self.first_seq or seq < self.first_seq:
-            self.first_seq = seq
-        self.last_seq = max(self.last_seq, seq)
-        ts = record.get("ts")
-        if isinstance(ts, str):
-            if self.first_ts is None or ts < self.first_ts:
-                self.first_ts = ts
-            if self.last_ts is None or ts > self.last_ts:
-                self.last_ts = ts
-        if kind == "message":
-            own = own_time(record)
-            if own is not None:
-                self.own_records += 1
-                if self.first_own_ts is None or own < self.first_own_ts:
-                    self.first_own_ts = own
-                if self.last_own_ts is None or own > self.last_own_ts:
-                    self.last_own_ts = own
-        self.by_kind[kind] += 1
-        source = record.get("source")
-        self.by_source[source if isinstance(source, str) else "-"] += 1
-        self.by_segment[segment] += 1
-        self.publishers.observe_record(record)
-        data = record.get("data")
-        if kind == "recorder.gap" and isinstance(data, dict):
-            missing = _count(data.get("missing"))
-            self.gap_records += 1
-            self.gap_missing += missing
-            publisher = data.get("publisher")
-            self.gaps_by_publisher[publisher if isinstance(publisher, str) else "-"] += missing
-        elif kind == "recorder.dropped" and isinstance(data, dict):
-            self.drop_records += 1
-            self.dropped += _count(data.get("messages"))
-
-    def duration_s(self) -> float | None:
-        """Seconds from the earliest to the latest receive time, or None when the times
-        are missing or not RFC 3339."""
-        return _span_s(self.first_ts, self.last_ts)
-
-    def own_duration_s(self) -> float | None:
-        """Seconds from the earliest to the latest of the messages' own times, or None
-        when no message carries one."""
-        return _span_s(self.first_own_ts, self.last_own_ts)
-
-    def publisher_rows(self) -> list[dict[str, Any]]:
-        """One dict per publisher (id, messages, last stamp seq, missing, restarts,
-        duplicates, last record seq, missing according to ``recorder.gap`` records),
-        sorted by id; publishers known only from gap records are included."""
-        ids = set(self.publishers.publishers) | {p for p in self.gaps_by_publisher if p != "-"}
-        rows = []
-        for pid in sorted(ids):
-            state = self.publishers.publishers.get(pid)
-            rows.append({
-                "id": pid,
-                "messages": state.messages if state else 0,
-                "last_stamp_seq": state.seq if state else None,
-                "missing": state.missing if state else 0,
-                "restarts": state.restarts if state else 0,
-                "duplicates": state.duplicates if state else 0,
-                "last_record": state.last_record if state else None,
-                "gap_missing": self.gaps_by_publisher.get(pid, 0),
-            })
-        return rows
+def publisher_rows(publishers: GapDetector, gaps: list[Gap]) -> list[dict[str, Any]]:
+    """One dict per publisher (id, messages, last stamp seq, missing, restarts,
+    duplicates, last record seq, missing according to the ``recorder.gap`` records
+    folded into ``gaps``), sorted by id; publishers known only from gap records are
+    included."""
+    gap_missing: Counter[str] = Counter()
+    for gap in gaps:
+        if gap.publisher is not None:
+            gap_missing[gap.publisher] += gap.last - gap.first + 1
+    rows = []
+    for pid in sorted(set(publishers.publishers) | set(gap_missing)):
+        state = publishers.publishers.get(pid)
+        rows.append({
+            "id": pid,
+            "messages": state.messages if state else 0,
+            "last_stamp_seq": state.seq if state else None,
+            "missing": state.missing if state else 0,
+            "restarts": state.restarts if state else 0,
+            "duplicates": state.duplicates if state else 0,
+            "last_record": state.last_record if state else None,
+            "gap_missing": gap_missing.get(pid, 0),
+        })
+    return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,20 +151,14 @@ def quarantine_summary(directory: Path) -> dict[str, int]:
     return out
 
 
-def gather(
-    directory: Path,
-    progress: Callable[[int], None] | None = None,
-    fold_progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Describe a log directory (reads every record once, then folds from the newest
-    matching checkpoint).
+def gather(directory: Path, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Describe a log directory from its newest usable checkpoint and the records after
+    it (see the module doc).
 
     Args:
         directory: the log directory.
-        progress: called with the bytes of the log read since its last call (for a
-            progress bar over the segments' total size).
-        fold_progress: passed to :func:`convlog.store.replay.load` (bytes folded, bytes to
-            fold after the checkpoint it starts from).
+        progress: called as ``progress(bytes read, bytes to read)`` about every MiB of
+            the records read after the checkpoint (decompressed bytes), and once at the end.
 
     Returns:
         a JSON-friendly dict: ``directory``; ``records``, ``first_seq``, ``last_seq``;
@@ -251,12 +166,14 @@ def gather(
         messages' own times: ``records``, ``first_ts``, ``last_ts``, ``duration_s``);
         ``by_kind``, ``by_source``;
         ``sessions`` (``live``, ``deleted``, ``forks``, ``from_checkpoint``);
-        ``publishers`` (see :meth:`LogTally.publisher_rows`), ``unverified``;
+        ``read`` (what was read after it: ``records``, ``bytes``);
+        ``publishers`` (see :func:`publisher_rows`), ``unverified``;
         ``gaps`` (``records``, ``missing``); ``drops`` (``records``, ``messages``);
-        ``read_errors``; ``segments`` (``name``, ``first_seq``, ``bytes``,
-        ``records``); ``checkpoints`` (``count``, ``bytes``, ``labelled``,
-        ``newest``); ``disk`` (per part: ``bytes``, ``allocated``, ``files``; and
-        ``total``); ``quarantine`` (see :func:`quarantine_summary`).
+        ``read_errors`` (invalid lines among those read); ``segments`` (``name``,
+        ``first_seq``, ``bytes``, ``records``); ``checkpoints`` (``count``,
+        ``bytes``, ``labelled``, ``newest``); ``disk`` (per part: ``bytes``,
+        ``allocated``, ``files``; and ``total``); ``quarantine`` (see
+        :func:`quarantine_summary`).
 
     Raises:
         NoLogError: when the directory has no segment.
@@ -265,27 +182,40 @@ def gather(
     directory = Path(directory)
     if not list_segments(directory):
         raise NoLogError.in_directory(directory)
-    tally = LogTally()
+    start = best_start(directory)
+    state, publishers = start.state, start.publishers
+    if state.tally is None or publishers is None:  # it cannot answer for the records before it
+        start = Start(State(), None, None, start.refused)
+        state, publishers = start.state, GapDetector()
     errors: list[dict[str, Any]] = []
-    finished = reported = 0  # bytes of the segments already read; bytes reported
-    current, current_end = None, 0
+    total = bytes_from(directory, 1) if start.position is None else _bytes_after(directory, start.position)
+    done = reported = read = 0
+    before, current, last = 0, None, None  # bytes of the segments finished, the segment read, the last record
     for record, segment, offset in follow(
-        directory, None, on_error=lambda s, n, r: errors.append({"segment": s, "line": n, "reason": r})
+        directory, start.position, on_error=lambda s, n, r: errors.append({"segment": s, "line": n, "reason": r})
     ):
-        tally.add(record, segment)
-        if progress is not None:
-            if segment != current:
-                finished += current_end
-                current = segment
-            current_end = offset
-            if finished + offset - reported >= _PROGRESS_STEP:
-                progress(finished + offset - reported)
-                reported = finished + offset
-    if progress is not None and finished + current_end > reported:
-        progress(finished + current_end - reported)
-    # The fold covers exactly the records counted above, even while a recorder appends.
-    replay = load(directory, upto_seq=tally.last_seq, progress=fold_progress) if tally.last_seq else None
-    infos = replay.state.session_list(include_deleted=True) if replay else []
+        fold(state, record)
+        publishers.observe_record(record)
+        last = record
+        read += 1
+        if segment != current:
+            if current is not None:
+                before = done
+            current, base = segment, (start.position[1] if start.position and segment == start.position[0] else 0)
+        done = before + offset - base
+        if progress is not None and done - reported >= _PROGRESS_STEP:
+            progress(done, max(total, done))
+            reported = done
+    if progress is not None:
+        progress(done, max(total, done))
+    first = next(iter_records(directory), None)
+    if last is None and state.last_seq:
+        last = find_record(directory, state.last_seq)
+    tally = state.tally if state.tally is not None else Tally()  # never None here: the fold started with one
+    first_ts = first.get("ts") if first is not None and isinstance(first.get("ts"), str) else None
+    last_ts = last.get("ts") if last is not None and isinstance(last.get("ts"), str) else None
+    infos = state.session_list(include_deleted=True)
+    segments = list_segments(directory)
     checkpoints = list_checkpoints(directory)
     newest = checkpoints[-1] if checkpoints else None
     disk = {part: disk_use(directory / part) for part in DISK_PARTS}
@@ -297,35 +227,37 @@ def gather(
     )
     return {
         "directory": str(directory),
-        "records": tally.records,
-        "first_seq": tally.first_seq,
-        "last_seq": tally.last_seq,
-        "first_ts": tally.first_ts,
-        "last_ts": tally.last_ts,
-        "duration_s": tally.duration_s(),
+        "records": state.records,
+        "first_seq": first["seq"] if first is not None else 0,
+        "last_seq": state.last_seq,
+        "first_ts": first_ts,
+        "last_ts": last_ts,
+        "duration_s": _span_s(first_ts, last_ts),
         "own": {
-            "records": tally.own_records,
-            "first_ts": tally.first_own_ts,
-            "last_ts": tally.last_own_ts,
-            "duration_s": tally.own_duration_s(),
+            "records": tally.own_messages,
+            "first_ts": tally.first_own,
+            "last_ts": tally.last_own,
+            "duration_s": _span_s(tally.first_own, tally.last_own),
         },
-        "by_kind": dict(sorted(tally.by_kind.items())),
-        "by_source": dict(sorted(tally.by_source.items())),
+        "by_kind": dict(sorted(state.kinds.items())),
+        "by_source": dict(sorted(tally.sources.items())),
         "sessions": {
             "live": sum(1 for s in infos if s.deleted_seq is None),
             "deleted": sum(1 for s in infos if s.deleted_seq is not None),
             "forks": sum(1 for s in infos if s.parent is not None),
-            "from_checkpoint": replay.checkpoint.name if replay and replay.checkpoint else None,
+            "from_checkpoint": start.checkpoint.name if start.checkpoint else None,
         },
-        "publishers": tally.publisher_rows(),
-        "unverified": tally.publishers.unverified,
-        "gaps": {"records": tally.gap_records, "missing": tally.gap_missing},
-        "drops": {"records": tally.drop_records, "messages": tally.dropped},
+        "read": {"records": read, "bytes": done},
+        "publishers": publisher_rows(publishers, state.gaps),
+        "unverified": publishers.unverified,
+        "gaps": {"records": state.kinds.get("recorder.gap", 0),
+                 "missing": sum(gap.last - gap.first + 1 for gap in state.gaps)},
+        "drops": {"records": state.kinds.get("recorder.dropped", 0), "messages": tally.dropped},
         "read_errors": errors,
         "segments": [
-            {"name": path.name, "first_seq": first, "bytes": _size(path),
-             "records": tally.by_segment.get(segment_key(path), 0)}
-            for first, path in list_segments(directory)
+            {"name": path.name, "first_seq": first_seq, "bytes": _size(path),
+             "records": max(0, (segments[i + 1][0] if i + 1 < len(segments) else state.last_seq + 1) - first_seq)}
+            for i, (first_seq, path) in enumerate(segments)
         ],
         "checkpoints": {
             "count": len(checkpoints),
@@ -342,6 +274,16 @@ def gather(
         },
         "quarantine": quarantine_summary(directory),
     }
+
+
+def _bytes_after(directory: Path, position: tuple[str, int]) -> int:
+    """Bytes of the log after ``position`` (``(segment key, offset)``), decompressed."""
+    segments = list_segments(directory)
+    keys = [segment_key(path) for _, path in segments]
+    name, offset = segment_key(position[0]), position[1]
+    if name not in keys:
+        return 0
+    return bytes_from(directory, segments[keys.index(name)][0]) - offset
 
 
 def _size(path: Path) -> int:

@@ -48,7 +48,7 @@ Rules by kind (parameters are read from ``data``; ids from ``meta``):
 * Any other kind is only counted.
 
 Modules: :mod:`.values` (:class:`Refs` and the immutable records of what happened),
-:mod:`.state` (:class:`State`, :class:`Session`, :class:`Stream`, :class:`Usage`),
+:mod:`.state` (:class:`State`, :class:`Session`, :class:`Stream`, :class:`Usage`, :class:`Tally`),
 :mod:`.rules` (the handlers, one per kind, and :class:`Step`); this module folds.
 Import the names from ``convlog.core.fold``.
 """
@@ -59,7 +59,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from convlog.core.fold.rules import _HANDLERS, Observer, Step, _Invalid, _Record, message_id
-from convlog.core.fold.state import FORMAT_VERSION, Session, State, Stream, Usage
+from convlog.core.fold.state import FORMAT_VERSION, Session, State, Stream, Tally, Usage
 from convlog.core.fold.values import Crystal, FoldError, Gap, Refs, Rewind, SessionCheckpoint, message_key
 
 __all__ = [
@@ -75,6 +75,7 @@ __all__ = [
     "State",
     "Step",
     "Stream",
+    "Tally",
     "Usage",
     "fold",
     "fold_all",
@@ -91,7 +92,7 @@ def fold(state: State, record: Mapping[str, Any], observe: Observer | None = Non
 
     A record whose seq is ``<= state.last_seq`` is ignored entirely (replaying a log
     over a checkpoint, or the same record twice, is idempotent). Otherwise
-    ``last_seq``, ``records`` and ``kinds`` are updated for every kind, and the
+    ``last_seq``, ``records``, ``kinds`` and the ``tally`` are updated for every kind, and the
     kind's handler, if any, applies it. A record the handler rejects changes nothing
     else but appends a :class:`FoldError` to ``state.errors``.
 
@@ -122,6 +123,8 @@ def fold(state: State, record: Mapping[str, Any], observe: Observer | None = Non
     state.last_seq = seq
     state.records += 1
     state.kinds[kind] = state.kinds.get(kind, 0) + 1
+    if state.tally is not None:
+        state.tally.add(record, kind)
     handler = _HANDLERS.get(kind)
     if handler is None:
         return state
