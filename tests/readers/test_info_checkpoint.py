@@ -136,10 +136,10 @@ def test_info_from_a_checkpoint_equals_info_from_the_whole_log(tmp_path: Path) -
     assert info["sessions"]["deleted"] == 1
 
 
-def test_info_with_a_format_2_checkpoint_reads_the_whole_log(tmp_path: Path) -> None:
+def test_info_with_a_format_2_checkpoint_reads_the_whole_log(tmp_path: Path, parsed: list[int]) -> None:
     """A checkpoint whose state has no tally (written before format 3) cannot answer
-    for the records before it: ``info`` reads the log from its start and gives the same
-    figures; ``sessions`` still starts from it."""
+    for the records before it: ``info`` reads them too, only to count them, folds from
+    the checkpoint, and gives the same figures; ``sessions`` starts from it."""
     directory = tmp_path / "log"
     build(directory)
     reference = gather(directory)
@@ -149,8 +149,10 @@ def test_info_with_a_format_2_checkpoint_reads_the_whole_log(tmp_path: Path) -> 
     state["state"]["version"] = 2
     del state["state"]["tally"]
     path.write_bytes(b"\n".join([header, orjson.dumps(state), blob]))
+    parsed.clear()
     old = gather(directory)
-    assert old["sessions"]["from_checkpoint"] is None and old["read"]["records"] == TOTAL
+    assert old["sessions"]["from_checkpoint"] == path.name and old["read"]["records"] == TOTAL
+    assert sorted(set(parsed)) == list(range(1, TOTAL + 1))
     assert comparable(old) == comparable(reference)
     result = CliRunner().invoke(main, ["replay", "--json", "--dir", str(directory)])
     assert orjson.loads(result.stdout)["from_checkpoint"] == path.name

@@ -108,7 +108,7 @@ def test_a_lookup_decompresses_one_frame_and_neighbours_come_from_the_cache(
     plain = tmp_path / "plain"
     last = build(plain, [(200, 0)] * 6000, segment_bytes=1 << 20)
     sealed = sealed_copy(plain, tmp_path / "sealed", frame_bytes=64 << 10)
-    first, path = list_segments(sealed)[0]
+    _first, path = list_segments(sealed)[0]
     assert is_sealed(path)
     clear_caches()
     assert find_record(sealed, 1000)["seq"] == 1000

@@ -10,8 +10,9 @@ the sessions describe the same records even while a recorder appends. The time s
 comes from the first record of the log and the last one folded (``ts`` never goes
 back in seq order), records per segment from the segments' names (seqs run +1 across
 segments), sizes from file sizes; checkpoints, disk use and quarantine from the
-directory. With no usable checkpoint (or one written before the tally was kept, format
-2) the pass starts at the log's first record. Nothing is cached.
+directory. With no usable checkpoint the pass folds from the log's first record; with
+one written before the tally was kept (state format 2) it also reads the records the
+checkpoint covers, only to count them. Nothing is cached.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from typing import Any
 
 import orjson
 
-from convlog.core.fold import Gap, State, Tally, fold
+from convlog.core.fold import Gap, Tally, fold
 from convlog.core.gaps import GapDetector
-from convlog.store.checkpoint import Start, best_start, list_checkpoints
+from convlog.store.checkpoint import best_start, list_checkpoints
 from convlog.store.replay import NoLogError
 from convlog.store.segment import (
     CHECKPOINTS,
@@ -183,25 +184,38 @@ def gather(directory: Path, progress: Callable[[int, int], None] | None = None) 
     if not list_segments(directory):
         raise NoLogError.in_directory(directory)
     start = best_start(directory)
-    state, publishers = start.state, start.publishers
-    if state.tally is None or publishers is None:  # it cannot answer for the records before it
-        start = Start(State(), None, None, start.refused)
-        state, publishers = start.state, GapDetector()
+    state, publishers, position = start.state, start.publishers, start.position
+    covered = state.last_seq  # records up to it are folded into the checkpoint's state
+    recount_tally, recount_publishers = state.tally is None, publishers is None
+    if recount_tally or recount_publishers:
+        # A checkpoint from before the tally (state format 2), or without the publishers'
+        # stamps: the records it covers are read too, only to count them.
+        position = None
+    tally = state.tally = state.tally if state.tally is not None else Tally()
+    publishers = publishers if publishers is not None else GapDetector()
     errors: list[dict[str, Any]] = []
-    total = bytes_from(directory, 1) if start.position is None else _bytes_after(directory, start.position)
-    done = reported = read = 0
+    total = bytes_from(directory, 1) if position is None else _bytes_after(directory, position)
+    done = reported = read = counted = 0
     before, current, last = 0, None, None  # bytes of the segments finished, the segment read, the last record
     for record, segment, offset in follow(
-        directory, start.position, on_error=lambda s, n, r: errors.append({"segment": s, "line": n, "reason": r})
+        directory, position, on_error=lambda s, n, r: errors.append({"segment": s, "line": n, "reason": r})
     ):
-        fold(state, record)
-        publishers.observe_record(record)
-        last = record
+        seq = record["seq"]
+        if seq > covered:
+            fold(state, record)
+            publishers.observe_record(record)
+            last = record
+        elif seq > counted:  # as the fold counted it when the checkpoint was written
+            counted = seq
+            if recount_tally:
+                tally.add(record, record["kind"])
+            if recount_publishers:
+                publishers.observe_record(record)
         read += 1
         if segment != current:
             if current is not None:
                 before = done
-            current, base = segment, (start.position[1] if start.position and segment == start.position[0] else 0)
+            current, base = segment, (position[1] if position and segment == position[0] else 0)
         done = before + offset - base
         if progress is not None and done - reported >= _PROGRESS_STEP:
             progress(done, max(total, done))
@@ -211,7 +225,6 @@ def gather(directory: Path, progress: Callable[[int, int], None] | None = None) 
     first = next(iter_records(directory), None)
     if last is None and state.last_seq:
         last = find_record(directory, state.last_seq)
-    tally = state.tally if state.tally is not None else Tally()  # never None here: the fold started with one
     first_ts = first.get("ts") if first is not None and isinstance(first.get("ts"), str) else None
     last_ts = last.get("ts") if last is not None and isinstance(last.get("ts"), str) else None
     infos = state.session_list(include_deleted=True)

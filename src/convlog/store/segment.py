@@ -484,9 +484,10 @@ class _Sealed:
         return seq
 
     def continuation(self, frame: int) -> bytes:
-        """The bytes of the line that runs out of ``frame`` into the next one, from the
-        next frame's start to its first newline included (empty when ``frame`` ends
-        with a newline and no line starts the next frame... see :meth:`owned`).
+        """The part of the next frame that belongs to ``frame``: from its start to its
+        first newline included (the end of the line that runs out of ``frame``; when
+        ``frame`` ends with a newline, the whole line that starts the next one). Empty
+        for the last frame.
 
         Raises:
             _Unusual: when that line does not end in the next frame.
