@@ -18,7 +18,15 @@ import pytest
 from conftest import Proc, spawn
 from convlog.bus.probe import Probe, probe_endpoint
 from convlog.cli.demo import free_port
-from convlog.cli.doctor import XSUB_FIX, Check, check_clock, check_recorder, check_silence, run_checks
+from convlog.cli.doctor import (
+    XSUB_FIX,
+    Check,
+    check_clock,
+    check_recorder,
+    check_retention,
+    check_silence,
+    run_checks,
+)
 from convlog.core.record import make_line
 from convlog.store.segment import LOCK_FILE, RECOVERY, ensure_layout, segment_name
 
@@ -159,7 +167,7 @@ def test_run_checks_flags_sub_pointed_at_xsub(
     xsub, xpub = broker
     checks = run_checks(None, tmp_path / "logs", [xpub, xsub], None)
     assert [c.name for c in checks] == [
-        "config", "directory", "recorder", f"sub {xpub}", f"sub {xsub}", "silence", "clock",
+        "config", "directory", "recorder", f"sub {xpub}", f"sub {xsub}", "silence", "clock", "retention",
     ]
     assert_well_formed(checks)
     assert {c.name for c in checks if not c.ok} == {"recorder", f"sub {xsub}"}
@@ -168,6 +176,34 @@ def test_run_checks_flags_sub_pointed_at_xsub(
     assert "XSUB" in flagged.message
     assert "not running" in by_name(checks)["recorder"].message
     assert "would be created" in by_name(checks)["directory"].message
+
+
+def test_retention_check_names_a_bound_it_cannot_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[retention]``: off passes and says so; a max_bytes under two segments, one larger
+    than the disk, or an archive directory that cannot be written fails with a fix; a
+    sound one passes naming its limits."""
+    monkeypatch.delenv("CONVLOG_CONFIG", raising=False)
+    logs = tmp_path / "logs"
+    assert "off" in check_retention(None, logs).message and check_retention(None, logs).ok
+    path = tmp_path / "convlog.toml"
+    cases = (
+        ('[recorder]\nsegment_bytes = 1048576\n[retention]\nmax_bytes = "1MiB"\n', "less than two segments"),
+        ('[retention]\nmax_bytes = "900PiB"\n', "the disk fills first"),
+    )
+    for text, needle in cases:
+        path.write_text(text)
+        check = check_retention(path, logs)
+        assert not check.ok and needle in check.message and check.fix, check
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        path.write_text(f'[retention]\nmax_age = "30d"\naction = "archive"\narchive_dir = "{locked}/a"\n')
+        check = check_retention(path, logs)
+        assert not check.ok and "cannot be written" in check.message
+    path.write_text(f'[retention]\nmax_age = "30d"\nmax_bytes = "1GiB"\naction = "archive"\n'
+                    f'archive_dir = "{tmp_path}/archive"\n')
+    check = check_retention(path, logs)
+    assert check.ok and "max_age 30 d" in check.message and "archive to" in check.message, check
 
 
 def test_bad_config_file_is_flagged_with_file_and_line(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ records the checkpoint covers; a checkpoint written before the fold kept its tal
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +172,40 @@ def test_sessions_reads_only_the_records_after_the_newest_checkpoint(tmp_path: P
     build(plain, checkpoint=False, sealed=False)
     assert orjson.loads(result.stdout) == orjson.loads(
         CliRunner().invoke(main, ["sessions", "--json", "--all", "--dir", str(plain)]).stdout)
+
+
+@pytest.mark.parametrize("keep_checkpoint", [True, False])
+def test_info_after_a_prune_describes_the_records_the_log_holds(tmp_path: Path, keep_checkpoint: bool) -> None:
+    """After ``convlog prune`` let the oldest segments go, ``info`` takes the base's
+    counts off: records, kinds, sources, gaps and drops are those of the records left
+    (counted directly), the segments' records add up to them, and the sessions are the
+    whole fold's; from the base alone and from a checkpoint after it alike."""
+    directory = tmp_path / "log"
+    build(directory)
+    sessions_before = gather(directory)["sessions"]
+    size = sum(path.stat().st_size for _, path in segment.list_segments(directory))
+    result = CliRunner().invoke(main, ["prune", "--dir", str(directory), "--max-bytes", str(size // 2)])
+    assert result.exit_code == 0, result.output
+    assert (directory / "base.json").exists()
+    if not keep_checkpoint:
+        for info in list_checkpoints(directory):
+            info.path.unlink()
+    else:
+        Checkpointer(directory).checkpoint()
+    info = gather(directory)
+    assert info["sessions"]["from_checkpoint"] == ("base.json" if not keep_checkpoint else
+                                                   list_checkpoints(directory)[-1].path.name)
+    left = list(segment.iter_records(directory))
+    assert info["records"] == len(left) == sum(s["records"] for s in info["segments"])
+    assert info["first_seq"] == left[0]["seq"] > 1
+    assert info["by_kind"] == dict(sorted(Counter(r["kind"] for r in left).items()))
+    assert info["by_source"] == dict(sorted(Counter(r["source"] for r in left).items()))
+    gaps = [r for r in left if r["kind"] == "recorder.gap"]
+    assert info["gaps"] == {"records": len(gaps), "missing": sum(r["data"]["missing"] for r in gaps)}
+    drops = [r["data"]["messages"] for r in left if r["kind"] == "recorder.dropped"]
+    assert info["drops"] == {"records": len(drops), "messages": sum(drops)}
+    assert {k: v for k, v in info["sessions"].items() if k != "from_checkpoint"} == {
+        k: v for k, v in sessions_before.items() if k != "from_checkpoint"}
+    stamped = Counter(r["data"]["convlog"]["publisher"] for r in left
+                      if r["source"] == "sub" and r["kind"] != "publisher.heartbeat")
+    assert {p["id"]: p["messages"] for p in info["publishers"]} == dict(stamped)

@@ -364,3 +364,17 @@ def test_end_seq_steps_over_a_torn_line(tmp_path: Path) -> None:
     assert end_seq(tmp_path) == 7
     (tmp_path / "events" / "00000000000000000099.jsonl").write_bytes(b"")
     assert end_seq(tmp_path) == 7
+
+
+def test_purged_records_are_never_played() -> None:
+    """A purged record (``convlog purge`` removed its payload) has nothing to send: play's
+    plan leaves it out, whatever the selection, and plays the records around it."""
+    from convlog.core.purge import purged_line
+
+    ingest = Ingest()
+    lines = [ingest.line([b"s", orjson.dumps({"type": "message", "session_id": "s", "content": f"m{i}"})], i,
+                         f"2026-11-21T12:00:0{i}.000000Z", "sub") for i in range(1, 4)]
+    lines[1] = purged_line(parse_line(lines[1]))
+    planned = list(plan(lines, Selection(), None))
+    assert [item.seq for item in planned] == [1, 3]
+    assert list(plan(lines, Selection(sessions=frozenset({"s"}), since_seq=2, until_seq=2), None)) == []

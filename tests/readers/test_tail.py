@@ -551,3 +551,17 @@ def test_info_counts_equal_counts_computed_from_the_log(bus: Bus, tmp_path: Path
 
     empty = run("info", "--dir", str(tmp_path / "empty"))
     assert empty.returncode == 1 and empty.stderr.decode().startswith("convlog: no event log in ")
+
+
+def test_a_purged_record_is_shown_as_purged_and_its_kind_can_be_followed() -> None:
+    """``tail`` shows a purged record's text as ``(purged)`` (nothing of the payload) and
+    ``--kind session.purged`` is a kind of the vocabulary."""
+    from convlog.core.purge import purged_line
+    from convlog.core.record import parse_line
+    from convlog.readers.tail import line_parts, plain_line
+
+    original = parse_line(make_line(7, "2026-11-21T12:00:00.000000Z", "message", "sub", "t", "s",
+                                    {"content": "private"}, {"sender": "ann", "sha256": "00"}))
+    line = plain_line(line_parts(parse_line(purged_line(original))))
+    assert line.endswith("message  s  sub: (purged)") and "private" not in line and "ann" not in line
+    assert RecordFilter.of(kinds=["session.purged"])({"kind": "session.purged"})

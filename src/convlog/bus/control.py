@@ -13,14 +13,17 @@ Requests (``op`` and its parameters)::
     {"op": "checkpoint", "label": "before-upgrade"}       # label optional
     {"op": "flush"}                                         # fsync now
     {"op": "rotate"}                                        # start a new segment
+    {"op": "prune", "max_age_s": 7776000, "max_bytes": null, "action": "delete",
+     "archive_dir": null, "dry_run": false}                 # apply retention now
     {"op": "append", "kind": "session.fork", "session": "s1-alt", "data": {"parent": "s1", "at": 4}}
     {"op": "stop"}
 
 Replies: ``{"ok": true, ...}`` with the op's fields, or ``{"ok": false, "error": "..."}``.
 An unknown or malformed request gets an error reply and changes nothing.
 
-``append`` writes one session control record (source ``control``) through the recorder,
-so the log keeps a single writer. The recorder checks its shape only; whether its
+``append`` writes one session control record (source ``control``), or the
+``session.purged`` record of ``convlog purge``, through the recorder, so the log keeps a
+single writer. The recorder checks its shape only; whether its
 target exists (session, message count, checkpoint name) is checked by the client
 against the fold before sending (:mod:`convlog.cli.session_control`).
 
@@ -38,15 +41,19 @@ from typing import Any
 import orjson
 import zmq
 
-from convlog.core.record import MAX_DEPTH, dump_json, json_depth
+from convlog.core.record import MAX_DEPTH, PURGED_KIND, dump_json, json_depth
 from convlog.store.segment import RECOVERY
 
 #: Session control kinds that ``append`` accepts (docs/fold.md).
 CONTROL_KINDS = frozenset(
     {"session.start", "session.fork", "session.rewind", "session.checkpoint", "session.crystal", "session.delete"}
 )
+#: Kinds ``append`` accepts: the session control kinds and ``session.purged``, the record
+#: ``convlog purge`` ends with when a recorder runs (a publisher cannot send it; who can
+#: reach this socket, mode 0600, can rewrite the log's files anyway).
+APPEND_KINDS = CONTROL_KINDS | {PURGED_KIND}
 #: Operations the recorder answers.
-OPS = frozenset({"status", "checkpoint", "flush", "rotate", "append", "stop"})
+OPS = frozenset({"status", "checkpoint", "flush", "rotate", "append", "prune", "stop"})
 #: Longest request accepted, bytes.
 MAX_REQUEST_BYTES = 1 << 20
 #: Longest ``ipc://`` path libzmq accepts (``sun_path`` is 108 bytes on Linux, with the NUL).
@@ -125,7 +132,8 @@ def parse_request(body: bytes) -> Request:
     if op not in OPS:
         raise ControlError(f"unknown op {op!r} (known: {', '.join(sorted(OPS))})")
     params = {k: v for k, v in value.items() if k != "op"}
-    allowed = {"checkpoint": {"label"}, "append": {"kind", "session", "data"}}.get(op, set())
+    allowed = {"checkpoint": {"label"}, "append": {"kind", "session", "data"},
+               "prune": {"max_age_s", "max_bytes", "action", "archive_dir", "dry_run"}}.get(op, set())
     extra = sorted(set(params) - allowed)
     if extra:
         raise ControlError(f"{op}: unexpected field(s) {', '.join(map(repr, extra))}")
@@ -136,8 +144,8 @@ def parse_request(body: bytes) -> Request:
         params["label"] = label
     elif op == "append":
         kind, session, data = params.get("kind"), params.get("session"), params.get("data", {})
-        if kind not in CONTROL_KINDS:
-            raise ControlError(f"append: kind must be one of {', '.join(sorted(CONTROL_KINDS))}")
+        if kind not in APPEND_KINDS:
+            raise ControlError(f"append: kind must be one of {', '.join(sorted(APPEND_KINDS))}")
         if not isinstance(session, str) or not session:
             raise ControlError("append: session must be a non-empty string")
         if not isinstance(data, dict):
@@ -145,7 +153,31 @@ def parse_request(body: bytes) -> Request:
         if json_depth(data) > MAX_DEPTH:
             raise ControlError(f"append: data is nested deeper than {MAX_DEPTH} levels")
         params = {"kind": kind, "session": session, "data": data}
+    elif op == "prune":
+        params = _prune_params(params)
     return Request(op, params)
+
+
+def _prune_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Check ``prune``'s fields: positive numbers or null, an action, a path or null."""
+    out: dict[str, Any] = {}
+    for name in ("max_age_s", "max_bytes"):
+        value = params.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+            raise ControlError(f"prune: {name} must be a positive number or null")
+        out[name] = value
+    action = params.get("action", "delete")
+    if action not in ("delete", "archive"):
+        raise ControlError("prune: action must be delete or archive")
+    archive = params.get("archive_dir")
+    if archive is not None and (not isinstance(archive, str) or not archive):
+        raise ControlError("prune: archive_dir must be a path or null")
+    if action == "archive" and archive is None:
+        raise ControlError("prune: action archive needs an archive_dir")
+    if not isinstance(params.get("dry_run", False), bool):
+        raise ControlError("prune: dry_run must be true or false")
+    out.update(action=action, archive_dir=archive, dry_run=params.get("dry_run", False))
+    return out
 
 
 def error_reply(message: str) -> bytes:

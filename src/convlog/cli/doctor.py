@@ -10,7 +10,10 @@
    port receives nothing, silently;
 5. ``silence``: known publishers have not gone quiet (no message, no heartbeat) for
    longer than a threshold;
-6. ``clock``: the system clock is plausible and the newest record is not in the future.
+6. ``clock``: the system clock is plausible and the newest record is not in the future;
+7. ``retention``: ``[retention]`` can hold the log: ``max_bytes`` fits on the disk and
+   is larger than two segments (only finished segments go), an archive directory is
+   writable.
 
 The checks only read, except for a temporary file created and removed to prove the
 directory is writable, and the probe connections. The CLI composes them (it asks the
@@ -128,7 +131,47 @@ def run_checks(
                             "give the broker's XPUB endpoint with --sub (or `sub` in [recorder])"))
     checks.append(check_silence(status, silence_s))
     checks.append(check_clock(directory, status))
+    checks.append(check_retention(config_path, directory))
     return checks
+
+
+def check_retention(config_path: Path | None, directory: Path) -> Check:
+    """``[retention]`` can do its job (see the module doc); skipped (passing) when the
+    configuration does not load (the ``config`` check names why)."""
+    try:
+        config = load_config(config_path)
+    except ConfigError:
+        return Check("retention", True, "skipped: the configuration does not load")
+    limits = config.retention()
+    if not limits.active:
+        return Check("retention", True, "off: the log keeps every segment (sealed); set [retention] max_age "
+                                        "or max_bytes to bound it")
+    said = []
+    if limits.max_age_s is not None:
+        said.append(f"max_age {limits.max_age_s / 86400:g} d")
+    if limits.max_bytes is not None:
+        said.append(f"max_bytes {_gib(limits.max_bytes)}")
+        if limits.max_bytes < 2 * config.segment_bytes:
+            return Check("retention", False, f"max_bytes ({limits.max_bytes:,} bytes) is less than two segments "
+                         f"({config.segment_bytes:,} bytes each): only finished segments go, so it cannot be held",
+                         "raise max_bytes, or lower segment_bytes in [recorder]")
+        target = _existing_ancestor(directory)
+        used = sum(path.stat().st_size for _, path in list_segments(directory)) if directory.is_dir() else 0
+        free = shutil.disk_usage(target).free
+        if free + used < limits.max_bytes:
+            return Check("retention", False, f"max_bytes is {_gib(limits.max_bytes)} but {target} has "
+                         f"{_gib(free)} free (the log holds {_gib(used)}): the disk fills first",
+                         "lower max_bytes, or free space on that file system")
+    if config.retention_action == "archive" and config.retention_archive_dir is not None:
+        archive = _existing_ancestor(config.retention_archive_dir)
+        if not os.access(archive, os.W_OK):
+            return Check("retention", False, f"the archive directory {config.retention_archive_dir} cannot be "
+                         f"written ({archive} is not writable)",
+                         f"give the recorder's user write access to {archive}, or choose another archive_dir")
+        said.append(f"archive to {config.retention_archive_dir}")
+    else:
+        said.append("delete")
+    return Check("retention", True, ", ".join(said))
 
 
 def check_config(config_path: Path | None) -> Check:

@@ -11,9 +11,12 @@ from convlog.cli.demo import DemoError
 from convlog.cli.session_control import SessionControlError
 from convlog.cli.sharegpt import DatasetMissingError
 from convlog.recorder.config import ConfigError
+from convlog.store.archive import ArchiveError
 from convlog.store.checkpoint import CheckpointError
 from convlog.store.lock import LogLockedError
+from convlog.store.purge import PurgeError
 from convlog.store.replay import NoLogError, UnknownSessionError
+from convlog.store.retention import RetentionError
 
 #: Failures that are the user's to fix: one line, exit 1.
 EXPECTED = (
@@ -30,6 +33,9 @@ EXPECTED = (
     PublishFileError,
     ControlError,
     SessionControlError,
+    PurgeError,
     TimeoutError,
+    RetentionError,
+    ArchiveError,
     zmq.ZMQError,
 )

@@ -118,6 +118,14 @@ def print_info(data: dict[str, Any]) -> None:
     row("checkpoints", f"{cps['count']:,} ({_size_text(cps['bytes'])})"
         + (f", newest {newest['file']} (seq {newest['seq']}, {newest['ts']})" if newest else "")
         + (f", labelled: {', '.join(cps['labelled'])}" if cps["labelled"] else ""))
+    horizon = data.get("horizon")
+    if horizon is not None:
+        pruned = horizon["pruned"]
+        where = f" into {pruned['archive_dir']}" if pruned.get("archive_dir") else ""
+        row("horizon", f"seq {horizon['seq']:,} ({horizon['ts']}): {pruned.get('records', 0):,} records in "
+            f"{pruned.get('segments', 0):,} segments ({_size_text(pruned.get('bytes', 0))}) "
+            f"{'archived' if pruned.get('action') == 'archive' else 'deleted'}{where} by retention, "
+            f"last at {pruned.get('at')}; the log folds from its base")
     q = data["quarantine"]
     row("quarantine", f"{_size_text(q['file_bytes'])} ({q['entries']} entries, "
         f"{_size_text(q['salvaged_bytes'])} salvaged)")

@@ -376,11 +376,11 @@ class Menu:
     def _checkpoint(self, info: Any) -> None:
         """Inspect one checkpoint: its cut, whether the log still holds it, its sessions;
         resume one of them as of its seq."""
-        from convlog.store.checkpoint import check_cut, load_checkpoint
+        from convlog.store.checkpoint import check_cut, load_checkpoint, read_horizon
 
         with self._busy("reading the checkpoint…"):
             cut, state = load_checkpoint(info.path)
-            reason = check_cut(self.directory, cut)
+            reason = check_cut(self.directory, cut, read_horizon(self.directory))
         sessions = sessions_by_activity(state)
         page, redraw = 0, True
         while True:

@@ -1,5 +1,5 @@
 """Terminal output (rich) of reports: verify, recover and import, the checkpoints table,
-the recorder's status and the doctor's checks."""
+the recorder's status, the doctor's checks and what a purge did."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from rich.table import Table
 from rich.text import Text
 
 from convlog.cli.console import err, out
+from convlog.core.view import plural
 
 if TYPE_CHECKING:
     from convlog.store.importer import ImportReport
     from convlog.store.offline import RepairReport
+    from convlog.store.purge import PurgeReport
     from convlog.store.seal import Sealed
     from convlog.store.verify import VerifyReport
 
@@ -64,6 +66,30 @@ def print_compress(directory: Path, sealed: Sealed) -> None:
     noun = "segment" if sealed.segments == 1 else "segments"
     out.print(f"{directory}: compressed {sealed.segments} {noun}: {sealed.before:,} -> {sealed.after:,} bytes "
               f"(ratio {sealed.ratio:.1f}x)", markup=False)
+
+
+def print_prune(directory: Path, data: dict[str, Any]) -> None:
+    """Print what ``convlog prune`` let go of (``recorder.pruned``'s data, see
+    :meth:`convlog.store.retention.PruneReport.as_data`)."""
+    segments = data.get("segments") or []
+    verb = "would " + data["action"] if data.get("dry_run") else ("archived" if data["action"] == "archive" else
+                                                                  "deleted")
+    if not segments:
+        leftovers = data.get("leftovers") or []
+        tail = f" (removed {len(leftovers)} segment(s) left by an interrupted prune)" if leftovers else ""
+        out.print(f"{directory}: nothing to prune{tail}", markup=False)
+        return
+    noun = "segment" if len(segments) == 1 else "segments"
+    reasons = ", ".join(f"{count} by {reason}" for reason, count in sorted(data.get("reasons", {}).items()))
+    where = f" into {data['archive_dir']}" if data.get("archive_dir") else ""
+    out.print(f"{directory}: {verb} {len(segments)} {noun}{where} ({reasons}): seq {data['first_seq']}"
+              f"-{data['last_seq']}, {data['records']:,} records, {data['bytes']:,} bytes, received "
+              f"{data.get('first_ts') or '?'} to {data.get('last_ts') or '?'}", markup=False)
+    if not data.get("dry_run"):
+        out.print(f"base: the state at seq {data['base']} (base.json); the log's horizon is seq {data['base']}",
+                  markup=False)
+        if data.get("checkpoints"):
+            out.print(f"checkpoints before the horizon {verb}: {', '.join(data['checkpoints'])}", markup=False)
 
 
 def print_import(report: ImportReport) -> None:
@@ -131,6 +157,14 @@ def print_status(status: dict[str, Any]) -> None:
     cp = status.get("last_checkpoint")
     out.print(f"  last checkpoint: {cp.get('file')} (seq {cp.get('seq')})" if cp else "  last checkpoint: none",
               markup=False)
+    retention = status.get("retention") or {}
+    if retention.get("limits"):
+        limits, last = retention["limits"], retention.get("last_prune")
+        parts = [f"max_age {limits['max_age_s']:g} s" if limits.get("max_age_s") else "",
+                 f"max_bytes {limits['max_bytes']:,}" if limits.get("max_bytes") else ""]
+        done = (f"; last {last['action']} of {len(last['segments'])} segment(s) up to seq {last['last_seq']}"
+                if last else "; nothing pruned since start")
+        out.print(f"  retention: {', '.join(p for p in parts if p)} ({limits['action']}){done}", markup=False)
     if status.get("metrics"):
         out.print(f"  metrics: {status['metrics']}", markup=False)
     gaps, pubs = status.get("gaps") or {}, status.get("publishers") or {}
@@ -152,3 +186,53 @@ def print_checks(checks: Sequence[Any]) -> None:
         out.print(mark, Text(f" {check.name}: {check.message}"))
         if not check.ok and check.fix:
             out.print(Text(f"      fix: {check.fix}", style="yellow"))
+
+
+# -- purge ------------------------------------------------------------------------------------------
+
+
+def print_purge(report: PurgeReport) -> None:
+    """Print what ``convlog purge`` did (or, as a dry run, would do): the records purged,
+    then one line per kind of file it rewrote, removed or left alone."""
+    dry = report.via == "dry-run"
+    when = f", received before {report.before}" if report.before else ""
+    seqs = f" (seq {report.first_seq}..{report.last_seq}{when})" if report.first_seq is not None else when
+    verb = "would purge" if dry else ("finished purging" if report.resumed else "purged")
+    if not report.records:
+        out.print(f"{report.directory}: nothing to purge for session {report.session}", markup=False)
+        for note in report.notes:
+            out.print(f"NOTE {note}", markup=False)
+        return
+    out.print(f"{report.directory}: {verb} {plural(report.records, 'record')} of session {report.session}{seqs}",
+              markup=False)
+    lines = []
+    if report.segments:
+        lines.append(f"segments {'to rewrite' if dry else 'rewritten'}: {len(report.segments)} "
+                     f"({', '.join(report.segments)})")
+    if report.checkpoints:
+        lines.append(f"checkpoints {'to rebuild' if dry else 'rebuilt'}: {len(report.checkpoints)} "
+                     f"({', '.join(report.checkpoints)})")
+    if report.checkpoints_removed:
+        lines.append(f"checkpoints removed (cannot be rebuilt): {', '.join(report.checkpoints_removed)}")
+    if report.base:
+        lines.append("base.json: the session taken out of its state" if report.base == "edited"
+                     else "base.json: kept as it was")
+    if report.index:
+        lines.append(f"search index: {'to rebuild' if dry else report.index}")
+    if report.quarantine:
+        lines.append(f"quarantine: {plural(report.quarantine, 'entry', 'entries')} "
+                     f"{'to redact' if dry else 'redacted'}")
+    if report.exports_removed:
+        lines.append(f"exports {'to remove' if dry else 'removed'}: {', '.join(report.exports_removed)}")
+    for line in lines:
+        out.print(f"  {line}", markup=False)
+    for note in report.notes:
+        out.print(f"NOTE {note}", markup=False)
+    if report.untouched:
+        out.print(f"NOTE files under the directory that name the session were left alone (check them): "
+                  f"{', '.join(report.untouched)}", markup=False)
+    if dry:
+        out.print("nothing was changed (dry run)", markup=False)
+    elif report.record_seq is not None:
+        how = "by the running recorder" if report.via == "recorder" else "directly (no recorder running)"
+        out.print(f"session.purged written at seq {report.record_seq} {how}", markup=False)

@@ -41,6 +41,7 @@ RESERVED_META: frozenset[str] = frozenset(
         "encoding",
         "topic_encoding",
         "frames",
+        "purged",
     }
 )
 

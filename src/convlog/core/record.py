@@ -60,8 +60,13 @@ BUS_KINDS: frozenset[str] = frozenset(
 #: Kinds the recorder writes about itself; a publisher cannot forge them.
 RECORDER_KINDS: frozenset[str] = frozenset(
     {"recorder.start", "recorder.stop", "recorder.recovered", "recorder.gap", "recorder.dropped",
-     "recorder.degraded", "recorder.error", "recorder.config"}
+     "recorder.degraded", "recorder.error", "recorder.config", "recorder.pruned"}
 )
+
+#: Kind of the record ``convlog purge`` writes about what it removed (docs/log-format.md,
+#: "Purge"). Like the recorder's own kinds, a publisher cannot send it: a payload whose
+#: ``type`` is ``session.purged`` is recorded as ``unknown``.
+PURGED_KIND = "session.purged"
 
 UNKNOWN = "unknown"
 RAW = "raw"
@@ -507,3 +512,19 @@ def parse_line(line: bytes) -> dict[str, Any]:
     if not isinstance(record.get("kind"), str):
         raise ValueError("record has no kind")
     return record
+
+
+def is_purged(record: Any) -> bool:
+    """Whether a parsed record is a purged one: its payload was removed by ``convlog
+    purge`` and only ``seq``, ``ts``, ``kind``, ``source``, ``session`` and
+    ``meta.sha256``/``meta.bytes`` stay, with ``meta.purged: true`` (docs/log-format.md,
+    "Purge"). Readers treat it as carrying nothing.
+
+    Args:
+        record: a parsed record (any value: False for anything else).
+
+    Returns:
+        True when ``record["meta"]["purged"] is True``.
+    """
+    meta = record.get("meta") if isinstance(record, dict) else None
+    return isinstance(meta, dict) and meta.get("purged") is True

@@ -23,6 +23,9 @@ from convlog.core.wire import content_text
 #: holds it.
 EMPTY = "(empty: the source wrote nothing)"
 _EMPTY_VALUES = ("", "{}", "[]", "null")
+#: What is shown for a purged record (``convlog purge`` removed its payload), by
+#: :func:`message_text` and so by every reader that shows a record's text.
+PURGED = "(purged)"
 
 
 def is_empty(text: str) -> bool:
@@ -195,7 +198,8 @@ def message_text(record: dict[str, Any]) -> str:
 
     Returns:
         the message text; the JSON of the content when it has no text field;
-        ``<N bytes, base64>`` for binary payloads; for a record that cannot be shown
+        ``<N bytes, base64>`` for binary payloads; :data:`PURGED` for a purged record;
+        for a record that cannot be shown
         (a damaged or foreign line whose fields have unexpected types) a placeholder
         naming its seq. Never raises.
     """
@@ -216,6 +220,8 @@ def _payload_text(record: dict[str, Any]) -> str:
     data = record.get("data")
     meta = record.get("meta")
     meta = meta if isinstance(meta, dict) else {}
+    if meta.get("purged") is True:
+        return PURGED
     encoding = meta.get("encoding")
     if encoding == "text" and isinstance(data, dict):
         return str(data.get("text", ""))

@@ -12,7 +12,10 @@ back in seq order), records per segment from the segments' names (seqs run +1 ac
 segments), sizes from file sizes; checkpoints, disk use and quarantine from the
 directory. With no usable checkpoint the pass folds from the log's first record; with
 one written before the tally was kept (state format 2) it also reads the records the
-checkpoint covers, only to count them. Nothing is cached.
+checkpoint covers, only to count them. When retention let the oldest segments go, the
+counts of the log's base (``base.json``) are taken off, so the figures describe the
+records the log holds (the sessions stay those of the whole fold, and the messages' own
+times span every message folded, those let go of included). Nothing is cached.
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from typing import Any
 
 import orjson
 
-from convlog.core.fold import Gap, Tally, fold
+from convlog.core.fold import Gap, State, Tally, fold
 from convlog.core.gaps import GapDetector
-from convlog.store.checkpoint import best_start, list_checkpoints
+from convlog.store.checkpoint import BASE_FILE, Start, best_start, list_checkpoints, load_checkpoint, read_horizon
 from convlog.store.replay import NoLogError
 from convlog.store.segment import (
     CHECKPOINTS,
@@ -70,11 +73,14 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def publisher_rows(publishers: GapDetector, gaps: list[Gap]) -> list[dict[str, Any]]:
+def publisher_rows(publishers: GapDetector, gaps: list[Gap], base: GapDetector | None = None
+                   ) -> list[dict[str, Any]]:
     """One dict per publisher (id, messages, last stamp seq, missing, restarts,
     duplicates, last record seq, missing according to the ``recorder.gap`` records
     folded into ``gaps``), sorted by id; publishers known only from gap records are
-    included."""
+    included. With ``base`` (the stamps as of the log's base), its counts are taken
+    off, so that the rows count the records the log holds; a publisher seen only
+    before the base is left out."""
     gap_missing: Counter[str] = Counter()
     for gap in gaps:
         if gap.publisher is not None:
@@ -82,17 +88,66 @@ def publisher_rows(publishers: GapDetector, gaps: list[Gap]) -> list[dict[str, A
     rows = []
     for pid in sorted(set(publishers.publishers) | set(gap_missing)):
         state = publishers.publishers.get(pid)
-        rows.append({
+        before = base.publishers.get(pid) if base is not None else None
+        row = {
             "id": pid,
-            "messages": state.messages if state else 0,
+            "messages": (state.messages if state else 0) - (before.messages if before else 0),
             "last_stamp_seq": state.seq if state else None,
-            "missing": state.missing if state else 0,
-            "restarts": state.restarts if state else 0,
-            "duplicates": state.duplicates if state else 0,
+            "missing": (state.missing if state else 0) - (before.missing if before else 0),
+            "restarts": (state.restarts if state else 0) - (before.restarts if before else 0),
+            "duplicates": (state.duplicates if state else 0) - (before.duplicates if before else 0),
             "last_record": state.last_record if state else None,
             "gap_missing": gap_missing.get(pid, 0),
-        })
+        }
+        if before is None or any(row[k] for k in ("messages", "missing", "restarts", "duplicates", "gap_missing")):
+            rows.append(row)
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    """The counters of a state as of the log's base, taken off the figures so that they
+    describe the records the log holds (retention let the earlier ones go).
+
+    Attributes:
+        seq: the base's last seq.
+        records, kinds: the state's counts.
+        sources, dropped: its tally's, or None when the figures do not include them.
+        publishers: the stamps as of the base, or None.
+    """
+
+    seq: int
+    records: int
+    kinds: dict[str, int]
+    sources: dict[str, int] | None
+    dropped: int
+    publishers: GapDetector | None
+
+
+def _counts(state: State, publishers: GapDetector | None) -> _Counts:
+    tally = state.tally
+    return _Counts(state.last_seq, state.records, dict(state.kinds), None if tally is None else dict(tally.sources),
+                   0 if tally is None else tally.dropped,
+                   None if publishers is None else GapDetector.from_dict(publishers.to_dict()))
+
+
+def _base_counts(directory: Path, start: Start) -> _Counts | None:
+    """The counts as of the log's base (``base.json``), or None when it has none."""
+    horizon = read_horizon(directory)
+    if horizon is None:
+        return None
+    if start.checkpoint is not None and start.checkpoint == horizon.path:
+        return None  # taken by the caller before folding on
+    _cut, state = load_checkpoint(horizon.path)
+    with horizon.path.open("rb") as fh:
+        header = orjson.loads(fh.readline())
+    stamps = header.get("publishers") if isinstance(header, dict) else None
+    return _counts(state, GapDetector.from_dict(stamps) if isinstance(stamps, dict) else None)
+
+
+def _less(counts: dict[str, int], base: dict[str, int]) -> dict[str, int]:
+    """``counts`` minus ``base``, without the keys left at 0, sorted."""
+    return dict(sorted((key, n - base.get(key, 0)) for key, n in counts.items() if n - base.get(key, 0) > 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +241,9 @@ def gather(directory: Path, progress: Callable[[int, int], None] | None = None) 
     start = best_start(directory)
     state, publishers, position = start.state, start.publishers, start.position
     covered = state.last_seq  # records up to it are folded into the checkpoint's state
+    base = _base_counts(directory, start)
+    if base is None and start.checkpoint is not None and start.checkpoint.name == BASE_FILE:
+        base = _counts(state, publishers)  # the fold starts at the base: its counts as they are now
     recount_tally, recount_publishers = state.tally is None, publishers is None
     if recount_tally or recount_publishers:
         # A checkpoint from before the tally (state format 2), or without the publishers'
@@ -215,8 +273,8 @@ def gather(directory: Path, progress: Callable[[int, int], None] | None = None) 
         if segment != current:
             if current is not None:
                 before = done
-            current, base = segment, (position[1] if position and segment == position[0] else 0)
-        done = before + offset - base
+            current, skipped = segment, (position[1] if position and segment == position[0] else 0)
+        done = before + offset - skipped
         if progress is not None and done - reported >= _PROGRESS_STEP:
             progress(done, max(total, done))
             reported = done
@@ -228,6 +286,7 @@ def gather(directory: Path, progress: Callable[[int, int], None] | None = None) 
     first_ts = first.get("ts") if first is not None and isinstance(first.get("ts"), str) else None
     last_ts = last.get("ts") if last is not None and isinstance(last.get("ts"), str) else None
     infos = state.session_list(include_deleted=True)
+    gaps = [gap for gap in state.gaps if base is None or gap.seq > base.seq]
     segments = list_segments(directory)
     checkpoints = list_checkpoints(directory)
     newest = checkpoints[-1] if checkpoints else None
@@ -240,7 +299,7 @@ def gather(directory: Path, progress: Callable[[int, int], None] | None = None) 
     )
     return {
         "directory": str(directory),
-        "records": state.records,
+        "records": state.records - (base.records if base else 0),
         "first_seq": first["seq"] if first is not None else 0,
         "last_seq": state.last_seq,
         "first_ts": first_ts,
@@ -252,8 +311,8 @@ def gather(directory: Path, progress: Callable[[int, int], None] | None = None) 
             "last_ts": tally.last_own,
             "duration_s": _span_s(tally.first_own, tally.last_own),
         },
-        "by_kind": dict(sorted(state.kinds.items())),
-        "by_source": dict(sorted(tally.sources.items())),
+        "by_kind": _less(state.kinds, base.kinds if base else {}),
+        "by_source": _less(tally.sources, base.sources if base and base.sources is not None else {}),
         "sessions": {
             "live": sum(1 for s in infos if s.deleted_seq is None),
             "deleted": sum(1 for s in infos if s.deleted_seq is not None),
@@ -261,11 +320,13 @@ def gather(directory: Path, progress: Callable[[int, int], None] | None = None) 
             "from_checkpoint": start.checkpoint.name if start.checkpoint else None,
         },
         "read": {"records": read, "bytes": done},
-        "publishers": publisher_rows(publishers, state.gaps),
-        "unverified": publishers.unverified,
-        "gaps": {"records": state.kinds.get("recorder.gap", 0),
-                 "missing": sum(gap.last - gap.first + 1 for gap in state.gaps)},
-        "drops": {"records": state.kinds.get("recorder.dropped", 0), "messages": tally.dropped},
+        "publishers": publisher_rows(publishers, gaps, base.publishers if base else None),
+        "unverified": publishers.unverified - (base.publishers.unverified if base and base.publishers else 0),
+        "gaps": {"records": state.kinds.get("recorder.gap", 0) - (base.kinds.get("recorder.gap", 0) if base else 0),
+                 "missing": sum(gap.last - gap.first + 1 for gap in gaps)},
+        "drops": {"records": state.kinds.get("recorder.dropped", 0) - (base.kinds.get("recorder.dropped", 0)
+                                                                       if base else 0),
+                  "messages": tally.dropped - (base.dropped if base and base.sources is not None else 0)},
         "read_errors": errors,
         "segments": [
             {"name": path.name, "first_seq": first_seq, "bytes": _size(path),
@@ -286,6 +347,7 @@ def gather(directory: Path, progress: Callable[[int, int], None] | None = None) 
             "total": everything.as_dict(),
         },
         "quarantine": quarantine_summary(directory),
+        "horizon": horizon_summary(directory),
     }
 
 
@@ -297,6 +359,20 @@ def _bytes_after(directory: Path, position: tuple[str, int]) -> int:
     if name not in keys:
         return 0
     return bytes_from(directory, segments[keys.index(name)][0]) - offset
+
+
+def horizon_summary(directory: Path) -> dict[str, Any] | None:
+    """The log's horizon, when retention let its oldest segments go: ``{"seq"`` (the last
+    record let go of), ``"ts"`` (its receive time), ``"pruned"`` (what went: segments,
+    records, bytes, first/last seq and time, action, archive_dir, at)``}``, or None.
+
+    Raises:
+        CheckpointError: when the base cannot be read.
+    """
+    horizon = read_horizon(directory)
+    if horizon is None:
+        return None
+    return {"seq": horizon.seq, "ts": horizon.ts, "pruned": horizon.pruned}
 
 
 def _size(path: Path) -> int:

@@ -27,7 +27,8 @@ What is played (:class:`Selection`): by default the records that came from the b
 (source ``sub``). Records PUSHed straight to the recorder (``pull``), written by the
 session commands (``control``) or imported from files (``import``) were never on the
 bus and are only played when their source is asked for. The recorder's own records
-(``recorder.*``) and publishers' heartbeats (``publisher.heartbeat``) are never played.
+(``recorder.*``) and publishers' heartbeats (``publisher.heartbeat``) are never played,
+nor are purged records (``convlog purge`` removed their payload: there is nothing to send).
 Only the records in the log when play starts are played: a recorder that writes the
 same log from the broker played into (a feedback loop) does not make it play its own
 output. Payloads are sent as recorded, loss-detection stamps included: a recorder behind the
@@ -50,7 +51,7 @@ from typing import Any
 
 import orjson
 
-from convlog.core.record import decode_bytes, parse_line, restore_newlines
+from convlog.core.record import decode_bytes, is_purged, parse_line, restore_newlines
 from convlog.core.view import plural
 from convlog.store.segment import complete_end, iter_lines, lines_backwards, list_segments
 
@@ -280,7 +281,7 @@ class Selection:
     def accepts(self, record: Mapping[str, Any]) -> bool:
         """True when ``record`` is to be played."""
         kind = record.get("kind")
-        if not isinstance(kind, str) or kind.startswith("recorder.") or kind in NEVER_PLAYED:
+        if not isinstance(kind, str) or kind.startswith("recorder.") or kind in NEVER_PLAYED or is_purged(record):
             return False
         if record.get("source") not in self.sources:
             return False

@@ -34,7 +34,7 @@ from typing import Any
 from watchfiles import watch
 
 from convlog.core.gaps import HEARTBEAT, stamp_of
-from convlog.core.record import BUS_KINDS, RAW, RECORDER_KINDS, UNKNOWN, dump_json, parse_line
+from convlog.core.record import BUS_KINDS, PURGED_KIND, RAW, RECORDER_KINDS, UNKNOWN, dump_json, parse_line
 from convlog.core.view import payload_text, printable
 from convlog.store.segment import (
     EVENTS,
@@ -51,9 +51,9 @@ from convlog.store.segment import (
 )
 
 #: Every kind a record can have, as far as the vocabulary is closed (docs/log-format.md): what a
-#: publisher may send, ``unknown``/``raw``, and the recorder's own kinds (open-ended:
-#: any ``recorder.*`` pattern is accepted).
-KNOWN_KINDS: frozenset[str] = BUS_KINDS | RECORDER_KINDS | {UNKNOWN, RAW}
+#: publisher may send, ``unknown``/``raw``, ``session.purged`` (``convlog purge``) and the
+#: recorder's own kinds (open-ended: any ``recorder.*`` pattern is accepted).
+KNOWN_KINDS: frozenset[str] = BUS_KINDS | RECORDER_KINDS | {UNKNOWN, RAW, PURGED_KIND}
 #: Kinds whose text is the payload's message text (:func:`convlog.core.view.payload_text`).
 TEXT_KINDS = frozenset({"message", "message.delta", "message.end", UNKNOWN, RAW})
 

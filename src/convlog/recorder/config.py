@@ -1,6 +1,6 @@
 """Recorder configuration: defaults < TOML file < ``CONVLOG_*`` environment < flags.
 
-The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has two tables::
+The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has three tables::
 
     [recorder]
     dir = "./conversation_logs"          # data directory
@@ -24,6 +24,13 @@ The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has two tables::
     silence_unhealthy = false            # ... and is unhealthy then (for a bus that is never idle)
     max_publishers = 10000               # publishers followed for gaps (least recently seen evicted)
     metrics = ""                         # Prometheus endpoint HOST:PORT, e.g. "127.0.0.1:9464" ("" = off)
+
+    [retention]                          # off unless max_age or max_bytes is set
+    max_age = "90d"                      # let go of finished segments whose records are older
+    max_bytes = "50GiB"                  # ... and the oldest ones while the log is bigger
+    action = "delete"                    # delete | archive (move them to archive_dir)
+    archive_dir = ""                     # where archived segments go (required for archive)
+    interval_s = 600                     # how often the recorder applies it
 
     [enrich]
     word_count = false
@@ -50,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from convlog.core.enrich import Enricher, Rule
+from convlog.core.retention import Limits
 from convlog.core.wire import DEFAULT_SESSION_FIELDS
 
 FSYNC_POLICIES: tuple[str, ...] = ("always", "interval", "never")
@@ -96,6 +104,11 @@ class Config:
     silence_unhealthy: bool = False
     max_publishers: int = 10_000
     metrics: str | None = None
+    retention_max_age_s: float | None = None
+    retention_max_bytes: int | None = None
+    retention_action: str = "delete"
+    retention_archive_dir: Path | None = None
+    retention_interval_s: int = 600
     word_count: bool = False
     large_message_bytes: int = 8 * 1024 * 1024
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -127,8 +140,83 @@ class Config:
             "session_fields": list(self.session_fields),
             "rules": len(self.rules),
             "metrics": self.metrics,
+            "retention": self.retention_summary(),
             "source": self.source,
         }
+
+
+    def retention(self) -> Limits:
+        """The ``[retention]`` limits (:class:`~convlog.core.retention.Limits`)."""
+        return Limits(self.retention_max_age_s, self.retention_max_bytes)
+
+    def retention_summary(self) -> dict[str, Any] | None:
+        """``[retention]`` as JSON-friendly values, or None when no limit is set."""
+        if not self.retention().active:
+            return None
+        return {
+            "max_age_s": self.retention_max_age_s,
+            "max_bytes": self.retention_max_bytes,
+            "action": self.retention_action,
+            "archive_dir": str(self.retention_archive_dir) if self.retention_archive_dir else None,
+            "interval_s": self.retention_interval_s,
+        }
+
+
+def parse_age(value: Any) -> float:
+    """An age limit: ``"90d"``, ``"12h"``, ``"1w 2d"``, ``"30m"`` (pytimeparse's syntax) or
+    a number of seconds.
+
+    Returns:
+        seconds, > 0.
+
+    Raises:
+        ValueError: for anything else, zero or negative.
+    """
+    import pytimeparse
+
+    seconds: float | None = None
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number or (isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        seconds = pytimeparse.parse(value.strip())
+    if seconds is None or seconds <= 0:
+        raise ValueError(f"must be a positive age such as \"90d\", \"12h\" or \"2w\" (got {value!r})")
+    return float(seconds)
+
+
+def parse_size(value: Any) -> int:
+    """A size limit: ``"50GiB"``, ``"500MB"``, ``"1.5 TiB"`` (bitmath's units: SI ``kB``,
+    ``MB``, ``GB``... and IEC ``KiB``, ``MiB``, ``GiB``...) or a number of bytes.
+
+    Returns:
+        bytes, > 0.
+
+    Raises:
+        ValueError: for anything else, zero or negative.
+    """
+    import bitmath
+
+    size: float | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        size = int(value.strip())
+    elif isinstance(value, str):
+        try:
+            size = bitmath.parse_string(value.strip()).bytes
+        except ValueError:
+            size = None
+    if size is None or size <= 0:
+        raise ValueError(f"must be a positive size such as \"50GiB\" or \"500MB\" (got {value!r})")
+    return int(size)
+
+
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def wrapped(value: Any) -> Any:
+        return None if value in ("", None) else check(value)
+
+    return wrapped
 
 
 def _endpoint(value: Any) -> str:
@@ -265,6 +353,21 @@ _RECORDER_KEYS: dict[str, Callable[[Any], Any]] = {
     "max_publishers": _positive_int,
     "metrics": _metrics_address,
 }
+#: ``[retention]`` keys and the :class:`Config` field each sets.
+_RETENTION_FIELDS = {
+    "max_age": "retention_max_age_s",
+    "max_bytes": "retention_max_bytes",
+    "action": "retention_action",
+    "archive_dir": "retention_archive_dir",
+    "interval_s": "retention_interval_s",
+}
+_RETENTION_KEYS: dict[str, Callable[[Any], Any]] = {
+    "max_age": _optional(parse_age),
+    "max_bytes": _optional(parse_size),
+    "action": _choice("delete", "archive"),
+    "archive_dir": _optional(_path),
+    "interval_s": _positive_int,
+}
 _ENRICH_KEYS: dict[str, Callable[[Any], Any]] = {
     "word_count": _bool,
     "large_message_bytes": _positive_int,
@@ -374,10 +477,10 @@ def _rules(origin: str, text: str, raw: Any) -> tuple[Rule, ...]:
 def _apply_file(config: Config, path: Path) -> Config:
     raw, text = _from_file(path)
     origin = str(path)
-    unknown = sorted(set(raw) - {"recorder", "enrich"})
+    unknown = sorted(set(raw) - {"recorder", "enrich", "retention"})
     if unknown:
         raise ConfigError(
-            origin, unknown[0], "unknown table or key (known: recorder, enrich)",
+            origin, unknown[0], "unknown table or key (known: recorder, enrich, retention)",
             _line_of(text, "", unknown[0]) or _line_of(text, unknown[0], ""),
         )
     values = _check_table(origin, text, "recorder", raw.get("recorder", {}), _RECORDER_KEYS)
@@ -398,6 +501,9 @@ def _apply_file(config: Config, path: Path) -> Config:
                 raise ConfigError(origin, "enrich.defaults", str(exc),
                                   _line_of(text, "enrich.defaults", "")) from None
     values.update(_check_table(origin, text, "enrich", enrich_raw, _ENRICH_KEYS))
+    retention = _check_table(origin, text, "retention", raw.get("retention", {}), _RETENTION_KEYS)
+    values.update({_RETENTION_FIELDS[key]: value for key, value in retention.items()})
+    _check_retention(origin, text, {**_retention_values(config), **values})
     if rules:
         values["rules"] = rules
     if defaults:
@@ -405,8 +511,26 @@ def _apply_file(config: Config, path: Path) -> Config:
     return replace(config, source=origin, **values)
 
 
+def _retention_values(config: Config) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in _RETENTION_FIELDS.values()}
+
+
+def _check_retention(origin: str, text: str | None, values: Mapping[str, Any]) -> None:
+    """``action = "archive"`` needs an ``archive_dir``."""
+    if values["retention_action"] == "archive" and values["retention_archive_dir"] is None:
+        line = _line_of(text, "retention", "action") if text else None
+        raise ConfigError(origin, "retention.archive_dir", 'action = "archive" needs an archive_dir', line)
+
+
 def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
     values: dict[str, Any] = {}
+    for key, check in _RETENTION_KEYS.items():
+        name = f"CONVLOG_RETENTION_{key.upper()}"
+        if name in env:
+            try:
+                values[_RETENTION_FIELDS[key]] = check(env[name])
+            except ValueError as exc:
+                raise ConfigError("environment", name, str(exc)) from None
     schema = {**_RECORDER_KEYS, **_ENRICH_KEYS}
     for key, check in schema.items():
         name = f"CONVLOG_{key.upper()}"
@@ -447,6 +571,7 @@ def load_config(
     if path is not None:
         config = _apply_file(config, Path(path))
     config = _apply_env(config, env)
+    _check_retention("environment", None, _retention_values(config))
     if overrides:
         schema = {**_RECORDER_KEYS, **_ENRICH_KEYS}
         names = {f.name for f in fields(Config)}

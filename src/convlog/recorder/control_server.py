@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 
 from convlog.bus import control
+from convlog.core.retention import Limits
 from convlog.recorder.durable import DurableWriter, describe
 from convlog.recorder.jobs import Jobs
 from convlog.recorder.sequencer import Sequencer, error_text
@@ -177,12 +178,26 @@ class ControlServer:
             self.sequencer.append(params["kind"], params["data"], source="control", session=params["session"])
             writer.sync()  # a control record is rare and someone waits for it: make it durable
             return control.ok_reply({"seq": self.sequencer.seq})
+        if op == "prune":  # in the scheduler's thread; the loop sends the reply
+            self.jobs.submit(self.prune_for, route, params)
+            return None
         # checkpoint: written in the scheduler's thread; the loop sends the reply.
         label = params["label"]
         if label is not None:
             checkpoint_name(0, label)  # CheckpointError (an error reply) for a bad label
         self.jobs.submit(self.checkpoint_for, route, label)
         return None
+
+    def prune_for(self, route: list[bytes], params: dict[str, Any]) -> None:
+        """Apply retention for a control request and queue the reply (runs in the
+        scheduler's thread; any failure becomes an error reply)."""
+        try:
+            report = self.jobs.prune(Limits(params["max_age_s"], params["max_bytes"]), params["action"],
+                                     params["archive_dir"], params["dry_run"], raise_errors=True)
+            reply = control.ok_reply(report.as_data() if report is not None else {})
+        except Exception as exc:  # any failure becomes the reply
+            reply = control.error_reply(f"prune failed: {error_text(exc)}")
+        self.replies.append((*route, reply))
 
     def checkpoint_for(self, route: list[bytes], label: str | None) -> None:
         """Write a checkpoint for a control request and queue the reply (runs in the

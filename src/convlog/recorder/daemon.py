@@ -104,7 +104,8 @@ class Recorder:
         self.loop = RecordingLoop(config, self.directory, self.receiver, self.durable, self.sequencer,
                                   self.control_server, self.snapshots, self.reporter, self.jobs, self.faults,
                                   self.notifier, self.reloads.apply_pending)
-        self.sealer = Sealer(self.directory, config.compress_level) if config.compress == "zstd" else None
+        self.sealer = (Sealer(self.directory, config.compress_level, self.jobs.log_lock)
+                       if config.compress == "zstd" else None)
         self._lock: LogLock | None = None
 
     # The state lives in the parts; these keep the Recorder's attributes.
@@ -243,6 +244,13 @@ class Recorder:
         self.jobs.start()
         if self.sealer is not None:
             self.sealer.start(self.durable.segment_writer)
+        if self.config.retention_max_bytes is not None:
+            # A size limit is checked as each finished segment is sealed (or, plain, as it
+            # is finished), not only on the timer, so the log never outgrows it by much.
+            if self.sealer is not None:
+                self.sealer.after_seal = self.jobs.prune_soon
+            else:
+                self.durable.segment_writer.on_rotate = lambda _path: self.jobs.prune_soon()
         self.reloads.start()
         self.receiver.yield_to_network()
         self.loop.run(ctx, sockets)

@@ -71,6 +71,18 @@ class RecordingLoop:
         self.between_batches = between_batches
         self.stopping = False
 
+    def write_job_records(self) -> None:
+        """Write the records the job thread handed over (``recorder.pruned``), make them
+        durable, and tell the waiting job."""
+        records = self.jobs.records
+        while records:
+            kind, data, written = records.popleft()
+            self.sequencer.append(kind, data)
+            writer = self.durable.segment_writer
+            if writer is not None and not self.durable.held:
+                writer.sync()
+            written.set()
+
     def run(self, ctx: zmq.Context, sockets: list[tuple[zmq.Socket, str]]) -> None:
         """Bind the control socket, record until :attr:`stopping`, drain, then close the
         sockets and terminate ``ctx``. An error in one iteration is written as a
@@ -129,6 +141,8 @@ class RecordingLoop:
                     self.between_batches()
                     while faults.thread_errors:
                         sequencer.record_error(*faults.thread_errors.popleft())
+                    if self.jobs.records:
+                        self.write_job_records()
                     if monitor is not None and monitor in ready:
                         receiver.connection_events()
                     durable.sync_if_due()

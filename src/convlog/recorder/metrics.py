@@ -19,6 +19,8 @@ convlog_written_bytes_total            counter    bytes appended to the log sinc
 convlog_gap_records_total              counter    ``recorder.gap`` records written
 convlog_missing_messages_total         counter    messages those gap records name
 convlog_dropped_messages_total         counter    messages dropped past ``held_bytes``
+convlog_pruned_segments_total          counter    segments retention let go of since start
+convlog_pruned_bytes_total             counter    their bytes on disk
 convlog_fsync_duration_seconds         histogram  each fsync (fdatasync) of a segment
 convlog_last_seq                       gauge      seq of the newest record
 convlog_last_record_timestamp_seconds  gauge      receive time of the newest message (Unix)
@@ -98,6 +100,10 @@ class RecorderCollector(Collector):
         yield CounterMetricFamily("convlog_dropped_messages",
                                   "Messages dropped while writes failed and held bytes were at the bound.",
                                   value=c["dropped"])
+        yield CounterMetricFamily("convlog_pruned_segments", "Segments retention let go of since start.",
+                                  value=c["pruned_segments"])
+        yield CounterMetricFamily("convlog_pruned_bytes", "Bytes on disk of the segments retention let go of.",
+                                  value=c["pruned_bytes"])
         yield GaugeMetricFamily("convlog_last_seq", "Seq of the newest record.", value=c["last_seq"])
         if c["newest_ts"] is not None:
             yield GaugeMetricFamily("convlog_last_record_timestamp_seconds",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from convlog.store.seal import Sealed, seal_segment, sealable
@@ -22,15 +23,21 @@ class Sealer:
     Args:
         directory: the log directory.
         level: zstd compression level (1-22).
+        lock: held while sealing one segment (shared with checkpoints and retention,
+            :attr:`convlog.recorder.jobs.Jobs.log_lock`); None for none.
 
     Attributes:
         sealed: totals of what was sealed since start.
         errors: segments that could not be sealed (they stay plain and readable).
+        after_seal: called (on the sealer's thread) after each segment sealed, or None;
+            the recorder applies ``max_bytes`` retention then.
     """
 
-    def __init__(self, directory: Path, level: int = 3) -> None:
+    def __init__(self, directory: Path, level: int = 3, lock: threading.Lock | None = None) -> None:
         self.directory = Path(directory)
         self.level = level
+        self._lock = lock or threading.Lock()
+        self.after_seal: Callable[[], None] | None = None
         self.sealed = Sealed()
         self.errors = 0
         self._queue: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
@@ -71,7 +78,8 @@ class Sealer:
             if path is None or self._stop.is_set():
                 return
             try:
-                done = seal_segment(path, self.level)
+                with self._lock:
+                    done = seal_segment(path, self.level)
             except FileNotFoundError:
                 continue  # gone (sealed already, or removed)
             except (OSError, ValueError) as exc:
@@ -80,3 +88,5 @@ class Sealer:
                 continue
             self.sealed.add(done)
             log.debug("sealed %s: %d -> %d bytes", path.name, done.before, done.after)
+            if self.after_seal is not None:
+                self.after_seal()

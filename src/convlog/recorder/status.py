@@ -95,7 +95,10 @@ class Reporter:
             ``{"pid", "started", "uptime_s", "directory", "endpoints": [{"endpoint",
             "kind", "connected"}], "records" (written since start), "last_seq", "bytes"
             (log size), "rate_1m" (records/s over the last minute), "newest_ts",
-            "newest_age_s", "last_checkpoint", "fsync": {"policy", "lag_s", "durable_seq"},
+            "newest_age_s", "last_checkpoint", "retention": {"limits" (``[retention]``, or
+            None), "last_prune" (the newest ``recorder.pruned`` data, or None)},
+            "fsync": {"policy", "lag_s", "durable_seq"},
+            "compress" (``zstd``: finished segments are sealed, or ``none``),
             "disk": {"used_bytes", "free_bytes"}, "gaps": {publishers, missing, ...},
             "drops", "held_bytes", "degraded", "publishers": {"known", "open", "silent_s"},
             "errors": {what: count}, "received": {source: messages}, "metrics" (URL or
@@ -170,7 +173,9 @@ class Reporter:
             "newest_ts": receiver.newest_ts,
             "newest_age_s": newest_age,
             "last_checkpoint": last_checkpoint,
+            "retention": {"limits": self.config.retention_summary(), "last_prune": self.jobs.last_prune},
             "fsync": {"policy": writer.policy, "lag_s": lag, "durable_seq": writer.durable_seq},
+            "compress": self.config.compress,
             "disk": {"used_bytes": used, "free_bytes": free},
             "gaps": detector.summary(),
             "drops": durable.dropped["messages"] if durable.dropped else 0,
@@ -217,7 +222,8 @@ class Reporter:
             ``{"records": {(kind, source): n}, "received": {source: n}, "bytes_written",
             "gap_records", "gap_missing", "dropped", "last_seq", "newest_ts" (RFC 3339 or
             None), "checkpoint_created" (RFC 3339 or None), "held_bytes", "degraded"
-            (bool), "publishers_known", "started_ns"}``; counts since this start.
+            (bool), "publishers_known", "started_ns", "pruned_segments", "pruned_bytes"}``;
+            counts since this start.
         """
         writer = self.durable.segment_writer
         jobs = self.jobs
@@ -236,6 +242,8 @@ class Reporter:
             "degraded": self.durable.degraded is not None,
             "publishers_known": len(self.ingest.detector.publishers),
             "started_ns": self.started_ns,
+            "pruned_segments": jobs.pruned_segments,
+            "pruned_bytes": jobs.pruned_bytes,
         }
 
     def records(self) -> dict[tuple[str, str], int]:

@@ -27,6 +27,18 @@ segment (earlier, closed segments are compared by size).
 
 Automatic checkpoints are pruned to the newest few (:func:`prune`); labelled ones are
 kept until deleted.
+
+The base
+--------
+When retention lets the oldest segments go (:mod:`convlog.store.retention`), a
+checkpoint at the cut becomes the log's *base*: ``DIR/base.json``, the same format,
+its cut at the start of the first segment kept (offset 0, no earlier segments), so it
+matches the log whatever was removed before it. Its header adds ``"pruned"``, what
+retention has let go of so far (segments, records, bytes, seqs and times, action,
+archive). Every fold starts from a checkpoint or, with none usable, from the base
+(:func:`best_start`); a target before the base's seq or time is refused with
+:class:`BeforeHorizonError` naming the horizon; checkpoints older than the base are
+never used, and the segments a checkpoint lists before the horizon are not checked.
 """
 
 from __future__ import annotations
@@ -55,8 +67,29 @@ LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _NAME_RE = re.compile(r"^(\d{20})(?:-(.+))?\.json$")
 
 
+BASE_FILE = "base.json"
+#: SHA-256 of no bytes: the digest of a cut at offset 0.
+_EMPTY_DIGEST = sha256(b"").hexdigest()
+
+
 class CheckpointError(Exception):
     """A checkpoint cannot be written, read or used (the message says which and why)."""
+
+
+class BeforeHorizonError(CheckpointError):
+    """A fold was asked for a point before the log's base: those records were pruned.
+
+    Attributes:
+        horizon: the base (its ``seq`` is the last record let go of).
+    """
+
+    def __init__(self, horizon: Horizon, target: str) -> None:
+        self.horizon = horizon
+        super().__init__(
+            f"{target} is before the log's horizon: records up to seq {horizon.seq} "
+            f"(received up to {horizon.ts or 'an unknown time'}) were pruned; "
+            f"the earliest state kept is seq {horizon.seq}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +173,20 @@ def make_cut(directory: Path, seq: int, segment: str, offset: int, ts: str | Non
     raise CheckpointError(f"no segment {segment} in {directory / EVENTS}")
 
 
-def check_cut(directory: Path, cut: Cut) -> str | None:
-    """Does the log still hold this cut? Returns None when it does, else the reason."""
+def check_cut(directory: Path, cut: Cut, horizon: Horizon | None = None) -> str | None:
+    """Does the log still hold this cut? Returns None when it does, else the reason.
+
+    Args:
+        directory: the log directory.
+        cut: the cut to check.
+        horizon: the log's base (:func:`read_horizon`): segments before its first kept
+            segment were pruned and are not checked. None: none.
+    """
     directory = Path(directory)
     present = {segment_key(path): path for _, path in list_segments(directory)}
     for name, size in cut.segments:
+        if horizon is not None and segment_key(name) < horizon.segment:
+            continue
         if segment_key(name) not in present:
             return f"segment {name} is missing"
         try:
@@ -319,6 +361,106 @@ def delete_checkpoint(directory: Path, label: str) -> Path:
     raise CheckpointError(f"no checkpoint labelled {label!r} in {Path(directory) / CHECKPOINTS}")
 
 
+@dataclass(frozen=True, slots=True)
+class Horizon:
+    """The log's base as its header says: where the kept log begins.
+
+    Attributes:
+        seq: the last record let go of (the base's state ends there).
+        segment: key of the first segment kept (records from ``seq + 1``).
+        ts: receive time of record ``seq`` (RFC 3339), or None.
+        pruned: what retention let go of so far (see the module doc), ``{}`` when unknown.
+        path: the base file.
+    """
+
+    seq: int
+    segment: str
+    ts: str | None
+    pruned: dict[str, Any]
+    path: Path
+
+
+def base_path(directory: Path) -> Path:
+    """``DIR/base.json``."""
+    return Path(directory) / BASE_FILE
+
+
+def read_horizon(directory: Path) -> Horizon | None:
+    """The base's header, without its state.
+
+    Returns:
+        the :class:`Horizon`, or None when the log has no base (it starts at seq 1).
+
+    Raises:
+        CheckpointError: when ``base.json`` exists but cannot be read (a log whose base
+            is lost cannot be folded: its first records' state is gone).
+    """
+    path = base_path(directory)
+    try:
+        with path.open("rb") as fh:
+            header = orjson.loads(fh.readline())
+        cut = Cut.from_dict(header["cut"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{BASE_FILE}: unreadable base ({exc}); the log's first records were pruned, "
+                              "so it cannot be folded without it") from None
+    pruned = header.get("pruned") if isinstance(header.get("pruned"), dict) else {}
+    return Horizon(cut.seq, cut.segment, cut.ts, pruned, path)
+
+
+def write_base(
+    directory: Path,
+    state: State,
+    segment: str,
+    ts: str | None,
+    pruned: dict[str, Any],
+    publishers: GapDetector | None,
+    clock: Clock | None = None,
+) -> Path:
+    """Write ``DIR/base.json`` atomically: the fold of every record before ``segment``.
+
+    The base holds the folded state, not the records: messages before the horizon are
+    known by their refs (seq, id, sender) and counted, but their bodies went with their
+    segments (into the archive with ``action = "archive"``).
+
+    Args:
+        directory: the log directory.
+        state: the fold of records 1..``state.last_seq`` (the last record before ``segment``).
+        segment: key of the first segment kept.
+        ts: receive time of record ``state.last_seq``.
+        pruned: the cumulative summary of what retention let go of (kept in the header).
+        publishers: the gap detector as of the cut, or None.
+        clock: time source for ``created``.
+
+    Returns:
+        the base's path.
+
+    Raises:
+        OSError: when it cannot be written.
+    """
+    cut = Cut(state.last_seq, segment_key(segment), 0, ts, _EMPTY_DIGEST, ())
+    header: dict[str, Any] = {"format": FORMAT, "label": "base", "created": (clock or Clock()).now(),
+                              "cut": cut.as_dict(), "sessions": len(state.sessions), "pruned": pruned}
+    if publishers is not None:
+        header["publishers"] = publishers.to_dict()
+    blob = bytearray()
+    state_line = orjson.dumps({"state": state.to_dict(blob)})
+    header["blob_bytes"] = len(blob)
+    path = base_path(directory)
+    write_atomic(path, b"".join((orjson.dumps(header), b"\n", state_line, b"\n", blob)))
+    return path
+
+
+def _check_target(horizon: Horizon | None, upto_seq: int | None, as_of_ts: str | None) -> None:
+    if horizon is None:
+        return
+    if upto_seq is not None and upto_seq < horizon.seq:
+        raise BeforeHorizonError(horizon, f"seq {upto_seq}")
+    if as_of_ts is not None and horizon.ts is not None and as_of_ts < horizon.ts:
+        raise BeforeHorizonError(horizon, as_of_ts)
+
+
 @dataclass(slots=True)
 class Start:
     """Where a fold starts: a checkpoint's state and position, or the empty log.
@@ -339,31 +481,50 @@ class Start:
     publishers: GapDetector | None = None
 
 
-def best_start(directory: Path, upto_seq: int | None = None, as_of_ts: str | None = None) -> Start:
+def best_start(
+    directory: Path, upto_seq: int | None = None, as_of_ts: str | None = None, use_checkpoints: bool = True
+) -> Start:
     """The newest checkpoint at or before ``upto_seq`` (and ``as_of_ts``) whose cut still
-    matches the log; refused ones are listed, and with none usable, the log's start.
+    matches the log; refused ones are listed, and with none usable, the log's base
+    (``base.json``) or, without one, the log's start.
 
     Args:
         directory: the log directory.
         upto_seq: the target seq, or None for the end of the log.
         as_of_ts: the target time (RFC 3339 as in records), or None.
+        use_checkpoints: False to start from the base or the log's start.
+
+    Raises:
+        BeforeHorizonError: when the target is before the base (those records were pruned).
+        CheckpointError: when the log has a base that cannot be read.
     """
     refused: list[str] = []
-    for info in reversed(list_checkpoints(directory)):
+    horizon = read_horizon(directory)
+    _check_target(horizon, upto_seq, as_of_ts)
+    for info in reversed(list_checkpoints(directory) if use_checkpoints else []):
         if upto_seq is not None and info.seq > upto_seq:
             continue
         if as_of_ts is not None and (info.ts is None or info.ts > as_of_ts):
             continue
+        if horizon is not None and info.seq < horizon.seq:
+            break  # older than the base: its records are gone
         try:
             cut, state = load_checkpoint(info.path)
         except CheckpointError as exc:
             refused.append(str(exc))
             continue
-        reason = check_cut(directory, cut)
+        reason = check_cut(directory, cut, horizon)
         if reason is not None:
             refused.append(f"{info.path.name}: {reason}")
             continue
         return Start(state, (cut.segment, cut.offset), info.path, refused, _publishers(info.path))
+    if horizon is not None:
+        try:
+            cut, state = load_checkpoint(horizon.path)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{BASE_FILE}: {exc}; the log's first records were pruned, so it cannot be "
+                                  "folded without it") from None
+        return Start(state, (cut.segment, 0), horizon.path, refused, _publishers(horizon.path))
     return Start(State(), None, None, refused, GapDetector())
 
 
@@ -390,18 +551,24 @@ def publishers_start(directory: Path, upto_seq: int) -> tuple[GapDetector, tuple
     Returns:
         ``(detector, (segment, offset) after the cut, cut seq)``, or None when there is none.
     """
-    for info in reversed(list_checkpoints(directory)):
-        if info.seq > upto_seq:
-            continue
-        detector = _publishers(info.path)
+    try:
+        horizon = read_horizon(directory)
+    except CheckpointError:
+        horizon = None
+    candidates = [info.path for info in reversed(list_checkpoints(directory))
+                  if info.seq <= upto_seq and (horizon is None or info.seq >= horizon.seq)]
+    if horizon is not None and horizon.seq <= upto_seq:
+        candidates.append(horizon.path)
+    for path in candidates:
+        detector = _publishers(path)
         if detector is None:
             continue
         try:
-            with info.path.open("rb") as fh:
+            with path.open("rb") as fh:
                 cut = Cut.from_dict(orjson.loads(fh.readline())["cut"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if check_cut(directory, cut) is None:
+        if check_cut(directory, cut, horizon) is None:
             return detector, (cut.segment, cut.offset), cut.seq
     return None
 

@@ -17,10 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyzstd
 
 from convlog.core.gaps import HEARTBEAT
 from convlog.core.ingest import Ingest
-from convlog.core.record import BUS_KINDS, IMPORT_SOURCE, RAW, RECORDER_KINDS, UNKNOWN, dump_json, format_line
+from convlog.core.record import (
+    BUS_KINDS,
+    IMPORT_SOURCE,
+    PURGED_KIND,
+    RAW,
+    RECORDER_KINDS,
+    UNKNOWN,
+    dump_json,
+    format_line,
+    is_purged,
+)
 from convlog.core.wire import LegacyRecordError, is_legacy, json_type_name, parse_legacy
 
 #: ``fmt`` values of :func:`import_files`: ``legacy`` (ConversationEvent records),
@@ -30,7 +41,7 @@ FORMATS = ("auto", "legacy", "convlog", "openai")
 #: Non-blank lines :func:`detect_format` reads for one of a known format.
 DETECT_LINES = 100
 #: Kinds of convlog records that only mean something in the log that wrote them.
-_LOCAL_KINDS = RECORDER_KINDS | {HEARTBEAT}
+_LOCAL_KINDS = RECORDER_KINDS | {HEARTBEAT, PURGED_KIND}
 #: Kinds a convlog record may have to be imported.
 _IMPORTABLE_KINDS = (BUS_KINDS - {HEARTBEAT}) | {UNKNOWN, RAW}
 #: ``meta`` fields of a convlog record that describe the log it was in, not its data.
@@ -236,8 +247,8 @@ def convlog_outcome(line: bytes, name: str) -> Outcome:
         return f"not a convlog record: seq is {_field_type(value, 'seq')}, not a positive integer"
     if type(kind) is not str:
         return f"not a convlog record: kind is {_field_type(value, 'kind')}, not a string"
-    if kind in _LOCAL_KINDS:
-        return None
+    if kind in _LOCAL_KINDS or is_purged(value):
+        return None  # a purged record (convlog purge) carries nothing to import
     if kind not in _IMPORTABLE_KINDS:
         return f"kind {kind!r} is not a record kind convlog imports"
     if type(ts) is not str:
@@ -367,7 +378,9 @@ def file_session(path: str | Path) -> tuple[str, str]:
 
 
 def numbered_lines(path: str | Path) -> Iterator[tuple[int, bytes, bytes]]:
-    """``(number, raw line, line without its LF/CRLF ending)`` for each line of a file."""
-    with open(path, "rb") as fh:
+    """``(number, raw line, line without its LF/CRLF ending)`` for each line of a file;
+    a file whose name ends in ``.zst`` is decompressed (zstd, e.g. a sealed segment of an
+    archive: the seek table's skippable frame is no data)."""
+    with (pyzstd.ZstdFile(path, "rb") if str(path).endswith(".zst") else open(path, "rb")) as fh:
         for number, raw in enumerate(fh, 1):
             yield number, raw, raw.rstrip(b"\r\n")

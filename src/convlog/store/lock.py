@@ -1,11 +1,15 @@
-"""The directory lock: one writer per log directory, an ``flock`` on
-``recovery/recorder.lock`` that names its holder."""
+"""The locks of a log directory: the writer lock, one writer per log directory (an
+``flock`` on ``recovery/recorder.lock`` that names its holder), and the rewrite lock
+that keeps checkpoint writers out while ``convlog purge`` rewrites segments and
+checkpoints (:func:`rewrite_lock`, ``recovery/rewrite.lock``)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +128,34 @@ class LogLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+#: The rewrite lock's file in ``recovery/`` (see :func:`rewrite_lock`).
+REWRITE_LOCK_FILE = "rewrite.lock"
+
+
+@contextlib.contextmanager
+def rewrite_lock(directory: Path, exclusive: bool) -> Iterator[None]:
+    """Hold the rewrite lock of a log directory (``flock`` on ``recovery/rewrite.lock``,
+    waiting for it): ``convlog purge`` holds it exclusively from the moment it removes the
+    checkpoints it will rebuild until they are rebuilt over the rewritten segments, and
+    a checkpoint writer (the recorder's checkpoint job) holds it shared while it reads
+    the newest checkpoint, folds and writes the next one, so it never writes a state
+    folded from records a purge is removing. Released when the block ends, and by the
+    kernel when the holder dies.
+
+    Args:
+        directory: the log directory (``recovery/`` is created if missing).
+        exclusive: True for a purge, False for a checkpoint writer.
+
+    Raises:
+        OSError: when the lock file cannot be opened.
+    """
+    folder = Path(directory) / RECOVERY
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / REWRITE_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)

@@ -1,7 +1,8 @@
 """Writing into a log directory whose recorder is not running: the writer side of the
 recorder without the sockets (:class:`OfflineWriter`), used by ``convlog import``,
-session control with no recorder running, ``convlog recover`` (:func:`repair`) and
-``convlog compress`` (:func:`compress`).
+session control and ``convlog purge`` with no recorder running, ``convlog recover``
+(:func:`repair`), ``convlog compress`` (:func:`compress`) and ``convlog prune``
+(:func:`prune_offline`).
 
 :class:`OfflineWriter` takes the writer lock, repairs the tail exactly as the recorder
 does at start (:func:`convlog.store.recovery.recover`), notes an unclean previous
@@ -19,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from convlog.core.record import make_line
+from convlog.core.retention import Limits
 from convlog.store.clock import Clock
 from convlog.store.lock import LogLock, LogLockedError
 from convlog.store.recovery import RecoveryReport, recover
 from convlog.store.replay import NoLogError
-from convlog.store.seal import Sealed, compress_log
-from convlog.store.segment import EVENTS, list_segments
+from convlog.store.retention import PruneReport, prune
+from convlog.store.seal import Sealed, compress_log, seal_segment
+from convlog.store.segment import EVENTS, is_sealed, list_segments
 from convlog.store.state import read_state
 from convlog.store.writer import SegmentWriter
 
@@ -102,10 +105,45 @@ class OfflineWriter:
         self.seq = last_seq
         writer.maybe_sync()
 
+    def sync(self) -> None:
+        """fsync what was appended so far (a record someone acts on right after).
+
+        Raises:
+            OSError: when the fsync fails.
+        """
+        if self._writer is not None:
+            self._writer.sync()
+
     def room(self) -> int:
         """Bytes that fit in the current segment before it rotates (opens the writer)."""
         writer = self._writer or self._open_writer()
         return writer.segment_bytes - writer.offset
+
+    def seal_last(self, level: int = 3) -> Path | None:
+        """Seal the last segment (``convlog purge`` rewrites only finished, sealed ones):
+        the writer on it is closed first, and a new empty segment is started, so
+        ``recovery/state.json`` names that one before the sealed one is rewritten.
+
+        Args:
+            level: zstd compression level.
+
+        Returns:
+            the sealed file, or None when the last segment was sealed already (or there
+            is none).
+
+        Raises:
+            OSError: when it cannot be sealed (the plain segment is then left as it was).
+        """
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        segments = list_segments(self.directory)
+        if not segments or is_sealed(segments[-1][1]):
+            return None
+        path = segments[-1][1]
+        seal_segment(path, level)
+        self._open_writer()  # the last segment is sealed: a new one named by the next seq
+        return path.with_name(path.name + ".zst")
 
     def _open_writer(self) -> SegmentWriter:
         self._writer = SegmentWriter(self.directory, next_seq=self.seq + 1, fsync="interval")
@@ -213,3 +251,47 @@ def compress(
         return compress_log(directory, level, on_segment)
     finally:
         lock.release()
+
+
+def prune_offline(
+    directory: str | Path,
+    limits: Limits,
+    action: str = "delete",
+    archive_dir: str | Path | None = None,
+    dry_run: bool = False,
+    clock: Clock | None = None,
+) -> PruneReport:
+    """Apply retention to a log whose recorder is not running (``convlog prune``):
+    :func:`convlog.store.retention.prune` under the writer lock, its ``recorder.pruned``
+    record appended before anything is removed. A dry run takes no lock and changes nothing.
+
+    Args:
+        directory: the log directory.
+        limits: the limits (seconds, bytes).
+        action: ``"delete"`` or ``"archive"``.
+        archive_dir: the archive for ``"archive"``.
+        dry_run: only report what would go.
+        clock: time source for the record and the base.
+
+    Returns:
+        the :class:`~convlog.store.retention.PruneReport`.
+
+    Raises:
+        NoLogError: when ``directory`` has no ``events/`` folder.
+        LogLockedError: when a recorder (or another writer) holds the lock.
+        RetentionError, CheckpointError, OSError: see :func:`~convlog.store.retention.prune`.
+    """
+    directory = Path(directory)
+    if not list_segments(directory):
+        raise NoLogError.in_directory(directory)
+    if dry_run:
+        return prune(directory, limits, action, archive_dir, dry_run=True, clock=clock)
+    with OfflineWriter(directory, "convlog prune", clock) as writer:
+
+        def announce(report: PruneReport) -> None:
+            seq = writer.seq + 1
+            writer.append(make_line(seq, writer.clock.now(), "recorder.pruned", "recorder", None, None,
+                                    report.as_data()), seq)
+            writer.sync()
+
+        return prune(directory, limits, action, archive_dir, announce=announce, clock=writer.clock)

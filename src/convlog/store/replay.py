@@ -16,7 +16,7 @@ from typing import Any
 from convlog.core.fold import State, Stream, fold, message_id
 from convlog.core.record import IMPORT_SOURCE, format_ts, parse_when
 from convlog.core.view import ShownMessage, on_time, own_time, payload_text, stream_text
-from convlog.store.checkpoint import Start, best_start
+from convlog.store.checkpoint import best_start, read_horizon
 from convlog.store.segment import follow, list_segments, read_seqs, segment_key, segment_size
 
 
@@ -71,6 +71,8 @@ class Replay:
         read_errors: invalid lines skipped while reading.
         checkpoint: the checkpoint the fold started from, or None.
         refused: newer checkpoints that did not match the log, with the reason.
+        horizon: the last seq retention let go of (0: none); messages at or before it
+            are known by the fold but their bodies are gone (see :data:`PRUNED_TEXT`).
     """
 
     directory: Path
@@ -78,6 +80,7 @@ class Replay:
     read_errors: list[ReadError] = field(default_factory=list)
     checkpoint: Path | None = None
     refused: list[str] = field(default_factory=list)
+    horizon: int = 0
 
     def resolve(self, session: str) -> str:
         """Return the session id that ``session`` names: the id itself, else the only
@@ -138,7 +141,8 @@ class Replay:
                 text = stream_text([parts[s] for s in stream_seqs if s in parts])
                 complete = bool(stream.complete)
             else:
-                text = payload_text(record) if record else "<record missing from the log>"
+                text = payload_text(record) if record else (
+                    PRUNED_TEXT if seq <= self.horizon else "<record missing from the log>")
                 complete = True
             shown.append(
                 ShownMessage(
@@ -157,6 +161,9 @@ class Replay:
             )
         return shown
 
+
+#: The text shown for a message whose record retention let go of (before the horizon).
+PRUNED_TEXT = "<before the log's horizon: pruned by retention>"
 
 #: Kinds whose records make up a streamed message.
 STREAM_KINDS = frozenset({"message.delta", "message.end"})
@@ -237,7 +244,7 @@ def load(
     directory = Path(directory)
     if not list_segments(directory):
         raise NoLogError.in_directory(directory)
-    start = best_start(directory, upto_seq, as_of_ts) if use_checkpoints else Start(State(), None, None, [])
+    start = best_start(directory, upto_seq, as_of_ts, use_checkpoints)
     errors: list[ReadError] = []
     state = start.state
     sizes = {segment_key(path): segment_size(path) for _, path in list_segments(directory)}
@@ -265,5 +272,6 @@ def load(
             progress(before.get(segment, 0) + offset - skipped, total - skipped)
     if progress is not None and count:
         progress(total - skipped, total - skipped)
+    horizon = read_horizon(directory)
     return Replay(directory=directory, state=state, read_errors=errors,
-                  checkpoint=start.checkpoint, refused=start.refused)
+                  checkpoint=start.checkpoint, refused=start.refused, horizon=horizon.seq if horizon else 0)

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from convlog.core.fold import message_id
+from convlog.core.record import is_purged
 from convlog.core.view import EMPTY, payload_text
 from convlog.store.replay import NoLogError
 from convlog.store.segment import follow, list_segments, open_segment, segment_key, segment_path, segment_size
@@ -93,8 +94,11 @@ def record_text(record: dict[str, Any]) -> str | None:
     Returns:
         for ``message``/``raw``/``unknown`` and the stream kinds, the text
         :func:`convlog.core.view.payload_text` shows (None for a base64 payload); for
-        ``session.crystal``, ``data.summary``; None for any other kind or empty text.
+        ``session.crystal``, ``data.summary``; None for any other kind, for empty
+        text and for a purged record (``convlog purge``).
     """
+    if is_purged(record):
+        return None
     kind = record.get("kind")
     if kind == "session.crystal":
         data = record.get("data")
@@ -343,6 +347,22 @@ class TextIndex:
         position = self._position()
         return 0 if position is None else position.last_seq
 
+    def forget_before(self, seq: int) -> int:
+        """Drop the rows of records (and streamed messages) before ``seq``: retention let
+        them go, so search no longer finds them. Their words stay in the contentless
+        full-text tables until the next :meth:`rebuild` (they match no row).
+
+        Returns:
+            the number of record rows dropped.
+
+        Raises:
+            sqlite3.Error: when the index cannot be written (after the busy timeout).
+        """
+        with self._write() as conn:
+            dropped = conn.execute("DELETE FROM records WHERE seq < ?", (seq,)).rowcount
+            conn.execute("DELETE FROM streams WHERE first_seq < ?", (seq,))
+        return int(dropped)
+
     def count(self) -> int:
         """Number of records (and streamed messages) in the index."""
         return int(self._conn.execute("SELECT count(*) FROM records").fetchone()[0])
@@ -447,7 +467,9 @@ class TextIndex:
                 last = (segment, start, offset, seq)
                 count += 1
                 kind = record["kind"]
-                if kind in STREAM_KINDS:
+                if is_purged(record):
+                    pass  # convlog purge removed its text: nothing to index
+                elif kind in STREAM_KINDS:
                     self._stream(conn, record, _segment_seq(segment), start, dirty)
                 else:
                     text = record_text(record)
@@ -535,3 +557,35 @@ class TextIndex:
                     conn.execute(f"INSERT INTO {table}(rowid, text) VALUES (?, ?)", (first_seq, text))
             conn.execute("UPDATE streams SET indexed = ? WHERE session IS ? AND message_id = ?",
                          (text or None, session, mid))
+
+
+def delete_index(directory: str | Path) -> bool:
+    """Delete the search index of a log directory (``index/search.sqlite`` and its
+    ``-wal``, ``-shm`` and ``-journal`` files), with the bytes of every text it held; the
+    next reader builds it again from the log. Used by ``convlog purge``: a SQLite file
+    keeps deleted rows in free pages, so the index is deleted and built again rather than
+    edited. Taken under the set-up lock (``index/search.lock``), so no reader is opening
+    it meanwhile; a reader that had it open goes on with the deleted file.
+
+    Args:
+        directory: the log directory.
+
+    Returns:
+        True when there was an index file to delete.
+
+    Raises:
+        OSError: when a file cannot be deleted.
+    """
+    folder = Path(directory) / INDEX_DIR
+    if not folder.is_dir():
+        return False
+    found = False
+    with open(folder / LOCK_FILE, "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.unlink(folder / f"{INDEX_FILE}{suffix}")
+            except FileNotFoundError:
+                continue
+            found = True
+    return found

@@ -8,7 +8,10 @@ What is checked (docs/log-format.md):
 
 * every line of every segment is a whole record (JSON object, positive integer
   ``seq``, string ``kind``) ending in a newline; a torn last line is reported;
-* ``seq`` starts at 1 and runs +1 per record within and across segments;
+* ``seq`` starts at 1 and runs +1 per record within and across segments; a log whose
+  oldest segments retention let go of starts after its base (``base.json``): its first
+  segment begins at or before the base's seq + 1 (before it only when a prune was
+  interrupted: those segments are a note);
 * each segment is named by its first record's seq (an empty segment, which a
   writer leaves only at the end of the log, by the seq that comes next);
 * ``recovery/state.json`` agrees with the log: its segment exists, its
@@ -23,7 +26,11 @@ that is not a complete seekable zstd file is a problem. What a crash while seali
 leaves is only a note (recovery removes it): a ``.jsonl.zst.tmp`` file, and a plain
 segment beside its sealed copy (the sealed one is complete and is the one read).
 
-Checkpoints: each must be readable and its cut (digest) must still match the log.
+Checkpoints: each must be readable and its cut (digest) must still match the log; so
+must the base.
+
+Purged records (``convlog purge``) are valid records, counted in a note; an
+interrupted purge (``recovery/purge.json``) is a note saying how to finish it.
 """
 
 from __future__ import annotations
@@ -35,8 +42,17 @@ from typing import Any
 
 import orjson
 
-from convlog.core.record import decode_bytes, parse_line
-from convlog.store.checkpoint import CheckpointError, check_cut, list_checkpoints, load_checkpoint
+from convlog.core.record import decode_bytes, is_purged, parse_line
+from convlog.store.checkpoint import (
+    BASE_FILE,
+    CheckpointError,
+    Horizon,
+    check_cut,
+    list_checkpoints,
+    load_checkpoint,
+    read_horizon,
+)
+from convlog.store.purge import PURGE_FILE, pending_purge
 from convlog.store.replay import NoLogError
 from convlog.store.segment import (
     CHECKPOINTS,
@@ -71,13 +87,13 @@ def is_clean_ending(record: dict[str, Any]) -> bool:
     with its ``control`` record.
     """
     kind, source = record.get("kind"), record.get("source")
-    return (kind == "recorder.stop" or (kind == "recorder.recovered" and source == "recorder")
+    return (kind == "recorder.stop" or (kind in ("recorder.recovered", "recorder.pruned") and source == "recorder")
             or source in ("import", "control"))
 
 
 #: What may end a log whose state is clean, in words (for the problem message).
-CLEAN_ENDINGS = ("recorder.stop (or, after convlog recover / import / a session command, recorder.recovered, "
-                 "an import or a control record)")
+CLEAN_ENDINGS = ("recorder.stop (or, after convlog recover / prune / import / a session command, "
+                 "recorder.recovered, recorder.pruned, an import or a control record)")
 
 
 @dataclass(slots=True)
@@ -110,6 +126,7 @@ class VerifyReport:
         segments: number of segments.
         records: number of valid records.
         last_seq: seq of the last valid record (0 for an empty log).
+        purged: how many of them are purged records (``convlog purge``), a note.
     """
 
     directory: Path
@@ -118,6 +135,7 @@ class VerifyReport:
     segments: int = 0
     records: int = 0
     last_seq: int = 0
+    purged: int = 0
 
     @property
     def ok(self) -> bool:
@@ -197,6 +215,7 @@ def verify(directory: str | Path, progress: Callable[[int, int], None] | None = 
     state, durable = _read_state(directory, report)
     segments = list_segments(directory)
     report.segments = len(segments)
+    horizon = _check_base(directory, segments, report)
     tail = _Tail()
     sizes = []
     for _, path in segments:
@@ -211,13 +230,61 @@ def verify(directory: str | Path, progress: Callable[[int, int], None] | None = 
     if state is not None:
         _check_state(state, durable, tail, report)
     _check_quarantine(directory, report)
-    _check_checkpoints(directory, report)
+    _check_checkpoints(directory, report, horizon)
+    _note_purges(directory, report)
     return report
 
 
-def _check_checkpoints(directory: Path, report: VerifyReport) -> None:
+def _check_base(directory: Path, segments: list[tuple[int, Path]], report: VerifyReport) -> Horizon | None:
+    """Read the base (when the log has one) and set where the log's seqs must start."""
+    try:
+        horizon = read_horizon(directory)
+    except CheckpointError as exc:
+        report.problems.append(Problem(BASE_FILE, None, str(exc).split(": ", 1)[-1]))
+        return None
+    if horizon is None:
+        return None
+    where = BASE_FILE
+    try:
+        cut, state = load_checkpoint(horizon.path)
+    except CheckpointError as exc:
+        report.problems.append(Problem(where, None, str(exc).split(": ", 1)[-1]))
+        return horizon
+    if state.last_seq != cut.seq:
+        report.problems.append(Problem(where, None, f"its state ends at seq {state.last_seq}, its cut at {cut.seq}"))
+    pruned = horizon.pruned
+    report.notes.append(
+        f"{where}: the log starts after its base at seq {horizon.seq} ({pruned.get('records', '?')} records in "
+        f"{pruned.get('segments', '?')} segment(s) let go of by retention, action {pruned.get('action', '?')})"
+    )
+    first = segments[0][0] if segments else horizon.seq + 1
+    if first <= horizon.seq + 1:
+        report.last_seq = first - 1
+        before = [path.name for start, path in segments if start <= horizon.seq]
+        if before and first <= horizon.seq:
+            report.notes.append(f"{EVENTS}/: {len(before)} segment(s) before the base remain from an interrupted "
+                                "prune; nothing reads them and the next prune removes them")
+    else:
+        report.last_seq = horizon.seq
+    return horizon
+
+
+def _note_purges(directory: Path, report: VerifyReport) -> None:
+    """Purged records and a pending purge are notes, never problems."""
+    if report.purged:
+        report.notes.append(f"{report.purged} purged record(s): payload removed by convlog purge (seq, time, kind, "
+                            "source, session and the payload's sha256 kept)")
+    pending = pending_purge(directory)
+    if pending is not None:
+        session = pending.get("session")
+        report.notes.append(f"{RECOVERY}/{PURGE_FILE}: a purge of session {session!r} started "
+                            f"{pending.get('started')} has not finished: run convlog purge {session} again to "
+                            "finish it")
+
+
+def _check_checkpoints(directory: Path, report: VerifyReport, horizon: Horizon | None) -> None:
     """Every checkpoint must be readable and its cut must still match the log (digest
-    of the cut's segment, sizes of the earlier ones)."""
+    of the cut's segment, sizes of the earlier ones after the base)."""
     for info in list_checkpoints(directory):
         where = f"{CHECKPOINTS}/{info.path.name}"
         try:
@@ -225,7 +292,7 @@ def _check_checkpoints(directory: Path, report: VerifyReport) -> None:
         except CheckpointError as exc:
             report.problems.append(Problem(where, None, str(exc).split(": ", 1)[-1]))
             continue
-        reason = check_cut(directory, cut)
+        reason = check_cut(directory, cut, horizon)
         if reason is None and state.last_seq != cut.seq:
             reason = f"its state ends at seq {state.last_seq}, its cut at {cut.seq}"
         if reason is not None:
@@ -315,6 +382,7 @@ def _check_segment(
                         ))
                 report.last_seq = seq
                 report.records += 1
+                report.purged += is_purged(record)
                 valid_end = offset
                 tail.last = record
             if watch and offset == durable.offset:

@@ -25,8 +25,8 @@ from convlog.cli.errors import EXPECTED
 COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
     "Recording": ("record", "launch", "status", "stop", "doctor", "broker", "publish", "demo"),
     "Reading": ("sessions", "show", "search", "tail", "info", "replay", "export", "play", "resume"),
-    "Sessions": ("fork", "rewind", "checkpoint", "crystal", "delete", "checkpoints"),
-    "Offline tools": ("verify", "recover", "compress", "import", "reindex"),
+    "Sessions": ("fork", "rewind", "checkpoint", "crystal", "delete", "purge", "checkpoints"),
+    "Offline tools": ("verify", "recover", "compress", "prune", "import", "reindex"),
 }
 
 
@@ -114,8 +114,10 @@ main.add_command(sessions.fork)
 main.add_command(sessions.rewind)
 main.add_command(sessions.crystal)
 main.add_command(sessions.delete)
+main.add_command(sessions.purge)
 main.add_command(offline.verify)
 main.add_command(offline.recover)
 main.add_command(offline.compress)
+main.add_command(offline.prune)
 main.add_command(offline.import_)
 main.add_command(offline.reindex)

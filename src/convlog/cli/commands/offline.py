@@ -1,4 +1,4 @@
-"""``convlog`` offline tools on a log directory: verify, recover, compress, import, reindex."""
+"""``convlog`` offline tools on a log directory: verify, recover, compress, prune, import, reindex."""
 
 from __future__ import annotations
 
@@ -57,22 +57,98 @@ def compress(dir_argument: Path | None, dir_option: Path | None, level: int) -> 
     reports.print_compress(directory, run(directory, level))
 
 
+@click.command()
+@log_dir_argument
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML config file whose [retention] applies (default $CONVLOG_CONFIG).")
+@click.option("--max-age", "max_age", metavar="AGE", help='Let go of finished segments older than AGE ("90d", "12h").')
+@click.option("--max-bytes", "max_bytes", metavar="SIZE",
+              help='Let go of the oldest finished segments while the log is bigger than SIZE ("50GiB").')
+@click.option("--archive", "archive", type=click.Path(file_okay=False, path_type=Path),
+              help="Move them into this archive directory instead of deleting them.")
+@click.option("--dry-run", is_flag=True, help="Only say what would go.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def prune(dir_argument: Path | None, dir_option: Path | None, config_path: Path | None, max_age: str | None,
+          max_bytes: str | None, archive: Path | None, dry_run: bool, as_json: bool) -> None:
+    """Apply retention: let go of the oldest whole finished segments (never the live
+    one) by age and/or size, after writing the state at the cut as the log's base
+    (base.json), so sessions that began earlier still fold. A recorder.pruned record
+    says what went. Flags override the config's [retention]; with a recorder running,
+    it does the pruning (asked on its control channel)."""
+    from convlog.bus import control
+    from convlog.cli import console, reports
+    from convlog.core.retention import Limits
+    from convlog.recorder.config import load_config, parse_age, parse_size
+    from convlog.store.lock import LogLockedError
+    from convlog.store.offline import prune_offline
+
+    directory = log_dir(dir_argument, dir_option)
+    config = load_config(config_path)
+    age, size = config.retention_max_age_s, config.retention_max_bytes
+    for text, parse, hint in ((max_age, parse_age, "'--max-age'"), (max_bytes, parse_size, "'--max-bytes'")):
+        if text is None:
+            continue
+        try:
+            value = parse(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=hint) from None
+        age, size = (value, size) if parse is parse_age else (age, value)
+    limits = Limits(age, size)
+    if not limits.active:
+        raise click.UsageError("no retention limit: give --max-age and/or --max-bytes, or set [retention] "
+                               "max_age / max_bytes in the config")
+    if archive is not None:
+        action, archive_dir = "archive", archive
+    elif max_age is not None or max_bytes is not None:
+        action, archive_dir = "delete", None
+    else:
+        action, archive_dir = config.retention_action, config.retention_archive_dir
+    try:
+        report = prune_offline(directory, limits, action, archive_dir, dry_run)
+        data = report.as_data()
+    except LogLockedError as locked:
+        try:
+            data = control.request(
+                directory, "prune", timeout_s=600.0, max_age_s=age, max_bytes=size, action=action,
+                archive_dir=str(archive_dir.resolve()) if archive_dir else None, dry_run=dry_run)
+        except control.NotRunningError:
+            raise locked from None
+        data.pop("ok", None)
+    if as_json:
+        console.print_json(data)
+    else:
+        reports.print_prune(directory, data)
+
+
 @click.command(name="import")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--archive", "archive", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Import the records of a retention archive (checked against its manifest first).")
 @dir_option
-def import_(files: tuple[Path, ...], directory: Path) -> None:
+def import_(files: tuple[Path, ...], archive: Path | None, directory: Path) -> None:
     """Import JSONL files into the log (source "import"): legacy ConversationEvent
     records, another convlog log's records, or OpenAI chat messages; each file's format
-    is detected from its content.
+    is detected from its content (files ending in .zst are decompressed). With --archive,
+    the segments of a retention archive, after checking each against the sha256 of its
+    manifest.
 
     The recorder must not be running. Lines already imported are skipped; invalid lines
     are reported as FILE:LINE: reason (exit 1) and the valid ones are still imported."""
     from convlog.cli import console, reports
+    from convlog.store.archive import ArchiveError, check_archive
     from convlog.store.importer import import_files
 
-    total = sum(path.stat().st_size for path in files)
+    paths = list(files)
+    if archive is not None:
+        check = check_archive(archive)
+        if not check.ok:
+            raise ArchiveError(f"{archive} does not match its manifest: {'; '.join(check.problems)}")
+        paths += check.segments
+    if not paths:
+        raise click.UsageError("nothing to import: give FILES or --archive DIR")
+    total = sum(path.stat().st_size for path in paths)
     with console.byte_progress("importing", total) as advance:
-        report = import_files(directory, files, progress=advance)
+        report = import_files(directory, paths, progress=advance)
     reports.print_import(report)
     sys.exit(1 if report.invalid else 0)
 

@@ -162,3 +162,67 @@ def crystal(directory: Path, session: str, summary: str, upto: int | None) -> No
 def delete(directory: Path, session: str) -> None:
     """Mark SESSION deleted (a tombstone: its history stays in the log)."""
     _control_record(directory, "session.delete", session)
+
+
+#: Environment variable of the purge crash tests: stop the process (SIGSTOP) at the Nth
+#: durable step of a purge, for the test to kill it there with kill -9.
+PURGE_STOP_AT = "CONVLOG_PURGE_STOP_AT"
+
+
+@click.command()
+@dir_option
+@click.argument("session")
+@click.option("--before", metavar="TIME",
+              help="Purge only the records received before TIME (ISO 8601, today, yesterday, 2d, ...; imported "
+                   "records by their own time).")
+@click.option("--dry-run", is_flag=True, help="Say what would be purged and change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Purge without asking (needed when stdin is not a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def purge(directory: Path, session: str, before: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Erase SESSION's payloads from every file of the log, for good (right to erasure).
+
+    Its records keep their seq, time, kind, source, session and payload digest, so the
+    log stays gapless and verifiable; their text goes from the segments (rewritten, the
+    live one sealed first), the checkpoints (rebuilt), the search index (rebuilt), the
+    quarantine and exports written under the log directory. A session.purged record says
+    what was removed, when and by whom. Works with the recorder running or not; an
+    interrupted purge is finished by running it again."""
+    import os
+    import signal
+    import sys
+    from datetime import UTC, datetime
+
+    from convlog.cli import console, reports
+    from convlog.cli.session_control import purge_session
+    from convlog.core.record import format_ts, parse_when
+    from convlog.store.purge import PurgeError
+
+    cutoff = None
+    if before is not None:
+        try:
+            cutoff = format_ts(parse_when(before, datetime.now(UTC)))
+        except ValueError:
+            raise click.BadParameter(f"{before!r} is not a time (ISO 8601, now, today, yesterday, 2h, 3d)",
+                                     param_hint="'--before'") from None
+    if not dry_run and not yes:
+        if not sys.stdin.isatty():
+            raise PurgeError("a purge cannot be undone: give --yes to go on (or --dry-run to see what it removes)")
+        plan = purge_session(directory, session, cutoff, dry_run=True)
+        reports.print_purge(plan)
+        if plan.records == 0 or not click.confirm(f"Purge {plan.records:,} records of {plan.session} for good?"):
+            return
+        session = plan.session
+    stop_at = int(os.environ.get(PURGE_STOP_AT) or 0)
+    steps = 0
+
+    def on_step(_name: str) -> None:
+        nonlocal steps
+        steps += 1
+        if steps == stop_at:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    report = purge_session(directory, session, cutoff, dry_run=dry_run, on_step=on_step if stop_at else None)
+    if as_json:
+        console.print_json(report.as_dict())
+    else:
+        reports.print_purge(report)

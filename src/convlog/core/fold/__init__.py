@@ -45,7 +45,10 @@ Rules by kind (parameters are read from ``data``; ids from ``meta``):
   Token counts are integers in ``0..2**53`` (integral floats accepted); ``cost_usd``
   a finite number >= 0. Top-level fields win over ``data.usage`` ones.
 * ``recorder.gap``: ``publisher`` (str or None), ``0 <= first <= last < 2**63``.
-* Any other kind is only counted.
+* Any other kind is only counted, and so is a purged record of any kind
+  (``meta.purged: true``, left by ``convlog purge``): it carries nothing, so folding a
+  log with a session purged gives the state of the log without that session's records
+  (a fork of a purged session is then refused: its parent is unknown).
 
 Modules: :mod:`.values` (:class:`Refs` and the immutable records of what happened),
 :mod:`.state` (:class:`State`, :class:`Session`, :class:`Stream`, :class:`Usage`, :class:`Tally`),
@@ -92,9 +95,10 @@ def fold(state: State, record: Mapping[str, Any], observe: Observer | None = Non
 
     A record whose seq is ``<= state.last_seq`` is ignored entirely (replaying a log
     over a checkpoint, or the same record twice, is idempotent). Otherwise
-    ``last_seq``, ``records``, ``kinds`` and the ``tally`` are updated for every kind, and the
-    kind's handler, if any, applies it. A record the handler rejects changes nothing
-    else but appends a :class:`FoldError` to ``state.errors``.
+    ``last_seq``, ``records``, ``kinds`` and the ``tally`` are updated for every kind,
+    and the kind's handler, if any, applies it; a purged record (``meta.purged: true``)
+    goes to no handler. A record the handler rejects changes nothing else but appends a
+    :class:`FoldError` to ``state.errors``.
 
     Args:
         state: the state to fold into (mutated).
@@ -129,6 +133,8 @@ def fold(state: State, record: Mapping[str, Any], observe: Observer | None = Non
     if handler is None:
         return state
     meta = record.get("meta")
+    if isinstance(meta, Mapping) and meta.get("purged") is True:
+        return state  # a purged record carries nothing (convlog purge): counted only
     ts = record.get("ts")
     rec = _Record(
         seq=seq,
