@@ -120,21 +120,51 @@ def count_messages(directory: Path, seen: dict[str, int]) -> int:
     return seen.get("count", 0)
 
 
-def record_log(workdir: Path, directory: Path, events: Path, expected: int, rate: float, say: Any) -> dict[str, Any]:
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a running process (all its threads), from
+    ``/proc/PID/stat``; None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def record_log(workdir: Path, directory: Path, events: Path, expected: int, rate: float, say: Any,
+               env: dict[str, str] | None = None, before_stop: Any = None) -> dict[str, Any]:
     """Broker, recorder and ``convlog publish`` as separate processes; returns what
-    was sent, recorded and how long it took."""
+    was sent, recorded and how long it took.
+
+    Args:
+        env: the recorder's environment (``CONVLOG_*`` settings), default this one's.
+        before_stop: called once the log holds every message (or stopped growing),
+            before the recorder's CPU is read and it is stopped (e.g. to wait for
+            sealing to finish).
+
+    Returns:
+        ``sent``, ``recorded``, ``lost``, ``publish_s``, ``record_s`` (from the first
+        message published to the last one in the log, s), ``stop_s``,
+        ``recorder_exit`` and ``recorder_cpu_s``: the recorder's user + system CPU
+        seconds from its first record (start-up excluded) until ``before_stop`` returned.
+    """
     xsub, xpub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     logs: list[Any] = []
 
-    def spawn(cmd: list[str], name: str) -> subprocess.Popen[bytes]:
+    def spawn(cmd: list[str], name: str, environment: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         fh = (workdir / f"{name}.log").open("wb")
         logs.append(fh)
-        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=environment)
 
     broker = spawn(["convlog", "broker", "--xsub", xsub, "--xpub", xpub, "--hwm", "0"], "broker")
     recorder = spawn(["convlog", "record", "--dir", str(directory), "--sub", xpub, "--log-level", "WARNING"],
-                     "recorder")
+                     "recorder", env)
     try:
+        deadline = time.monotonic() + 60
+        while not any(path.stat().st_size for _, path in _segments(directory)) and time.monotonic() < deadline:
+            if recorder.poll() is not None:
+                raise RuntimeError(f"the recorder exited with {recorder.returncode} (see {workdir}/recorder.log)")
+            time.sleep(0.05)  # until its recorder.start record: start-up is not what is measured
+        cpu_started = process_cpu_s(recorder.pid)
         started = time.perf_counter()
         publish = subprocess.run(
             ["convlog", "publish", str(events), "--endpoint", xsub, "--rate", str(rate), "--wait", "60",
@@ -155,6 +185,9 @@ def record_log(workdir: Path, directory: Path, events: Path, expected: int, rate
                 raise RuntimeError(f"the recorder exited with {recorder.returncode} (see {workdir}/recorder.log)")
             time.sleep(0.2)
         recorded_s = time.perf_counter() - started
+        if before_stop is not None:
+            before_stop()
+        cpu_done = process_cpu_s(recorder.pid)
         stop_started = time.perf_counter()
         stop_process(recorder, timeout=300)
         stop_s = time.perf_counter() - stop_started
@@ -163,8 +196,18 @@ def record_log(workdir: Path, directory: Path, events: Path, expected: int, rate
         stop_process(broker)
         for fh in logs:
             fh.close()
+    cpu = None if cpu_started is None or cpu_done is None else cpu_done - cpu_started
     return {"sent": expected, "recorded": last, "lost": expected - last, "publish_s": sent_s,
-            "record_s": recorded_s, "stop_s": stop_s, "recorder_exit": recorder.returncode}
+            "record_s": recorded_s, "stop_s": stop_s, "recorder_exit": recorder.returncode, "recorder_cpu_s": cpu}
+
+
+def _segments(directory: Path) -> list[tuple[int, Path]]:
+    from convlog.store.segment import list_segments
+
+    try:
+        return list_segments(directory)
+    except OSError:
+        return []
 
 
 def log_size(directory: Path) -> tuple[int, int, int]:

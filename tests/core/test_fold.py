@@ -699,6 +699,45 @@ def test_from_dict_rejects_other_versions() -> None:
         State.from_dict(d)
 
 
+def test_the_tally_counts_sources_own_times_and_drops() -> None:
+    """Every folded record counts for its source (``-`` for none); messages with a time of
+    their own widen the own span; ``recorder.dropped`` adds its positive ``messages``;
+    replays count nothing; the tally survives a checkpoint round trip and a copy."""
+    records = [
+        rec(1, "message", "a", {"timestamp": "2025-03-01T10:00:00Z"}, {"message_id": "m1"}),
+        rec(2, "message", "a", {"created_at": 1_700_000_000}, {"message_id": "m2"}),
+        rec(3, "message", "a", {"content": "no time"}, {"message_id": "m3"}),
+        rec(4, "recorder.dropped", None, {"messages": 7}, source="recorder"),
+        rec(5, "recorder.dropped", None, {"messages": True}, source="recorder"),
+        rec(6, "session.delete", "a", {}, source="control"),
+        rec(7, "unknown", None, {}, source=None),
+        rec(3, "message", "a", {"timestamp": "1999-01-01T00:00:00Z"}, {"message_id": "old"}),  # a replay
+    ]
+    state = fold_all(records)
+    tally = state.tally
+    assert tally is not None
+    assert tally.sources == {"sub": 3, "recorder": 2, "control": 1, "-": 1}
+    assert (tally.own_messages, tally.first_own, tally.last_own) == (
+        2, "2023-11-14T22:13:20.000000Z", "2025-03-01T10:00:00.000000Z")
+    assert tally.dropped == 7
+    assert State.from_dict(orjson.loads(orjson.dumps(state.to_dict()))) == state
+    copy = state.copy()
+    fold(copy, rec(8, "message", "b", {}, {"message_id": "x"}, source="pull"))
+    assert copy.tally is not None and copy.tally.sources["pull"] == 1 and "pull" not in tally.sources
+
+
+def test_a_version_2_state_is_read_with_an_unknown_tally() -> None:
+    """A state written before the tally was kept (version 2) reads as one whose tally is
+    None, and folding on keeps it None (its counts would miss the records before)."""
+    d = _base_log().fold().to_dict()
+    d["version"] = 2
+    del d["tally"]
+    state = State.from_dict(d)
+    assert state.tally is None
+    fold(state, rec(10_000, "message", "a", {}, {"message_id": "later"}))
+    assert state.tally is None and state.to_dict()["tally"] is None
+
+
 # --------------------------------------------------------------------------- properties
 
 SIDS = ["a", "b", "c"]

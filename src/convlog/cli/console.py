@@ -103,22 +103,3 @@ def lazy_progress(description: str) -> Iterator[Callable[[int, int], None]]:
             bar.update(task, completed=done, total=total)
 
         yield report
-
-
-@contextlib.contextmanager
-def info_progress(total: int) -> Iterator[tuple[Callable[[int], None], Callable[[int, int], None]]]:
-    """Two progress bars on stderr for ``convlog info`` (cleared at the end; not drawn
-    when stderr is not a terminal): reading the log (``total`` bytes), then folding the
-    sessions. Yields ``(advance, fold)``: ``advance(bytes done since the last call)``
-    for the first, ``fold(bytes done, bytes to do)`` for the second."""
-    if not err.is_terminal:  # rich would still write an empty line there
-        yield (lambda done: None), (lambda done, todo: None)
-        return
-    columns = (
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, transient=True) as progress:
-        read = progress.add_task("reading the log", total=total)
-        fold = progress.add_task("folding sessions", total=None, visible=False)
-        yield ((lambda done: progress.advance(read, done)),
-               (lambda done, todo: progress.update(fold, completed=done, total=todo, visible=True)))

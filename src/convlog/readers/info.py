@@ -1,13 +1,21 @@
 """``convlog info``: what a log directory holds, like ``ros2 bag info``.
 
-One pass over every record (:class:`LogTally`, pure: records in, counts out) gives the
-time span, records by kind and by source, records per segment, the publishers seen in
-loss-detection stamps (:class:`convlog.core.gaps.GapDetector`, as the recorder follows them)
-and in ``recorder.gap`` records, gaps and drops. Sessions come from the fold
-(:func:`convlog.store.replay.load`, which starts from the newest matching checkpoint and is
-cut at the last seq the pass saw, so both describe the same log). Checkpoints, disk
-use and quarantine are read from the directory. Nothing is cached: every call reads
-the log again.
+It answers from the newest checkpoint plus the records after it, not by reading the
+whole log: the fold's state (:class:`convlog.core.fold.State`, which a checkpoint
+carries) counts records by kind, and its :class:`~convlog.core.fold.Tally` by source,
+the messages' own times and drops; the checkpoint's header holds the publishers'
+stamps as the recorder follows them (:class:`convlog.core.gaps.GapDetector`). The
+records after the checkpoint are folded and observed in one pass, so the counts and
+the sessions describe the same records even while a recorder appends. The time span
+comes from the first record of the log and the last one folded (``ts`` never goes
+back in seq order), records per segment from the segments' names (seqs run +1 across
+segments), sizes from file sizes; checkpoints, disk use and quarantine from the
+directory. With no usable checkpoint the pass folds from the log's first record; with
+one written before the tally was kept (state format 2) it also reads the records the
+checkpoint covers, only to count them. When retention let the oldest segments go, the
+counts of the log's base (``base.json``) are taken off, so the figures describe the
+records the log holds (the sessions stay those of the whole fold, and the messages' own
+times span every message folded, those let go of included). Nothing is cached.
 """
 
 from __future__ import annotations
@@ -16,23 +24,26 @@ import os
 import stat
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from convlog.core.fold import Gap, State, Tally, fold
 from convlog.core.gaps import GapDetector
-from convlog.core.view import own_time
-from convlog.store.checkpoint import list_checkpoints, read_horizon
-from convlog.store.replay import NoLogError, load
+from convlog.store.checkpoint import BASE_FILE, Start, best_start, list_checkpoints, load_checkpoint, read_horizon
+from convlog.store.replay import NoLogError
 from convlog.store.segment import (
     CHECKPOINTS,
     EVENTS,
     QUARANTINE_FILE,
     RECOVERY,
+    bytes_from,
+    find_record,
     follow,
+    iter_records,
     list_segments,
     segment_key,
 )
@@ -62,115 +73,81 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-@dataclass(slots=True)
-class LogTally:
-    """Counts over the records of a log, fed in seq order. Pure: no I/O.
+def publisher_rows(publishers: GapDetector, gaps: list[Gap], base: GapDetector | None = None
+                   ) -> list[dict[str, Any]]:
+    """One dict per publisher (id, messages, last stamp seq, missing, restarts,
+    duplicates, last record seq, missing according to the ``recorder.gap`` records
+    folded into ``gaps``), sorted by id; publishers known only from gap records are
+    included. With ``base`` (the stamps as of the log's base), its counts are taken
+    off, so that the rows count the records the log holds; a publisher seen only
+    before the base is left out."""
+    gap_missing: Counter[str] = Counter()
+    for gap in gaps:
+        if gap.publisher is not None:
+            gap_missing[gap.publisher] += gap.last - gap.first + 1
+    rows = []
+    for pid in sorted(set(publishers.publishers) | set(gap_missing)):
+        state = publishers.publishers.get(pid)
+        before = base.publishers.get(pid) if base is not None else None
+        row = {
+            "id": pid,
+            "messages": (state.messages if state else 0) - (before.messages if before else 0),
+            "last_stamp_seq": state.seq if state else None,
+            "missing": (state.missing if state else 0) - (before.missing if before else 0),
+            "restarts": (state.restarts if state else 0) - (before.restarts if before else 0),
+            "duplicates": (state.duplicates if state else 0) - (before.duplicates if before else 0),
+            "last_record": state.last_record if state else None,
+            "gap_missing": gap_missing.get(pid, 0),
+        }
+        if before is None or any(row[k] for k in ("messages", "missing", "restarts", "duplicates", "gap_missing")):
+            rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    """The counters of a state as of the log's base, taken off the figures so that they
+    describe the records the log holds (retention let the earlier ones go).
 
     Attributes:
-        records: records counted.
-        first_seq, last_seq: lowest and highest seq seen (0 when none).
-        first_ts, last_ts: earliest and latest receive time (RFC 3339 text, which
-            compares as time), or None.
-        own_records, first_own_ts, last_own_ts: messages that carry a time of their own
-            (:func:`convlog.core.view.own_time`: a legacy ``Timestamp``, a payload
-            ``timestamp``/``ts``/``created_at``), and the earliest and latest of those
-            times: for imported data, when the conversation happened.
-        by_kind, by_source: records per kind and per source (``None`` source as ``-``).
-        by_segment: records per segment file name.
-        publishers: the stamps of bus records (``sub``/``pull``) followed as the
-            recorder follows them (messages, last seq, missing, restarts, duplicates).
-        gap_records, gap_missing: ``recorder.gap`` records and the messages they say
-            are missing (``data.missing``); ``gaps_by_publisher`` the same per publisher.
-        drop_records, dropped: ``recorder.dropped`` records and the messages they say
-            were dropped (``data.messages``).
+        seq: the base's last seq.
+        records, kinds: the state's counts.
+        sources, dropped: its tally's, or None when the figures do not include them.
+        publishers: the stamps as of the base, or None.
     """
 
-    records: int = 0
-    first_seq: int = 0
-    last_seq: int = 0
-    first_ts: str | None = None
-    last_ts: str | None = None
-    own_records: int = 0
-    first_own_ts: str | None = None
-    last_own_ts: str | None = None
-    by_kind: Counter[str] = field(default_factory=Counter)
-    by_source: Counter[str] = field(default_factory=Counter)
-    by_segment: Counter[str] = field(default_factory=Counter)
-    publishers: GapDetector = field(default_factory=GapDetector)
-    gap_records: int = 0
-    gap_missing: int = 0
-    gaps_by_publisher: Counter[str] = field(default_factory=Counter)
-    drop_records: int = 0
-    dropped: int = 0
+    seq: int
+    records: int
+    kinds: dict[str, int]
+    sources: dict[str, int] | None
+    dropped: int
+    publishers: GapDetector | None
 
-    def add(self, record: dict[str, Any], segment: str) -> None:
-        """Count one record (as :func:`convlog.core.record.parse_line` returns it) read from
-        ``segment``."""
-        seq = record["seq"]
-        kind = record["kind"]
-        self.records += 1
-        if not self.first_seq or seq < self.first_seq:
-            self.first_seq = seq
-        self.last_seq = max(self.last_seq, seq)
-        ts = record.get("ts")
-        if isinstance(ts, str):
-            if self.first_ts is None or ts < self.first_ts:
-                self.first_ts = ts
-            if self.last_ts is None or ts > self.last_ts:
-                self.last_ts = ts
-        if kind == "message":
-            own = own_time(record)
-            if own is not None:
-                self.own_records += 1
-                if self.first_own_ts is None or own < self.first_own_ts:
-                    self.first_own_ts = own
-                if self.last_own_ts is None or own > self.last_own_ts:
-                    self.last_own_ts = own
-        self.by_kind[kind] += 1
-        source = record.get("source")
-        self.by_source[source if isinstance(source, str) else "-"] += 1
-        self.by_segment[segment] += 1
-        self.publishers.observe_record(record)
-        data = record.get("data")
-        if kind == "recorder.gap" and isinstance(data, dict):
-            missing = _count(data.get("missing"))
-            self.gap_records += 1
-            self.gap_missing += missing
-            publisher = data.get("publisher")
-            self.gaps_by_publisher[publisher if isinstance(publisher, str) else "-"] += missing
-        elif kind == "recorder.dropped" and isinstance(data, dict):
-            self.drop_records += 1
-            self.dropped += _count(data.get("messages"))
 
-    def duration_s(self) -> float | None:
-        """Seconds from the earliest to the latest receive time, or None when the times
-        are missing or not RFC 3339."""
-        return _span_s(self.first_ts, self.last_ts)
+def _counts(state: State, publishers: GapDetector | None) -> _Counts:
+    tally = state.tally
+    return _Counts(state.last_seq, state.records, dict(state.kinds), None if tally is None else dict(tally.sources),
+                   0 if tally is None else tally.dropped,
+                   None if publishers is None else GapDetector.from_dict(publishers.to_dict()))
 
-    def own_duration_s(self) -> float | None:
-        """Seconds from the earliest to the latest of the messages' own times, or None
-        when no message carries one."""
-        return _span_s(self.first_own_ts, self.last_own_ts)
 
-    def publisher_rows(self) -> list[dict[str, Any]]:
-        """One dict per publisher (id, messages, last stamp seq, missing, restarts,
-        duplicates, last record seq, missing according to ``recorder.gap`` records),
-        sorted by id; publishers known only from gap records are included."""
-        ids = set(self.publishers.publishers) | {p for p in self.gaps_by_publisher if p != "-"}
-        rows = []
-        for pid in sorted(ids):
-            state = self.publishers.publishers.get(pid)
-            rows.append({
-                "id": pid,
-                "messages": state.messages if state else 0,
-                "last_stamp_seq": state.seq if state else None,
-                "missing": state.missing if state else 0,
-                "restarts": state.restarts if state else 0,
-                "duplicates": state.duplicates if state else 0,
-                "last_record": state.last_record if state else None,
-                "gap_missing": self.gaps_by_publisher.get(pid, 0),
-            })
-        return rows
+def _base_counts(directory: Path, start: Start) -> _Counts | None:
+    """The counts as of the log's base (``base.json``), or None when it has none."""
+    horizon = read_horizon(directory)
+    if horizon is None:
+        return None
+    if start.checkpoint is not None and start.checkpoint == horizon.path:
+        return None  # taken by the caller before folding on
+    _cut, state = load_checkpoint(horizon.path)
+    with horizon.path.open("rb") as fh:
+        header = orjson.loads(fh.readline())
+    stamps = header.get("publishers") if isinstance(header, dict) else None
+    return _counts(state, GapDetector.from_dict(stamps) if isinstance(stamps, dict) else None)
+
+
+def _less(counts: dict[str, int], base: dict[str, int]) -> dict[str, int]:
+    """``counts`` minus ``base``, without the keys left at 0, sorted."""
+    return dict(sorted((key, n - base.get(key, 0)) for key, n in counts.items() if n - base.get(key, 0) > 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,20 +207,14 @@ def quarantine_summary(directory: Path) -> dict[str, int]:
     return out
 
 
-def gather(
-    directory: Path,
-    progress: Callable[[int], None] | None = None,
-    fold_progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Describe a log directory (reads every record once, then folds from the newest
-    matching checkpoint).
+def gather(directory: Path, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Describe a log directory from its newest usable checkpoint and the records after
+    it (see the module doc).
 
     Args:
         directory: the log directory.
-        progress: called with the bytes of the log read since its last call (for a
-            progress bar over the segments' total size).
-        fold_progress: passed to :func:`convlog.store.replay.load` (bytes folded, bytes to
-            fold after the checkpoint it starts from).
+        progress: called as ``progress(bytes read, bytes to read)`` about every MiB of
+            the records read after the checkpoint (decompressed bytes), and once at the end.
 
     Returns:
         a JSON-friendly dict: ``directory``; ``records``, ``first_seq``, ``last_seq``;
@@ -251,12 +222,14 @@ def gather(
         messages' own times: ``records``, ``first_ts``, ``last_ts``, ``duration_s``);
         ``by_kind``, ``by_source``;
         ``sessions`` (``live``, ``deleted``, ``forks``, ``from_checkpoint``);
-        ``publishers`` (see :meth:`LogTally.publisher_rows`), ``unverified``;
+        ``read`` (what was read after it: ``records``, ``bytes``);
+        ``publishers`` (see :func:`publisher_rows`), ``unverified``;
         ``gaps`` (``records``, ``missing``); ``drops`` (``records``, ``messages``);
-        ``read_errors``; ``segments`` (``name``, ``first_seq``, ``bytes``,
-        ``records``); ``checkpoints`` (``count``, ``bytes``, ``labelled``,
-        ``newest``); ``disk`` (per part: ``bytes``, ``allocated``, ``files``; and
-        ``total``); ``quarantine`` (see :func:`quarantine_summary`).
+        ``read_errors`` (invalid lines among those read); ``segments`` (``name``,
+        ``first_seq``, ``bytes``, ``records``); ``checkpoints`` (``count``,
+        ``bytes``, ``labelled``, ``newest``); ``disk`` (per part: ``bytes``,
+        ``allocated``, ``files``; and ``total``); ``quarantine`` (see
+        :func:`quarantine_summary`).
 
     Raises:
         NoLogError: when the directory has no segment.
@@ -265,27 +238,56 @@ def gather(
     directory = Path(directory)
     if not list_segments(directory):
         raise NoLogError.in_directory(directory)
-    tally = LogTally()
+    start = best_start(directory)
+    state, publishers, position = start.state, start.publishers, start.position
+    covered = state.last_seq  # records up to it are folded into the checkpoint's state
+    base = _base_counts(directory, start)
+    if base is None and start.checkpoint is not None and start.checkpoint.name == BASE_FILE:
+        base = _counts(state, publishers)  # the fold starts at the base: its counts as they are now
+    recount_tally, recount_publishers = state.tally is None, publishers is None
+    if recount_tally or recount_publishers:
+        # A checkpoint from before the tally (state format 2), or without the publishers'
+        # stamps: the records it covers are read too, only to count them.
+        position = None
+    tally = state.tally = state.tally if state.tally is not None else Tally()
+    publishers = publishers if publishers is not None else GapDetector()
     errors: list[dict[str, Any]] = []
-    finished = reported = 0  # bytes of the segments already read; bytes reported
-    current, current_end = None, 0
+    total = bytes_from(directory, 1) if position is None else _bytes_after(directory, position)
+    done = reported = read = counted = 0
+    before, current, last = 0, None, None  # bytes of the segments finished, the segment read, the last record
     for record, segment, offset in follow(
-        directory, None, on_error=lambda s, n, r: errors.append({"segment": s, "line": n, "reason": r})
+        directory, position, on_error=lambda s, n, r: errors.append({"segment": s, "line": n, "reason": r})
     ):
-        tally.add(record, segment)
-        if progress is not None:
-            if segment != current:
-                finished += current_end
-                current = segment
-            current_end = offset
-            if finished + offset - reported >= _PROGRESS_STEP:
-                progress(finished + offset - reported)
-                reported = finished + offset
-    if progress is not None and finished + current_end > reported:
-        progress(finished + current_end - reported)
-    # The fold covers exactly the records counted above, even while a recorder appends.
-    replay = load(directory, upto_seq=tally.last_seq, progress=fold_progress) if tally.last_seq else None
-    infos = replay.state.session_list(include_deleted=True) if replay else []
+        seq = record["seq"]
+        if seq > covered:
+            fold(state, record)
+            publishers.observe_record(record)
+            last = record
+        elif seq > counted:  # as the fold counted it when the checkpoint was written
+            counted = seq
+            if recount_tally:
+                tally.add(record, record["kind"])
+            if recount_publishers:
+                publishers.observe_record(record)
+        read += 1
+        if segment != current:
+            if current is not None:
+                before = done
+            current, skipped = segment, (position[1] if position and segment == position[0] else 0)
+        done = before + offset - skipped
+        if progress is not None and done - reported >= _PROGRESS_STEP:
+            progress(done, max(total, done))
+            reported = done
+    if progress is not None:
+        progress(done, max(total, done))
+    first = next(iter_records(directory), None)
+    if last is None and state.last_seq:
+        last = find_record(directory, state.last_seq)
+    first_ts = first.get("ts") if first is not None and isinstance(first.get("ts"), str) else None
+    last_ts = last.get("ts") if last is not None and isinstance(last.get("ts"), str) else None
+    infos = state.session_list(include_deleted=True)
+    gaps = [gap for gap in state.gaps if base is None or gap.seq > base.seq]
+    segments = list_segments(directory)
     checkpoints = list_checkpoints(directory)
     newest = checkpoints[-1] if checkpoints else None
     disk = {part: disk_use(directory / part) for part in DISK_PARTS}
@@ -297,35 +299,39 @@ def gather(
     )
     return {
         "directory": str(directory),
-        "records": tally.records,
-        "first_seq": tally.first_seq,
-        "last_seq": tally.last_seq,
-        "first_ts": tally.first_ts,
-        "last_ts": tally.last_ts,
-        "duration_s": tally.duration_s(),
+        "records": state.records - (base.records if base else 0),
+        "first_seq": first["seq"] if first is not None else 0,
+        "last_seq": state.last_seq,
+        "first_ts": first_ts,
+        "last_ts": last_ts,
+        "duration_s": _span_s(first_ts, last_ts),
         "own": {
-            "records": tally.own_records,
-            "first_ts": tally.first_own_ts,
-            "last_ts": tally.last_own_ts,
-            "duration_s": tally.own_duration_s(),
+            "records": tally.own_messages,
+            "first_ts": tally.first_own,
+            "last_ts": tally.last_own,
+            "duration_s": _span_s(tally.first_own, tally.last_own),
         },
-        "by_kind": dict(sorted(tally.by_kind.items())),
-        "by_source": dict(sorted(tally.by_source.items())),
+        "by_kind": _less(state.kinds, base.kinds if base else {}),
+        "by_source": _less(tally.sources, base.sources if base and base.sources is not None else {}),
         "sessions": {
             "live": sum(1 for s in infos if s.deleted_seq is None),
             "deleted": sum(1 for s in infos if s.deleted_seq is not None),
             "forks": sum(1 for s in infos if s.parent is not None),
-            "from_checkpoint": replay.checkpoint.name if replay and replay.checkpoint else None,
+            "from_checkpoint": start.checkpoint.name if start.checkpoint else None,
         },
-        "publishers": tally.publisher_rows(),
-        "unverified": tally.publishers.unverified,
-        "gaps": {"records": tally.gap_records, "missing": tally.gap_missing},
-        "drops": {"records": tally.drop_records, "messages": tally.dropped},
+        "read": {"records": read, "bytes": done},
+        "publishers": publisher_rows(publishers, gaps, base.publishers if base else None),
+        "unverified": publishers.unverified - (base.publishers.unverified if base and base.publishers else 0),
+        "gaps": {"records": state.kinds.get("recorder.gap", 0) - (base.kinds.get("recorder.gap", 0) if base else 0),
+                 "missing": sum(gap.last - gap.first + 1 for gap in gaps)},
+        "drops": {"records": state.kinds.get("recorder.dropped", 0) - (base.kinds.get("recorder.dropped", 0)
+                                                                       if base else 0),
+                  "messages": tally.dropped - (base.dropped if base and base.sources is not None else 0)},
         "read_errors": errors,
         "segments": [
-            {"name": path.name, "first_seq": first, "bytes": _size(path),
-             "records": tally.by_segment.get(segment_key(path), 0)}
-            for first, path in list_segments(directory)
+            {"name": path.name, "first_seq": first_seq, "bytes": _size(path),
+             "records": max(0, (segments[i + 1][0] if i + 1 < len(segments) else state.last_seq + 1) - first_seq)}
+            for i, (first_seq, path) in enumerate(segments)
         ],
         "checkpoints": {
             "count": len(checkpoints),
@@ -343,6 +349,16 @@ def gather(
         "quarantine": quarantine_summary(directory),
         "horizon": horizon_summary(directory),
     }
+
+
+def _bytes_after(directory: Path, position: tuple[str, int]) -> int:
+    """Bytes of the log after ``position`` (``(segment key, offset)``), decompressed."""
+    segments = list_segments(directory)
+    keys = [segment_key(path) for _, path in segments]
+    name, offset = segment_key(position[0]), position[1]
+    if name not in keys:
+        return 0
+    return bytes_from(directory, segments[keys.index(name)][0]) - offset
 
 
 def horizon_summary(directory: Path) -> dict[str, Any] | None:

@@ -24,8 +24,9 @@ import pyzstd
 from convlog.store.fsync import fsync_dir
 from convlog.store.segment import EVENTS, SEALED_BLOCK, SEALING_SUFFIX, is_sealed, list_segments, segment_first_seq
 
-#: Decompressed bytes per independent zstd frame of a sealed segment: the block
-#: :func:`convlog.store.segment.find_record` searches in memory.
+#: Decompressed bytes per independent zstd frame of a sealed segment (1 MiB): what
+#: :func:`convlog.store.segment.find_record` decompresses to find one record
+#: (docs/performance.md has the frame size against ratio and lookup time).
 FRAME_BYTES = SEALED_BLOCK
 #: Bytes read from the plain segment per write.
 _READ_BYTES = 1 << 20

@@ -27,6 +27,11 @@ from __future__ import annotations
 import bisect
 import contextlib
 import io
+import os
+import re
+import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -323,26 +328,31 @@ def _seq_at(fh: Any, offset: int, size: int) -> tuple[int, int, bytes] | None:
             continue
 
 
-#: Bytes of a sealed segment that :func:`find_record` decompresses and searches in
-#: memory: the frame size it is sealed with (frames start at multiples of it, so a seek
-#: to a block start decompresses from that frame's start only).
+#: Decompressed bytes per frame of a sealed segment (:mod:`convlog.store.seal` seals with
+#: it; :func:`find_record` reads whatever frame sizes a segment's seek table gives).
 SEALED_BLOCK = 1 << 20
+#: Bytes of decompressed frames :func:`find_record` keeps per process (least recently
+#: used dropped first), so that lookups of neighbouring seqs (``show``, ``export``,
+#: ``resume``) decompress each frame once: 8 MiB, eight 1 MiB frames.
+FRAME_CACHE_BYTES = 8 << 20
 
 
-def find_record(
-    directory: Path, seq: int, blocks: dict[tuple[str, int], list[bytes]] | None = None
-) -> dict[str, Any] | None:
+def find_record(directory: Path, seq: int) -> dict[str, Any] | None:
     """The record with ``seq``, found without scanning: the segment by its name (first
     seq, bisect), then the line by binary search over byte offsets (records are sorted
-    by seq inside a segment). About log2(segment size / line size) reads. In a sealed
-    segment the search is over blocks of ``SEALED_BLOCK`` bytes (one line read at each
-    probed block's start), then inside one decompressed block in memory.
+    by seq inside a segment). About log2(segment size / line size) reads.
+
+    In a sealed segment the search is over its zstd frames, through the seek table
+    (:class:`_Sealed`): the frame whose first line has the greatest seq not above
+    ``seq`` is found by interpolation (seqs are contiguous, so a seq's place in the
+    segment estimates its frame) from the first seq of the frames probed, each read
+    from the first compressed block of its frame only; then that one frame is
+    decompressed (kept in a per-process cache of ``FRAME_CACHE_BYTES``) and the line
+    found in memory.
 
     Args:
         directory: the log directory.
         seq: the seq wanted.
-        blocks: a cache of the last sealed block searched, kept by the caller between
-            calls for seqs close together (:func:`read_seqs`); None for none.
 
     Returns:
         the record, or None when the log has no record ``seq`` (or it is in a sealed
@@ -355,10 +365,11 @@ def find_record(
     index = bisect.bisect_right([first for first, _ in segments], seq) - 1
     if index < 0:
         return None
-    path = segments[index][1]
+    first, path = segments[index]
     if is_sealed(path):
+        after = segments[index + 1][0] if index + 1 < len(segments) else None
         try:
-            return _find_sealed(path, seq, {} if blocks is None else blocks)
+            return _find_sealed(path, seq, first, after)
         except (OSError, *UNREADABLE):
             return None  # a damaged sealed segment: its records are missing, not the reader
     with open_segment(path) as fh:
@@ -377,46 +388,270 @@ def find_record(
         return scan_for_seq(fh, seq)
 
 
-def _find_sealed(path: Path, seq: int, blocks: dict[tuple[str, int], list[bytes]]) -> dict[str, Any] | None:
-    """:func:`find_record` in a sealed segment: bisect the blocks by the first whole line
-    starting in each (as :func:`_seq_at` reads it), then bisect that block's lines."""
-    with open_segment(path) as fh:
+#: The head of a record line as :func:`convlog.core.record.format_line` writes it.
+_SEQ_HEAD = re.compile(rb'\{"seq":(\d+),')
+#: zstd seekable format: the seek table's skippable frame magic and its footer's magic
+#: (https://github.com/facebook/zstd/blob/dev/contrib/seekable_format/zstd_seekable_compression_format.md).
+_SKIPPABLE_MAGIC = 0x184D2A5E
+_SEEKABLE_MAGIC = 0x8F92EAB1
+_FOOTER = struct.Struct("<IBI")
+_ENTRY = struct.Struct("<II")
+#: Decompressed bytes asked for at a time while reading the start of a frame.
+_PROBE_OUT = 1 << 14
+
+
+class _Unusual(Exception):
+    """A sealed segment whose lines the fast frame search cannot place (a line longer
+    than a frame, a line not written by the recorder): the general search reads it."""
+
+
+class _Sealed:
+    """Frame-level random access to one sealed segment: its seek table (decompressed
+    and compressed offsets of every frame), one frame decompressed (cached per process,
+    see :data:`FRAME_CACHE_BYTES`) and the seq that leads each frame (cached too).
+
+    Frame *k* holds the lines that start after its first newline, up to and including
+    the line that runs into frame *k + 1* (frame 0 holds its first line too), so each
+    line belongs to exactly one frame.
+    """
+
+    def __init__(self, path: Path, fh: Any) -> None:
+        st = os.fstat(fh.fileno())
+        self.key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        self.fh = fh
+        table = _TABLES.get(self.key)
+        if table is None:
+            table = _read_seek_table(fh, st.st_size)
+            _TABLES.put(self.key, table, 1)
+        self.c_offsets, self.d_offsets = table
+        self.frames = len(self.d_offsets) - 1
+
+    def _compressed(self, frame: int) -> bytes:
+        start = self.c_offsets[frame]
+        self.fh.seek(start)
+        return self.fh.read(self.c_offsets[frame + 1] - start)
+
+    def frame(self, frame: int) -> bytes:
+        """Frame ``frame``, decompressed (from the cache when it is there).
+
+        Raises:
+            OSError: when it does not decompress to the size its seek table gives.
+        """
+        key = (*self.key, frame)
+        data = _FRAMES.get(key)
+        if data is None:
+            size = self.d_offsets[frame + 1] - self.d_offsets[frame]
+            decompressor = pyzstd.ZstdDecompressor()
+            data = decompressor.decompress(self._compressed(frame), size + 1)
+            if not decompressor.eof or len(data) != size:
+                raise OSError(f"{self.key[0]}: frame {frame} is not {size} bytes")
+            _FRAMES.put(key, data, len(data))
+        return data
+
+    def start(self, frame: int, need: int) -> bytes:
+        """Frame ``frame`` decompressed up to its first newline and at least ``need``
+        bytes past it (less when the frame ends first): from the cache, else from as
+        few of its compressed blocks as that takes."""
+        data = _FRAMES.get((*self.key, frame))
+        if data is not None:
+            return data
+        decompressor = pyzstd.ZstdDecompressor()
+        out = decompressor.decompress(self._compressed(frame), _PROBE_OUT)
+        while not decompressor.eof:
+            cut = out.find(b"\n")
+            if cut >= 0 and len(out) - cut > need:
+                break
+            out += decompressor.decompress(b"", _PROBE_OUT)
+        return out
+
+    def head(self, frame: int) -> int:
+        """The seq of the first line that belongs to ``frame`` (cached).
+
+        Raises:
+            _Unusual: when no line starts in the frame after its first newline, or that
+                line does not begin as the recorder writes lines.
+        """
+        key = (*self.key, frame)
+        seq = _HEADS.get(key)
+        if seq is None:
+            data = self.start(frame, 32)
+            cut = data.find(b"\n") + 1 if frame else 0
+            match = _SEQ_HEAD.match(data, cut) if (cut or not frame) and cut < len(data) else None
+            if match is None:
+                raise _Unusual
+            seq = int(match.group(1))
+            _HEADS.put(key, seq, 1)
+        return seq
+
+    def continuation(self, frame: int) -> bytes:
+        """The part of the next frame that belongs to ``frame``: from its start to its
+        first newline included (the end of the line that runs out of ``frame``; when
+        ``frame`` ends with a newline, the whole line that starts the next one). Empty
+        for the last frame.
+
+        Raises:
+            _Unusual: when that line does not end in the next frame.
+        """
+        if frame + 1 >= self.frames:
+            return b""
+        rest = self.start(frame + 1, 0)
+        end = rest.find(b"\n")
+        if end < 0:
+            raise _Unusual
+        return rest[: end + 1]
+
+    def owned(self, frame: int) -> bytes:
+        """The lines that belong to ``frame``, each with its newline.
+
+        Raises:
+            _Unusual: when the frame holds no newline, or the line that runs into the
+                next frame does not end there.
+        """
+        data = self.frame(frame)
+        cut = data.find(b"\n") + 1 if frame else 0
+        if frame and cut == 0:
+            raise _Unusual
+        return data[cut:] + self.continuation(frame)
+
+
+class _Lru:
+    """A small least-recently-used map bounded by the total of its entries' weights
+    (bytes of frames, or a count), safe to share between threads."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.weight = 0
+        self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key: Any, value: Any, weight: int) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.weight -= old[1]
+            self._items[key] = (value, weight)
+            self.weight += weight
+            while self.weight > self.limit and len(self._items) > 1:
+                _key, (_value, dropped) = self._items.popitem(last=False)
+                self.weight -= dropped
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.weight = 0
+
+
+_TABLES = _Lru(256)
+_FRAMES = _Lru(FRAME_CACHE_BYTES)
+_HEADS = _Lru(1 << 16)
+
+
+def clear_caches() -> None:
+    """Forget the sealed segments' seek tables, frames and frame heads this process
+    has read (for a cold measurement; files that change get new cache keys anyway)."""
+    for cache in (_TABLES, _FRAMES, _HEADS):
+        cache.clear()
+
+
+def _read_seek_table(fh: Any, size: int) -> tuple[list[int], list[int]]:
+    """The compressed and decompressed offsets of every frame of a seekable zstd file,
+    and its end (``frames + 1`` each), from its seek table.
+
+    Raises:
+        OSError: when the file does not end in a valid seek table.
+    """
+    if size >= 17:
+        fh.seek(size - _FOOTER.size)
+        frames, descriptor, magic = _FOOTER.unpack(fh.read(_FOOTER.size))
+        entry = _ENTRY.size + (4 if descriptor & 0x80 else 0)
+        table = frames * entry + _FOOTER.size
+        if magic == _SEEKABLE_MAGIC and not descriptor & 0x7C and 8 + table <= size:
+            fh.seek(size - 8 - table)
+            raw = fh.read(8 + table)
+            frame_magic, frame_size = _ENTRY.unpack_from(raw)
+            if frame_magic == _SKIPPABLE_MAGIC and frame_size == table:
+                c_offsets, d_offsets = [0], [0]
+                for index in range(frames):
+                    compressed, decompressed = _ENTRY.unpack_from(raw, 8 + index * entry)
+                    c_offsets.append(c_offsets[-1] + compressed)
+                    d_offsets.append(d_offsets[-1] + decompressed)
+                if c_offsets[-1] + 8 + table == size:
+                    return c_offsets, d_offsets
+    raise OSError(f"{getattr(fh, 'name', '?')}: no valid zstd seek table")
+
+
+def _find_sealed(path: Path, seq: int, first: int, after: int | None) -> dict[str, Any] | None:
+    """:func:`find_record` in a sealed segment (``first``: its first seq; ``after``: the
+    next segment's first seq, or None)."""
+    with path.open("rb") as fh:
+        sealed = _Sealed(path, fh)
+        try:
+            return _find_in_frames(sealed, seq, first, after)
+        except _Unusual:
+            pass
+    with open_segment(path) as fh:  # the general search, over lines as any reader reads them
         size = fh.seek(0, 2)
-        low, high = 0, max(0, (size - 1) // SEALED_BLOCK)  # the block holding the line, if any
-        while low < high:
-            middle = (low + high + 1) // 2
-            found = _seq_at(fh, middle * SEALED_BLOCK, size)
+        low, high = 0, size
+        while high - low > 4096:
+            middle = (low + high) // 2
+            found = _seq_at(fh, middle, high)
             if found is None or found[1] > seq:
-                high = middle - 1
+                high = middle
             elif found[1] == seq:
                 return parse_line(found[2])
             else:
-                low = middle
-        key = (str(path), low)
-        lines = blocks.get(key)
-        if lines is None:
-            fh.seek(low * SEALED_BLOCK)
-            if low:
-                fh.readline()  # the line cut by the block start belongs to the block before
-            data = fh.read(max(0, (low + 1) * SEALED_BLOCK - fh.tell())) + fh.readline()
-            lines = data.split(b"\n")[:-1]  # whole lines only
-            blocks.clear()  # one block kept: callers ask for seqs in order
-            blocks[key] = lines
-    first, last = 0, len(lines)
-    while first < last:
-        middle = (first + last) // 2
-        probe, found_seq = middle, None
-        while probe < last and found_seq is None:  # the first valid line from the middle on
-            try:
-                found_seq = parse_line(lines[probe])["seq"]
-            except ValueError:
-                probe += 1
-        if found_seq is None or found_seq > seq:
-            last = middle
-        elif found_seq == seq:
-            return parse_line(lines[probe])
+                low = found[0]
+        fh.seek(low)
+        return scan_for_seq(fh, seq)
+
+
+def _find_in_frames(sealed: _Sealed, seq: int, first: int, after: int | None) -> dict[str, Any] | None:
+    """Interpolation search for the frame ``seq`` belongs to, then the line in it."""
+    low, low_seq = 0, first  # the frame: the last one whose head is <= seq, in [low, high)
+    high, high_seq = sealed.frames, after
+    offsets = sealed.d_offsets
+    while high - low > 1:
+        if high_seq is not None and high_seq > low_seq:  # where seq falls between the two heads' bytes
+            at = offsets[low] + (seq - low_seq) * (offsets[high] - offsets[low]) // (high_seq - low_seq)
+            guess = min(max(bisect.bisect_right(offsets, at) - 1, low + 1), high - 1)
         else:
-            first = probe + 1
+            guess = (low + high) // 2
+        head = sealed.head(guess)
+        if head <= seq:
+            low, low_seq = guess, head
+        else:
+            high, high_seq = guess, head
+    data = sealed.frame(low)
+    needle = b'{"seq":%d,' % seq
+    if low == 0 and data.startswith(needle):
+        at = 0
+    else:
+        cut = data.find(b"\n") if low else 0
+        at = data.find(b"\n" + needle, cut) + 1 if cut >= 0 else 0
+    if at:  # the line starts in this frame: it ends here or in the next one
+        end = data.find(b"\n", at) + 1
+        line = data[at:end] if end else data[at:] + sealed.continuation(low)
+    else:  # its start may straddle the end of the frame
+        line = data[data.rfind(b"\n") + 1:] + sealed.continuation(low)
+    if line.startswith(needle):
+        with contextlib.suppress(ValueError):
+            record = parse_line(line)
+            if record["seq"] == seq:
+                return record
+    # Not where a recorder's line would be: the lines one by one (invalid ones skipped).
+    for line in sealed.owned(low).split(b"\n"):
+        with contextlib.suppress(ValueError):
+            record = parse_line(line)
+            if record["seq"] == seq:
+                return record
     return None
 
 
@@ -462,9 +697,8 @@ def read_seqs(directory: Path, seqs: Iterable[int]) -> dict[int, dict[str, Any]]
     span = wanted[-1] - wanted[0] + 1
     if len(wanted) * 64 < span:
         out = {}
-        blocks: dict[tuple[str, int], list[bytes]] = {}
         for seq in wanted:
-            record = find_record(directory, seq, blocks)
+            record = find_record(directory, seq)
             if record is not None:
                 out[seq] = record
         return out

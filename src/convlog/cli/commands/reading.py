@@ -212,14 +212,13 @@ def tail(directory: Path, count: int, follow_: bool, sessions: tuple[str, ...], 
 def info(directory: Path, as_json: bool) -> None:
     """Describe the log, like `ros2 bag info`: time span, records by kind and source,
     sessions, publishers, gaps, drops, segments, checkpoints, disk use and quarantine.
-    Reads the whole log once (a progress bar on a terminal)."""
+    Answers from the newest checkpoint and the records after it (a progress bar on a
+    terminal while those are read)."""
     from convlog.cli import console, log_view
     from convlog.readers.info import gather
-    from convlog.store.segment import bytes_from
 
-    total = bytes_from(directory)
-    with console.info_progress(total) as (advance, fold):
-        data = gather(directory, progress=advance, fold_progress=fold)
+    with console.lazy_progress("reading the log") as progress:
+        data = gather(directory, progress=progress)
     if as_json:
         console.print_json(data)
     else:

@@ -51,7 +51,7 @@ Rules by kind (parameters are read from ``data``; ids from ``meta``):
   (a fork of a purged session is then refused: its parent is unknown).
 
 Modules: :mod:`.values` (:class:`Refs` and the immutable records of what happened),
-:mod:`.state` (:class:`State`, :class:`Session`, :class:`Stream`, :class:`Usage`),
+:mod:`.state` (:class:`State`, :class:`Session`, :class:`Stream`, :class:`Usage`, :class:`Tally`),
 :mod:`.rules` (the handlers, one per kind, and :class:`Step`); this module folds.
 Import the names from ``convlog.core.fold``.
 """
@@ -62,7 +62,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from convlog.core.fold.rules import _HANDLERS, Observer, Step, _Invalid, _Record, message_id
-from convlog.core.fold.state import FORMAT_VERSION, Session, State, Stream, Usage
+from convlog.core.fold.state import FORMAT_VERSION, Session, State, Stream, Tally, Usage
 from convlog.core.fold.values import Crystal, FoldError, Gap, Refs, Rewind, SessionCheckpoint, message_key
 
 __all__ = [
@@ -78,6 +78,7 @@ __all__ = [
     "State",
     "Step",
     "Stream",
+    "Tally",
     "Usage",
     "fold",
     "fold_all",
@@ -94,9 +95,9 @@ def fold(state: State, record: Mapping[str, Any], observe: Observer | None = Non
 
     A record whose seq is ``<= state.last_seq`` is ignored entirely (replaying a log
     over a checkpoint, or the same record twice, is idempotent). Otherwise
-    ``last_seq``, ``records`` and ``kinds`` are updated for every kind, and the
-    kind's handler, if any, applies it; a purged record (``meta.purged: true``) goes
-    to no handler. A record the handler rejects changes nothing else but appends a
+    ``last_seq``, ``records``, ``kinds`` and the ``tally`` are updated for every kind,
+    and the kind's handler, if any, applies it; a purged record (``meta.purged: true``)
+    goes to no handler. A record the handler rejects changes nothing else but appends a
     :class:`FoldError` to ``state.errors``.
 
     Args:
@@ -126,6 +127,8 @@ def fold(state: State, record: Mapping[str, Any], observe: Observer | None = Non
     state.last_seq = seq
     state.records += 1
     state.kinds[kind] = state.kinds.get(kind, 0) + 1
+    if state.tally is not None:
+        state.tally.add(record, kind)
     handler = _HANDLERS.get(kind)
     if handler is None:
         return state

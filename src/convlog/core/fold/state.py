@@ -1,5 +1,6 @@
-"""The fold's state: :class:`State` (sessions, streams, gaps, errors, usage) and its
-mutable parts (:class:`Session`, :class:`Stream`, :class:`Usage`), with their checkpoint
+"""The fold's state: :class:`State` (sessions, streams, gaps, errors, usage, the log's
+tally) and its mutable parts (:class:`Session`, :class:`Stream`, :class:`Usage`,
+:class:`Tally`), with their checkpoint
 forms (``to_dict``/``from_dict``) and queries. Pure; the rules that change them are in
 :mod:`convlog.core.fold.rules`.
 """
@@ -23,11 +24,71 @@ from convlog.core.fold.values import (
     _array_to_text,
     message_key,
 )
+from convlog.core.view import own_time
 
-__all__ = ["FORMAT_VERSION", "Session", "State", "Stream", "Usage"]
+__all__ = ["FORMAT_VERSION", "Session", "State", "Stream", "Tally", "Usage"]
 
-#: Version of the :meth:`State.to_dict` layout; :meth:`State.from_dict` refuses others.
-FORMAT_VERSION = 2
+#: Version of the :meth:`State.to_dict` layout. :meth:`State.from_dict` also reads
+#: version 2 (before the :class:`Tally`), as a state whose tally is unknown.
+FORMAT_VERSION = 3
+_READABLE_VERSIONS = (2, FORMAT_VERSION)
+
+
+@dataclass(slots=True)
+class Tally:
+    """What a summary of the whole log counts besides conversations (``convlog info``):
+    records per source, the messages' own times and the messages the recorder dropped.
+    It is part of the state so that checkpoints carry it, and a summary reads only the
+    records after the newest checkpoint.
+
+    Fields:
+        sources: records per ``source`` (``-`` when the field is not a string).
+        own_messages: ``message`` records whose payload carries a time of its own
+            (:func:`convlog.core.view.own_time`).
+        first_own, last_own: the earliest and the latest of those times (RFC 3339 UTC
+            text as records write it, which compares as time), or None.
+        dropped: messages the ``recorder.dropped`` records say were dropped (the sum of
+            their ``data.messages`` that are positive integers).
+    """
+
+    sources: dict[str, int] = field(default_factory=dict)
+    own_messages: int = 0
+    first_own: str | None = None
+    last_own: str | None = None
+    dropped: int = 0
+
+    def add(self, record: Mapping[str, Any], kind: str) -> None:
+        """Count one record (folded, so not a replay) of kind ``kind``."""
+        source = record.get("source")
+        source = source if source.__class__ is str else "-"
+        self.sources[source] = self.sources.get(source, 0) + 1
+        if kind == "message":
+            own = own_time(record)  # type: ignore[arg-type]
+            if own is not None:
+                self.own_messages += 1
+                if self.first_own is None or own < self.first_own:
+                    self.first_own = own
+                if self.last_own is None or own > self.last_own:
+                    self.last_own = own
+        elif kind == "recorder.dropped":
+            data = record.get("data")
+            messages = data.get("messages") if isinstance(data, Mapping) else None
+            if messages.__class__ is int and messages > 0:
+                self.dropped += messages
+
+    def copy(self) -> Tally:
+        """Return an independent copy."""
+        return replace(self, sources=dict(self.sources))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"sources", "own_messages", "first_own", "last_own", "dropped"}``."""
+        return {"sources": dict(self.sources), "own_messages": self.own_messages, "first_own": self.first_own,
+                "last_own": self.last_own, "dropped": self.dropped}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Tally:
+        """Invert :meth:`to_dict`. Raises KeyError when a field is missing."""
+        return cls(dict(d["sources"]), d["own_messages"], d["first_own"], d["last_own"], d["dropped"])
 
 
 @dataclass(slots=True)
@@ -321,6 +382,9 @@ class State:
         errors: every rejected record, in order.
         usage: usage of every ``llm.request``, with or without a session.
         unsessioned: ``message`` records that had no session (counted, not stored).
+        tally: sources, own times and drops of every record (:class:`Tally`); None
+            when the state was read from a checkpoint written before it was kept
+            (format 2), so it is unknown.
 
     Equality (``==``) compares every field, so two states are equal exactly when they
     fold to the same conversations. Folding mutates the state in place: use
@@ -336,6 +400,7 @@ class State:
     errors: list[FoldError] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     unsessioned: int = 0
+    tally: Tally | None = field(default_factory=Tally)
 
     # ----------------------------------------------------------------- snapshots
 
@@ -355,6 +420,7 @@ class State:
             errors=list(self.errors),
             usage=self.usage.copy(),
             unsessioned=self.unsessioned,
+            tally=None if self.tally is None else self.tally.copy(),
         )
 
     def to_dict(self, blob: bytearray | None = None) -> dict[str, Any]:
@@ -362,9 +428,9 @@ class State:
         bool, None), for checkpoints.
 
         Layout: ``{"version": FORMAT_VERSION, "last_seq", "records", "kinds",
-        "unsessioned", "usage", "sessions": [session dict, ...], "streams": [stream
-        dict, ...], "gaps": [...], "errors": [...]}``; sessions and streams are lists in
-        order of first sight (streams carry their own key fields).
+        "unsessioned", "usage", "tally" (or null), "sessions": [session dict, ...],
+        "streams": [stream dict, ...], "gaps": [...], "errors": [...]}``; sessions and
+        streams are lists in order of first sight (streams carry their own key fields).
 
         Args:
             blob: a binary part to put the message columns in (see :meth:`Refs.to_dict`),
@@ -377,6 +443,7 @@ class State:
             "kinds": dict(self.kinds),
             "unsessioned": self.unsessioned,
             "usage": self.usage.to_dict(),
+            "tally": None if self.tally is None else self.tally.to_dict(),
             "sessions": [session.to_dict(blob) for session in self.sessions.values()],
             "streams": [stream.to_dict() for stream in self.streams.values()],
             "gaps": [gap.to_dict() for gap in self.gaps],
@@ -396,12 +463,16 @@ class State:
                 sessions' message columns stay views of it until used (keep it alive
                 and unchanged: an ``mmap`` of a checkpoint file, or bytes).
 
+        A version 2 state (written before the tally was kept) is read with
+        ``tally=None``.
+
         Raises:
-            ValueError: when ``d["version"]`` is not :data:`FORMAT_VERSION`.
+            ValueError: when ``d["version"]`` is neither 2 nor :data:`FORMAT_VERSION`.
             KeyError, TypeError: when ``d`` is not shaped like :meth:`to_dict` output.
         """
-        if d.get("version") != FORMAT_VERSION:
+        if d.get("version") not in _READABLE_VERSIONS:
             raise ValueError(f"unsupported fold state version: {d.get('version')!r}")
+        tally = d["tally"] if d["version"] == FORMAT_VERSION else None
         sessions = [Session.from_dict(item, blob) for item in d["sessions"]]
         streams = [Stream.from_dict(item) for item in d["streams"]]
         return cls(
@@ -414,6 +485,7 @@ class State:
             errors=[FoldError.from_dict(item) for item in d["errors"]],
             usage=Usage.from_dict(d["usage"]),
             unsessioned=d["unsessioned"],
+            tally=None if tally is None else Tally.from_dict(tally),
         )
 
     # ----------------------------------------------------------------- queries
