@@ -261,3 +261,36 @@ def test_the_recorder_writes_checkpoints_on_its_timer_and_at_stop(bus: Bus, tmp_
     assert verify(directory).ok, verify(directory).problems
     assert load(directory).checkpoint == newest.path
     assert os.path.getsize(newest.path) > 0
+
+
+def test_verify_reads_checkpoints_as_a_stream_and_still_finds_a_bad_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify never builds a checkpoint's state (its memory would grow with the log):
+    it streams the state line; a state line cut short, a state that ends at another seq
+    than its cut, and a binary part of the wrong size are still problems."""
+    import convlog.store.checkpoint as checkpoint
+
+    builder = LogBuilder(tmp_path / "log")
+    for i in range(40):
+        builder.add({"type": "message", "session_id": f"s{i % 3}", "message_id": f"m{i}", "content": f"hi {i}"})
+    builder.close()
+    path = Checkpointer(tmp_path / "log").checkpoint("x")
+    assert path is not None
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("verify built a state")
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", refuse)
+    assert verify(tmp_path / "log").ok
+    header, state, blob = path.read_bytes().split(b"\n", 2)
+    damaged = {
+        "state line cut short": header + b"\n" + state[: len(state) // 2] + b"\n" + blob,
+        "another last seq": header + b"\n" + state.replace(b'"last_seq":40', b'"last_seq":39', 1) + b"\n" + blob,
+        "binary part too long": header + b"\n" + state + b"\n" + blob + b"\0",
+    }
+    assert b'"last_seq":40' in state
+    for what, data in damaged.items():
+        path.write_bytes(data)
+        report = verify(tmp_path / "log")
+        assert [p.where for p in report.problems] == [f"checkpoints/{path.name}"], (what, report.problems)

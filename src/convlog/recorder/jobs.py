@@ -205,7 +205,8 @@ class Jobs:
         """
         try:
             with rewrite_lock(self.directory, exclusive=False), self.log_lock:  # not while a purge runs
-                report = prune(self.directory, limits, action, archive_dir, dry_run, announce=self._announce)
+                report = prune(self.directory, limits, action, archive_dir, dry_run, announce=self._announce,
+                               live_reserve=self.config.segment_bytes)
         except Exception as exc:
             if "retention" not in self.faults.file_errors:
                 self.faults.thread_errors.append(("applying retention", exc))

@@ -335,6 +335,59 @@ def load_checkpoint(path: Path) -> tuple[Cut, State]:
         raise CheckpointError(f"{Path(path).name}: unreadable checkpoint ({exc})") from None
 
 
+class _OneLine:
+    """A reader of one line of a binary file, for a streaming parser (stops at its LF)."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.done = fh, False
+
+    def read(self, size: int = -1) -> bytes:
+        if self.done or size == 0:  # (ijson reads 0 bytes first, to learn the type)
+            return b""
+        chunk = self.fh.readline(size if size > 0 else 1 << 16)
+        if not chunk or chunk.endswith(b"\n"):
+            self.done = True
+        return chunk
+
+
+def inspect_checkpoint(path: Path) -> tuple[Cut, int]:
+    """Check a checkpoint file without building its state, in constant memory: the
+    header, the state line parsed as a stream (ijson) for its ``last_seq``, and the
+    binary part's size. What :func:`load_checkpoint` would refuse, this refuses, but
+    for a state whose fields do not fit together.
+
+    Returns:
+        ``(cut, the state's last seq)``.
+
+    Raises:
+        CheckpointError: when it is not a readable checkpoint of this format.
+    """
+    import ijson
+
+    name = Path(path).name
+    try:
+        with Path(path).open("rb") as fh:
+            header = orjson.loads(fh.readline())
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                found = header.get("format") if isinstance(header, dict) else None
+                raise CheckpointError(f"{name}: unknown format {found!r}")
+            cut = Cut.from_dict(header["cut"])
+            last_seq = None
+            for prefix, event, value in ijson.parse(_OneLine(fh), use_float=True):
+                if prefix == "state.last_seq" and event == "number":
+                    last_seq = value
+            size = header.get("blob_bytes", 0)
+            if not isinstance(size, int) or fh.tell() + size != fh.seek(0, 2):
+                raise CheckpointError(f"{name}: binary part is not {size!r} bytes (truncated?)")
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ijson.JSONError) as exc:
+        raise CheckpointError(f"{name}: unreadable checkpoint ({exc})") from None
+    if not isinstance(last_seq, int):
+        raise CheckpointError(f"{name}: unreadable checkpoint (its state has no last_seq)")
+    return cut, last_seq
+
+
 def prune(directory: Path, keep: int) -> list[Path]:
     """Delete automatic checkpoints beyond the newest ``keep``; labelled ones stay.
 

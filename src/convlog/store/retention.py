@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -136,9 +136,13 @@ def log_bytes(directory: Path) -> int:
     return total
 
 
-def _plan(directory: Path, limits: Limits, now: datetime, horizon_seq: int) -> tuple[list[Doomed], list[SegmentSpan]]:
-    """Leftovers (segments wholly before the base) and the plan for the rest."""
+def _plan(directory: Path, limits: Limits, now: datetime, horizon_seq: int,
+          live_reserve: int) -> tuple[list[Doomed], list[SegmentSpan]]:
+    """Leftovers (segments wholly before the base) and the plan for the rest; the live
+    segment counts as at least ``live_reserve`` bytes."""
     spans = list(segment_spans(directory))
+    if spans and not spans[-1].finished and spans[-1].bytes < live_reserve:
+        spans[-1] = replace(spans[-1], bytes=live_reserve)
     leftovers = [span for span in spans if span.finished and span.last_seq <= horizon_seq]
     kept = spans[len(leftovers):]
     return plan(kept, limits, now), leftovers
@@ -207,6 +211,7 @@ def prune(
     now: datetime | None = None,
     announce: Callable[[PruneReport], None] | None = None,
     clock: Clock | None = None,
+    live_reserve: int = 0,
 ) -> PruneReport:
     """Apply retention to a log no other process is pruning (see the module doc).
 
@@ -224,6 +229,9 @@ def prune(
             is removed (to write the ``recorder.pruned`` record); not called when
             nothing goes or for a dry run.
         clock: time source for the base's ``created``.
+        live_reserve: bytes the live segment counts as at least for ``max_bytes`` (the
+            size it grows to before rotating, ``segment_bytes``), so the log stays under
+            the bound until the next prune; 0 counts its current size.
 
     Returns:
         a :class:`PruneReport`.
@@ -244,7 +252,7 @@ def prune(
         raise RetentionError("the archive directory cannot be the log directory itself")
     now = now or datetime.now(UTC)
     horizon = read_horizon(directory)
-    doomed, leftovers = _plan(directory, limits, now, horizon.seq if horizon else 0)
+    doomed, leftovers = _plan(directory, limits, now, horizon.seq if horizon else 0, live_reserve)
     report = PruneReport(action, archive if action == "archive" else None, doomed,
                          [span.key for span in leftovers], dry_run=dry_run, bytes_before=log_bytes(directory))
     cut = doomed[-1].span.last_seq if doomed else (horizon.seq if horizon else 0)

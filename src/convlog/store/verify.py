@@ -48,8 +48,8 @@ from convlog.store.checkpoint import (
     CheckpointError,
     Horizon,
     check_cut,
+    inspect_checkpoint,
     list_checkpoints,
-    load_checkpoint,
     read_horizon,
 )
 from convlog.store.purge import PURGE_FILE, pending_purge
@@ -248,12 +248,12 @@ def _check_base(directory: Path, segments: list[tuple[int, Path]], report: Verif
         return None
     where = BASE_FILE
     try:
-        cut, state = load_checkpoint(horizon.path)
+        cut, last_seq = inspect_checkpoint(horizon.path)
     except CheckpointError as exc:
         report.problems.append(Problem(where, None, str(exc).split(": ", 1)[-1]))
         return horizon
-    if state.last_seq != cut.seq:
-        report.problems.append(Problem(where, None, f"its state ends at seq {state.last_seq}, its cut at {cut.seq}"))
+    if last_seq != cut.seq:
+        report.problems.append(Problem(where, None, f"its state ends at seq {last_seq}, its cut at {cut.seq}"))
     pruned = horizon.pruned
     report.notes.append(
         f"{where}: the log starts after its base at seq {horizon.seq} ({pruned.get('records', '?')} records in "
@@ -286,17 +286,19 @@ def _note_purges(directory: Path, report: VerifyReport) -> None:
 
 def _check_checkpoints(directory: Path, report: VerifyReport, horizon: Horizon | None) -> None:
     """Every checkpoint must be readable and its cut must still match the log (digest
-    of the cut's segment, sizes of the earlier ones after the base)."""
+    of the cut's segment, sizes of the earlier ones after the base). Each is read as a
+    stream (:func:`~convlog.store.checkpoint.inspect_checkpoint`): memory does not grow
+    with its state."""
     for info in list_checkpoints(directory):
         where = f"{CHECKPOINTS}/{info.path.name}"
         try:
-            cut, state = load_checkpoint(info.path)
+            cut, last_seq = inspect_checkpoint(info.path)
         except CheckpointError as exc:
             report.problems.append(Problem(where, None, str(exc).split(": ", 1)[-1]))
             continue
         reason = check_cut(directory, cut, horizon)
-        if reason is None and state.last_seq != cut.seq:
-            reason = f"its state ends at seq {state.last_seq}, its cut at {cut.seq}"
+        if reason is None and last_seq != cut.seq:
+            reason = f"its state ends at seq {last_seq}, its cut at {cut.seq}"
         if reason is not None:
             report.problems.append(Problem(where, None, reason))
     count = len(list_checkpoints(directory))
