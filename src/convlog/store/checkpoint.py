@@ -298,6 +298,19 @@ def list_checkpoints(directory: Path) -> list[CheckpointInfo]:
     return out
 
 
+def _read_header(fh: Any, name: str) -> tuple[dict[str, Any], Cut]:
+    """The header line of an open checkpoint file and its cut.
+
+    Raises:
+        CheckpointError: for another format; ValueError, KeyError, TypeError: when malformed.
+    """
+    header = orjson.loads(fh.readline())
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        found = header.get("format") if isinstance(header, dict) else None
+        raise CheckpointError(f"{name}: unknown format {found!r}")
+    return header, Cut.from_dict(header["cut"])
+
+
 def load_checkpoint(path: Path) -> tuple[Cut, State]:
     """Read a checkpoint file.
 
@@ -306,11 +319,7 @@ def load_checkpoint(path: Path) -> tuple[Cut, State]:
     """
     try:
         with Path(path).open("rb") as fh:
-            header = orjson.loads(fh.readline())
-            if not isinstance(header, dict) or header.get("format") != FORMAT:
-                found = header.get("format") if isinstance(header, dict) else None
-                raise CheckpointError(f"{Path(path).name}: unknown format {found!r}")
-            cut = Cut.from_dict(header["cut"])
+            header, cut = _read_header(fh, Path(path).name)
             state_line = fh.readline()
             start, size = fh.tell(), header.get("blob_bytes", 0)
             blob: Any = b""
@@ -367,11 +376,7 @@ def inspect_checkpoint(path: Path) -> tuple[Cut, int]:
     name = Path(path).name
     try:
         with Path(path).open("rb") as fh:
-            header = orjson.loads(fh.readline())
-            if not isinstance(header, dict) or header.get("format") != FORMAT:
-                found = header.get("format") if isinstance(header, dict) else None
-                raise CheckpointError(f"{name}: unknown format {found!r}")
-            cut = Cut.from_dict(header["cut"])
+            header, cut = _read_header(fh, name)
             last_seq = None
             for prefix, event, value in ijson.parse(_OneLine(fh), use_float=True):
                 if prefix == "state.last_seq" and event == "number":
