@@ -260,9 +260,9 @@ def purge_session(
         the :class:`convlog.store.purge.PurgeReport`.
 
     Raises:
-        NoLogError, UnknownSessionError, PurgeError, LogLockedError (another writer than
-        a recorder holds the log), control.ControlError, OSError: see
-        :func:`convlog.store.purge.purge`.
+        LogLockedError: another writer than a recorder holds the log.
+        NoLogError, UnknownSessionError, PurgeError, control.ControlError, OSError: see
+            :func:`convlog.store.purge.purge`.
     """
     from convlog.readers.export.files import safe_file_name
     from convlog.readers.export.render import FORMATS
