@@ -216,5 +216,5 @@ def _show(directory: Path, first: str, second: str) -> None:
         f"\nExplore it: convlog sessions --dir {directory} · convlog show {first} --dir {directory}"
         f" · convlog search haiku --dir {directory} · convlog info --dir {directory}"
         f" · convlog export {first} --dir {directory} · convlog tail -n 5 --dir {directory}"
-        f" · convlog --dir {directory} (menu) · jq . {directory}/events/*.jsonl"
+        f" · convlog --dir {directory} (menu) · zstdcat -f {directory}/events/* | jq ."
     )
