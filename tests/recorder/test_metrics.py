@@ -117,7 +117,7 @@ def test_bad_metrics_address_in_config_names_file_and_line(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("127.0.0.1:9464", ("127.0.0.1", 9464)),
-    (":9464", ("0.0.0.0", 9464)),
+    (":9464", ("127.0.0.1", 9464)),  # loopback unless told otherwise
     ("[::1]:9464", ("::1", 9464)),
     ("localhost:0", ("localhost", 0)),
 ])
@@ -129,3 +129,28 @@ def test_parse_host_port(text: str, expected: tuple[str, int]) -> None:
 def test_parse_host_port_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="HOST:PORT"):
         parse_host_port(text)
+
+
+def test_metrics_and_pull_bind_loopback_unless_told_and_a_wildcard_is_warned(bus: Bus, tmp_path: Path) -> None:
+    """``:PORT`` for the metrics means loopback (``0.0.0.0:PORT`` every interface); a
+    recorder whose PULL endpoint or metrics listen on every interface says so at start,
+    and one bound to loopback does not."""
+    from convlog.recorder.config import wildcard_bind
+
+    assert parse_host_port(":9464") == ("127.0.0.1", 9464)
+    assert parse_host_port("0.0.0.0:9464") == ("0.0.0.0", 9464)
+    for address in ("tcp://*:5557", "tcp://0.0.0.0:5557", "tcp://[::]:5557", "0.0.0.0:9464", "[::]:9464"):
+        assert wildcard_bind(address), address
+    for address in ("tcp://127.0.0.1:5557", "ipc:///tmp/x", ":9464", "127.0.0.1:9464", "tcp://host.example:1"):
+        assert not wildcard_bind(address), address
+    quiet = bus.recorder(tmp_path / "quiet", "--pull", f"tcp://127.0.0.1:{free_port()}", "--metrics", ":0")
+    status = answering(tmp_path / "quiet", quiet)
+    assert status["metrics"].startswith("http://127.0.0.1:"), status["metrics"]
+    assert "listens on every interface" not in quiet.output()
+    assert quiet.terminate() == 0
+    loud = bus.recorder(tmp_path / "loud", "--pull", f"tcp://*:{free_port()}", "--metrics", "0.0.0.0:0")
+    answering(tmp_path / "loud", loud)
+    output = loud.output()
+    assert "the PULL endpoint tcp://*:" in output and "the metrics endpoint 0.0.0.0:0" in output, output
+    assert output.count("listens on every interface") == 2
+    assert loud.terminate() == 0

@@ -288,7 +288,8 @@ def parse_host_port(text: str) -> tuple[str, int]:
         text: the address; HOST may be empty (``:9464``), meaning all interfaces.
 
     Returns:
-        ``(host, port)``, host ``0.0.0.0`` when empty; port 0 lets the system pick one.
+        ``(host, port)``, host ``127.0.0.1`` when empty (loopback unless told
+        otherwise: ``0.0.0.0:9464`` for every interface); port 0 lets the system pick one.
 
     Raises:
         ValueError: without a port, or with a port outside 0..65535.
@@ -297,7 +298,32 @@ def parse_host_port(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:9464 (got {text!r})")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    return host or "0.0.0.0", int(port)
+    return host or "127.0.0.1", int(port)
+
+
+#: Hosts that mean "every interface" when bound.
+_WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", "[::]", ""})
+
+
+def wildcard_bind(address: str) -> bool:
+    """Does binding ``address`` listen on every interface?
+
+    Args:
+        address: a ZeroMQ endpoint (``tcp://*:5557``, ``tcp://0.0.0.0:5557``,
+            ``tcp://[::]:5557``) or a ``HOST:PORT`` as :func:`parse_host_port` takes it
+            (an empty host is loopback there, so not a wildcard).
+
+    Returns:
+        True for a TCP wildcard (``ipc://``, ``inproc://`` and named hosts are not).
+    """
+    if "://" in address:
+        transport, _, rest = address.partition("://")
+        if transport not in ("tcp", "ws", "wss"):
+            return False
+        host = rest.rpartition(":")[0]
+        return host in _WILDCARD_HOSTS
+    host = address.rpartition(":")[0]
+    return host != "" and host in _WILDCARD_HOSTS
 
 
 def _metrics_address(value: Any) -> str | None:

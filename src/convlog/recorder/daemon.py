@@ -38,7 +38,7 @@ import zmq
 
 from convlog.core.gaps import GapDetector
 from convlog.core.ingest import Ingest
-from convlog.recorder.config import Config
+from convlog.recorder.config import Config, wildcard_bind
 from convlog.recorder.control_server import ControlServer
 from convlog.recorder.durable import DurableWriter, describe
 from convlog.recorder.faults import Faults
@@ -149,6 +149,11 @@ class Recorder:
                 cannot be bound (nothing is written then).
         """
         self._lock = LogLock(self.directory, command=" ".join(sys.argv)).acquire()
+        for what, address in (("the PULL endpoint", self.config.pull), ("the metrics endpoint", self.config.metrics)):
+            if address and wildcard_bind(address):
+                log.warning("%s %s listens on every interface: anyone who can reach this host can %s; bind "
+                            "127.0.0.1 (or a trusted interface) unless that is intended", what, address,
+                            "write into the log" if what.endswith("PULL endpoint") else "read its counters")
         if self.config.metrics:
             from convlog.recorder.metrics import serve
 
