@@ -543,3 +543,32 @@ def test_a_prune_that_fails_makes_the_recorder_unhealthy_and_it_records_on(bus: 
     pub.close(0)
     assert rec.terminate() == 0, rec.output()
     assert verify(directory).ok
+
+
+def test_a_damaged_base_is_one_line_everywhere_and_the_recorder_records_on(bus: Bus, tmp_path: Path) -> None:
+    """base.json is a file under the log directory, so untrusted: garbage, a bad cut, an
+    empty file or a truncated one makes every fold one line naming it (exit 1), verify
+    names it as a problem, and a recorder started on the log still records."""
+    directory = tmp_path / "log"
+    write_log(directory, 2000, segment_bytes=20_000)
+    prune(directory, Limits(max_bytes=keep_after(directory, 3)))
+    good = (directory / "base.json").read_bytes()
+    for data in (b"garbage\n", b'{"format":1,"cut":{"seq":"x"}}\n', b"", good[:-10]):
+        (directory / "base.json").write_bytes(data)
+        for args in (["sessions"], ["show", "s1"], ["info"], ["replay"]):
+            code, out = run(*args, "--dir", str(directory))
+            assert code == 1 and out.count("\n") == 1 and "base.json" in out and "Traceback" not in out, (args, out)
+        report = verify(directory)
+        assert not report.ok and report.problems[0].where == "base.json", report.problems
+    rec = bus.recorder(directory)
+    pub = bus.publisher(rec, heartbeat_s=None)
+    pub.send(b"s", orjson.dumps({"type": "message", "session_id": "s", "message_id": "after", "content": "still here"}))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not any(r.get("data", {}).get("message_id") == "after"
+                                                  for r in records(directory) if r["kind"] == "message"):
+        time.sleep(0.05)
+    assert any(r["kind"] == "message" and r["data"].get("message_id") == "after" for r in records(directory))
+    pub.close(0)
+    assert rec.terminate() == 0, rec.output()
+    (directory / "base.json").write_bytes(good)
+    assert verify(directory).ok

@@ -580,8 +580,8 @@ def best_start(
         try:
             cut, state = load_checkpoint(horizon.path)
         except CheckpointError as exc:
-            raise CheckpointError(f"{BASE_FILE}: {exc}; the log's first records were pruned, so it cannot be "
-                                  "folded without it") from None
+            raise CheckpointError(f"{exc}; the log's first records were pruned, so it cannot be folded "
+                                  "without it") from None
         return Start(state, (cut.segment, 0), horizon.path, refused, _publishers(horizon.path))
     return Start(State(), None, None, refused, GapDetector())
 

@@ -249,11 +249,11 @@ def _check_base(directory: Path, segments: list[tuple[int, Path]], report: Verif
     where = BASE_FILE
     try:
         cut, last_seq = inspect_checkpoint(horizon.path)
-    except CheckpointError as exc:
+    except CheckpointError as exc:  # its header still says where the log starts
         report.problems.append(Problem(where, None, str(exc).split(": ", 1)[-1]))
-        return horizon
-    if last_seq != cut.seq:
-        report.problems.append(Problem(where, None, f"its state ends at seq {last_seq}, its cut at {cut.seq}"))
+    else:
+        if last_seq != cut.seq:
+            report.problems.append(Problem(where, None, f"its state ends at seq {last_seq}, its cut at {cut.seq}"))
     pruned = horizon.pruned
     report.notes.append(
         f"{where}: the log starts after its base at seq {horizon.seq} ({pruned.get('records', '?')} records in "
