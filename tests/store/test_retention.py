@@ -572,3 +572,23 @@ def test_a_damaged_base_is_one_line_everywhere_and_the_recorder_records_on(bus: 
     assert rec.terminate() == 0, rec.output()
     (directory / "base.json").write_bytes(good)
     assert verify(directory).ok
+
+
+def test_a_damaged_manifest_is_one_line_for_import_and_prune(tmp_path: Path) -> None:
+    """manifest.json is untrusted too: garbage, a list of numbers, entries without seqs or
+    with a path for a name make ``import --archive`` and ``prune --archive`` stop with
+    one line (exit 1), nothing imported and nothing removed."""
+    directory = tmp_path / "log"
+    write_log(directory, 1500, segment_bytes=20_000)
+    archive = tmp_path / "archive"
+    prune_offline(directory, Limits(max_bytes=keep_after(directory, 2) + 1500), "archive", archive)
+    segments = len(list_segments(directory))
+    for data in (b"garbage", b'{"format":1,"segments":[1,2]}', b'{"format":1,"segments":[{"name":"x"}]}',
+                 b'{"format":1,"segments":[{"name":"../../etc/passwd","first_seq":1,"last_seq":2}]}'):
+        (archive / MANIFEST_FILE).write_bytes(data)
+        code, out = run("import", "--archive", str(archive), "--dir", str(tmp_path / "other"))
+        assert code == 1 and out.count("\n") == 1 and "Traceback" not in out, (data, out)
+        assert not (tmp_path / "other" / EVENTS).exists() or not list_segments(tmp_path / "other")
+        code, out = run("prune", str(directory), "--max-bytes", "1", "--archive", str(archive))
+        assert code == 1 and out.count("\n") == 1 and "Traceback" not in out, (data, out)
+        assert len(list_segments(directory)) == segments

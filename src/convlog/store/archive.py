@@ -152,6 +152,23 @@ def read_manifest(archive: Path) -> dict[str, Any]:
     return manifest
 
 
+def _entries(manifest: dict[str, Any], archive: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's segment entries by name.
+
+    Raises:
+        ArchiveError: when one is not ``{"name": str, "first_seq": int, "last_seq": int, ...}``.
+    """
+    out = {}
+    for index, entry in enumerate(manifest["segments"], 1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not all(
+                isinstance(entry.get(key), int) and not isinstance(entry.get(key), bool)
+                for key in ("first_seq", "last_seq")):
+            raise ArchiveError(f"{archive / MANIFEST_FILE}: segment entry {index} is malformed; "
+                               "use a new archive directory")
+        out[entry["name"]] = entry
+    return out
+
+
 def archive_segments(
     directory: Path, archive: Path, spans: list[SegmentSpan], checkpoints: list[Path], horizon: Horizon | None
 ) -> None:
@@ -175,8 +192,8 @@ def archive_segments(
     """
     archive = Path(archive)
     manifest = read_manifest(archive)
-    known = {entry.get("name"): entry for entry in manifest["segments"] if isinstance(entry, dict)}
-    last = max((int(entry.get("last_seq", 0)) for entry in known.values()), default=None)
+    known = _entries(manifest, archive)
+    last = max((entry["last_seq"] for entry in known.values()), default=None)
     fresh = [span for span in spans if segment_path(directory, span.key).name not in known]
     if fresh and last is not None and fresh[0].first_seq != last + 1:
         raise ArchiveError(f"{archive} ends at seq {last} but the segments to archive begin at "
@@ -245,8 +262,15 @@ def check_archive(archive: Path) -> ArchiveCheck:
     manifest = read_manifest(archive)
     check = ArchiveCheck()
     named = set()
-    for entry in sorted(manifest["segments"], key=lambda e: int(e.get("first_seq", 0))):
-        name = str(entry.get("name"))
+    entries = []
+    for index, entry in enumerate(manifest["segments"], 1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or \
+                not isinstance(entry.get("first_seq"), int) or "/" in entry["name"]:
+            check.problems.append(f"{MANIFEST_FILE}: segment entry {index} is not a segment's name, seqs and digest")
+            continue
+        entries.append(entry)
+    for entry in sorted(entries, key=lambda e: e["first_seq"]):
+        name = entry["name"]
         named.add(name)
         path = archive / EVENTS / name
         if not path.exists():
@@ -255,7 +279,7 @@ def check_archive(archive: Path) -> ArchiveCheck:
             check.problems.append(f"{EVENTS}/{name}: its sha256 differs from the manifest's (changed or damaged)")
         else:
             check.segments.append(path)
-    base = manifest.get("base") or {}
+    base = manifest.get("base") if isinstance(manifest.get("base"), dict) else {}
     if base.get("sha256"):
         path = archive / BASE_FILE
         if not path.exists():
@@ -283,7 +307,7 @@ def refresh_manifest(archive: Path) -> list[str]:
     """
     archive = Path(archive)
     manifest = read_manifest(archive)
-    entries = {entry.get("name"): entry for entry in manifest["segments"] if isinstance(entry, dict)}
+    entries = _entries(manifest, archive)
     changed = []
     spans = {span.key: span for span in segment_spans(archive)}
     for _, path in list_segments(archive):
@@ -301,7 +325,7 @@ def refresh_manifest(archive: Path) -> list[str]:
         else:
             entry.update(fresh)
         changed.append(path.name)
-    base = manifest.get("base") or {}
+    base = manifest.get("base") if isinstance(manifest.get("base"), dict) else {}
     if base.get("sha256") and (archive / BASE_FILE).exists():
         digest = file_sha256(archive / BASE_FILE)
         if digest != base["sha256"]:
