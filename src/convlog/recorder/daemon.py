@@ -52,6 +52,7 @@ from convlog.recorder.sealer import Sealer
 from convlog.recorder.sequencer import Sequencer, error_text
 from convlog.recorder.snapshot import StateSnapshots, take_snapshot
 from convlog.recorder.status import Reporter
+from convlog.store import modes
 from convlog.store.clock import Clock
 from convlog.store.lock import LogLock
 from convlog.store.writer import SegmentWriter
@@ -148,6 +149,9 @@ class Recorder:
             OSError: when the directory cannot be prepared, or the metrics address
                 cannot be bound (nothing is written then).
         """
+        # From here on everything this process creates has the configured modes
+        # (convlog.store.modes), whatever umask it was started with.
+        modes.apply(self.config.file_mode, self.config.dir_mode)
         self._lock = LogLock(self.directory, command=" ".join(sys.argv)).acquire()
         if self.config.metrics:
             from convlog.recorder.metrics import serve
