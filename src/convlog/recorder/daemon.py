@@ -146,12 +146,15 @@ class Recorder:
 
         Raises:
             LogLockedError: when another recorder writes this directory.
+            UnsafeSocketError: when the control socket's directory is not ours
+                (:meth:`ControlServer.prepare`; nothing is written then).
             OSError: when the directory cannot be prepared, or the metrics address
                 cannot be bound (nothing is written then).
         """
         # From here on everything this process creates has the configured modes
         # (convlog.store.modes), whatever umask it was started with.
         modes.apply(self.config.file_mode, self.config.dir_mode)
+        self.control_server.prepare()
         self._lock = LogLock(self.directory, command=" ".join(sys.argv)).acquire()
         if self.config.metrics:
             from convlog.recorder.metrics import serve
