@@ -1,8 +1,14 @@
 """The recorder's control channel: requests and replies as JSON over a local socket.
 
 The running recorder binds a ZeroMQ ROUTER socket on ``ipc://<dir>/recovery/control.sock``
-(permissions 0600: only its user may talk to it) and answers one JSON object per
-request. Clients use a REQ socket (:func:`request`), so any ZeroMQ binding can talk to
+(or, for a long path, in a private per-user directory: :func:`socket_path`) and answers
+one JSON object per request. Only its user may talk to it: the socket file is 0600, its
+directory is the user's and closed to others, and the recorder accepts connections from
+its own uid only (libzmq's ``ZMQ_IPC_FILTER_UID``, SO_PEERCRED). A client checks the
+socket file and its directory are owned by its own uid before sending anything
+(:func:`check_socket`), so a socket another user created first is refused.
+
+Clients use a REQ socket (:func:`request`), so any ZeroMQ binding can talk to
 it: connect a REQ socket, send one JSON object, receive one. The ROUTER lets the
 recorder answer a slow request (a checkpoint) later without holding up the others; see
 the ZeroMQ guide, chapter 3, "The Asynchronous Client/Server Pattern".
@@ -33,6 +39,8 @@ This module holds the pure parts (endpoint naming, request parsing) and the clie
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +50,7 @@ import orjson
 import zmq
 
 from convlog.core.record import MAX_DEPTH, PURGED_KIND, dump_json, json_depth
+from convlog.store import modes
 from convlog.store.segment import RECOVERY
 
 #: Session control kinds that ``append`` accepts (docs/fold.md).
@@ -68,10 +77,50 @@ class NotRunningError(ControlError):
     """No recorder answers on the directory's control socket."""
 
 
+class UnsafeSocketError(ControlError):
+    """The control socket, or its directory, belongs to another user or is open to others:
+    it is not used (someone may have created it first to answer in the recorder's place)."""
+
+
+def runtime_dir() -> Path:
+    """The per-user directory for control sockets of logs whose own path is unsuitable:
+    ``$XDG_RUNTIME_DIR/convlog`` when ``XDG_RUNTIME_DIR`` is set (an absolute path), else
+    ``<temporary directory>/convlog-<uid>`` (``tempfile.gettempdir()``, which honours
+    ``TMPDIR``). It must be ours, mode 0700 and not a symlink (:func:`check_socket_dir`);
+    the recorder creates it so (XDG Base Directory specification, "XDG_RUNTIME_DIR").
+
+    Returns:
+        an absolute path (the directory may not exist).
+    """
+    xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "convlog"
+    return Path(tempfile.gettempdir()) / f"convlog-{os.geteuid()}"
+
+
+def _usable_recovery(directory: Path) -> bool:
+    """Whether ``<dir>/recovery`` may hold the control socket: it is missing (nothing to
+    talk to yet), or it and the log directory are ours and nobody else can create or
+    remove entries in them (mode without 0o022). A directory we cannot examine (another
+    user's log) is not usable."""
+    try:
+        for path in (directory, directory / RECOVERY):
+            modes.check_private_dir(path, open_bits=0o022)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def socket_path(directory: Path) -> Path:
-    """The control socket's file for a log directory: ``<dir>/recovery/control.sock``, or,
-    when that path is too long for a Unix socket (107 bytes), a file in the temporary
-    directory named by a hash of the directory's absolute path.
+    """The control socket's file for a log directory: ``<dir>/recovery/control.sock``
+    when that path fits a Unix socket (107 bytes) and the directory is ours and closed to
+    others' writes (see ``_usable_recovery``), else ``<runtime_dir()>/<hash>.sock``, the
+    hash a SHA-256 prefix of the directory's absolute path.
+
+    The answer depends on the files as they are: the recorder creates ``recovery/``
+    before binding, and clients ask again for each request.
 
     Args:
         directory: the log directory.
@@ -81,10 +130,60 @@ def socket_path(directory: Path) -> Path:
     """
     directory = Path(directory).absolute()
     path = directory / RECOVERY / "control.sock"
-    if len(str(path).encode()) <= _MAX_IPC_PATH:
+    if len(str(path).encode()) <= _MAX_IPC_PATH and _usable_recovery(directory):
         return path
     digest = hashlib.sha256(str(directory).encode()).hexdigest()[:20]
-    return Path(tempfile.gettempdir()) / f"convlog-{digest}.sock"
+    return runtime_dir() / f"{digest}.sock"
+
+
+def check_socket_dir(path: Path) -> None:
+    """Check the directory of a control socket: ``recovery/`` (ours, not writable by
+    others) or the runtime directory (ours, mode 0700); neither a symlink.
+
+    Args:
+        path: the socket's file.
+
+    Raises:
+        UnsafeSocketError: when the directory is not safe (message says why).
+        FileNotFoundError: when it is missing.
+    """
+    parent = path.parent
+    try:
+        if parent.name == RECOVERY and path.name == "control.sock":
+            modes.check_private_dir(parent.parent, open_bits=0o022)
+            modes.check_private_dir(parent, open_bits=0o022)
+        else:
+            modes.check_private_dir(parent, open_bits=0o077)
+    except modes.UnsafeDirectoryError as exc:
+        raise UnsafeSocketError(f"unsafe control socket directory: {exc}") from None
+
+
+def check_socket(path: Path) -> None:
+    """Check a control socket may be trusted before connecting to it: its directory
+    passes :func:`check_socket_dir` and the file is a socket owned by our effective uid
+    (so the process answering is one of ours: only we can bind in that directory).
+
+    Args:
+        path: the socket's file.
+
+    Raises:
+        NotRunningError: when the socket or its directory does not exist.
+        UnsafeSocketError: when either is not ours.
+    """
+    try:
+        check_socket_dir(path)
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise NotRunningError(f"no control socket {path}") from None
+    except PermissionError as exc:
+        raise NotRunningError(f"cannot reach the control socket {path} ({exc.strerror})") from None
+    if not stat.S_ISSOCK(info.st_mode):
+        raise UnsafeSocketError(f"{path} is not a socket: refusing to talk to it")
+    if info.st_uid != os.geteuid():
+        raise UnsafeSocketError(
+            f"control socket {path} is owned by uid {info.st_uid}, not by us (uid {os.geteuid()}): "
+            "refusing to trust it (another user may have created it; remove it)"
+        )
 
 
 def endpoint(directory: Path) -> str:
@@ -204,11 +303,15 @@ def request(directory: Path, op: str, timeout_s: float = 10.0, **params: Any) ->
 
     Raises:
         NotRunningError: when no control socket exists or nothing answers in time.
+        UnsafeSocketError: when the socket or its directory is not ours (:func:`check_socket`):
+            nothing is sent.
         ControlError: when the recorder answered ``ok: false`` (its error as the message).
     """
     path = socket_path(directory)
-    if not path.exists():
-        raise NotRunningError(f"no recorder is running for {directory} (no control socket {path})")
+    try:
+        check_socket(path)
+    except NotRunningError:
+        raise NotRunningError(f"no recorder is running for {directory} (no control socket {path})") from None
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)

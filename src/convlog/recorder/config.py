@@ -24,6 +24,8 @@ The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has three tables::
     silence_unhealthy = false            # ... and is unhealthy then (for a bus that is never idle)
     max_publishers = 10000               # publishers followed for gaps (least recently seen evicted)
     metrics = ""                         # Prometheus endpoint HOST:PORT, e.g. "127.0.0.1:9464" ("" = off)
+    file_mode = "0600"                   # mode of the files created under dir (octal string)
+    dir_mode = "0700"                    # ... and of its directories ("0640"/"0750" for a group)
 
     [retention]                          # off unless max_age or max_bytes is set
     max_age = "90d"                      # let go of finished segments whose records are older
@@ -59,6 +61,7 @@ from typing import Any
 from convlog.core.enrich import Enricher, Rule
 from convlog.core.retention import Limits
 from convlog.core.wire import DEFAULT_SESSION_FIELDS
+from convlog.store import modes
 
 FSYNC_POLICIES: tuple[str, ...] = ("always", "interval", "never")
 
@@ -104,6 +107,8 @@ class Config:
     silence_unhealthy: bool = False
     max_publishers: int = 10_000
     metrics: str | None = None
+    file_mode: int = modes.DEFAULT_FILE_MODE
+    dir_mode: int = modes.DEFAULT_DIR_MODE
     retention_max_age_s: float | None = None
     retention_max_bytes: int | None = None
     retention_action: str = "delete"
@@ -140,6 +145,8 @@ class Config:
             "session_fields": list(self.session_fields),
             "rules": len(self.rules),
             "metrics": self.metrics,
+            "file_mode": f"{self.file_mode:04o}",
+            "dir_mode": f"{self.dir_mode:04o}",
             "retention": self.retention_summary(),
             "source": self.source,
         }
@@ -378,6 +385,8 @@ _RECORDER_KEYS: dict[str, Callable[[Any], Any]] = {
     "silence_unhealthy": _bool,
     "max_publishers": _positive_int,
     "metrics": _metrics_address,
+    "file_mode": modes.parse_mode,
+    "dir_mode": modes.parse_mode,
 }
 #: ``[retention]`` keys and the :class:`Config` field each sets.
 _RETENTION_FIELDS = {
@@ -612,4 +621,9 @@ def load_config(
             except ValueError as exc:
                 raise ConfigError("flag", f"--{key.replace('_', '-')}", str(exc)) from None
         config = replace(config, **values)
+    try:
+        modes.check_modes(config.file_mode, config.dir_mode)
+    except ValueError as exc:
+        origin = config.source if config.source != "defaults" else "environment"
+        raise ConfigError(origin, "file_mode", str(exc)) from None
     return config

@@ -23,7 +23,9 @@ from convlog.core.retention import Limits
 from convlog.recorder.durable import DurableWriter, describe
 from convlog.recorder.jobs import Jobs
 from convlog.recorder.sequencer import Sequencer, error_text
+from convlog.store import modes
 from convlog.store.checkpoint import CheckpointError, checkpoint_name
+from convlog.store.segment import RECOVERY
 
 log = logging.getLogger("convlog.recorder")
 
@@ -46,6 +48,7 @@ class ControlServer:
 
     Attributes:
         socket: the bound ROUTER socket, or None.
+        path: its file, once bound.
         replies: replies finished in other threads, ``(*route, reply)``, for
             :meth:`send_replies` (a deque: thread-safe appends and pops).
     """
@@ -66,11 +69,15 @@ class ControlServer:
         self.status = status
         self.request_stop = request_stop
         self.socket: zmq.Socket | None = None
+        self.path: Path | None = None
         self.replies: collections.deque[tuple[bytes, ...]] = collections.deque()
 
     def bind(self, ctx: zmq.Context) -> zmq.Socket:
-        """Bind the control ROUTER socket, mode 0600. A socket file left by a recorder
-        that died is removed first: this one holds the lock.
+        """Bind the control ROUTER socket, mode 0600, in a directory that is ours (see
+        :func:`convlog.bus.control.socket_path`; the per-user runtime directory is made
+        0700 when missing). Only peers of our own uid may connect (``ZMQ_IPC_FILTER_UID``,
+        when libzmq has it). A socket file left by a recorder that died is removed first:
+        this one holds the lock.
 
         Args:
             ctx: the context to make it in.
@@ -79,20 +86,48 @@ class ControlServer:
             the bound socket (also kept as :attr:`socket`).
 
         Raises:
+            convlog.bus.control.UnsafeSocketError: when the socket's directory is another
+                user's, open to others or a symlink (someone may have created it first).
             OSError, zmq.ZMQError: when the socket's directory or file cannot be made.
         """
-        path = control.socket_path(self.directory)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self.prepare()
         path.unlink(missing_ok=True)
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
+        if hasattr(zmq, "IPC_FILTER_UID"):
+            with contextlib.suppress(zmq.ZMQError):  # libzmq built without it: the 0600 file still guards
+                sock.setsockopt(zmq.IPC_FILTER_UID, os.geteuid())
         old = os.umask(0o177)  # the socket file is created 0600, with no window
         try:
             sock.bind(f"ipc://{path}")
         finally:
             os.umask(old)
         self.socket = sock
+        self.path = path
         return sock
+
+    def prepare(self) -> Path:
+        """Make the control socket's directory (``recovery/``, or the per-user runtime
+        directory, mode 0700) and check it is ours; the recorder calls it before taking
+        the lock, so an unsafe directory stops it before anything is written.
+
+        Returns:
+            the socket's path (:func:`convlog.bus.control.socket_path`).
+
+        Raises:
+            convlog.bus.control.UnsafeSocketError: see :meth:`bind`.
+            OSError: when a directory cannot be made.
+        """
+        (self.directory / RECOVERY).mkdir(parents=True, exist_ok=True)
+        path = control.socket_path(self.directory)
+        if path.parent != self.directory.absolute() / RECOVERY:
+            path.parent.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                modes.private_mkdir(path.parent)
+            except modes.UnsafeDirectoryError as exc:
+                raise control.UnsafeSocketError(f"unsafe control socket directory: {exc}") from None
+        control.check_socket_dir(path)
+        return path
 
     def close(self) -> None:
         """Close the socket and remove its file (a disk error there is ignored)."""
@@ -100,7 +135,8 @@ class ControlServer:
             self.socket.close(linger=0)
             self.socket = None
             with contextlib.suppress(OSError):  # a failed disk must not skip the stop that names lost seqs
-                control.socket_path(self.directory).unlink(missing_ok=True)
+                if self.path is not None:
+                    self.path.unlink(missing_ok=True)
 
     def serve(self) -> None:
         """Answer up to :data:`CONTROL_BATCH` queued requests (a checkpoint is answered

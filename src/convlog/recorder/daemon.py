@@ -52,6 +52,7 @@ from convlog.recorder.sealer import Sealer
 from convlog.recorder.sequencer import Sequencer, error_text
 from convlog.recorder.snapshot import StateSnapshots, take_snapshot
 from convlog.recorder.status import Reporter
+from convlog.store import modes
 from convlog.store.clock import Clock
 from convlog.store.lock import LogLock
 from convlog.store.writer import SegmentWriter
@@ -145,9 +146,15 @@ class Recorder:
 
         Raises:
             LogLockedError: when another recorder writes this directory.
+            UnsafeSocketError: when the control socket's directory is not ours
+                (:meth:`ControlServer.prepare`; nothing is written then).
             OSError: when the directory cannot be prepared, or the metrics address
                 cannot be bound (nothing is written then).
         """
+        # From here on everything this process creates has the configured modes
+        # (convlog.store.modes), whatever umask it was started with.
+        modes.apply(self.config.file_mode, self.config.dir_mode)
+        self.control_server.prepare()
         self._lock = LogLock(self.directory, command=" ".join(sys.argv)).acquire()
         for what, address in (("the PULL endpoint", self.config.pull), ("the metrics endpoint", self.config.metrics)):
             if address and wildcard_bind(address):

@@ -29,7 +29,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         OSError: when any step fails (the old file is then left as it was).
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    # 0o666: the process umask gives the configured file_mode (convlog.store.modes)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
         view = memoryview(data)
         while view:

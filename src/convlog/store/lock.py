@@ -59,7 +59,8 @@ class LogLock:
         """Take the lock without waiting; returns self."""
         ensure_layout(self.directory)
         path = self.directory / RECOVERY / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        # 0o666: the process umask gives the configured file_mode (convlog.store.modes)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -153,7 +154,8 @@ def rewrite_lock(directory: Path, exclusive: bool) -> Iterator[None]:
     """
     folder = Path(directory) / RECOVERY
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / REWRITE_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    # 0o666: the process umask gives the configured file_mode (convlog.store.modes)
+    fd = os.open(folder / REWRITE_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield

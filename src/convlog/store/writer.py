@@ -91,7 +91,8 @@ class SegmentWriter:
     def _open(self, path: Path) -> None:
         """Make ``path`` the current segment; the previous one (if any) is closed only
         once the new one is open, so a failure leaves the writer on the old one."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        # 0o666: the process umask gives the configured file_mode (convlog.store.modes)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
         old, self._fd = getattr(self, "_fd", -1), fd
         if old >= 0:
             os.close(old)

@@ -20,6 +20,7 @@ from convlog import __version__
 from convlog.cli.commands import offline, operations, reading, recording, sessions
 from convlog.cli.commands.options import default_dir, silence_stdout
 from convlog.cli.errors import EXPECTED
+from convlog.store import modes
 
 #: The commands of ``convlog --help`` by what a person wants to do, in that order.
 COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -75,6 +76,13 @@ def main(ctx: click.Context, menu_dir: Path | None) -> None:
 
     With no command on a terminal, opens an interactive menu (sessions, checkpoints,
     recent messages, search, diagnostics; q goes back, Ctrl-C quits)."""
+    # Whatever a command creates (search index, checkpoints, purge's and import's files,
+    # exports) gets CONVLOG_FILE_MODE / CONVLOG_DIR_MODE, default 0600 / 0700.
+    try:
+        modes.apply(*modes.from_env())
+    except ValueError as exc:
+        click.echo(f"convlog: CONVLOG_FILE_MODE / CONVLOG_DIR_MODE: {exc}", err=True)
+        ctx.exit(2)
     if ctx.invoked_subcommand is not None:
         if menu_dir is not None:  # `convlog --dir D CMD` as `convlog CMD --dir D` (a --dir after CMD wins)
             ctx.default_map = {name: {"directory": str(menu_dir), "dir_option": str(menu_dir)}
