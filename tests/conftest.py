@@ -50,6 +50,26 @@ def convlog_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "convlog", *args]
 
 
+#: A ``convlog`` run whose unlink(2) and rename(2) take 20 ms each, as on a slow or busy
+#: disk: the steps of a crash-safe rewrite (write, rename, remove) then last long enough
+#: for a kill -9 to land among them, whatever the machine's load.
+_SLOW_DISK = """
+import os, sys, time
+for name in ("unlink", "replace"):
+    def slow(*args, _real=getattr(os, name), **kwargs):
+        time.sleep(0.02)
+        return _real(*args, **kwargs)
+    setattr(os, name, slow)
+from convlog.cli.commands import main
+main(sys.argv[1:])
+"""
+
+
+def slow_disk_cmd(*args: str) -> list[str]:
+    """Command line running the convlog CLI on a slow disk (see ``_SLOW_DISK``)."""
+    return [sys.executable, "-c", _SLOW_DISK, *args]
+
+
 @dataclass
 class Proc:
     """A convlog subprocess with its output in a file."""

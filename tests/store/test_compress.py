@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from test_checkpoint import LogBuilder, bus_event
 from test_fold import fold_logs
 
-from conftest import Bus, answering, convlog_cmd, records, wait_for_records
+from conftest import Bus, answering, convlog_cmd, records, slow_disk_cmd, wait_for_records
 from convlog.bus import control
 from convlog.cli.commands import main
 from convlog.core.record import make_line
@@ -303,26 +303,32 @@ def test_a_crash_while_sealing_leaves_one_complete_copy_that_recovery_settles(tm
 @pytest.mark.slow
 def test_kill9_of_convlog_compress_at_random_points_leaves_a_verified_log(tmp_path: Path) -> None:
     """``convlog compress`` killed with kill -9 at 24 random moments (spread over its
-    whole run) leaves a log that ``convlog verify`` accepts, with every record readable
+    whole run, on a normal and on a slow disk) leaves a log that ``convlog verify`` accepts, with every record readable
     exactly once, and a second ``convlog compress`` completes it."""
     original = tmp_path / "original"
     write_log(original, 40000, segment_bytes=150_000)
     expected = records(original)
     count = len(list_segments(original))
     # How long a whole run takes (interpreter start included), to spread the kills over it.
-    trial = tmp_path / "trial"
-    shutil.copytree(original, trial)
-    started = time.monotonic()
-    subprocess.run(convlog_cmd("compress", str(trial)), check=True, capture_output=True)
-    whole = time.monotonic() - started
+    # A third of the runs on a normal disk, the rest on a slow one (conftest.slow_disk_cmd),
+    # so kills land among the renames and removals however loaded the machine is.
+    durations = {}
+    for slow in (False, True):
+        trial = tmp_path / f"trial{slow}"
+        shutil.copytree(original, trial)
+        started = time.monotonic()
+        subprocess.run((slow_disk_cmd if slow else convlog_cmd)("compress", str(trial)), check=True,
+                       capture_output=True)
+        durations[slow] = time.monotonic() - started
     rng = random.Random(20261205)
     interrupted = 0
     for attempt in range(24):
         directory = tmp_path / f"log{attempt}"
         shutil.copytree(original, directory)
-        proc = subprocess.Popen(convlog_cmd("compress", str(directory)), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2 * whole, whole))
+        slow = attempt % 3 != 0
+        proc = subprocess.Popen((slow_disk_cmd if slow else convlog_cmd)("compress", str(directory)),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2 * durations[slow], durations[slow]))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         sealed = len(sealed_names(directory))

@@ -11,7 +11,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -27,7 +26,7 @@ from test_checkpoint import LogBuilder, bus_event
 from test_compress import line, write_log
 from test_fold import fold_logs
 
-from conftest import Bus, answering, convlog_cmd, records
+from conftest import Bus, answering, convlog_cmd, records, slow_disk_cmd
 from convlog.bus import control
 from convlog.cli.commands import main
 from convlog.core.retention import Limits, SegmentSpan, plan
@@ -396,22 +395,6 @@ def test_a_recorder_keeps_its_log_under_max_bytes_and_prunes_on_request(bus: Bus
 # --------------------------------------------------------------------------- kill -9
 
 
-#: A ``convlog`` run whose unlink(2) and rename(2) take 20 ms each, as on a slow or busy
-#: disk: the steps between writing the base and removing the last segment then last
-#: long enough for a kill to land among them.
-SLOW_DISK = """
-import os, sys, time
-for name in ("unlink", "replace"):
-    def slow(*args, _real=getattr(os, name), **kwargs):
-        time.sleep(0.02)
-        return _real(*args, **kwargs)
-    setattr(os, name, slow)
-from convlog.bus import control
-from convlog.cli.commands import main
-main(sys.argv[1:])
-"""
-
-
 @pytest.mark.slow
 def test_kill9_of_convlog_prune_at_random_points_leaves_a_verified_log(tmp_path: Path) -> None:
     """``convlog prune`` (deleting, or archiving) killed with kill -9 at 24 random moments
@@ -436,7 +419,7 @@ def test_kill9_of_convlog_prune_at_random_points_leaves_a_verified_log(tmp_path:
 
     def command(directory: Path, archive: Path | None, slow: bool) -> list[str]:
         args = ["prune", str(directory), "--max-bytes", str(limit)] + (["--archive", str(archive)] if archive else [])
-        return [sys.executable, "-c", SLOW_DISK, *args] if slow else convlog_cmd(*args)
+        return slow_disk_cmd(*args) if slow else convlog_cmd(*args)
 
     durations = {}
     for slow in (False, True):  # how long a whole run takes, to spread the kills over it
