@@ -8,9 +8,12 @@ holding it. The marker has no character that JSON escapes, so a secret inside a 
 string leaves a valid JSON string.
 
 Like gitleaks, a rule's regex runs only on data holding one of its keywords (compared
-lowercase): most messages hold none, so the cost of the rules is one lowercase copy and
-one search for all keywords at once (an Aho-Corasick automaton, ``ahocorasick-rs``),
-about 1.2 µs for a 1 KB message (``scripts/bench_ingest.py --redact``).
+lowercase): most messages hold none. To find out without a lowercase copy of every
+message, each built-in rule also names *triggers*, the keyword as a match writes it
+(``AKIA``, ``ghp_``; the few case-insensitive rules list the usual cases, ``Bearer``,
+``bearer``, ``BEARER``), and one Aho-Corasick search (``ahocorasick-rs``) looks for all
+of them at once; only when one is found do the lowercase keyword tests and the
+regexes run. User rules have keywords only (compared lowercase, as gitleaks does).
 
 Built-in rules (:data:`BUILTIN_RULES`) are high-confidence credential formats. Their ids,
 regexes and keywords come from gitleaks' default rule file, ``config/gitleaks.toml``
@@ -23,6 +26,8 @@ Differences, each on purpose:
   a JWT's header is base64 of ``{"`` and so starts ``eyJ``;
 * ``aws-access-token`` keeps gitleaks' allowlist (a key ending ``EXAMPLE``, as in AWS's
   documentation, is left alone);
+* the triggers of the case-insensitive rules are the lower, upper and capitalised
+  forms: a secret after ``bEaReR``, ``xApp-`` or ``-----bEGIN`` is not looked for;
 * ``authorization-bearer`` is convlog's: the value after ``Authorization`` and
   ``Bearer`` (gitleaks has it only inside a curl command, ``curl-auth-header``).
 
@@ -38,7 +43,7 @@ from hashlib import sha256
 from typing import Any
 
 import orjson
-from ahocorasick_rs import MATCHKIND_LEFTMOST_FIRST, BytesAhoCorasick
+from ahocorasick_rs import MATCHKIND_LEFTMOST_FIRST, MATCHKIND_STANDARD, BytesAhoCorasick
 
 #: What ends a secret in gitleaks' rules: a quote, space, ``;``, an escaped newline or the end.
 _END = r"""(?:[\x60'"\s;]|\\[nr]|$)"""
@@ -56,31 +61,37 @@ class RedactRule:
         keywords: the regex runs only on data holding one of these (lowercase
             compared); empty: on all data.
         allow: a regex; a secret it matches (``re.search``) is left alone, or None.
+        triggers: substrings, compared as written (case and all), one of which every
+            match holds; when given, they replace the lowercase keyword search as the
+            first, cheap test (no lowercase copy of the data). Empty: keywords only.
     """
 
     id: str
     regex: str
     keywords: tuple[str, ...] = ()
     allow: str | None = None
+    triggers: tuple[str, ...] = ()
 
 
-def _r(id: str, regex: str, *keywords: str, allow: str | None = None) -> RedactRule:
-    return RedactRule(id, regex, tuple(keywords), allow)
+def _r(id: str, regex: str, *keywords: str, allow: str | None = None, triggers: tuple[str, ...] = ()) -> RedactRule:
+    # A case-sensitive regex starts with its keyword as written: that is the trigger.
+    return RedactRule(id, regex, tuple(keywords), allow, triggers or tuple(keywords))
 
 
 #: The built-in rules (see the module doc for their source), in the order they are applied.
 BUILTIN_RULES: tuple[RedactRule, ...] = (
     _r("private-key",
        r"(?i)-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----[\s\S-]{64,}?KEY(?: BLOCK)?-----",
-       "-----begin"),
+       "-----begin", triggers=("-----BEGIN", "-----begin", "-----Begin")),
     _r("anthropic-admin-api-key", r"\b(sk-ant-admin01-[a-zA-Z0-9_\-]{93}AA)" + _END, "sk-ant-admin01"),
     _r("anthropic-api-key", r"\b(sk-ant-api03-[a-zA-Z0-9_\-]{93}AA)" + _END, "sk-ant-api03"),
     _r("openai-api-key",
        r"\b(sk-(?:proj|svcacct|admin)-(?:[A-Za-z0-9_-]{74}|[A-Za-z0-9_-]{58})T3BlbkFJ"
        r"(?:[A-Za-z0-9_-]{74}|[A-Za-z0-9_-]{58})\b|sk-[a-zA-Z0-9]{20}T3BlbkFJ[a-zA-Z0-9]{20})" + _END,
-       "t3blbkfj"),
+       "t3blbkfj", triggers=("T3BlbkFJ",)),
     _r("aws-access-token", r"\b((?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})\b",
-       "a3t", "akia", "asia", "abia", "acca", allow=r".+EXAMPLE$"),
+       "a3t", "akia", "asia", "abia", "acca", allow=r".+EXAMPLE$",
+       triggers=("A3T", "AKIA", "ASIA", "ABIA", "ACCA")),
     _r("github-app-token", r"(?:ghu|ghs)_[0-9a-zA-Z]{36}", "ghu_", "ghs_"),
     _r("github-fine-grained-pat", r"github_pat_\w{82}", "github_pat_"),
     _r("github-oauth", r"gho_[0-9a-zA-Z]{36}", "gho_"),
@@ -89,25 +100,28 @@ BUILTIN_RULES: tuple[RedactRule, ...] = (
     _r("gitlab-pat-routable", r"\bglpat-[0-9a-zA-Z_-]{27,300}\.[0-9a-z]{2}[0-9a-z]{7}\b", "glpat-"),
     _r("gitlab-pat", r"glpat-[\w-]{20}", "glpat-"),
     _r("gitlab-ptt", r"glptt-[0-9a-f]{40}", "glptt-"),
-    _r("gitlab-rrt", r"GR1348941[\w-]{20}", "gr1348941"),
+    _r("gitlab-rrt", r"GR1348941[\w-]{20}", "gr1348941", triggers=("GR1348941",)),
     _r("gitlab-runner-authentication-token-routable",
        r"\bglrt-t\d_[0-9a-zA-Z_\-]{27,300}\.[0-9a-z]{2}[0-9a-z]{7}\b", "glrt-"),
     _r("gitlab-runner-authentication-token", r"glrt-[0-9a-zA-Z_\-]{20}", "glrt-"),
     _r("gitlab-deploy-token", r"gldt-[0-9a-zA-Z_\-]{20}", "gldt-"),
-    _r("slack-app-token", r"(?i)xapp-\d-[A-Z0-9]+-\d+-[a-z0-9]+", "xapp"),
-    _r("slack-bot-token", r"xoxb-[0-9]{10,13}-[0-9]{10,13}[a-zA-Z0-9-]*", "xoxb"),
-    _r("slack-config-access-token", r"(?i)xoxe.xox[bp]-\d-[A-Z0-9]{163,166}", "xoxe.xoxb-", "xoxe.xoxp-"),
-    _r("slack-config-refresh-token", r"(?i)xoxe-\d-[A-Z0-9]{146}", "xoxe-"),
-    _r("slack-legacy-bot-token", r"xoxb-[0-9]{8,14}-[a-zA-Z0-9]{18,26}", "xoxb"),
-    _r("slack-legacy-token", r"xox[os]-\d+-\d+-\d+-[a-fA-F\d]+", "xoxo", "xoxs"),
-    _r("slack-legacy-workspace-token", r"xox[ar]-(?:\d-)?[0-9a-zA-Z]{8,48}", "xoxa", "xoxr"),
+    _r("slack-app-token", r"(?i)xapp-\d-[A-Z0-9]+-\d+-[a-z0-9]+", "xapp", triggers=("xapp-", "XAPP-", "Xapp-")),
+    _r("slack-bot-token", r"xoxb-[0-9]{10,13}-[0-9]{10,13}[a-zA-Z0-9-]*", "xoxb", triggers=("xoxb-",)),
+    _r("slack-config-access-token", r"(?i)xoxe.xox[bp]-\d-[A-Z0-9]{163,166}", "xoxe.xoxb-", "xoxe.xoxp-",
+       triggers=("xoxe", "XOXE", "Xoxe")),
+    _r("slack-config-refresh-token", r"(?i)xoxe-\d-[A-Z0-9]{146}", "xoxe-", triggers=("xoxe-", "XOXE-", "Xoxe-")),
+    _r("slack-legacy-bot-token", r"xoxb-[0-9]{8,14}-[a-zA-Z0-9]{18,26}", "xoxb", triggers=("xoxb-",)),
+    _r("slack-legacy-token", r"xox[os]-\d+-\d+-\d+-[a-fA-F\d]+", "xoxo", "xoxs", triggers=("xoxo-", "xoxs-")),
+    _r("slack-legacy-workspace-token", r"xox[ar]-(?:\d-)?[0-9a-zA-Z]{8,48}", "xoxa", "xoxr",
+       triggers=("xoxa-", "xoxr-")),
     _r("slack-user-token", r"xox[pe](?:-[0-9]{10,13}){3}-[a-zA-Z0-9-]{28,34}", "xoxp-", "xoxe-"),
     _r("slack-webhook-url", r"(?:https?://)?hooks.slack.com/(?:services|workflows|triggers)/[A-Za-z0-9+/]{43,56}",
-       "hooks.slack.com"),
-    _r("gcp-api-key", r"\b(AIza[\w-]{35})" + _END, "aiza"),
+       "hooks.slack.com", triggers=("hooks",)),
+    _r("gcp-api-key", r"\b(AIza[\w-]{35})" + _END, "aiza", triggers=("AIza",)),
     _r("jwt", r"\b(ey[a-zA-Z0-9]{17,}\.ey[a-zA-Z0-9\/\\_-]{17,}\.(?:[a-zA-Z0-9\/\\_-]{10,}={0,2})?)" + _END,
-       "eyj"),
-    _r("authorization-bearer", r"(?i)authorization\W{0,8}bearer[ \t]+([\w=~@.+/-]{8,})", "bearer"),
+       "eyj", triggers=("eyJ",)),
+    _r("authorization-bearer", r"(?i)authorization\W{0,8}bearer[ \t]+([\w=~@.+/-]{8,})", "bearer",
+       triggers=("Bearer", "bearer", "BEARER")),
 )
 
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -125,6 +139,7 @@ class _Compiled:
     keywords: tuple[bytes, ...]
     allow: re.Pattern[bytes] | None
     group: int
+    triggers: tuple[bytes, ...]
 
 
 def compile_rule(rule: RedactRule) -> _Compiled:
@@ -144,7 +159,8 @@ def compile_rule(rule: RedactRule) -> _Compiled:
     if regex.fullmatch(b"") is not None or regex.search(b"") is not None:
         raise RedactError(f"rule {rule.id}: the regex matches the empty string")
     keywords = tuple(k.lower().encode("utf-8") for k in rule.keywords if k)
-    return _Compiled(rule.id.encode("ascii"), rule.id, regex, keywords, allow, 1 if regex.groups else 0)
+    triggers = tuple(t.encode("utf-8") for t in rule.triggers if t) if keywords else ()
+    return _Compiled(rule.id.encode("ascii"), rule.id, regex, keywords, allow, 1 if regex.groups else 0, triggers)
 
 
 def marker(rule_id: str, secret: bytes) -> bytes:
@@ -166,7 +182,8 @@ class Redactor:
             or two user rules with one id.
     """
 
-    __slots__ = ("_gate", "_rules", "_unconditional", "ids")
+    __slots__ = ("_by_keyword", "_by_trigger", "_exact", "_exact_all", "_gate", "_gate_all", "_keywords", "_rules",
+                 "_triggers", "_unconditional", "ids")
 
     def __init__(self, rules: Iterable[RedactRule] = BUILTIN_RULES, disable: Iterable[str] = (),
                  extra: Iterable[RedactRule] = ()) -> None:
@@ -186,18 +203,29 @@ class Redactor:
         self._rules = tuple(compile_rule(r) for r in chosen if r.id not in off)
         #: the ids of the rules in use, in order.
         self.ids: tuple[str, ...] = tuple(r.name for r in self._rules)
-        keywords = sorted({k for r in self._rules for k in r.keywords})
-        # One pass for every keyword: when none is in the data, no rule with keywords can run.
-        self._gate = (BytesAhoCorasick(keywords, matchkind=MATCHKIND_LEFTMOST_FIRST) if keywords else None)
+        # One pass for every trigger (as written) and one for the lowercase keywords of the
+        # rules without triggers: when neither finds anything, no rule can match.
+        triggers = sorted({t for r in self._rules for t in r.triggers})
+        keywords = sorted({k for r in self._rules if not r.triggers for k in r.keywords})
+        self._triggers, self._keywords = triggers, keywords
+        self._exact = BytesAhoCorasick(triggers, matchkind=MATCHKIND_LEFTMOST_FIRST) if triggers else None
+        self._gate = BytesAhoCorasick(keywords, matchkind=MATCHKIND_LEFTMOST_FIRST) if keywords else None
+        # Once the gate found something (rarely), these find every trigger or keyword
+        # present, overlapping ones included, to pick the rules to run.
+        self._exact_all = BytesAhoCorasick(triggers, matchkind=MATCHKIND_STANDARD) if triggers else None
+        self._gate_all = BytesAhoCorasick(keywords, matchkind=MATCHKIND_STANDARD) if keywords else None
+        self._by_trigger = [{i for i, r in enumerate(self._rules) if t in r.triggers} for t in triggers]
+        self._by_keyword = [{i for i, r in enumerate(self._rules) if not r.triggers and k in r.keywords}
+                            for k in keywords]
         self._unconditional = any(not r.keywords for r in self._rules)
 
     def may_hold(self, data: bytes) -> bool:
         """False when no rule can match ``data`` (it holds none of the keywords); one pass."""
-        if not self._rules:
-            return False
-        if self._unconditional or self._gate is None:
+        if not self._rules or self._unconditional:
+            return bool(self._rules)
+        if self._exact is not None and self._exact.find_matches_as_indexes(data):
             return True
-        return bool(self._gate.find_matches_as_indexes(data.lower()))
+        return self._gate is not None and bool(self._gate.find_matches_as_indexes(data.lower()))
 
     def redact(self, data: bytes, counts: dict[str, int] | None = None) -> bytes:
         """Replace every secret in ``data`` by its marker.
@@ -210,25 +238,36 @@ class Redactor:
             ``data`` itself (the same object) when no rule matched, else the new bytes.
             Never raises.
         """
-        if not self._rules:
+        if not self.may_hold(data):
             return data
-        lowered = data.lower()
-        if (not self._unconditional and self._gate is not None
-                and not self._gate.find_matches_as_indexes(lowered)):
-            return data
+        candidates = self._candidates(data)
+        lowered: bytes | None = None
         out = data
-        for rule in self._rules:
-            for keyword in rule.keywords:
-                if keyword in lowered:
-                    break
-            else:
-                if rule.keywords:
+        for index, rule in enumerate(self._rules):
+            if index not in candidates:
+                continue
+            if rule.keywords:  # gitleaks' test: one of the keywords, lowercase
+                if lowered is None:
+                    lowered = out.lower()
+                if not any(keyword in lowered for keyword in rule.keywords):
                     continue
             replaced = _apply(rule, out, counts)
             if replaced is not out:
                 out = replaced
-                lowered = out.lower()
+                lowered = None
         return out
+
+    def _candidates(self, data: bytes) -> set[int]:
+        """Indexes of the rules that may match ``data``: those with a trigger in it,
+        those without triggers with a keyword in its lowercase form, those with neither."""
+        found = {i for i, r in enumerate(self._rules) if not r.keywords}
+        if self._exact_all is not None:
+            for pattern, _, _ in self._exact_all.find_matches_as_indexes(data, overlapping=True):
+                found |= self._by_trigger[pattern]
+        if self._gate_all is not None:
+            for pattern, _, _ in self._gate_all.find_matches_as_indexes(data.lower(), overlapping=True):
+                found |= self._by_keyword[pattern]
+        return found
 
     def redact_json(self, payload: bytes, counts: dict[str, int] | None = None) -> bytes:
         """:meth:`redact` for a JSON document: the result is valid JSON too.
