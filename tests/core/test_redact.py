@@ -201,3 +201,12 @@ def test_ingest_fast_and_general_paths_agree(text: str, json_payload: bool) -> N
     event("redacted" if "redactions" in record["meta"] else "not redacted")
     for secret in SAMPLES.values():
         assert secret.encode() not in a
+
+
+def test_deeply_nested_json_with_a_broken_match_never_raises() -> None:
+    red = Redactor(rules=(), extra=[RedactRule("tail", r"zz[a-z\\]+")])
+    for depth in (10, 1000, 1020):
+        deep = b"[" * depth + b'"zzabc\\\\nq"' + b"]" * depth
+        line = Ingest(redactor=red).line([b"t", deep], 1, "t", "sub")
+        assert b"zzabc" not in line
+        orjson.loads(line)

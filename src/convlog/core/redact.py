@@ -283,7 +283,9 @@ class Redactor:
             counts: as for :meth:`redact`.
 
         Returns:
-            ``payload`` itself when nothing matched, else valid JSON bytes.
+            ``payload`` itself when nothing matched, else valid JSON bytes (except for a
+            document nested too deep to walk, given back as :meth:`redact` left it).
+            Never raises.
         """
         local: dict[str, int] = {}
         out = self.redact(payload, local)
@@ -297,8 +299,12 @@ class Redactor:
             except orjson.JSONDecodeError:  # not JSON to begin with: the bytes as redacted
                 value = None
             else:
-                local = {}
-                out = orjson.dumps(self._walk(value, local))
+                walked: dict[str, int] = {}
+                try:
+                    out = orjson.dumps(self._walk(value, walked))
+                    local = walked
+                except RecursionError:  # nested too deep to walk: the bytes as redacted (not JSON)
+                    pass
         if counts is not None:
             for key, n in local.items():
                 counts[key] = counts.get(key, 0) + n
