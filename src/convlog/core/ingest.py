@@ -176,8 +176,9 @@ class Ingest:
             one line; never raises.
         """
         if self.redactor is not None:
-            frames = self._redact(frames)
+            frames = self._redact(frames, tally=False)  # line() counted them already
             pending, self._pending = self._pending, None
+            reason = self.redactor.redact(reason.encode("utf-8", "replace")).decode("utf-8", "replace")
         else:
             pending = None
         topic = encode_bytes(frames[0])[0] if len(frames) > 1 else None
@@ -197,7 +198,7 @@ class Ingest:
             self._pending = None
         return format_line(head, data, meta, extra)
 
-    def _redact(self, frames: Sequence[bytes]) -> Sequence[bytes]:
+    def _redact(self, frames: Sequence[bytes], tally: bool = True) -> Sequence[bytes]:
         """``frames`` with secrets replaced (the same object when none); sets ``_pending``.
 
         The payload (frame 1, or 0 of a one-frame message) is redacted as JSON
@@ -215,8 +216,9 @@ class Ingest:
         if not counts:
             return frames
         self._pending = (frames[at], counts)
-        for rule, n in counts.items():
-            self.redactions[rule] = self.redactions.get(rule, 0) + n
+        if tally:
+            for rule, n in counts.items():
+                self.redactions[rule] = self.redactions.get(rule, 0) + n
         return out
 
     def _redacted_meta(self, meta: dict) -> dict:
