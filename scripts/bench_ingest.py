@@ -21,6 +21,11 @@ Run (from the project root, with the ``demo`` extra installed)::
 
     python scripts/bench_ingest.py --baseline 52aa16e
     python scripts/bench_ingest.py --baseline HEAD~3 --messages 50000 --rounds 7
+    python scripts/bench_ingest.py --redact --budget-us 2   # redaction on vs off, this tree
+
+With ``--redact`` both sides are this tree, "baseline" without a redactor and
+"current" with the built-in rules (:mod:`convlog.core.redact`), so the difference is
+the per-message cost of redaction.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ except ImportError:  # a baseline from before it: one flat package
     from convlog.sharegpt import conversations, native_events
 
 count = int(sys.argv[1])
+redact = sys.argv[2:] == ["redact"]
 events = []
 for conv in conversations():
     events.extend(native_events(conv))
@@ -63,7 +69,11 @@ for i in range(count):
     event["message_id"] = f"bench-{i:07d}"
     payload = stamp_payload(orjson.dumps(event), "bench", i + 1)
     messages.append([event["session_id"].encode(), payload])
-ingest = Ingest()
+if redact:  # the recorder's default: the built-in rules of convlog.core.redact
+    from convlog.core.redact import Redactor
+    ingest = Ingest(redactor=Redactor())
+else:
+    ingest = Ingest()
 clock = Clock()
 line, stamp = ingest.line, clock.now
 started = time.perf_counter()
@@ -93,29 +103,39 @@ def export_revision(rev: str, into: Path) -> Path:
     return into / "src"
 
 
-def measure(src: Path, count: int) -> dict:
-    """One timed pass of ``count`` messages through the hot path of the code in ``src``."""
-    result = subprocess.run([sys.executable, "-c", _WORKER, str(count)], capture_output=True, text=True,
+def measure(src: Path, count: int, redact: bool = False) -> dict:
+    """One timed pass of ``count`` messages through the hot path of the code in ``src``
+    (with the built-in redaction rules when ``redact``)."""
+    argv = [sys.executable, "-c", _WORKER, str(count), *(["redact"] if redact else [])]
+    result = subprocess.run(argv, capture_output=True, text=True,
                             check=True, env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"})
     return json.loads(result.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline", required=True, help="git revision to compare with (a commit before a change)")
+    parser.add_argument("--baseline", help="git revision to compare with (a commit before a change)")
+    parser.add_argument("--redact", action="store_true",
+                        help="instead of a revision, compare this tree with redaction on (the recorder's default) "
+                             "against off (--no-redact)")
     parser.add_argument("--messages", type=int, default=30_000, help="messages per timed pass (default 30,000)")
     parser.add_argument("--rounds", type=int, default=5, help="timed passes per side, alternating (default 5)")
     parser.add_argument("--budget-us", type=float, default=0.5,
                         help="allowed extra µs per message of the current tree (default 0.5)")
     parser.add_argument("--json", dest="json_path", help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if (args.baseline is None) == (not args.redact):
+        parser.error("give --baseline REV or --redact (one of them)")
+    if args.redact:
+        args.baseline = "this tree, redaction off"
     with tempfile.TemporaryDirectory(prefix="convlog-bench-ingest-") as tmp:
-        sides = {"baseline": export_revision(args.baseline, Path(tmp)), "current": ROOT / "src"}
+        sides = ({"baseline": ROOT / "src", "current": ROOT / "src"} if args.redact
+                 else {"baseline": export_revision(args.baseline, Path(tmp)), "current": ROOT / "src"})
         runs: dict[str, list[float]] = {name: [] for name in sides}
         info: dict[str, dict] = {}
         for round_ in range(args.rounds):
             for name, src in sides.items():
-                figures = measure(src, args.messages)
+                figures = measure(src, args.messages, redact=args.redact and name == "current")
                 runs[name].append(figures["us_per_message"])
                 info[name] = figures
                 print(f"round {round_ + 1}: {name:8} {figures['us_per_message']:.3f} µs/message", flush=True)

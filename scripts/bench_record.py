@@ -8,7 +8,9 @@ time:
 (a) ``bare``:     a bare pyzmq SUB loop that only receives and counts (receive
                   high-water mark 1,000,000, the same as the recorder's default);
 (b) ``recorder``: ``convlog record`` with the default fsync policy, into a fresh
-                  directory;
+                  directory; (b') ``recorder-noredact``: the same with ``--no-redact``,
+                  so the cost of redaction is (b) - (b') in the same run (printed
+                  under the table, µs of CPU per message);
 (c) ``naive``:    a naive recorder that, per message, opens the file, writes one JSON
                   line, flushes, fsyncs and closes it (how the original Shearwater
                   recorder worked). It is slow (one fsync per message), so it is only
@@ -534,9 +536,10 @@ class Bench(Processes):
             naive_out = self.workdir / f"naive-{tag}.jsonl"
             if receiver == "bare":
                 recv = self.spawn([*me, "--role", "bare", "--xpub", xpub], tag)
-            elif receiver == "recorder":
+            elif receiver in ("recorder", "recorder-noredact"):
+                extra = ["--no-redact"] if receiver == "recorder-noredact" else []
                 recv = self.spawn(
-                    ["convlog", "record", "--dir", str(logdir), "--sub", xpub, "--log-level", "WARNING"], tag
+                    ["convlog", "record", "--dir", str(logdir), "--sub", xpub, "--log-level", "WARNING", *extra], tag
                 )
             else:
                 recv = self.spawn([*me, "--role", "naive", "--xpub", xpub, "--out", str(naive_out)], tag)
@@ -562,7 +565,7 @@ class Bench(Processes):
             pub.stdin.flush()
 
             def progress() -> int:
-                return events_size(logdir) if receiver == "recorder" else recv_lines.progress
+                return events_size(logdir) if receiver.startswith("recorder") else recv_lines.progress
 
             deadline = go + (cap_s if cap_s else 600.0)
             # The publisher ends once everything has left its socket (or the cap is hit).
@@ -594,7 +597,7 @@ class Bench(Processes):
             else:
                 result.published = count
                 result.notes.append("publisher did not report")
-            if receiver == "recorder":
+            if receiver.startswith("recorder"):
                 if recv.returncode != 0:
                     result.notes.append(f"recorder exit code {recv.returncode}")
                 summary = read_recorder_log(logdir)
@@ -707,7 +710,8 @@ def report(
         ("notes", "left"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    labels = {"bare": "(a) bare SUB", "recorder": "(b) convlog record", "naive": "(c) naive fsync"}
+    labels = {"bare": "(a) bare SUB", "recorder": "(b) convlog record",
+              "recorder-noredact": "(b') record --no-redact", "naive": "(c) naive fsync"}
     for r in results.values():
         table.add_row(
             labels[r.receiver],
@@ -723,6 +727,12 @@ def report(
             "; ".join(r.notes),
         )
     console.print(table)
+    for load in ("steady", "burst"):  # the cost of redaction: (b) against (b'), measured in the same run
+        on, off = results.get(("recorder", load)), results.get(("recorder-noredact", load))
+        if on and off and on.cpu_per_100k is not None and off.cpu_per_100k is not None:
+            extra_us = (on.cpu_per_100k - off.cpu_per_100k) / 100_000 * 1e6
+            console.print(f"redaction ({load}): CPU {on.cpu_per_100k:.2f} s/100k on, {off.cpu_per_100k:.2f} s/100k off "
+                          f"(--no-redact): {extra_us:+.2f} µs per message", markup=False)
     print_targets(console, ratios, targets)
     return print_gap_checks(console, runs)
 
@@ -791,10 +801,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Rounds interleave a and b so both meet the same machine conditions.
         for _ in range(args.repeat):
-            for receiver in ("bare", "recorder"):
+            for receiver in ("bare", "recorder", "recorder-noredact"):
                 run = bench.run(receiver, "steady", steady_count, args.steady_rate)
                 runs.setdefault((receiver, "steady"), []).append(run)
-            for receiver in ("bare", "recorder"):
+            for receiver in ("bare", "recorder", "recorder-noredact"):
                 run = bench.run(receiver, "burst", args.burst, None)
                 runs.setdefault((receiver, "burst"), []).append(run)
         results = {key: median_result(value) for key, value in runs.items()}

@@ -165,6 +165,15 @@ def print_status(status: dict[str, Any]) -> None:
         done = (f"; last {last['action']} of {len(last['segments'])} segment(s) up to seq {last['last_seq']}"
                 if last else "; nothing pruned since start")
         out.print(f"  retention: {', '.join(p for p in parts if p)} ({limits['action']}){done}", markup=False)
+    redact = status.get("redact")
+    if redact is not None:
+        if redact.get("enabled"):
+            counts = redact.get("redactions") or {}
+            done = ", ".join(f"{rule} {n}" for rule, n in counts.items()) or "none"
+            out.print(f"  redaction: on ({len(redact.get('rules') or [])} rules); secrets replaced since start: "
+                      f"{done}", markup=False)
+        else:
+            out.print("  redaction: OFF (secrets are stored as received)", markup=False)
     if status.get("metrics"):
         out.print(f"  metrics: {status['metrics']}", markup=False)
     gaps, pubs = status.get("gaps") or {}, status.get("publishers") or {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from hashlib import sha256
 
 import orjson
 from orjson import Fragment, JSONDecodeError
@@ -16,6 +17,7 @@ from orjson import Fragment, JSONDecodeError
 from convlog.core.enrich import Enricher
 from convlog.core.gaps import Gap, GapDetector
 from convlog.core.record import RAW, encode_bytes, format_line, may_be_deep, one_line
+from convlog.core.redact import Redactor
 from convlog.core.wire import DEFAULT_SESSION_FIELDS, classify, decode
 
 _loads = orjson.loads
@@ -32,15 +34,22 @@ class Ingest:
         detector: follows publisher stamps (see :mod:`convlog.core.gaps`); a new one if None.
         verify: check stamps at all (off when the recorder subscribes to topic prefixes
             only, since a publisher's messages on other topics would look missing).
+        redactor: replaces secrets in every frame before the line is built (see
+            :mod:`convlog.core.redact`), or None to store the bytes as received.
 
     Attributes:
         kinds: records produced so far, by ``(kind, source)`` (a running count, for
             ``recorder.stop`` and metrics).
         gaps: gaps revealed by the messages given to :meth:`line` and not yet taken by
             the caller (who writes a ``recorder.gap`` record for each and clears it).
+        redactions: secrets replaced so far, by rule id (a running count).
+
+    A redacted record's ``meta`` has ``redactions`` (rule id → count), ``sha256`` and
+    ``bytes`` of the payload as received and ``stored_sha256`` of the payload stored.
     """
 
-    __slots__ = ("_complete", "detector", "enricher", "gaps", "kinds", "session_fields", "verify")
+    __slots__ = ("_complete", "_pending", "detector", "enricher", "gaps", "kinds", "redactions", "redactor",
+                 "session_fields", "verify")
 
     def __init__(
         self,
@@ -48,6 +57,7 @@ class Ingest:
         session_fields: Sequence[str] = DEFAULT_SESSION_FIELDS,
         detector: GapDetector | None = None,
         verify: bool = True,
+        redactor: Redactor | None = None,
     ) -> None:
         self.enricher = enricher or Enricher()
         self.detector = detector or GapDetector()
@@ -56,6 +66,9 @@ class Ingest:
         self.session_fields = tuple(session_fields)
         self.kinds: dict[tuple[str, str], int] = {}
         self._complete = self.enricher.complete
+        self.redactor = redactor
+        self.redactions: dict[str, int] = {}
+        self._pending: tuple[bytes, dict[str, int]] | None = None
 
     def use(self, enricher: Enricher) -> None:
         """Compute ``meta`` with ``enricher`` from the next record on (a rules reload)."""
@@ -80,6 +93,14 @@ class Ingest:
         Returns:
             one line of UTF-8 JSON ending in ``\\n``. Never raises for any frames.
         """
+        if self.redactor is not None:
+            frames = self._redact(frames)
+        try:
+            return self._line(frames, seq, ts, source)
+        finally:
+            self._pending = None
+
+    def _line(self, frames: Sequence[bytes], seq: int, ts: str, source: str) -> bytes:
         if len(frames) == 2:
             topic_frame, payload = frames
             try:
@@ -109,14 +130,24 @@ class Ingest:
                             "topic": topic,
                             "session": topic if session is None else session,
                             "data": Fragment(data),
-                            "meta": self._complete(meta, payload, kind, text),
+                            "meta": (self._complete(meta, payload, kind, text) if self._pending is None
+                                     else self._redacted_meta(self._complete(meta, payload, kind, text))),
                         },
                         option=_NEWLINE,
                     )
-        return self.general_line(frames, seq, ts, source)
+        return self._general_line(frames, seq, ts, source)
 
     def general_line(self, frames: Sequence[bytes], seq: int, ts: str, source: str) -> bytes:
-        """Build the line of any message through :func:`convlog.core.wire.decode` (see :meth:`line`)."""
+        """Build the line of any message through :func:`convlog.core.wire.decode` (see
+        :meth:`line`; secrets are replaced as there)."""
+        if self.redactor is not None:
+            frames = self._redact(frames)
+        try:
+            return self._general_line(frames, seq, ts, source)
+        finally:
+            self._pending = None
+
+    def _general_line(self, frames: Sequence[bytes], seq: int, ts: str, source: str) -> bytes:
         decoded = decode(frames, self.session_fields)
         kind = decoded.kind
         if self.verify:
@@ -131,7 +162,10 @@ class Ingest:
             "topic": decoded.topic,
             "session": decoded.session,
         }
-        return format_line(head, decoded.data_json, self.enricher.meta(decoded), decoded.extra_frames)
+        meta = self.enricher.meta(decoded)
+        if self._pending is not None:
+            meta = self._redacted_meta(meta)
+        return format_line(head, decoded.data_json, meta, decoded.extra_frames)
 
     def fallback_line(self, frames: Sequence[bytes], seq: int, ts: str, source: str, reason: str) -> bytes:
         """The line of a message that :meth:`line` could not build (it is not known to
@@ -141,6 +175,12 @@ class Ingest:
         Returns:
             one line; never raises.
         """
+        if self.redactor is not None:
+            frames = self._redact(frames, tally=False)  # line() counted them already
+            pending, self._pending = self._pending, None
+            reason = self.redactor.redact(reason.encode("utf-8", "replace")).decode("utf-8", "replace")
+        else:
+            pending = None
         topic = encode_bytes(frames[0])[0] if len(frames) > 1 else None
         payload = frames[1] if len(frames) > 1 else (frames[0] if frames else b"")
         key = (RAW, source)
@@ -152,7 +192,49 @@ class Ingest:
             meta["topic_encoding"] = "base64"
         extra = [{"base64": base64.b64encode(f).decode("ascii")} for f in frames[2:]] or None
         data = orjson.dumps({"base64": base64.b64encode(payload).decode("ascii")})
+        if pending is not None:
+            self._pending = pending
+            meta = self._redacted_meta(meta)
+            self._pending = None
         return format_line(head, data, meta, extra)
+
+    def _redact(self, frames: Sequence[bytes], tally: bool = True) -> Sequence[bytes]:
+        """``frames`` with secrets replaced (the same object when none); sets ``_pending``.
+
+        The payload (frame 1, or 0 of a one-frame message) is redacted as JSON
+        (:meth:`convlog.core.redact.Redactor.redact_json`: it stays valid JSON when it
+        was), the other frames as bytes.
+        """
+        redactor = self.redactor
+        assert redactor is not None
+        if not frames or not redactor.may_hold(b"\n".join(frames)):
+            return frames
+        counts: dict[str, int] = {}
+        at = 1 if len(frames) > 1 else 0
+        out = [redactor.redact_json(f, counts) if i == at else redactor.redact(f, counts)
+               for i, f in enumerate(frames)]
+        if not counts:
+            return frames
+        self._pending = (frames[at], counts)
+        if tally:
+            for rule, n in counts.items():
+                self.redactions[rule] = self.redactions.get(rule, 0) + n
+        return out
+
+    def _redacted_meta(self, meta: dict) -> dict:
+        """Add ``redactions`` and ``stored_sha256`` to ``meta``; put back ``bytes``,
+        ``chars`` and ``sha256`` of the payload as received."""
+        assert self._pending is not None
+        received, counts = self._pending
+        stored = meta.get("sha256")
+        meta["bytes"] = len(received)
+        if "chars" in meta:
+            meta["chars"] = len(received.decode("utf-8", "replace"))
+        meta["sha256"] = sha256(received).hexdigest()
+        if stored is not None and stored != meta["sha256"]:
+            meta["stored_sha256"] = stored
+        meta["redactions"] = dict(sorted(counts.items()))
+        return meta
 
     def _check_stamp(self, value: object, kind: str, seq: int) -> None:
         gap = self.detector.observe_value(value, kind, seq)

@@ -191,7 +191,10 @@ class Frames:
         frames: the frames, in order.
         exact: True when the payload matches the record's ``meta.sha256``, False when
             it does not (a JSON payload whose raw LF the recorder turned into a space),
-            None when the record has no hash.
+            None when the record has no hash. For a redacted record (``meta.redactions``)
+            the payload is the one stored, checked against ``meta.stored_sha256``: True
+            says the stored bytes were rebuilt (not the bytes received, which hold the
+            secrets and were never stored).
     """
 
     frames: list[bytes]
@@ -250,7 +253,7 @@ def record_frames(line: bytes, record: Mapping[str, Any] | None = None) -> Frame
         if isinstance(exc, PlayError):
             raise
         raise PlayError(str(exc)) from None
-    digest = meta.get("sha256")
+    digest = meta.get("stored_sha256") or meta.get("sha256")
     exact = None if not isinstance(digest, str) else sha256(payload).hexdigest() == digest
     return Frames(frames, exact)
 

@@ -34,6 +34,14 @@ The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has three tables::
     archive_dir = ""                     # where archived segments go (required for archive)
     interval_s = 600                     # how often the recorder applies it
 
+    [redact]                             # secrets replaced before they are stored (on by default)
+    enabled = true                       # false (or --no-redact): store payloads as received
+    disable = ["jwt"]                    # built-in rule ids to leave out
+    [[redact.rules]]                     # a rule of your own (group 1 is the secret, if any)
+    id = "internal-token"
+    regex = "itk_[A-Za-z0-9]{32}"
+    keywords = ["itk_"]
+
     [enrich]
     word_count = false
     large_message_bytes = 8388608
@@ -59,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from convlog.core.enrich import Enricher, Rule
+from convlog.core.redact import RedactError, Redactor, RedactRule, compile_rule
 from convlog.core.retention import Limits
 from convlog.core.wire import DEFAULT_SESSION_FIELDS
 from convlog.store import modes
@@ -118,7 +127,22 @@ class Config:
     large_message_bytes: int = 8 * 1024 * 1024
     defaults: Mapping[str, Any] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
+    redact: bool = True
+    redact_disable: tuple[str, ...] = ()
+    redact_rules: tuple[RedactRule, ...] = ()
     source: str = "defaults"
+
+    def redactor(self) -> Redactor | None:
+        """The :class:`~convlog.core.redact.Redactor` of ``[redact]``, or None when
+        ``enabled = false`` (or ``--no-redact``)."""
+        if not self.redact:
+            return None
+        return Redactor(disable=self.redact_disable, extra=self.redact_rules)
+
+    def redact_summary(self) -> dict[str, Any]:
+        """``[redact]`` as JSON-friendly values: ``enabled``, ``disabled`` ids, user ``rules`` ids."""
+        return {"enabled": self.redact, "disabled": list(self.redact_disable),
+                "rules": [r.id for r in self.redact_rules]}
 
     def enricher(self) -> Enricher:
         """Build the :class:`~convlog.core.enrich.Enricher` these settings describe."""
@@ -148,6 +172,7 @@ class Config:
             "file_mode": f"{self.file_mode:04o}",
             "dir_mode": f"{self.dir_mode:04o}",
             "retention": self.retention_summary(),
+            "redact": self.redact_summary(),
             "source": self.source,
         }
 
@@ -407,6 +432,12 @@ _ENRICH_KEYS: dict[str, Callable[[Any], Any]] = {
     "word_count": _bool,
     "large_message_bytes": _positive_int,
 }
+_REDACT_KEYS: dict[str, Callable[[Any], Any]] = {
+    "enabled": _bool,
+    "disable": _str_list(),
+}
+_REDACT_FIELDS = {"enabled": "redact", "disable": "redact_disable"}
+_REDACT_RULE_KEYS = {"id", "regex", "keywords"}
 _RULE_KEYS = {"keywords", "regex", "tag", "tags_field", "field", "value", "kinds"}
 
 
@@ -509,13 +540,53 @@ def _rules(origin: str, text: str, raw: Any) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+def _redact_rules(origin: str, text: str, raw: Any) -> tuple[RedactRule, ...]:
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise ConfigError(origin, "redact.rules", "must be an array of tables ([[redact.rules]])")
+    rules = []
+    for index, item in enumerate(raw):
+        key = f"redact.rules[{index + 1}]"
+        line = _line_of(text, "redact.rules", "regex", index)
+        unknown = sorted(set(item) - _REDACT_RULE_KEYS)
+        if unknown:
+            raise ConfigError(origin, f"{key}.{unknown[0]}",
+                              f"unknown key (known: {', '.join(sorted(_REDACT_RULE_KEYS))})",
+                              _line_of(text, "redact.rules", unknown[0], index) or line)
+        for name in ("id", "regex"):
+            if not isinstance(item.get(name), str) or not item[name]:
+                raise ConfigError(origin, f"{key}.{name}", "required, a non-empty string", line)
+        try:
+            rule = RedactRule(item["id"], item["regex"], _str_list()(item.get("keywords", [])))
+            compile_rule(rule)
+        except (ValueError, RedactError) as exc:
+            raise ConfigError(origin, key, str(exc), line) from None
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _apply_redact(origin: str, text: str, raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(origin, "redact", "must be a table", _line_of(text, "redact", ""))
+    raw = dict(raw)
+    values: dict[str, Any] = {}
+    if "rules" in raw:
+        values["redact_rules"] = _redact_rules(origin, text, raw.pop("rules"))
+    checked = _check_table(origin, text, "redact", raw, _REDACT_KEYS)
+    values.update({_REDACT_FIELDS[key]: value for key, value in checked.items()})
+    try:
+        Redactor(disable=values.get("redact_disable", ()), extra=values.get("redact_rules", ()))
+    except RedactError as exc:
+        raise ConfigError(origin, "redact", str(exc), _line_of(text, "redact", "disable")) from None
+    return values
+
+
 def _apply_file(config: Config, path: Path) -> Config:
     raw, text = _from_file(path)
     origin = str(path)
-    unknown = sorted(set(raw) - {"recorder", "enrich", "retention"})
+    unknown = sorted(set(raw) - {"recorder", "enrich", "retention", "redact"})
     if unknown:
         raise ConfigError(
-            origin, unknown[0], "unknown table or key (known: recorder, enrich, retention)",
+            origin, unknown[0], "unknown table or key (known: recorder, enrich, retention, redact)",
             _line_of(text, "", unknown[0]) or _line_of(text, unknown[0], ""),
         )
     values = _check_table(origin, text, "recorder", raw.get("recorder", {}), _RECORDER_KEYS)
@@ -539,6 +610,8 @@ def _apply_file(config: Config, path: Path) -> Config:
     retention = _check_table(origin, text, "retention", raw.get("retention", {}), _RETENTION_KEYS)
     values.update({_RETENTION_FIELDS[key]: value for key, value in retention.items()})
     _check_retention(origin, text, {**_retention_values(config), **values})
+    if "redact" in raw:
+        values.update(_apply_redact(origin, text, raw["redact"]))
     if rules:
         values["rules"] = rules
     if defaults:
@@ -608,7 +681,7 @@ def load_config(
     config = _apply_env(config, env)
     _check_retention("environment", None, _retention_values(config))
     if overrides:
-        schema = {**_RECORDER_KEYS, **_ENRICH_KEYS}
+        schema = {**_RECORDER_KEYS, **_ENRICH_KEYS, "redact": _bool}
         names = {f.name for f in fields(Config)}
         values = {}
         for key, value in overrides.items():

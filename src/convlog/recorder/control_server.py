@@ -16,9 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import zmq
 
 from convlog.bus import control
+from convlog.core.redact import Redactor
 from convlog.core.retention import Limits
 from convlog.recorder.durable import DurableWriter, describe
 from convlog.recorder.jobs import Jobs
@@ -63,6 +65,8 @@ class ControlServer:
         request_stop: Callable[[], None],
     ) -> None:
         self.directory = directory
+        #: replaces secrets in ``append``'s data (set by the recorder), or None.
+        self.redactor: Redactor | None = None
         self.sequencer = sequencer
         self.durable = durable
         self.jobs = jobs
@@ -211,7 +215,13 @@ class ControlServer:
         if op == "append":
             if self.durable.held:
                 raise control.ControlError("the log cannot be written at the moment (disk fault): try again later")
-            self.sequencer.append(params["kind"], params["data"], source="control", session=params["session"])
+            data = params["data"]
+            if self.redactor is not None:  # the same rules as for the bus (data is JSON)
+                raw = orjson.dumps(data)
+                redacted = self.redactor.redact_json(raw)
+                if redacted is not raw:
+                    data = orjson.loads(redacted)
+            self.sequencer.append(params["kind"], data, source="control", session=params["session"])
             writer.sync()  # a control record is rare and someone waits for it: make it durable
             return control.ok_reply({"seq": self.sequencer.seq})
         if op == "prune":  # in the scheduler's thread; the loop sends the reply

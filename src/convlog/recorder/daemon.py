@@ -87,7 +87,8 @@ class Recorder:
         self.clock = Clock()
         # Gap detection needs every message of a stamped publisher: only when the
         # subscription is to everything (see convlog.core.gaps).
-        self.ingest = Ingest(config.enricher(), config.session_fields, verify=tuple(config.topics) == ("",))
+        self.ingest = Ingest(config.enricher(), config.session_fields, verify=tuple(config.topics) == ("",),
+                             redactor=config.redactor())
         self.ingest.detector.max_publishers = config.max_publishers
         self.metrics: Any = None
         self.notifier = Notifier()
@@ -101,6 +102,7 @@ class Recorder:
                                  self.receiver, self.jobs, self.faults)
         self.control_server = ControlServer(self.directory, self.sequencer, self.durable, self.jobs,
                                             self.status, self.request_stop)
+        self.control_server.redactor = self.ingest.redactor
         self.reloads = RuleReloads(config, reload_config, self.ingest, self.sequencer.append, self.durable)
         self.loop = RecordingLoop(config, self.directory, self.receiver, self.durable, self.sequencer,
                                   self.control_server, self.snapshots, self.reporter, self.jobs, self.faults,

@@ -21,6 +21,7 @@ convlog_missing_messages_total         counter    messages those gap records nam
 convlog_dropped_messages_total         counter    messages dropped past ``held_bytes``
 convlog_pruned_segments_total          counter    segments retention let go of since start
 convlog_pruned_bytes_total             counter    their bytes on disk
+convlog_redactions_total{rule}         counter    secrets replaced by redaction rule ``rule`` since start
 convlog_fsync_duration_seconds         histogram  each fsync (fdatasync) of a segment
 convlog_last_seq                       gauge      seq of the newest record
 convlog_last_record_timestamp_seconds  gauge      receive time of the newest message (Unix)
@@ -104,6 +105,11 @@ class RecorderCollector(Collector):
                                   value=c["pruned_segments"])
         yield CounterMetricFamily("convlog_pruned_bytes", "Bytes on disk of the segments retention let go of.",
                                   value=c["pruned_bytes"])
+        redactions = CounterMetricFamily("convlog_redactions", "Secrets replaced by a redaction rule since start.",
+                                         labels=["rule"])
+        for rule, n in sorted(c.get("redactions", {}).items()):
+            redactions.add_metric([rule], n)
+        yield redactions
         yield GaugeMetricFamily("convlog_last_seq", "Seq of the newest record.", value=c["last_seq"])
         if c["newest_ts"] is not None:
             yield GaugeMetricFamily("convlog_last_record_timestamp_seconds",

@@ -97,6 +97,8 @@ class Reporter:
             (log size), "rate_1m" (records/s over the last minute), "newest_ts",
             "newest_age_s", "last_checkpoint", "retention": {"limits" (``[retention]``, or
             None), "last_prune" (the newest ``recorder.pruned`` data, or None)},
+            "redact": {"enabled", "rules" (ids in use), "redactions" (rule id: secrets
+            replaced since start)},
             "fsync": {"policy", "lag_s", "durable_seq"},
             "compress" (``zstd``: finished segments are sealed, or ``none``),
             "disk": {"used_bytes", "free_bytes"}, "gaps": {publishers, missing, ...},
@@ -174,6 +176,9 @@ class Reporter:
             "newest_age_s": newest_age,
             "last_checkpoint": last_checkpoint,
             "retention": {"limits": self.config.retention_summary(), "last_prune": self.jobs.last_prune},
+            "redact": {"enabled": self.ingest.redactor is not None,
+                       "rules": list(self.ingest.redactor.ids) if self.ingest.redactor is not None else [],
+                       "redactions": dict(sorted(self.ingest.redactions.items()))},
             "fsync": {"policy": writer.policy, "lag_s": lag, "durable_seq": writer.durable_seq},
             "compress": self.config.compress,
             "disk": {"used_bytes": used, "free_bytes": free},
@@ -222,7 +227,8 @@ class Reporter:
             ``{"records": {(kind, source): n}, "received": {source: n}, "bytes_written",
             "gap_records", "gap_missing", "dropped", "last_seq", "newest_ts" (RFC 3339 or
             None), "checkpoint_created" (RFC 3339 or None), "held_bytes", "degraded"
-            (bool), "publishers_known", "started_ns", "pruned_segments", "pruned_bytes"}``;
+            (bool), "publishers_known", "started_ns", "pruned_segments", "pruned_bytes",
+            "redactions": {rule id: secrets replaced}}``;
             counts since this start.
         """
         writer = self.durable.segment_writer
@@ -244,6 +250,7 @@ class Reporter:
             "started_ns": self.started_ns,
             "pruned_segments": jobs.pruned_segments,
             "pruned_bytes": jobs.pruned_bytes,
+            "redactions": self.ingest.redactions.copy(),
         }
 
     def records(self) -> dict[tuple[str, str], int]:

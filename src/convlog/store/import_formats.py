@@ -32,6 +32,7 @@ from convlog.core.record import (
     format_line,
     is_purged,
 )
+from convlog.core.redact import Redactor, merge
 from convlog.core.wire import LegacyRecordError, is_legacy, json_type_name, parse_legacy
 
 #: ``fmt`` values of :func:`import_files`: ``legacy`` (ConversationEvent records),
@@ -223,8 +224,10 @@ def _field_type(obj: dict[str, Any], key: str) -> str:
     return json_type_name(obj[key]) if key in obj else "missing"
 
 
-def convlog_outcome(line: bytes, name: str) -> Outcome:
-    """A record line of another log as a record of this one (see :func:`import_files`)."""
+def convlog_outcome(line: bytes, name: str, redactor: Redactor | None = None) -> Outcome:
+    """A record line of another log as a record of this one (see :func:`import_files`);
+    with ``redactor``, secrets in its data, topic, session and extra frames are replaced
+    (``meta.redactions`` counts them)."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -279,6 +282,20 @@ def convlog_outcome(line: bytes, name: str) -> Outcome:
         data_json = dump_json(value["data"])
         kept.pop("lf", None)  # offsets into bytes that were written again
     kept["origin"] = origin
+    topic, session = value.get("topic"), value.get("session")
+    if redactor is not None:
+        counts: dict[str, int] = {}
+        red = redactor.redact_json(data_json, counts)
+        if red is not data_json:
+            data_json = red
+            kept.pop("lf", None)  # offsets into bytes that changed
+        topic, session = (_redact_str(redactor, v, counts) for v in (topic, session))
+        if extra is not None:
+            extra = orjson.loads(redactor.redact_json(orjson.dumps(extra), counts))
+        if counts:
+            earlier = kept.get("redactions")
+            kept["redactions"] = dict(earlier) if isinstance(earlier, dict) else {}
+            merge(counts, kept["redactions"])
     try:
         orjson.dumps(kept)
     except TypeError as exc:
@@ -286,13 +303,20 @@ def convlog_outcome(line: bytes, name: str) -> Outcome:
     payload_digest = kept.get("sha256") if isinstance(kept.get("sha256"), str) else None
     present_if = (digest, payload_digest) if source == IMPORT_SOURCE and payload_digest else (digest,)
     marks = (digest, payload_digest) if payload_digest else (digest,)
-    topic, session = value.get("topic"), value.get("session")
 
     def build(new_seq: int, now: str) -> bytes:
         head = {"seq": new_seq, "ts": now, "kind": kind, "source": IMPORT_SOURCE, "topic": topic, "session": session}
         return format_line(head, data_json, dict(kept), extra)
 
     return [ImportEntry(present_if, marks, build)]
+
+
+def _redact_str(redactor: Redactor, value: str | None, counts: dict[str, int]) -> str | None:
+    if value is None:
+        return None
+    raw = value.encode("utf-8", "surrogatepass")
+    red = redactor.redact(raw, counts)
+    return value if red is raw else red.decode("utf-8", "surrogatepass")
 
 
 def _openai_event(message: Any, session: str, message_id: str) -> dict[str, Any] | str:

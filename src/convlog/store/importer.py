@@ -26,6 +26,7 @@ import orjson
 
 from convlog.core.ingest import Ingest
 from convlog.core.record import IMPORT_SOURCE
+from convlog.core.redact import Redactor
 from convlog.core.view import plural
 from convlog.store.import_formats import (
     FORMATS,
@@ -147,6 +148,7 @@ def import_files(
     files: Sequence[str | Path],
     progress: Callable[[int], None] | None = None,
     fmt: str = "auto",
+    redact: bool = True,
 ) -> ImportReport:
     """Import JSONL files into a log whose recorder is not running.
 
@@ -190,6 +192,9 @@ def import_files(
         files: the input files, read in order.
         progress: called with the number of input bytes consumed since its last call.
         fmt: one of :data:`FORMATS`.
+        redact: replace secrets by the built-in rules of :mod:`convlog.core.redact` (as
+            the recorder does by default): in payloads, topics and extra frames; a
+            ``convlog`` record's data, topic and session.
 
     Returns:
         an :class:`ImportReport`.
@@ -222,7 +227,7 @@ def import_files(
     try:
         with OfflineWriter(directory, "convlog import") as offline:
             report.recovery, report.recovered_seq = offline.recovery, offline.recovered_seq
-            _import_files(offline, plan, progress, report)
+            _import_files(offline, plan, progress, report, Redactor() if redact else None)
     except LogLockedError as exc:  # only taking the lock raises it
         raise ImportLockedError(exc) from None
     order = {str(path): index for index, path in enumerate(files)}
@@ -235,9 +240,10 @@ def _import_files(
     plan: Sequence[tuple[str | Path, str | None]],
     progress: Callable[[int], None] | None,
     report: ImportReport,
+    redactor: Redactor | None = None,
 ) -> None:
     seen = imported_hashes(offline.directory)
-    ingest = Ingest()
+    ingest = Ingest(redactor=redactor)
     now = offline.clock.now
     lines: list[bytes] = []
     pending = consumed = room = 0
@@ -256,7 +262,7 @@ def _import_files(
             if fmt == "legacy":
                 outcome = legacy_outcome(line, ingest)
             elif fmt == "convlog":
-                outcome = convlog_outcome(line, name)
+                outcome = convlog_outcome(line, name, redactor)
             else:
                 outcome = openai_outcome(line, number, whole_file, stem, ingest)
             if outcome is None:

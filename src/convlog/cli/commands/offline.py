@@ -124,13 +124,16 @@ def prune(dir_argument: Path | None, dir_option: Path | None, config_path: Path 
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--archive", "archive", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Import the records of a retention archive (checked against its manifest first).")
+@click.option("--no-redact", "no_redact", is_flag=True,
+              help="Store secrets as they are in the files (default: the built-in redaction rules).")
 @dir_option
-def import_(files: tuple[Path, ...], archive: Path | None, directory: Path) -> None:
+def import_(files: tuple[Path, ...], archive: Path | None, no_redact: bool, directory: Path) -> None:
     """Import JSONL files into the log (source "import"): legacy ConversationEvent
     records, another convlog log's records, or OpenAI chat messages; each file's format
     is detected from its content (files ending in .zst are decompressed). With --archive,
     the segments of a retention archive, after checking each against the sha256 of its
-    manifest.
+    manifest. Secrets are replaced as the recorder replaces them (the built-in rules of
+    [redact]) unless --no-redact.
 
     The recorder must not be running. Lines already imported are skipped; invalid lines
     are reported as FILE:LINE: reason (exit 1) and the valid ones are still imported."""
@@ -148,7 +151,7 @@ def import_(files: tuple[Path, ...], archive: Path | None, directory: Path) -> N
         raise click.UsageError("nothing to import: give FILES or --archive DIR")
     total = sum(path.stat().st_size for path in paths)
     with console.byte_progress("importing", total) as advance:
-        report = import_files(directory, paths, progress=advance)
+        report = import_files(directory, paths, progress=advance, redact=not no_redact)
     reports.print_import(report)
     sys.exit(1 if report.invalid else 0)
 

@@ -27,6 +27,8 @@ from convlog.recorder.config import FSYNC_POLICIES, load_config
 @click.option("--segment-bytes", type=int, help="Rotate segments at this size (default 64 MiB).")
 @click.option("--metrics", metavar="HOST:PORT",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (default off).")
+@click.option("--no-redact", "redact", flag_value=False, default=None,
+              help="Store secrets as received (turns off [redact]; default on).")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def record(config_path: Path | None, log_level: str, **flags: Any) -> None:
