@@ -163,6 +163,20 @@ def _clean_without_stop(d: Path) -> str:
             rf"{re.escape(before['kind'])} from {before['source']}, not recorder.stop .*")
 
 
+def _payload_edited(d: Path) -> str:
+    """A same-length edit of a message's text, its meta.sha256 left as it was."""
+    first = list_segments(d)[0][1]
+    lines = segment_lines(first)
+    number = next(i for i, line in enumerate(lines) if b'"kind":"message"' in line and b'"content":"' in line)
+    line = lines[number]
+    at = line.index(b'"content":"') + len(b'"content":"')
+    edited = line[:at] + (b"X" if line[at:at + 1] != b"X" else b"Y") + line[at + 1:]
+    first.write_bytes(b"".join([*lines[:number], edited, *lines[number + 1:]]))
+    seq = orjson.loads(line)["seq"]
+    return (f"events/{first.name}:{number + 1}: seq {seq}: its payload does not match meta.sha256 "
+            "(edited after it was recorded?)")
+
+
 CORRUPTIONS: dict[str, Callable[[Path], str]] = {
     "torn last line": _torn_tail,
     "garbage line in the middle": _garbage_line,
@@ -171,6 +185,7 @@ CORRUPTIONS: dict[str, Callable[[Path], str]] = {
     "segment renamed wrongly": _renamed,
     "durable_seq beyond the log": _durable_seq_beyond,
     "clean without recorder.stop": _clean_without_stop,
+    "a payload edited in place": _payload_edited,
 }
 
 

@@ -39,7 +39,6 @@ broker sees the original publishers' sequence numbers, so a filtered play (``--s
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -49,9 +48,8 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from convlog.core.record import decode_bytes, is_purged, parse_line, restore_newlines
+from convlog.core.payload import PayloadError, data_bytes, member_span, stored_payload
+from convlog.core.record import decode_bytes, is_purged, parse_line
 from convlog.core.view import plural
 from convlog.store.segment import complete_end, iter_lines, lines_backwards, list_segments
 
@@ -76,7 +74,7 @@ DEFAULT_SOURCES: frozenset[str] = frozenset({"sub"})
 NEVER_PLAYED = frozenset({"publisher.heartbeat"})
 
 
-class PlayError(ValueError):
+class PlayError(PayloadError):
     """A record's frames cannot be rebuilt (the line or its fields are malformed)."""
 
 
@@ -85,103 +83,6 @@ class NothingToPlayError(Exception):
 
 
 # --------------------------------------------------------------------------- frames
-
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
-_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]', re.S)
-_SPACE = re.compile(rb"[ \t\r\n]*")
-
-
-def member_span(line: bytes, key: str) -> tuple[int, int] | None:
-    """Where the raw value of a top-level member of a JSON object lies in its bytes.
-
-    Walks the object's members (strings skipped whole, brackets counted), so the value
-    of ``key`` is found without parsing it and whatever bytes it was written with.
-
-    Args:
-        line: one JSON object (RFC 8259), e.g. a log line (a trailing LF is fine).
-        key: the member name (compared after decoding the JSON name).
-
-    Returns:
-        ``(start, end)``: ``line[start:end]`` is everything between the member's ``:``
-        and the ``,`` or ``}`` that ends it (whitespace around the value included); None
-        when the object has no such member.
-
-    Raises:
-        PlayError: when ``line`` is not shaped like a JSON object.
-    """
-    pos = _SPACE.match(line, 0).end()  # type: ignore[union-attr]
-    if line[pos : pos + 1] != b"{":
-        raise PlayError("not a JSON object")
-    pos += 1
-    while True:
-        pos = _SPACE.match(line, pos).end()  # type: ignore[union-attr]
-        if line[pos : pos + 1] == b"}":
-            return None
-        name = _STRING.match(line, pos)
-        if name is None:
-            raise PlayError(f"expected a member name at byte {pos}")
-        pos = _SPACE.match(line, name.end()).end()  # type: ignore[union-attr]
-        if line[pos : pos + 1] != b":":
-            raise PlayError(f"expected ':' at byte {pos}")
-        start = pos + 1
-        depth = 0
-        end = None
-        for token in _TOKEN.finditer(line, start):
-            char = token.group()
-            if char in (b"{", b"["):
-                depth += 1
-            elif char in (b"}", b"]"):
-                if depth == 0:
-                    end = token.start()
-                    break
-                depth -= 1
-            elif char == b"," and depth == 0:
-                end = token.start()
-                break
-        if end is None:
-            raise PlayError("unterminated object")
-        if orjson.loads(name.group()) == key:
-            return start, end
-        if line[end : end + 1] == b"}":
-            return None
-        pos = end + 1
-
-
-def data_bytes(line: bytes, record: Mapping[str, Any]) -> bytes:
-    """The raw bytes of a record's ``data`` as they stand in its line. Pure.
-
-    Fast path for lines laid out as convlog writes them (one ``orjson.dumps``, no
-    whitespace): the members before ``data`` and after it, serialized again by orjson
-    from the parsed record, must be exactly the line's start and end, and then what lies
-    between is the data, whatever its size. Otherwise the members are walked
-    (:func:`member_span`).
-
-    Args:
-        line: the record's line.
-        record: the line parsed.
-
-    Returns:
-        the bytes.
-
-    Raises:
-        PlayError: when the line has no ``data`` member or is not a JSON object.
-    """
-    keys = list(record)
-    if "data" in record:
-        at = keys.index("data")
-        try:
-            head = orjson.dumps({key: record[key] for key in keys[:at]})[:-1] + b',"data":' if at else b'{"data":'
-            after = keys[at + 1 :]
-            tail = (b"," + orjson.dumps({key: record[key] for key in after})[1:] if after else b"}") + b"\n"
-        except TypeError:  # a value orjson does not write (an integer past 64 bits)
-            head = tail = b"\x00"
-        if line.startswith(head) and line.endswith(tail) and len(line) >= len(head) + len(tail):
-            return line[len(head) : len(line) - len(tail)]
-    span = member_span(line, "data")
-    if span is None:
-        raise PlayError("the record has no data")
-    return line[span[0] : span[1]]
-
 
 @dataclass(frozen=True, slots=True)
 class Frames:
@@ -225,15 +126,8 @@ def record_frames(line: bytes, record: Mapping[str, Any] | None = None) -> Frame
     count = meta.get("frames", 2)
     if count == 0:
         raise PlayError("the message had no frames")
-    encoding = meta.get("encoding")
-    data = record.get("data")
     try:
-        if encoding in ("text", "base64"):
-            if not isinstance(data, dict):
-                raise PlayError(f"data is not a {{{encoding!r}}} object")
-            payload = decode_bytes(data)
-        else:
-            payload = restore_newlines(data_bytes(line, record), meta.get("lf"))
+        payload = stored_payload(line, record)
         frames = [payload]
         if count != 1:
             topic = record.get("topic")
@@ -249,7 +143,7 @@ def record_frames(line: bytes, record: Mapping[str, Any] | None = None) -> Frame
                 if not isinstance(extra, list) or not all(isinstance(f, dict) for f in extra):
                     raise PlayError("extra_frames is not a list of encoded frames")
                 frames.extend(decode_bytes(f) for f in extra)
-    except ValueError as exc:  # binascii.Error, orjson errors, decode_bytes
+    except ValueError as exc:  # PayloadError, binascii.Error, orjson errors, decode_bytes
         if isinstance(exc, PlayError):
             raise
         raise PlayError(str(exc)) from None

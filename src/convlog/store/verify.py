@@ -8,6 +8,10 @@ What is checked (docs/log-format.md):
 
 * every line of every segment is a whole record (JSON object, positive integer
   ``seq``, string ``kind``) ending in a newline; a torn last line is reported;
+* each record's payload matches the digest the recorder kept (``meta.stored_sha256``
+  for a redacted record, else ``meta.sha256``; :func:`convlog.core.payload.digest_problem`),
+  so an edit of a payload that leaves its digest alone is found (a purged record is not
+  checked: its payload is gone on purpose);
 * ``seq`` starts at 1 and runs +1 per record within and across segments; a log whose
   oldest segments retention let go of starts after its base (``base.json``): its first
   segment begins at or before the base's seq + 1 (before it only when a prune was
@@ -42,6 +46,7 @@ from typing import Any
 
 import orjson
 
+from convlog.core.payload import digest_problem
 from convlog.core.record import decode_bytes, is_purged, parse_line
 from convlog.store.checkpoint import (
     BASE_FILE,
@@ -367,6 +372,9 @@ def _check_segment(
             except ValueError as exc:
                 problems.append(Problem(where, number, f"invalid record: {exc}"))
             else:
+                mismatch = digest_problem(line, record)
+                if mismatch is not None:
+                    problems.append(Problem(where, number, f"seq {record['seq']}: {mismatch}"))
                 seq = record["seq"]
                 expected = report.last_seq + 1
                 if seq != expected:
