@@ -6,6 +6,7 @@ random points of a prune leaves a log that verifies with every kept record once.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -575,3 +576,26 @@ def test_a_damaged_manifest_is_one_line_for_import_and_prune(tmp_path: Path) -> 
         code, out = run("prune", str(directory), "--max-bytes", "1", "--archive", str(archive))
         assert code == 1 and out.count("\n") == 1 and "Traceback" not in out, (data, out)
         assert len(list_segments(directory)) == segments
+
+
+def test_what_prune_and_purge_create_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """With umask 022, ``convlog prune --archive`` and ``convlog purge`` (as processes)
+    create base.json, the archive's files and directories, the rewritten segments and
+    rebuilt index private: 0600 files, 0700 directories."""
+    directory = tmp_path / "log"
+    write_log(directory, 2000, segment_bytes=20_000)
+    archive = tmp_path / "archive"
+    before = os.umask(0o022)
+    try:
+        subprocess.run(convlog_cmd("prune", str(directory), "--max-bytes", str(keep_after(directory, 3) + 1500),
+                                   "--archive", str(archive)), check=True, capture_output=True)
+        subprocess.run(convlog_cmd("search", "alpha", "--dir", str(directory)), check=True, capture_output=True)
+        subprocess.run(convlog_cmd("purge", "s2", "--yes", "--dir", str(directory)), check=True, capture_output=True)
+    finally:
+        os.umask(before)
+    created = [directory / "base.json", archive, archive / MANIFEST_FILE, archive / EVENTS,
+               *(archive / EVENTS).iterdir(), *(directory / "index").iterdir(),
+               *(p for _, p in list_segments(directory))]
+    for path in created:
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
