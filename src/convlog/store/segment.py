@@ -372,20 +372,7 @@ def find_record(directory: Path, seq: int) -> dict[str, Any] | None:
             return _find_sealed(path, seq, first, after)
         except (OSError, *UNREADABLE):
             return None  # a damaged sealed segment: its records are missing, not the reader
-    with open_segment(path) as fh:
-        size = fh.seek(0, 2)
-        low, high = 0, size  # invariant: the line of ``seq``, if any, starts in [low, high)
-        while high - low > 4096:
-            middle = (low + high) // 2
-            found = _seq_at(fh, middle, high)
-            if found is None or found[1] > seq:
-                high = middle
-            elif found[1] == seq:
-                return parse_line(found[2])
-            else:
-                low = found[0]
-        fh.seek(low)  # 0 or the start of a line found above
-        return scan_for_seq(fh, seq)
+    return _bisect_lines(path, seq)
 
 
 #: The head of a record line as :func:`convlog.core.record.format_line` writes it.
@@ -597,20 +584,7 @@ def _find_sealed(path: Path, seq: int, first: int, after: int | None) -> dict[st
             return _find_in_frames(sealed, seq, first, after)
         except _Unusual:
             pass
-    with open_segment(path) as fh:  # the general search, over lines as any reader reads them
-        size = fh.seek(0, 2)
-        low, high = 0, size
-        while high - low > 4096:
-            middle = (low + high) // 2
-            found = _seq_at(fh, middle, high)
-            if found is None or found[1] > seq:
-                high = middle
-            elif found[1] == seq:
-                return parse_line(found[2])
-            else:
-                low = found[0]
-        fh.seek(low)
-        return scan_for_seq(fh, seq)
+    return _bisect_lines(path, seq)  # the general search, over lines as any reader reads them
 
 
 def _find_in_frames(sealed: _Sealed, seq: int, first: int, after: int | None) -> dict[str, Any] | None:
@@ -653,6 +627,25 @@ def _find_in_frames(sealed: _Sealed, seq: int, first: int, after: int | None) ->
             if record["seq"] == seq:
                 return record
     return None
+
+
+def _bisect_lines(path: Path, seq: int) -> dict[str, Any] | None:
+    """Find record ``seq`` in one segment by binary search over byte offsets (records are
+    sorted by seq inside a segment), then a scan of the last 4 KiB or so."""
+    with open_segment(path) as fh:
+        size = fh.seek(0, 2)
+        low, high = 0, size  # invariant: the line of ``seq``, if any, starts in [low, high)
+        while high - low > 4096:
+            middle = (low + high) // 2
+            found = _seq_at(fh, middle, high)
+            if found is None or found[1] > seq:
+                high = middle
+            elif found[1] == seq:
+                return parse_line(found[2])
+            else:
+                low = found[0]
+        fh.seek(low)  # 0 or the start of a line found above
+        return scan_for_seq(fh, seq)
 
 
 def scan_for_seq(fh: Any, seq: int, limit: int | None = None) -> dict[str, Any] | None:
