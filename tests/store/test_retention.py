@@ -30,7 +30,7 @@ from test_fold import fold_logs
 from conftest import Bus, answering, convlog_cmd, records, slow_disk_cmd
 from convlog.bus import control
 from convlog.cli.commands import main
-from convlog.core.retention import Limits, SegmentSpan, plan
+from convlog.core.retention import Limits, SegmentSpan, leftovers, plan, reserve_live
 from convlog.readers.info import gather
 from convlog.store.archive import MANIFEST_FILE, check_archive, file_sha256
 from convlog.store.checkpoint import BeforeHorizonError, Checkpointer, list_checkpoints, read_horizon
@@ -78,6 +78,18 @@ def test_plan_lets_the_oldest_finished_segments_go_by_age_then_by_size() -> None
     # a young segment blocks the older-by-name ones after it: only a prefix goes
     mixed = [span(1, 10, young, 100), span(11, 20, old, 100), span(21, 30, young, 1, finished=False)]
     assert plan(mixed, Limits(max_age_s=timedelta(days=2).total_seconds()), now) == []
+
+
+def test_leftovers_and_the_live_reserve_are_pure_decisions() -> None:
+    """Segments wholly at or before the base's seq are leftovers (never the live one);
+    the live segment counts as at least the reserve, a finished one as it is."""
+    ts = "2026-12-01T00:00:00.000000Z"
+    spans = [span(1, 10, ts, 100), span(11, 20, ts, 100), span(21, 25, ts, 30, finished=False)]
+    assert [s.first_seq for s in leftovers(spans, 10)] == [1]
+    assert [s.first_seq for s in leftovers(spans, 20)] == [1, 11]
+    assert leftovers(spans, 0) == [] and leftovers(spans[2:], 99) == []
+    assert [s.bytes for s in reserve_live(spans, 64)] == [100, 100, 64]
+    assert reserve_live(spans, 10) == spans and reserve_live(spans[:2], 999) == spans[:2]
 
 
 def test_config_reads_the_retention_table_and_names_a_bad_value(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ closed segments, never the active one, oldest first):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from convlog.core.record import format_ts
@@ -96,3 +96,24 @@ def plan(spans: list[SegmentSpan], limits: Limits, now: datetime) -> list[Doomed
         doomed.append(Doomed(span, reason))
         total -= span.bytes
     return doomed
+
+
+def leftovers(spans: list[SegmentSpan], horizon_seq: int) -> list[SegmentSpan]:
+    """The finished segments wholly at or before the base's seq, oldest first: a prune
+    that was interrupted after writing the base left them; nothing reads them and the
+    next prune removes them, whatever the limits then.
+
+    Args:
+        spans: every segment of the log, oldest first.
+        horizon_seq: the base's seq (0 when the log has no base).
+    """
+    return [span for span in spans if span.finished and span.last_seq <= horizon_seq]
+
+
+def reserve_live(spans: list[SegmentSpan], live_reserve: int) -> list[SegmentSpan]:
+    """``spans`` with the live (last, unfinished) segment counted as at least
+    ``live_reserve`` bytes: the size it grows to before it rotates, so that ``max_bytes``
+    holds until the next prune, not only at it."""
+    if spans and not spans[-1].finished and spans[-1].bytes < live_reserve:
+        return [*spans[:-1], replace(spans[-1], bytes=live_reserve)]
+    return spans

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from convlog.core.record import parse_line
 from convlog.core.retention import SegmentSpan
 from convlog.store.checkpoint import BASE_FILE, Horizon
 from convlog.store.clock import Clock
@@ -56,25 +57,27 @@ class ArchiveError(Exception):
     """An archive cannot be written or read, or does not match its manifest."""
 
 
+def _seq_and_ts(lines: Iterable[bytes]) -> tuple[int, str | None] | None:
+    """``(seq, ts)`` of the first valid record among ``lines``, or None."""
+    for line in lines:
+        try:
+            record = parse_line(line)
+        except ValueError:
+            continue
+        ts = record.get("ts")
+        return record["seq"], ts if isinstance(ts, str) else None
+    return None
+
+
 def _first_record(path: Path) -> tuple[int, str | None] | None:
     """``(seq, ts)`` of a segment's first valid record, or None."""
     with open_segment(path) as fh:
-        for line in fh:
-            with contextlib.suppress(ValueError):
-                record = orjson.loads(line)
-                if isinstance(record, dict) and isinstance(record.get("seq"), int):
-                    return record["seq"], record.get("ts") if isinstance(record.get("ts"), str) else None
-    return None
+        return _seq_and_ts(fh)
 
 
 def _last_record(path: Path) -> tuple[int, str | None] | None:
     """``(seq, ts)`` of a segment's last valid record, read backwards from its end."""
-    for _, line in lines_backwards(path, complete_end(path)):
-        with contextlib.suppress(ValueError):
-            record = orjson.loads(line)
-            if isinstance(record, dict) and isinstance(record.get("seq"), int):
-                return record["seq"], record.get("ts") if isinstance(record.get("ts"), str) else None
-    return None
+    return _seq_and_ts(line for _, line in lines_backwards(path, complete_end(path)))
 
 
 def segment_spans(directory: Path) -> Iterator[SegmentSpan]:

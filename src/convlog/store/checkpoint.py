@@ -530,6 +530,7 @@ class Start:
         refused: ``"<file>: <reason>"`` for every newer checkpoint that could not be used.
         publishers: the gap detector as of the start (empty for the log's start; None
             when the checkpoint has no publishers' snapshot).
+        horizon: the last seq retention let go of (the base's), 0 when none.
     """
 
     state: State
@@ -537,6 +538,7 @@ class Start:
     checkpoint: Path | None
     refused: list[str]
     publishers: GapDetector | None = None
+    horizon: int = 0
 
 
 def best_start(
@@ -575,14 +577,15 @@ def best_start(
         if reason is not None:
             refused.append(f"{info.path.name}: {reason}")
             continue
-        return Start(state, (cut.segment, cut.offset), info.path, refused, _publishers(info.path))
+        return Start(state, (cut.segment, cut.offset), info.path, refused, _publishers(info.path),
+                     horizon.seq if horizon is not None else 0)
     if horizon is not None:
         try:
             cut, state = load_checkpoint(horizon.path)
         except CheckpointError as exc:
             raise CheckpointError(f"{exc}; the log's first records were pruned, so it cannot be folded "
                                   "without it") from None
-        return Start(state, (cut.segment, 0), horizon.path, refused, _publishers(horizon.path))
+        return Start(state, (cut.segment, 0), horizon.path, refused, _publishers(horizon.path), horizon.seq)
     return Start(State(), None, None, refused, GapDetector())
 
 

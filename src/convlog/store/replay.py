@@ -16,7 +16,7 @@ from typing import Any
 from convlog.core.fold import State, Stream, fold, message_id
 from convlog.core.record import IMPORT_SOURCE, format_ts, parse_when
 from convlog.core.view import ShownMessage, on_time, own_time, payload_text, stream_text
-from convlog.store.checkpoint import best_start, read_horizon
+from convlog.store.checkpoint import best_start
 from convlog.store.segment import follow, list_segments, read_seqs, segment_key, segment_size
 
 
@@ -272,6 +272,5 @@ def load(
             progress(before.get(segment, 0) + offset - skipped, total - skipped)
     if progress is not None and count:
         progress(total - skipped, total - skipped)
-    horizon = read_horizon(directory)
     return Replay(directory=directory, state=state, read_errors=errors,
-                  checkpoint=start.checkpoint, refused=start.refused, horizon=horizon.seq if horizon else 0)
+                  checkpoint=start.checkpoint, refused=start.refused, horizon=start.horizon)

@@ -27,13 +27,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from convlog.core.fold import fold
-from convlog.core.retention import Doomed, Limits, SegmentSpan, plan
+from convlog.core.retention import Doomed, Limits, SegmentSpan, leftovers, plan, reserve_live
 from convlog.store.archive import archive_segments, segment_spans
 from convlog.store.checkpoint import (
     BeforeHorizonError,
@@ -138,14 +138,11 @@ def log_bytes(directory: Path) -> int:
 
 def _plan(directory: Path, limits: Limits, now: datetime, horizon_seq: int,
           live_reserve: int) -> tuple[list[Doomed], list[SegmentSpan]]:
-    """Leftovers (segments wholly before the base) and the plan for the rest; the live
-    segment counts as at least ``live_reserve`` bytes."""
-    spans = list(segment_spans(directory))
-    if spans and not spans[-1].finished and spans[-1].bytes < live_reserve:
-        spans[-1] = replace(spans[-1], bytes=live_reserve)
-    leftovers = [span for span in spans if span.finished and span.last_seq <= horizon_seq]
-    kept = spans[len(leftovers):]
-    return plan(kept, limits, now), leftovers
+    """The plan for the segments after the base, and the leftovers before it
+    (:func:`convlog.core.retention.leftovers`, :func:`~convlog.core.retention.reserve_live`)."""
+    spans = reserve_live(list(segment_spans(directory)), live_reserve)
+    before = leftovers(spans, horizon_seq)
+    return plan(spans[len(before):], limits, now), before
 
 
 def _fold_to(directory: Path, seq: int) -> tuple[Any, Any, str | None]:
@@ -252,13 +249,13 @@ def prune(
         raise RetentionError("the archive directory cannot be the log directory itself")
     now = now or datetime.now(UTC)
     horizon = read_horizon(directory)
-    doomed, leftovers = _plan(directory, limits, now, horizon.seq if horizon else 0, live_reserve)
+    doomed, left = _plan(directory, limits, now, horizon.seq if horizon else 0, live_reserve)
     report = PruneReport(action, archive if action == "archive" else None, doomed,
-                         [span.key for span in leftovers], dry_run=dry_run, bytes_before=log_bytes(directory))
+                         [span.key for span in left], dry_run=dry_run, bytes_before=log_bytes(directory))
     cut = doomed[-1].span.last_seq if doomed else (horizon.seq if horizon else 0)
     stale = [info for info in list_checkpoints(directory) if info.seq <= cut]
     report.checkpoints = [info.path.name for info in stale]
-    if dry_run or not (doomed or leftovers or stale):
+    if dry_run or not (doomed or left or stale):
         report.bytes_after = report.bytes_before - sum(d.span.bytes for d in doomed) if dry_run else report.bytes_before
         return report
     if doomed:
