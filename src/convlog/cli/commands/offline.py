@@ -57,19 +57,33 @@ def compress(dir_argument: Path | None, dir_option: Path | None, level: int) -> 
     reports.print_compress(directory, run(directory, level))
 
 
+def _limit(text: str | None, what: str) -> float | int | None:
+    """Parse ``--max-age`` (seconds) or ``--max-bytes`` (bytes) as ``[retention]`` does
+    (click reports a ValueError as a bad value of the option)."""
+    if text is None:
+        return None
+    from convlog.recorder.config import parse_age, parse_size
+
+    try:
+        return parse_age(text) if what == "age" else parse_size(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
 @log_dir_argument
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML config file whose [retention] applies (default $CONVLOG_CONFIG).")
-@click.option("--max-age", "max_age", metavar="AGE", help='Let go of finished segments older than AGE ("90d", "12h").')
-@click.option("--max-bytes", "max_bytes", metavar="SIZE",
+@click.option("--max-age", "max_age", metavar="AGE", callback=lambda _c, _p, v: _limit(v, "age"),
+              help='Let go of finished segments older than AGE ("90d", "12h").')
+@click.option("--max-bytes", "max_bytes", metavar="SIZE", callback=lambda _c, _p, v: _limit(v, "size"),
               help='Let go of the oldest finished segments while the log is bigger than SIZE ("50GiB").')
 @click.option("--archive", "archive", type=click.Path(file_okay=False, path_type=Path),
               help="Move them into this archive directory instead of deleting them.")
 @click.option("--dry-run", is_flag=True, help="Only say what would go.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def prune(dir_argument: Path | None, dir_option: Path | None, config_path: Path | None, max_age: str | None,
-          max_bytes: str | None, archive: Path | None, dry_run: bool, as_json: bool) -> None:
+def prune(dir_argument: Path | None, dir_option: Path | None, config_path: Path | None, max_age: float | None,
+          max_bytes: int | None, archive: Path | None, dry_run: bool, as_json: bool) -> None:
     """Apply retention: let go of the oldest whole finished segments (never the live
     one) by age and/or size, after writing the state at the cut as the log's base
     (base.json), so sessions that began earlier still fold. A recorder.pruned record
@@ -78,21 +92,14 @@ def prune(dir_argument: Path | None, dir_option: Path | None, config_path: Path 
     from convlog.bus import control
     from convlog.cli import console, reports
     from convlog.core.retention import Limits
-    from convlog.recorder.config import load_config, parse_age, parse_size
+    from convlog.recorder.config import load_config
     from convlog.store.lock import LogLockedError
     from convlog.store.offline import prune_offline
 
     directory = log_dir(dir_argument, dir_option)
     config = load_config(config_path)
-    age, size = config.retention_max_age_s, config.retention_max_bytes
-    for text, parse, hint in ((max_age, parse_age, "'--max-age'"), (max_bytes, parse_size, "'--max-bytes'")):
-        if text is None:
-            continue
-        try:
-            value = parse(text)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint=hint) from None
-        age, size = (value, size) if parse is parse_age else (age, value)
+    age = max_age if max_age is not None else config.retention_max_age_s
+    size = max_bytes if max_bytes is not None else config.retention_max_bytes
     limits = Limits(age, size)
     if not limits.active:
         raise click.UsageError("no retention limit: give --max-age and/or --max-bytes, or set [retention] "
