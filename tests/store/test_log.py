@@ -133,10 +133,12 @@ def test_recover_uses_durable_offset_from_state(logdir: Path) -> None:
     writer = write_records(logdir, 1, 50)
     writer.sync()
     write_state(logdir, {**writer.position(), "clean": False})
-    writer.write(line(51), 51)
+    durable = writer.offset
+    writer.write(line(51), 51)  # (with its chain link: longer than line(51))
+    written = writer.offset - durable
     writer.close()
     report = recover(logdir)
-    assert report.last_seq == 51 and report.scanned_bytes == len(line(51))
+    assert report.last_seq == 51 and report.scanned_bytes == written > len(line(51))
 
 
 def test_recover_after_rotation_with_torn_first_line(logdir: Path) -> None:

@@ -244,7 +244,8 @@ def test_purge_leaves_no_byte_of_the_session_under_the_directory(recorded: Path,
     assert record["data"]["records"] == len(mine) and record["data"]["uid"] >= 0
     assert (record["data"]["first_seq"], record["data"]["last_seq"]) == (mine[0]["seq"], mine[-1]["seq"])
     purged = [r for r in now if is_purged(r)]
-    assert all(set(r["meta"]) <= {"purged", "sha256", "bytes"} and r["data"] is None and r["topic"] is None
+    assert all(set(r["meta"]) <= {"purged", "sha256", "stored_sha256", "bytes", "body_sha256"} and r["data"] is None
+               and r["topic"] is None
                for r in purged)
     assert all(r["meta"]["sha256"] == o["meta"]["sha256"] for r, o in zip(purged, mine, strict=True)
                if "sha256" in o["meta"])

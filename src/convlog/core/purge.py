@@ -11,8 +11,11 @@ verifiable (docs/log-format.md, "Purge")::
      "meta": {"purged": true, "bytes": 1234, "sha256": "<the original payload's>"}}
 
 ``seq``, ``ts``, ``kind``, ``source`` and ``session`` stay as they were, and so do
-``meta.sha256`` and ``meta.bytes`` when the record had them (the digest and size of the
-payload as received; a record written by convlog itself, a control record, has none).
+``meta.sha256``, ``meta.stored_sha256`` and ``meta.bytes`` when the record had them (the
+digests of the payload as received and as stored, and its size; a record written by
+convlog itself, a control record, has none), and its ``chain`` link, with
+``meta.body_sha256``, the digest of what it lost (:mod:`convlog.core.chain`), so the
+hash chain through the log still verifies.
 ``data``, ``topic``, ``extra_frames`` and every other ``meta`` field (sender, role,
 message id, encoding, enrichment fields and tags, ``lf``, ...) are gone. The fold
 treats a purged record as carrying nothing (:func:`convlog.core.fold.fold`).
@@ -26,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from convlog.core.chain import BODY_DIGEST, CHAIN, body_digest, kept_meta
 from convlog.core.fold import Refs, Session, SessionCheckpoint, State
 from convlog.core.record import IMPORT_SOURCE, PURGED_KIND, dump_json, is_purged
 from convlog.core.view import own_time
@@ -38,9 +42,6 @@ __all__ = [
     "selects",
     "without_session",
 ]
-
-#: ``meta`` fields a purged record keeps, when the original had them with these types.
-KEPT_META: tuple[tuple[str, type], ...] = (("bytes", int), ("sha256", str))
 
 _TS_IN_LINE = re.compile(rb'"ts":"([^"\\]*)"')
 
@@ -104,14 +105,11 @@ def purged_line(record: Mapping[str, Any]) -> bytes:
     Returns:
         one JSONL line, newline-terminated.
     """
-    meta: dict[str, Any] = {"purged": True}
-    original = record.get("meta")
-    if isinstance(original, Mapping):
-        for key, kind in KEPT_META:
-            value = original.get(key)
-            if isinstance(value, kind) and not isinstance(value, bool):
-                meta[key] = value
-    line = {
+    meta: dict[str, Any] = {"purged": True, **kept_meta(record.get("meta"))}
+    chain = record.get(CHAIN)
+    if isinstance(chain, str):
+        meta[BODY_DIGEST] = body_digest(record)
+    line: dict[str, Any] = {
         "seq": record["seq"],
         "ts": record.get("ts"),
         "kind": record["kind"],
@@ -121,6 +119,8 @@ def purged_line(record: Mapping[str, Any]) -> bytes:
         "data": None,
         "meta": meta,
     }
+    if isinstance(chain, str):
+        line[CHAIN] = chain
     return dump_json(line, option=orjson.OPT_APPEND_NEWLINE)
 
 

@@ -17,6 +17,7 @@ import time
 
 import zmq
 
+from convlog.core.chain import LINK_BYTES
 from convlog.core.ingest import Ingest
 from convlog.core.record import with_meta
 from convlog.recorder.config import Config
@@ -139,6 +140,7 @@ class Receiver:
         # (and fsynced) on its own.
         room = 0 if writer.policy == "always" else writer.segment_bytes - writer.offset
         pending = 0
+        extra = LINK_BYTES if writer.chain is not None else 0  # what the writer's chain adds to each line
         recv = sock.recv
         while seq < last:
             # recv_multipart without its per-call enum conversions and RCVMORE
@@ -159,7 +161,7 @@ class Receiver:
             except Exception as exc:  # never for any frames (property-tested); if it did, keep the bytes
                 data = self.ingest.fallback_line(frames, seq, ts, source, error_text(exc))
                 lines.append(data)
-                pending += len(data)
+                pending += len(data) + extra
                 seq += 1
                 own += 1
                 data = sequencer.error_line(seq, "decoding a message", exc, seq - 1)
@@ -169,14 +171,14 @@ class Receiver:
                             clock.step_ns / 1e9)
                 clock.step_ns = 0
             lines.append(data)
-            pending += len(data)
+            pending += len(data) + extra
             if gaps:
                 for gap in gaps:
                     seq += 1
                     own += 1
                     data = sequencer.gap_line(gap, seq)
                     lines.append(data)
-                    pending += len(data)
+                    pending += len(data) + extra
                 gaps.clear()
             if pending >= room:
                 write(b"".join(lines), seq)

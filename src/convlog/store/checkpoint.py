@@ -12,9 +12,15 @@ then the state::
      "publishers": {<convlog.core.gaps.GapDetector.to_dict()>},   # as of the cut
      "cut": {"seq": 41, "segment": "000...1.jsonl", "offset": 18230, "ts": "...Z",
              "digest": "<sha256 of the segment's bytes before offset>",
-             "segments": [["000...1.jsonl", 67108871], ...]}}   # earlier segments, sizes
+             "segments": [["000...1.jsonl", 67108871], ...]},   # earlier segments, sizes
+     "chain": "<the chain link of record 41>",                   # convlog.core.chain
+     "sha256": "<digest of this header and all that follows>"}   # content_digest
     {"state": {<convlog.core.fold.State.to_dict(blob)>}}
     <blob_bytes bytes: the sessions' message columns, see convlog.core.fold.Refs>
+
+``chain`` ties the checkpoint to the hash chain through the log (``verify`` checks it
+against the log's record at the cut, and signed heads, :mod:`convlog.store.signing`,
+are taken from it); ``sha256`` makes any edit of the file itself visible to ``verify``.
 
 The publishers' snapshot lets a recorder that restarts without ``recovery/state.json``
 (a crash before its first write of it, a lost file) rebuild the publishers' seqs from
@@ -265,11 +271,47 @@ def write_checkpoint(
     }
     if publishers is not None:
         header["publishers"] = publishers.to_dict()
+    write_atomic(path, checkpoint_bytes(header, state))
+    return path
+
+
+def checkpoint_bytes(header: dict[str, Any], state: State) -> bytes:
+    """A checkpoint file's bytes: ``header`` completed in place with ``blob_bytes``, the
+    chain head at the cut (``chain``: the state's :attr:`~convlog.core.fold.State.chain`)
+    and ``sha256`` (:func:`content_digest`), then the state line and the binary part.
+
+    Args:
+        header: the header fields so far (``format``, ``label``, ``created``, ``cut``, ...).
+        state: the state as of the cut.
+
+    Returns:
+        the bytes to write.
+    """
     blob = bytearray()
     state_line = orjson.dumps({"state": state.to_dict(blob)})
     header["blob_bytes"] = len(blob)
-    write_atomic(path, b"".join((orjson.dumps(header), b"\n", state_line, b"\n", blob)))
-    return path
+    header["chain"] = state.chain
+    rest = sha256(state_line)
+    rest.update(b"\n")
+    rest.update(blob)
+    header["sha256"] = content_digest(header, rest)
+    return b"".join((orjson.dumps(header), b"\n", state_line, b"\n", blob))
+
+
+def content_digest(header: dict[str, Any], rest: Any) -> str:
+    """The ``sha256`` a checkpoint's header carries: the hex SHA-256 of the header without
+    its ``sha256`` (compact JSON, keys sorted), a newline, and the hex SHA-256 of every
+    byte after the header line (the state line and the binary part).
+
+    Args:
+        header: the parsed header (its ``sha256``, if any, is left out).
+        rest: a ``hashlib.sha256`` object fed with the bytes after the header line.
+
+    Returns:
+        64 hex digits.
+    """
+    fields = {key: value for key, value in header.items() if key != "sha256"}
+    return sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS) + b"\n" + rest.hexdigest().encode()).hexdigest()
 
 
 def list_checkpoints(directory: Path) -> list[CheckpointInfo]:
@@ -345,10 +387,11 @@ def load_checkpoint(path: Path) -> tuple[Cut, State]:
 
 
 class _OneLine:
-    """A reader of one line of a binary file, for a streaming parser (stops at its LF)."""
+    """A reader of one line of a binary file, for a streaming parser (stops at its LF);
+    what it reads also goes into ``digest``."""
 
-    def __init__(self, fh: Any) -> None:
-        self.fh, self.done = fh, False
+    def __init__(self, fh: Any, digest: Any) -> None:
+        self.fh, self.done, self.digest = fh, False, digest
 
     def read(self, size: int = -1) -> bytes:
         if self.done or size == 0:  # (ijson reads 0 bytes first, to learn the type)
@@ -356,41 +399,74 @@ class _OneLine:
         chunk = self.fh.readline(size if size > 0 else 1 << 16)
         if not chunk or chunk.endswith(b"\n"):
             self.done = True
+        self.digest.update(chunk)
         return chunk
 
 
-def inspect_checkpoint(path: Path) -> tuple[Cut, int]:
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """What :func:`inspect_checkpoint` found in a checkpoint file.
+
+    Attributes:
+        cut: its cut.
+        last_seq: the seq its state ends at.
+        chain: the chain head it recorded at the cut (None: none, or written before the
+            chain was kept).
+        sealed: True when its header carries a ``sha256`` (which then matched); False
+            for a checkpoint written before it was kept.
+        header: the parsed header.
+    """
+
+    cut: Cut
+    last_seq: int
+    chain: str | None
+    sealed: bool
+    header: dict[str, Any]
+
+
+def inspect_checkpoint(path: Path) -> Inspection:
     """Check a checkpoint file without building its state, in constant memory: the
-    header, the state line parsed as a stream (ijson) for its ``last_seq``, and the
-    binary part's size. What :func:`load_checkpoint` would refuse, this refuses, but
-    for a state whose fields do not fit together.
+    header, the state line parsed as a stream (ijson) for its ``last_seq``, the
+    binary part's size, and the ``sha256`` over all of it (:func:`content_digest`),
+    so that an edit anywhere in the file is found. What :func:`load_checkpoint` would
+    refuse, this refuses, but for a state whose fields do not fit together.
 
     Returns:
-        ``(cut, the state's last seq)``.
+        an :class:`Inspection`.
 
     Raises:
-        CheckpointError: when it is not a readable checkpoint of this format.
+        CheckpointError: when it is not a readable checkpoint of this format, or its
+            content does not match its ``sha256``.
     """
     import ijson
 
     name = Path(path).name
+    rest = sha256()
     try:
         with Path(path).open("rb") as fh:
             header, cut = _read_header(fh, name)
             last_seq = None
-            for prefix, event, value in ijson.parse(_OneLine(fh), use_float=True):
+            for prefix, event, value in ijson.parse(_OneLine(fh, rest), use_float=True):
                 if prefix == "state.last_seq" and event == "number":
                     last_seq = value
             size = header.get("blob_bytes", 0)
-            if not isinstance(size, int) or fh.tell() + size != fh.seek(0, 2):
+            start = fh.tell()
+            if not isinstance(size, int) or start + size != fh.seek(0, 2):
                 raise CheckpointError(f"{name}: binary part is not {size!r} bytes (truncated?)")
+            fh.seek(start)
+            while chunk := fh.read(1 << 20):
+                rest.update(chunk)
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError, ijson.JSONError) as exc:
         raise CheckpointError(f"{name}: unreadable checkpoint ({exc})") from None
     if not isinstance(last_seq, int):
         raise CheckpointError(f"{name}: unreadable checkpoint (its state has no last_seq)")
-    return cut, last_seq
+    sealed = "sha256" in header
+    if sealed and header["sha256"] != content_digest(header, rest):
+        raise CheckpointError(f"{name}: its content does not match its sha256 (edited after it was written?)")
+    chain = header.get("chain")
+    return Inspection(cut, last_seq, chain if isinstance(chain, str) else None, sealed, header)
 
 
 def prune(directory: Path, keep: int) -> list[Path]:
@@ -429,6 +505,8 @@ class Horizon:
         ts: receive time of record ``seq`` (RFC 3339), or None.
         pruned: what retention let go of so far (see the module doc), ``{}`` when unknown.
         path: the base file.
+        chain: the chain link of record ``seq`` (the first kept record follows it), or
+            None when the base was written before the chain was kept.
     """
 
     seq: int
@@ -436,6 +514,7 @@ class Horizon:
     ts: str | None
     pruned: dict[str, Any]
     path: Path
+    chain: str | None = None
 
 
 def base_path(directory: Path) -> Path:
@@ -464,7 +543,8 @@ def read_horizon(directory: Path) -> Horizon | None:
         raise CheckpointError(f"{BASE_FILE}: unreadable base ({exc}); the log's first records were pruned, "
                               "so it cannot be folded without it") from None
     pruned = header.get("pruned") if isinstance(header.get("pruned"), dict) else {}
-    return Horizon(cut.seq, cut.segment, cut.ts, pruned, path)
+    chain = header.get("chain")
+    return Horizon(cut.seq, cut.segment, cut.ts, pruned, path, chain if isinstance(chain, str) else None)
 
 
 def write_base(
@@ -502,11 +582,8 @@ def write_base(
                               "cut": cut.as_dict(), "sessions": len(state.sessions), "pruned": pruned}
     if publishers is not None:
         header["publishers"] = publishers.to_dict()
-    blob = bytearray()
-    state_line = orjson.dumps({"state": state.to_dict(blob)})
-    header["blob_bytes"] = len(blob)
     path = base_path(directory)
-    write_atomic(path, b"".join((orjson.dumps(header), b"\n", state_line, b"\n", blob)))
+    write_atomic(path, checkpoint_bytes(header, state))
     return path
 
 

@@ -75,6 +75,7 @@ from convlog.store.archive import MANIFEST_FILE, refresh_manifest
 from convlog.store.checkpoint import (
     BASE_FILE,
     CheckpointError,
+    checkpoint_bytes,
     list_checkpoints,
     load_checkpoint,
     make_cut,
@@ -591,10 +592,7 @@ def _scrub_base(directory: Path, intent: _Intent, report: PurgeReport) -> State 
                             "its state there was kept")
         return state
     if without_session(state, intent.session):
-        blob = bytearray()
-        state_line = orjson.dumps({"state": state.to_dict(blob)})
-        header = {**header, "sessions": len(state.sessions), "blob_bytes": len(blob)}
-        write_atomic(path, b"".join((orjson.dumps(header), b"\n", state_line, b"\n", blob)))
+        write_atomic(path, checkpoint_bytes({**header, "sessions": len(state.sessions)}, state))
         report.base = "edited"
         _cut, state = load_checkpoint(path)
     return state

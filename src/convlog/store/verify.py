@@ -46,12 +46,14 @@ from typing import Any
 
 import orjson
 
+from convlog.core.chain import CHAIN, GENESIS, chain_problem, is_link, record_link
 from convlog.core.payload import digest_problem
 from convlog.core.record import decode_bytes, is_purged, parse_line
 from convlog.store.checkpoint import (
     BASE_FILE,
     CheckpointError,
     Horizon,
+    Inspection,
     check_cut,
     inspect_checkpoint,
     list_checkpoints,
@@ -173,6 +175,51 @@ class _Durable:
 
 
 @dataclass(slots=True)
+class _Walk:
+    """The hash chain as the records are read (:mod:`convlog.core.chain`).
+
+    Attributes:
+        prev: the link the next record must follow; None when it cannot be known (the
+            first record after a base written before the chain was kept, or after an
+            unreadable line), so that record's link is taken as it is.
+        chained: records carrying a chain; unchained: records carrying none.
+        first_chained: seq of the first record carrying a chain, or None.
+        unchained_after: records with no chain that came after a chained one.
+        wanted: seqs whose links checkpoints and signed heads need; links: those links
+            (None for a record with no chain).
+    """
+
+    prev: str | None = GENESIS
+    chained: int = 0
+    unchained: int = 0
+    first_chained: int | None = None
+    unchained_after: int = 0
+    wanted: set[int] = field(default_factory=set)
+    links: dict[int, str | None] = field(default_factory=dict)
+
+    def step(self, record: dict[str, Any]) -> str | None:
+        """Check one valid record's link and move on; returns the problem or None."""
+        found = record_link(record)
+        seq = record["seq"]
+        if seq in self.wanted:
+            self.links[seq] = found
+        if CHAIN not in record:
+            self.unchained += 1
+            if self.chained:
+                self.unchained_after += 1
+            self.prev = GENESIS
+            return None
+        self.chained += 1
+        if self.first_chained is None:
+            self.first_chained = seq
+        problem = chain_problem(self.prev, record) if self.prev is not None else None
+        if problem is None and self.prev is None and not is_link(found):
+            problem = "its chain is not a 64-digit hex link"
+        self.prev = found if found is not None else GENESIS
+        return problem
+
+
+@dataclass(slots=True)
 class _Tail:
     """Where the log ends: the last segment, the end of its last valid record, and the last
     valid record of the log (which is in an earlier segment when the last one is empty)."""
@@ -223,6 +270,12 @@ def verify(directory: str | Path, progress: Callable[[int, int], None] | None = 
     segments = list_segments(directory)
     report.segments = len(segments)
     horizon = _check_base(directory, segments, report)
+    walk = _Walk()
+    if horizon is not None:
+        starts_at_base = bool(segments) and segments[0][0] == horizon.seq + 1
+        walk.prev = horizon.chain if starts_at_base else None
+    checkpoints = _inspect_checkpoints(directory, report)
+    walk.wanted.update(found.cut.seq for _, found in checkpoints)
     tail = _Tail()
     sizes = []
     for _, path in segments:
@@ -231,15 +284,28 @@ def verify(directory: str | Path, progress: Callable[[int, int], None] | None = 
         except OSError:
             sizes.append(0)  # reported by _check_segment
     for index, (first, path) in enumerate(segments):
-        _check_segment(first, path, index == len(segments) - 1, report, durable, tail)
+        _check_segment(first, path, index == len(segments) - 1, report, durable, tail, walk)
         if progress is not None:
             progress(sum(sizes[: index + 1]), sum(sizes))
     if state is not None:
         _check_state(state, durable, tail, report)
     _check_quarantine(directory, report)
-    _check_checkpoints(directory, report, horizon)
+    _check_checkpoints(directory, report, horizon, checkpoints, walk)
+    _note_chain(walk, report)
     _note_purges(directory, report)
     return report
+
+
+def _note_chain(walk: _Walk, report: VerifyReport) -> None:
+    """What the hash chain covered, as notes (a record with no chain is not a problem:
+    the log was written before chaining, or with ``chain = false``)."""
+    if walk.chained:
+        report.notes.append(f"hash chain: {walk.chained} record(s) linked, from seq {walk.first_chained}")
+    if walk.unchained:
+        after = (f", {walk.unchained_after} of them after chained ones (written with chain = false?)"
+                 if walk.unchained_after else "")
+        report.notes.append(f"hash chain: {walk.unchained} record(s) carry no chain and are not tamper-evident "
+                            f"(written before chaining{after})")
 
 
 def _check_base(directory: Path, segments: list[tuple[int, Path]], report: VerifyReport) -> Horizon | None:
@@ -253,12 +319,13 @@ def _check_base(directory: Path, segments: list[tuple[int, Path]], report: Verif
         return None
     where = BASE_FILE
     try:
-        cut, last_seq = inspect_checkpoint(horizon.path)
+        found = inspect_checkpoint(horizon.path)
     except CheckpointError as exc:  # its header still says where the log starts
         report.problems.append(Problem(where, None, str(exc).split(": ", 1)[-1]))
     else:
-        if last_seq != cut.seq:
-            report.problems.append(Problem(where, None, f"its state ends at seq {last_seq}, its cut at {cut.seq}"))
+        if found.last_seq != found.cut.seq:
+            report.problems.append(Problem(where, None,
+                                           f"its state ends at seq {found.last_seq}, its cut at {found.cut.seq}"))
     pruned = horizon.pruned
     report.notes.append(
         f"{where}: the log starts after its base at seq {horizon.seq} ({pruned.get('records', '?')} records in "
@@ -289,21 +356,41 @@ def _note_purges(directory: Path, report: VerifyReport) -> None:
                             "finish it")
 
 
-def _check_checkpoints(directory: Path, report: VerifyReport, horizon: Horizon | None) -> None:
-    """Every checkpoint must be readable and its cut must still match the log (digest
-    of the cut's segment, sizes of the earlier ones after the base). Each is read as a
-    stream (:func:`~convlog.store.checkpoint.inspect_checkpoint`): memory does not grow
-    with its state."""
+def _inspect_checkpoints(directory: Path, report: VerifyReport) -> list[tuple[Path, Inspection]]:
+    """Read every checkpoint as a stream (:func:`~convlog.store.checkpoint.inspect_checkpoint`:
+    memory does not grow with its state; its ``sha256`` is checked); an unreadable or
+    edited one is a problem. Returns the readable ones."""
+    found = []
     for info in list_checkpoints(directory):
         where = f"{CHECKPOINTS}/{info.path.name}"
         try:
-            cut, last_seq = inspect_checkpoint(info.path)
+            inspection = inspect_checkpoint(info.path)
         except CheckpointError as exc:
             report.problems.append(Problem(where, None, str(exc).split(": ", 1)[-1]))
             continue
+        if inspection.cut.seq != info.seq:
+            report.problems.append(Problem(where, None, f"it is named for seq {info.seq} but its cut is at seq "
+                                                        f"{inspection.cut.seq} (renamed or swapped?)"))
+            continue
+        found.append((info.path, inspection))
+    return found
+
+
+def _check_checkpoints(directory: Path, report: VerifyReport, horizon: Horizon | None,
+                       checkpoints: list[tuple[Path, Inspection]], walk: _Walk) -> None:
+    """Every readable checkpoint's cut must still match the log (digest of the cut's
+    segment, sizes of the earlier ones after the base), its state must end at its cut,
+    and the chain head it recorded must be the link of the log's record at the cut."""
+    for path, found in checkpoints:
+        where = f"{CHECKPOINTS}/{path.name}"
+        cut = found.cut
         reason = check_cut(directory, cut, horizon)
-        if reason is None and last_seq != cut.seq:
-            reason = f"its state ends at seq {last_seq}, its cut at {cut.seq}"
+        if reason is None and found.last_seq != cut.seq:
+            reason = f"its state ends at seq {found.last_seq}, its cut at {cut.seq}"
+        if reason is None and found.chain is not None and cut.seq in walk.links \
+                and walk.links[cut.seq] != found.chain:
+            reason = (f"its chain head {found.chain[:16]}... is not the link of record {cut.seq} in the log "
+                      f"({(walk.links[cut.seq] or 'none')[:16]}...)")
         if reason is not None:
             report.problems.append(Problem(where, None, reason))
     count = len(list_checkpoints(directory))
@@ -342,7 +429,7 @@ def _read_state(directory: Path, report: VerifyReport) -> tuple[dict[str, Any] |
 
 
 def _check_segment(
-    first: int, path: Path, is_last: bool, report: VerifyReport, durable: _Durable | None, tail: _Tail
+    first: int, path: Path, is_last: bool, report: VerifyReport, durable: _Durable | None, tail: _Tail, walk: _Walk
 ) -> None:
     """Stream one segment: each line whole and valid, seq contiguous, the name right."""
     where = f"{EVENTS}/{path.name}"
@@ -371,10 +458,13 @@ def _check_segment(
                 record = parse_line(line)
             except ValueError as exc:
                 problems.append(Problem(where, number, f"invalid record: {exc}"))
+                walk.prev = None  # the next record's link cannot be checked: this line hides its predecessor's
             else:
+                found_before = len(problems)
                 mismatch = digest_problem(line, record)
                 if mismatch is not None:
                     problems.append(Problem(where, number, f"seq {record['seq']}: {mismatch}"))
+                broken = walk.step(record)
                 seq = record["seq"]
                 expected = report.last_seq + 1
                 if seq != expected:
@@ -384,6 +474,9 @@ def _check_segment(
                         missing = seq - expected
                         what = f"{missing} record{'s' if missing > 1 else ''} missing"
                     problems.append(Problem(where, number, f"seq {seq} where {expected} was expected ({what})"))
+                if broken is not None and len(problems) == found_before:
+                    # (a seq or digest problem on this line already says what its broken link would)
+                    problems.append(Problem(where, number, f"seq {seq}: {broken}"))
                 if first_valid is None:
                     first_valid = seq
                     if segment_key(path) != segment_name(seq):

@@ -30,9 +30,48 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from convlog.core.chain import GENESIS, Chain, record_link
+from convlog.core.record import parse_line
+from convlog.store.checkpoint import CheckpointError, read_horizon
 from convlog.store.fsync import fdatasync, fsync_dir
-from convlog.store.segment import EVENTS, ensure_layout, is_sealed, list_segments, segment_name
+from convlog.store.segment import (
+    EVENTS,
+    complete_end,
+    ensure_layout,
+    is_sealed,
+    lines_backwards,
+    list_segments,
+    segment_name,
+)
 from convlog.store.state import write_state
+
+
+def log_head(directory: Path) -> str:
+    """The chain link the next record appended to a log follows
+    (:mod:`convlog.core.chain`): the ``chain`` of its last record; :data:`GENESIS` when
+    that record carries none or is unreadable, or when the log has no record and no
+    base; the base's chain when every record is before the horizon.
+
+    Args:
+        directory: the log directory (recovered: its last line is whole).
+
+    Returns:
+        64 hex digits (or the last record's chain as found).
+
+    Raises:
+        OSError: when a segment cannot be read.
+    """
+    for _, path in reversed(list_segments(directory)):
+        for _, line in lines_backwards(path, complete_end(path)):
+            try:
+                return record_link(parse_line(line)) or GENESIS
+            except ValueError:
+                return GENESIS
+    try:
+        horizon = read_horizon(directory)
+    except CheckpointError:
+        return GENESIS
+    return horizon.chain if horizon is not None and horizon.chain else GENESIS
 
 
 class SegmentWriter:
@@ -48,6 +87,9 @@ class SegmentWriter:
         fresh: start a new segment named by ``next_seq`` even when the last one has
             room (the log does not end at ``next_seq - 1``: seqs known to be lost are
             not reused).
+        chain: link each record to the one before it (:mod:`convlog.core.chain`): every
+            line written gets its ``chain`` member, continuing from :func:`log_head`.
+            False: lines are written as given (``[recorder] chain = false``).
 
     Attributes:
         written_seq / durable_seq: last seq written to the file / known fsynced.
@@ -58,6 +100,7 @@ class SegmentWriter:
         on_rotate: called with the path of a segment just finished by :meth:`rotate`
             (fsynced, no longer written), or None; it runs on the writing thread, so it
             must only hand the path on (the recorder queues it for sealing).
+        chain: the :class:`~convlog.core.chain.Chain` linking the lines, or None.
     """
 
     def __init__(
@@ -68,8 +111,10 @@ class SegmentWriter:
         fsync: str = "interval",
         interval_ms: int = 50,
         fresh: bool = False,
+        chain: bool = True,
     ) -> None:
         self.directory = Path(directory)
+        self.chain = Chain(log_head(self.directory)) if chain else None
         self.segment_bytes = segment_bytes
         self.policy = fsync
         self.interval_ns = interval_ms * 1_000_000
@@ -144,7 +189,9 @@ class SegmentWriter:
         return path
 
     def write(self, data: bytes, last_seq: int) -> None:
-        """Append whole lines ending with the record ``last_seq``.
+        """Append whole lines ending with the record ``last_seq``, linked into the chain
+        first when :attr:`chain` is set (a write that fails leaves the chain's head as
+        it was, so the same lines can be given again).
 
         Under ``always`` pass one record per call: it is fsynced before returning.
 
@@ -155,6 +202,11 @@ class SegmentWriter:
                 failed fsync or rotation after a successful write does not raise: it is
                 kept in ``last_error`` and retried by the next :meth:`sync`/write.
         """
+        chain = self.chain
+        head = None
+        if chain is not None:
+            head = chain.head
+            data = chain.link_lines(data)
         view = memoryview(data)
         try:
             while view:
@@ -163,6 +215,8 @@ class SegmentWriter:
             if len(view) != len(data):
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, self.offset)
+            if chain is not None:
+                chain.head = head  # type: ignore[assignment]
             raise
         self.offset += len(data)
         self.bytes_written += len(data)

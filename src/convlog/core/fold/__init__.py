@@ -95,7 +95,7 @@ def fold(state: State, record: Mapping[str, Any], observe: Observer | None = Non
 
     A record whose seq is ``<= state.last_seq`` is ignored entirely (replaying a log
     over a checkpoint, or the same record twice, is idempotent). Otherwise
-    ``last_seq``, ``records``, ``kinds`` and the ``tally`` are updated for every kind,
+    ``last_seq``, ``chain``, ``records``, ``kinds`` and the ``tally`` are updated for every kind,
     and the kind's handler, if any, applies it; a purged record (``meta.purged: true``)
     goes to no handler. A record the handler rejects changes nothing else but appends a
     :class:`FoldError` to ``state.errors``.
@@ -125,6 +125,8 @@ def fold(state: State, record: Mapping[str, Any], observe: Observer | None = Non
     if seq <= state.last_seq:
         return state
     state.last_seq = seq
+    chain = record.get("chain")
+    state.chain = chain if chain.__class__ is str else None
     state.records += 1
     state.kinds[kind] = state.kinds.get(kind, 0) + 1
     if state.tally is not None:

@@ -385,6 +385,9 @@ class State:
         tally: sources, own times and drops of every record (:class:`Tally`); None
             when the state was read from a checkpoint written before it was kept
             (format 2), so it is unknown.
+        chain: the ``chain`` link of the last record folded (:mod:`convlog.core.chain`),
+            None when it carries none; checkpoints and the base record it as the
+            chain head at their cut.
 
     Equality (``==``) compares every field, so two states are equal exactly when they
     fold to the same conversations. Folding mutates the state in place: use
@@ -401,6 +404,7 @@ class State:
     usage: Usage = field(default_factory=Usage)
     unsessioned: int = 0
     tally: Tally | None = field(default_factory=Tally)
+    chain: str | None = None
 
     # ----------------------------------------------------------------- snapshots
 
@@ -421,6 +425,7 @@ class State:
             usage=self.usage.copy(),
             unsessioned=self.unsessioned,
             tally=None if self.tally is None else self.tally.copy(),
+            chain=self.chain,
         )
 
     def to_dict(self, blob: bytearray | None = None) -> dict[str, Any]:
@@ -429,7 +434,7 @@ class State:
 
         Layout: ``{"version": FORMAT_VERSION, "last_seq", "records", "kinds",
         "unsessioned", "usage", "tally" (or null), "sessions": [session dict, ...],
-        "streams": [stream dict, ...], "gaps": [...], "errors": [...]}``; sessions and
+        "streams": [stream dict, ...], "gaps": [...], "errors": [...], "chain"}``; sessions and
         streams are lists in order of first sight (streams carry their own key fields).
 
         Args:
@@ -448,6 +453,7 @@ class State:
             "streams": [stream.to_dict() for stream in self.streams.values()],
             "gaps": [gap.to_dict() for gap in self.gaps],
             "errors": [error.to_dict() for error in self.errors],
+            "chain": self.chain,
         }
 
     @classmethod
@@ -486,6 +492,7 @@ class State:
             usage=Usage.from_dict(d["usage"]),
             unsessioned=d["unsessioned"],
             tally=None if tally is None else Tally.from_dict(tally),
+            chain=d.get("chain") if isinstance(d.get("chain"), str) else None,
         )
 
     # ----------------------------------------------------------------- queries
