@@ -22,10 +22,13 @@ Run (from the project root, with the ``demo`` extra installed)::
     python scripts/bench_ingest.py --baseline 52aa16e
     python scripts/bench_ingest.py --baseline HEAD~3 --messages 50000 --rounds 7
     python scripts/bench_ingest.py --redact --budget-us 2   # redaction on vs off, this tree
+    python scripts/bench_ingest.py --chain --budget-us 8    # hash chain on vs off, this tree
 
 With ``--redact`` both sides are this tree, "baseline" without a redactor and
 "current" with the built-in rules (:mod:`convlog.core.redact`), so the difference is
-the per-message cost of redaction.
+the per-message cost of redaction. With ``--chain``, likewise, "current" also links
+each line into the hash chain (:class:`convlog.core.chain.Chain`, the segment writer's
+extra work per record), so the difference is the per-message cost of the chain.
 """
 
 from __future__ import annotations
@@ -57,7 +60,11 @@ except ImportError:  # a baseline from before it: one flat package
     from convlog.sharegpt import conversations, native_events
 
 count = int(sys.argv[1])
-redact = sys.argv[2:] == ["redact"]
+redact = "redact" in sys.argv[2:]
+link = None
+if "chain" in sys.argv[2:]:  # the segment writer's linking of each line (convlog.core.chain)
+    from convlog.core.chain import Chain
+    link = Chain().link_lines
 events = []
 for conv in conversations():
     events.extend(native_events(conv))
@@ -80,6 +87,8 @@ started = time.perf_counter()
 for seq, frames in enumerate(messages, 1):
     ts = stamp()
     data = line(frames, seq, ts, "sub")
+    if link is not None:
+        data = link(data)
     if getattr(clock, "step_ns", 0):  # the receive loop's clock-step check (absent in older versions)
         pass
 elapsed = time.perf_counter() - started
@@ -103,10 +112,11 @@ def export_revision(rev: str, into: Path) -> Path:
     return into / "src"
 
 
-def measure(src: Path, count: int, redact: bool = False) -> dict:
+def measure(src: Path, count: int, modes: tuple[str, ...] = ()) -> dict:
     """One timed pass of ``count`` messages through the hot path of the code in ``src``
-    (with the built-in redaction rules when ``redact``)."""
-    argv = [sys.executable, "-c", _WORKER, str(count), *(["redact"] if redact else [])]
+    (``modes``: ``"redact"`` with the built-in redaction rules, ``"chain"`` with each
+    line linked into the hash chain as the segment writer does)."""
+    argv = [sys.executable, "-c", _WORKER, str(count), *modes]
     result = subprocess.run(argv, capture_output=True, text=True,
                             check=True, env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"})
     return json.loads(result.stdout)
@@ -118,24 +128,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redact", action="store_true",
                         help="instead of a revision, compare this tree with redaction on (the recorder's default) "
                              "against off (--no-redact)")
+    parser.add_argument("--chain", action="store_true",
+                        help="instead of a revision, compare this tree with each line linked into the hash chain "
+                             "(the recorder's default) against without (--no-chain)")
     parser.add_argument("--messages", type=int, default=30_000, help="messages per timed pass (default 30,000)")
     parser.add_argument("--rounds", type=int, default=5, help="timed passes per side, alternating (default 5)")
     parser.add_argument("--budget-us", type=float, default=0.5,
                         help="allowed extra µs per message of the current tree (default 0.5)")
     parser.add_argument("--json", dest="json_path", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    if (args.baseline is None) == (not args.redact):
-        parser.error("give --baseline REV or --redact (one of them)")
+    if sum((args.baseline is not None, args.redact, args.chain)) != 1:
+        parser.error("give --baseline REV, --redact or --chain (one of them)")
     if args.redact:
         args.baseline = "this tree, redaction off"
+    if args.chain:
+        args.baseline = "this tree, no chain"
+    same_tree = args.redact or args.chain
+    modes = ("redact",) if args.redact else ("chain",) if args.chain else ()
     with tempfile.TemporaryDirectory(prefix="convlog-bench-ingest-") as tmp:
-        sides = ({"baseline": ROOT / "src", "current": ROOT / "src"} if args.redact
+        sides = ({"baseline": ROOT / "src", "current": ROOT / "src"} if same_tree
                  else {"baseline": export_revision(args.baseline, Path(tmp)), "current": ROOT / "src"})
         runs: dict[str, list[float]] = {name: [] for name in sides}
         info: dict[str, dict] = {}
         for round_ in range(args.rounds):
             for name, src in sides.items():
-                figures = measure(src, args.messages, redact=args.redact and name == "current")
+                figures = measure(src, args.messages, modes if name == "current" else ())
                 runs[name].append(figures["us_per_message"])
                 info[name] = figures
                 print(f"round {round_ + 1}: {name:8} {figures['us_per_message']:.3f} µs/message", flush=True)

@@ -10,7 +10,9 @@ time:
 (b) ``recorder``: ``convlog record`` with the default fsync policy, into a fresh
                   directory; (b') ``recorder-noredact``: the same with ``--no-redact``,
                   so the cost of redaction is (b) - (b') in the same run (printed
-                  under the table, µs of CPU per message);
+                  under the table, µs of CPU per message); (b'') ``recorder-nochain``:
+                  the same with ``--no-chain``, so the cost of the hash chain is
+                  (b) - (b'') (printed likewise);
 (c) ``naive``:    a naive recorder that, per message, opens the file, writes one JSON
                   line, flushes, fsyncs and closes it (how the original Shearwater
                   recorder worked). It is slow (one fsync per message), so it is only
@@ -83,6 +85,10 @@ RCVHWM = 1_000_000
 #: The topic of a publisher's heartbeats (``convlog.bus.publisher.Publisher.HEARTBEAT_TOPIC``).
 HEARTBEAT_TOPIC = b"convlog.heartbeat"
 PACE_BATCH = 100
+#: The recorder's runs and their extra flags: as configured by default, then without
+#: redaction and without the hash chain (to measure what each costs).
+RECORDERS: dict[str, list[str]] = {"recorder": [], "recorder-noredact": ["--no-redact"],
+                                   "recorder-nochain": ["--no-chain"]}
 SETTLE_S = 1.0
 POLL_S = 0.1
 HEADER = struct.Struct("<II")
@@ -536,8 +542,8 @@ class Bench(Processes):
             naive_out = self.workdir / f"naive-{tag}.jsonl"
             if receiver == "bare":
                 recv = self.spawn([*me, "--role", "bare", "--xpub", xpub], tag)
-            elif receiver in ("recorder", "recorder-noredact"):
-                extra = ["--no-redact"] if receiver == "recorder-noredact" else []
+            elif receiver in RECORDERS:
+                extra = RECORDERS[receiver]
                 recv = self.spawn(
                     ["convlog", "record", "--dir", str(logdir), "--sub", xpub, "--log-level", "WARNING", *extra], tag
                 )
@@ -711,7 +717,8 @@ def report(
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     labels = {"bare": "(a) bare SUB", "recorder": "(b) convlog record",
-              "recorder-noredact": "(b') record --no-redact", "naive": "(c) naive fsync"}
+              "recorder-noredact": "(b') record --no-redact", "recorder-nochain": "(b'') record --no-chain",
+              "naive": "(c) naive fsync"}
     for r in results.values():
         table.add_row(
             labels[r.receiver],
@@ -727,12 +734,16 @@ def report(
             "; ".join(r.notes),
         )
     console.print(table)
-    for load in ("steady", "burst"):  # the cost of redaction: (b) against (b'), measured in the same run
-        on, off = results.get(("recorder", load)), results.get(("recorder-noredact", load))
-        if on and off and on.cpu_per_100k is not None and off.cpu_per_100k is not None:
-            extra_us = (on.cpu_per_100k - off.cpu_per_100k) / 100_000 * 1e6
-            console.print(f"redaction ({load}): CPU {on.cpu_per_100k:.2f} s/100k on, {off.cpu_per_100k:.2f} s/100k off "
-                          f"(--no-redact): {extra_us:+.2f} µs per message", markup=False)
+    # The cost of redaction, (b) against (b'), and of the hash chain, (b) against (b''),
+    # each measured in the same run.
+    for what, other, flag in (("redaction", "recorder-noredact", "--no-redact"),
+                              ("hash chain", "recorder-nochain", "--no-chain")):
+        for load in ("steady", "burst"):
+            on, off = results.get(("recorder", load)), results.get((other, load))
+            if on and off and on.cpu_per_100k is not None and off.cpu_per_100k is not None:
+                extra_us = (on.cpu_per_100k - off.cpu_per_100k) / 100_000 * 1e6
+                console.print(f"{what} ({load}): CPU {on.cpu_per_100k:.2f} s/100k on, {off.cpu_per_100k:.2f} s/100k "
+                              f"off ({flag}): {extra_us:+.2f} µs per message", markup=False)
     print_targets(console, ratios, targets)
     return print_gap_checks(console, runs)
 
@@ -801,10 +812,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Rounds interleave a and b so both meet the same machine conditions.
         for _ in range(args.repeat):
-            for receiver in ("bare", "recorder", "recorder-noredact"):
+            for receiver in ("bare", *RECORDERS):
                 run = bench.run(receiver, "steady", steady_count, args.steady_rate)
                 runs.setdefault((receiver, "steady"), []).append(run)
-            for receiver in ("bare", "recorder", "recorder-noredact"):
+            for receiver in ("bare", *RECORDERS):
                 run = bench.run(receiver, "burst", args.burst, None)
                 runs.setdefault((receiver, "burst"), []).append(run)
         results = {key: median_result(value) for key, value in runs.items()}

@@ -174,6 +174,17 @@ def print_status(status: dict[str, Any]) -> None:
                       f"{done}", markup=False)
         else:
             out.print("  redaction: OFF (secrets are stored as received)", markup=False)
+    chain = status.get("chain")
+    if chain is not None:
+        signing = chain.get("signing")
+        signed = ("not signed" if signing is None else
+                  f"heads signed with key {signing['key']}"
+                  + (f", last at seq {signing['last_seq']}" if signing.get("last_seq") is not None else
+                     ", none yet (at the next checkpoint)"))
+        if chain.get("enabled"):
+            out.print(f"  hash chain: on (head {str(chain.get('head'))[:16]}...); {signed}", markup=False)
+        else:
+            out.print(f"  hash chain: OFF (new records are not tamper-evident); {signed}", markup=False)
     if status.get("metrics"):
         out.print(f"  metrics: {status['metrics']}", markup=False)
     gaps, pubs = status.get("gaps") or {}, status.get("publishers") or {}

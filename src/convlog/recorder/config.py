@@ -26,6 +26,8 @@ The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has three tables::
     metrics = ""                         # Prometheus endpoint HOST:PORT, e.g. "127.0.0.1:9464" ("" = off)
     file_mode = "0600"                   # mode of the files created under dir (octal string)
     dir_mode = "0700"                    # ... and of its directories ("0640"/"0750" for a group)
+    chain = true                         # link each record to the one before it (false or --no-chain: off)
+    sign_key = ""                        # Ed25519 private key (convlog keys generate): sign chain heads
 
     [retention]                          # off unless max_age or max_bytes is set
     max_age = "90d"                      # let go of finished segments whose records are older
@@ -118,6 +120,8 @@ class Config:
     metrics: str | None = None
     file_mode: int = modes.DEFAULT_FILE_MODE
     dir_mode: int = modes.DEFAULT_DIR_MODE
+    chain: bool = True
+    sign_key: Path | None = None
     retention_max_age_s: float | None = None
     retention_max_bytes: int | None = None
     retention_action: str = "delete"
@@ -173,6 +177,8 @@ class Config:
             "dir_mode": f"{self.dir_mode:04o}",
             "retention": self.retention_summary(),
             "redact": self.redact_summary(),
+            "chain": self.chain,
+            "sign_key": str(self.sign_key) if self.sign_key is not None else None,
             "source": self.source,
         }
 
@@ -412,6 +418,8 @@ _RECORDER_KEYS: dict[str, Callable[[Any], Any]] = {
     "metrics": _metrics_address,
     "file_mode": modes.parse_mode,
     "dir_mode": modes.parse_mode,
+    "chain": _bool,
+    "sign_key": _optional(_path),
 }
 #: ``[retention]`` keys and the :class:`Config` field each sets.
 _RETENTION_FIELDS = {

@@ -182,6 +182,7 @@ class Recorder:
             fsync=self.config.fsync,
             interval_ms=self.config.fsync_interval_ms,
             fresh=lost is not None,
+            chain=self.config.chain,
         )
         if self.metrics is not None:
             writer.on_fsync = self.metrics.fsync.observe

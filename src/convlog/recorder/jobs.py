@@ -34,6 +34,7 @@ from convlog.recorder.notify import Notifier
 from convlog.recorder.sequencer import error_text
 from convlog.store.checkpoint import Checkpointer, CheckpointError, CheckpointInfo, list_checkpoints
 from convlog.store.clock import Clock
+from convlog.store.heads import HeadSigner
 from convlog.store.lock import rewrite_lock
 from convlog.store.retention import PruneReport, prune
 from convlog.store.segment import CHECKPOINTS
@@ -67,6 +68,9 @@ class Jobs:
         last_prune: the newest prune's report data (``recorder.pruned``'s), or None.
         pruned_segments: segments retention let go of since start.
         pruned_bytes: their bytes on disk.
+        signer: signs the chain head at each checkpoint (``[recorder] sign_key``,
+            :class:`~convlog.store.heads.HeadSigner`), or None.
+        last_signed: the newest signed head written by this recorder, or None.
     """
 
     #: How long a prune waits for the loop to write its record, seconds.
@@ -85,6 +89,8 @@ class Jobs:
         self.last_prune: dict[str, Any] | None = None
         self.pruned_segments = 0
         self.pruned_bytes = 0
+        self.signer: HeadSigner | None = None
+        self.last_signed: dict[str, Any] | None = None
         self._scheduler: Any = None
         self._prune_queued = threading.Event()
 
@@ -143,10 +149,13 @@ class Jobs:
             # The rewrite lock first, shared: a purge rewriting the log holds it exclusively (it
             # rebuilds the checkpoints), and waits for the sealer, which takes log_lock.
             with rewrite_lock(self.directory, exclusive=False), self.log_lock:
-                checkpointer = Checkpointer(self.directory, keep=self.config.checkpoint_keep, clock=Clock())
+                checkpointer = Checkpointer(self.directory, keep=self.config.checkpoint_keep, clock=Clock(),
+                                            signer=self.signer)
                 for reason in checkpointer.refused:
                     log.warning("checkpoint refused: %s", reason)
                 path = checkpointer.checkpoint(label)
+                if checkpointer.signed is not None:
+                    self.last_signed = checkpointer.signed
         except (CheckpointError, OSError) as exc:
             if "checkpoint" not in file_errors:
                 self.faults.thread_errors.append(("writing a checkpoint", exc))
@@ -238,6 +247,15 @@ class Jobs:
         seconds (sd_watchdog_enabled(3))."""
         if time.monotonic() - self.loop_tick < interval_s:
             self.notifier.watchdog()
+
+    def signing(self) -> dict[str, Any] | None:
+        """What status says of signing: None without a signing key, else ``{"key"
+        (key id), "last_seq" and "last_signed" (the newest head this recorder signed,
+        None before its first checkpoint)}``."""
+        if self.signer is None:
+            return None
+        last = self.last_signed or {}
+        return {"key": self.signer.key_id, "last_seq": last.get("seq"), "last_signed": last.get("signed")}
 
     def newest_checkpoint(self) -> dict[str, Any] | None:
         """The newest checkpoint this recorder knows of, when its file still exists

@@ -99,6 +99,8 @@ class Reporter:
             None), "last_prune" (the newest ``recorder.pruned`` data, or None)},
             "redact": {"enabled", "rules" (ids in use), "redactions" (rule id: secrets
             replaced since start)},
+            "chain": {"enabled", "head" (the last link written), "signing" (None, or
+            ``{"key", "last_seq", "last_signed"}``: :meth:`Jobs.signing`)},
             "fsync": {"policy", "lag_s", "durable_seq"},
             "compress" (``zstd``: finished segments are sealed, or ``none``),
             "disk": {"used_bytes", "free_bytes"}, "gaps": {publishers, missing, ...},
@@ -179,6 +181,9 @@ class Reporter:
             "redact": {"enabled": self.ingest.redactor is not None,
                        "rules": list(self.ingest.redactor.ids) if self.ingest.redactor is not None else [],
                        "redactions": dict(sorted(self.ingest.redactions.items()))},
+            "chain": {"enabled": writer.chain is not None,
+                      "head": writer.chain.head if writer.chain is not None else None,
+                      "signing": self.jobs.signing()},
             "fsync": {"policy": writer.policy, "lag_s": lag, "durable_seq": writer.durable_seq},
             "compress": self.config.compress,
             "disk": {"used_bytes": used, "free_bytes": free},

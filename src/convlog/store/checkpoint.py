@@ -723,10 +723,18 @@ class Checkpointer:
         directory: the log directory.
         keep: automatic checkpoints kept by :meth:`checkpoint` (older ones pruned).
         clock: time source.
+        signer: signs the chain head of each checkpoint written
+            (:class:`convlog.store.heads.HeadSigner`: ``sign(seq, ts, chain) -> dict``),
+            or None.
+
+    Attributes:
+        signed: what the signer returned for the last checkpoint written, or None.
     """
 
-    def __init__(self, directory: Path, keep: int = 12, clock: Clock | None = None) -> None:
+    def __init__(self, directory: Path, keep: int = 12, clock: Clock | None = None, signer: Any = None) -> None:
         self.directory = Path(directory)
+        self.signer = signer
+        self.signed: dict[str, Any] | None = None
         self.keep = keep
         self.clock = clock or Clock()
         self._lock = threading.Lock()
@@ -770,7 +778,7 @@ class Checkpointer:
             the new checkpoint's path, or None when none was needed.
 
         Raises:
-            CheckpointError, OSError: when it cannot be written.
+            CheckpointError, OSError: when it cannot be written (or its head signed).
         """
         self.catch_up()
         with self._lock:
@@ -784,6 +792,8 @@ class Checkpointer:
             segment, offset = self.position
             cut = make_cut(self.directory, seq, segment, offset, self.last_ts)
             path = write_checkpoint(self.directory, self.state, cut, label, self.clock, self.publishers)
+            if self.signer is not None and self.state.chain is not None:
+                self.signed = self.signer.sign(seq, cut.ts, self.state.chain)
             if label is None:
                 self.last_checkpoint = path
                 prune(self.directory, self.keep)

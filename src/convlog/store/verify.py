@@ -12,6 +12,12 @@ What is checked (docs/log-format.md):
   for a redacted record, else ``meta.sha256``; :func:`convlog.core.payload.digest_problem`),
   so an edit of a payload that leaves its digest alone is found (a purged record is not
   checked: its payload is gone on purpose);
+* each record's ``chain`` is the link after the record before it
+  (:func:`convlog.core.chain.chain_problem`): an edit of a record (even one that fixes its
+  digests), an insertion, a deletion (even with the seqs renumbered), a reorder or a swap
+  of segments breaks the link at or right after it. Records that carry no chain (written
+  before chaining, or with ``chain = false``) are counted in a note; a purged record keeps
+  its link and is reported as purged, never as tampered;
 * ``seq`` starts at 1 and runs +1 per record within and across segments; a log whose
   oldest segments retention let go of starts after its base (``base.json``): its first
   segment begins at or before the base's seq + 1 (before it only when a prune was
@@ -30,8 +36,14 @@ that is not a complete seekable zstd file is a problem. What a crash while seali
 leaves is only a note (recovery removes it): a ``.jsonl.zst.tmp`` file, and a plain
 segment beside its sealed copy (the sealed one is complete and is the one read).
 
-Checkpoints: each must be readable and its cut (digest) must still match the log; so
-must the base.
+Checkpoints: each must be readable, match its own ``sha256`` (an edit anywhere in the
+file) and be named for its cut's seq (a swap); its cut (digest) must still match the log
+and the chain head it recorded must be the link of the log's record at its cut; the base
+likewise, and the first record after it must follow the base's chain head.
+
+Signed heads (``signed-heads.jsonl``, :mod:`convlog.store.heads`): every line well formed;
+with ``key``, every signature good with that key, every signed link the log's link at its
+seq, and the log not ending before the newest signed seq (records cut off its end).
 
 Purged records (``convlog purge``) are valid records, counted in a note; an
 interrupted purge (``recovery/purge.json``) is a note saying how to finish it.
@@ -45,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from convlog.core.chain import CHAIN, GENESIS, chain_problem, is_link, record_link
 from convlog.core.payload import digest_problem
@@ -59,6 +72,7 @@ from convlog.store.checkpoint import (
     list_checkpoints,
     read_horizon,
 )
+from convlog.store.heads import HEADS_FILE, SignedHead, key_id, read_heads, signature_problem
 from convlog.store.purge import PURGE_FILE, pending_purge
 from convlog.store.replay import NoLogError
 from convlog.store.segment import (
@@ -231,13 +245,20 @@ class _Tail:
     filled: tuple[str, int] | None = None
 
 
-def verify(directory: str | Path, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+def verify(
+    directory: str | Path,
+    progress: Callable[[int, int], None] | None = None,
+    key: Ed25519PublicKey | None = None,
+) -> VerifyReport:
     """Check a log directory (see the module doc for the rules).
 
     Args:
         directory: the log directory.
         progress: called as ``progress(bytes checked, bytes of all segments)`` after
             each segment; None for none.
+        key: the Ed25519 public key the recorder's signed heads must verify with
+            (``convlog verify --key PUB``, :mod:`convlog.store.heads`); None to check
+            only their form.
 
     Returns:
         a :class:`VerifyReport`; ``report.ok`` is False when any rule is broken.
@@ -276,6 +297,8 @@ def verify(directory: str | Path, progress: Callable[[int, int], None] | None = 
         walk.prev = horizon.chain if starts_at_base else None
     checkpoints = _inspect_checkpoints(directory, report)
     walk.wanted.update(found.cut.seq for _, found in checkpoints)
+    heads = list(read_heads(directory))
+    walk.wanted.update(head.seq for head in heads if isinstance(head, SignedHead))
     tail = _Tail()
     sizes = []
     for _, path in segments:
@@ -291,9 +314,53 @@ def verify(directory: str | Path, progress: Callable[[int, int], None] | None = 
         _check_state(state, durable, tail, report)
     _check_quarantine(directory, report)
     _check_checkpoints(directory, report, horizon, checkpoints, walk)
+    _check_heads(heads, key, horizon, walk, report)
     _note_chain(walk, report)
     _note_purges(directory, report)
     return report
+
+
+def _check_heads(heads: list[SignedHead | tuple[int, str]], key: Ed25519PublicKey | None,
+                 horizon: Horizon | None, walk: _Walk, report: VerifyReport) -> None:
+    """The signed heads (:mod:`convlog.store.heads`): each line well formed; with a key,
+    each signature good and each signed link the log's link at that seq, and the log
+    not ending before the newest signed seq."""
+    problems = report.problems
+    good = [head for head in heads if isinstance(head, SignedHead)]
+    for head in heads:
+        if not isinstance(head, SignedHead):
+            problems.append(Problem(HEADS_FILE, head[0], head[1]))
+    if key is None:
+        if good:
+            report.notes.append(f"{HEADS_FILE}: {len(good)} signed chain head(s), newest at seq "
+                                f"{max(h.seq for h in good)}; check them with --key PUB")
+        return
+    if not good:
+        problems.append(Problem(HEADS_FILE, None, "no signed chain heads to check with the key (was the recorder "
+                                                  "given sign_key?)"))
+        return
+    before = 0
+    for head in good:
+        reason = signature_problem(head, key)
+        if reason is None:
+            if head.seq > report.last_seq:
+                reason = (f"the log ends at seq {report.last_seq}, before this head signed at seq {head.seq}: "
+                          "records were cut off its end (or the log was replaced)")
+            elif horizon is not None and head.seq <= horizon.seq:
+                if head.seq != horizon.seq or horizon.chain != head.chain:
+                    before += 1
+                    continue
+            elif head.seq not in walk.links:
+                reason = f"the log has no record at seq {head.seq}, whose chain head was signed"
+            elif walk.links[head.seq] != head.chain:
+                reason = (f"record {head.seq}'s link in the log is not the signed one: the log up to seq {head.seq} "
+                          "changed after it was signed")
+        if reason is not None:
+            problems.append(Problem(HEADS_FILE, head.line, reason))
+    newest = max(head.seq for head in good)
+    report.notes.append(f"{HEADS_FILE}: {len(good) - before} signed chain head(s) checked with key {key_id(key)}, "
+                        f"newest at seq {newest} (records after it are covered by the chain only)"
+                        + (f"; {before} older than the base's horizon not checked" if before else ""))
 
 
 def _note_chain(walk: _Walk, report: VerifyReport) -> None:

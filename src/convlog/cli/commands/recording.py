@@ -29,6 +29,10 @@ from convlog.recorder.config import FSYNC_POLICIES, load_config
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (default off).")
 @click.option("--no-redact", "redact", flag_value=False, default=None,
               help="Store secrets as received (turns off [redact]; default on).")
+@click.option("--no-chain", "chain", flag_value=False, default=None,
+              help="Do not link records into the hash chain (chain = false; default on).")
+@click.option("--sign-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Ed25519 private key (convlog keys generate): sign the chain head at each checkpoint.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def record(config_path: Path | None, log_level: str, **flags: Any) -> None:
