@@ -101,6 +101,8 @@ class Reporter:
             replaced since start)},
             "fsync": {"policy", "lag_s", "durable_seq"},
             "compress" (``zstd``: finished segments are sealed, or ``none``),
+            "curve" (``{"secret", "server"}`` certificate paths when the SUB socket is a
+            CURVE client, else None),
             "disk": {"used_bytes", "free_bytes"}, "gaps": {publishers, missing, ...},
             "drops", "held_bytes", "degraded", "publishers": {"known", "open", "silent_s"},
             "errors": {what: count}, "received": {source: messages}, "metrics" (URL or
@@ -145,7 +147,9 @@ class Reporter:
         warnings = []
         for where, up in receiver.connected.items():
             if not up:
-                problems.append(f"not connected to {where}")
+                refused = receiver.refused.get(where)
+                problems.append(f"not connected to {where}"
+                                + (f" (CURVE handshake refused: {refused})" if refused else ""))
         if durable.degraded is not None:
             problems.append(f"writes failing since {durable.degraded['since']}: {durable.degraded['error']}")
         if durable.dropped is not None:
@@ -181,6 +185,7 @@ class Reporter:
                        "redactions": dict(sorted(self.ingest.redactions.items()))},
             "fsync": {"policy": writer.policy, "lag_s": lag, "durable_seq": writer.durable_seq},
             "compress": self.config.compress,
+            "curve": self.config.curve_summary(),
             "disk": {"used_bytes": used, "free_bytes": free},
             "gaps": detector.summary(),
             "drops": durable.dropped["messages"] if durable.dropped else 0,
