@@ -26,6 +26,7 @@ import orjson
 import zmq
 
 from convlog.bus.broker import DEFAULT_XSUB
+from convlog.bus.curve import REFUSAL_EVENTS, ClientKeys, refusal_reason
 from convlog.core.gaps import HEARTBEAT, stamp_payload
 from convlog.core.wire import DEFAULT_SESSION_FIELDS, LegacyRecordError, is_legacy, parse_legacy, session_of
 
@@ -74,6 +75,8 @@ class Publisher:
             carrying the last seq (on topic ``convlog.heartbeat``), from an APScheduler
             background job; 0 or None: no heartbeats. A last heartbeat is sent by
             :meth:`close`.
+        curve: own and broker keys (:class:`convlog.bus.curve.ClientKeys`) for a broker
+            serving CURVE; None: a plain connection.
 
     The socket is used under a lock, so :meth:`send` may be called from any one thread
     while the heartbeat job runs. Use as a context manager, or call :meth:`close`.
@@ -89,6 +92,7 @@ class Publisher:
         publisher_id: str | None = None,
         stamp: bool = True,
         heartbeat_s: float | None = 1.0,
+        curve: ClientKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
         self._ctx = context or zmq.Context.instance()
@@ -96,6 +100,11 @@ class Publisher:
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.XPUB_NODROP, 1)
         self._sock.setsockopt(zmq.LINGER, 10_000)
+        #: With CURVE: a monitor of the handshake's failures, to say why no subscriber came.
+        self._monitor: zmq.Socket | None = None
+        if curve is not None:
+            curve.apply(self._sock)
+            self._monitor = self._sock.get_monitor_socket(sum(REFUSAL_EVENTS))
         self._sock.connect(endpoint)
         self.publisher_id = publisher_id or default_publisher_id()
         self._encoded_id = orjson.dumps(self.publisher_id)
@@ -143,10 +152,24 @@ class Publisher:
                     self._read_subscriptions()
             if left_ms <= 0:
                 what = "no subscriber" if topic is None else f"no subscriber of topic {topic!r}"
-                raise NoSubscriberError(
-                    f"{what} reached {self.endpoint} within {timeout_s:g} s "
-                    "(is the broker running and the recorder connected to its XPUB side?)"
-                )
+                refused = self._refusal()
+                hint = (f"the broker refused this publisher's CURVE handshake: {refused}; is its key in the "
+                        "broker's allow directory, and --curve-server the broker's key?" if refused else
+                        "is the broker running and the recorder connected to its XPUB side?")
+                raise NoSubscriberError(f"{what} reached {self.endpoint} within {timeout_s:g} s ({hint})")
+
+    def _refusal(self) -> str | None:
+        """Why the broker refused the last CURVE handshake, if it did (from the monitor)."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        reason = None
+        while self._monitor is not None:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            reason = refusal_reason(event["event"], event["value"])
+        return reason
 
     def _read_subscriptions(self) -> None:
         while True:
@@ -213,6 +236,9 @@ class Publisher:
             self.heartbeat(closing=True)
         with self._lock:
             self._closed = True
+            if self._monitor is not None:
+                self._sock.disable_monitor()
+                self._monitor.close(linger=0)
             self._sock.close(linger=linger_ms)
 
     def __enter__(self) -> Publisher:

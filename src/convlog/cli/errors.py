@@ -6,6 +6,7 @@ from __future__ import annotations
 import zmq
 
 from convlog.bus.control import ControlError
+from convlog.bus.curve import CurveError
 from convlog.bus.publisher import NoSubscriberError, PublishFileError
 from convlog.cli.demo import DemoError
 from convlog.cli.session_control import SessionControlError
@@ -17,6 +18,7 @@ from convlog.store.lock import LogLockedError
 from convlog.store.purge import PurgeError
 from convlog.store.replay import NoLogError, UnknownSessionError
 from convlog.store.retention import RetentionError
+from convlog.store.signing import SigningKeyError
 
 #: Failures that are the user's to fix: one line, exit 1.
 EXPECTED = (
@@ -37,5 +39,7 @@ EXPECTED = (
     TimeoutError,
     RetentionError,
     ArchiveError,
+    CurveError,
+    SigningKeyError,
     zmq.ZMQError,
 )

@@ -140,6 +140,10 @@ def print_status(status: dict[str, Any]) -> None:
     for ep in status.get("endpoints") or []:
         state = "connected" if ep.get("connected") else "NOT connected"
         out.print(f"  {ep.get('kind')} {ep.get('endpoint')}: {state}", markup=False)
+    if "curve" in status:
+        curve = status["curve"]
+        out.print(f"  CURVE: on (own key {curve.get('secret')}, broker key {curve.get('server')})" if curve
+                  else "  CURVE: off (plain connection to the broker)", markup=False)
     age = status.get("newest_age_s")
     out.print(
         f"  records: {status.get('records', 0):,} since start (seq {status.get('last_seq')}), "

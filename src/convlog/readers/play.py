@@ -46,12 +46,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlog.core.payload import PayloadError, data_bytes, member_span, stored_payload
 from convlog.core.record import decode_bytes, is_purged, parse_line
 from convlog.core.view import plural
 from convlog.store.segment import complete_end, iter_lines, lines_backwards, list_segments
+
+if TYPE_CHECKING:
+    from convlog.bus.curve import ClientKeys
 
 __all__ = [
     "DEFAULT_SOURCES",
@@ -371,6 +374,7 @@ def play(
     wait_s: float | None = 10.0,
     progress: Callable[[int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    curve: ClientKeys | None = None,
 ) -> PlayReport:
     """Play the selected records of a log onto a broker.
 
@@ -388,6 +392,8 @@ def play(
         wait_s: seconds to wait for a subscriber; None or 0 to send at once.
         progress: called with log bytes read.
         sleep: how to wait (seconds).
+        curve: own and broker keys for a broker serving CURVE (see
+            :class:`convlog.bus.curve.ClientKeys`); None: a plain connection.
 
     Returns:
         a :class:`PlayReport`.
@@ -407,7 +413,7 @@ def play(
         # Only what is in the log now: a recorder writing this log from the broker played
         # into would otherwise feed the played messages back forever.
         selection = replace(selection, until_seq=end)
-    publisher = Publisher(endpoint, stamp=False, heartbeat_s=None)
+    publisher = Publisher(endpoint, stamp=False, heartbeat_s=None, curve=curve)
     linger_ms = 10_000
     try:
         if wait_s:

@@ -28,6 +28,8 @@ The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has three tables::
     dir_mode = "0700"                    # ... and of its directories ("0640"/"0750" for a group)
     chain = true                         # link each record to the one before it (false or --no-chain: off)
     sign_key = ""                        # Ed25519 private key (convlog keys generate): sign chain heads
+    curve_secret = ""                    # own CURVE certificate (NAME.key_secret) for a CURVE broker
+    curve_server = ""                    # ... and the broker's public one (NAME.key); both or neither
 
     [retention]                          # off unless max_age or max_bytes is set
     max_age = "90d"                      # let go of finished segments whose records are older
@@ -122,6 +124,8 @@ class Config:
     dir_mode: int = modes.DEFAULT_DIR_MODE
     chain: bool = True
     sign_key: Path | None = None
+    curve_secret: Path | None = None
+    curve_server: Path | None = None
     retention_max_age_s: float | None = None
     retention_max_bytes: int | None = None
     retention_action: str = "delete"
@@ -179,8 +183,15 @@ class Config:
             "redact": self.redact_summary(),
             "chain": self.chain,
             "sign_key": str(self.sign_key) if self.sign_key is not None else None,
+            "curve": self.curve_summary(),
             "source": self.source,
         }
+
+    def curve_summary(self) -> dict[str, str] | None:
+        """``curve_secret`` / ``curve_server`` as text, or None when CURVE is off."""
+        if self.curve_secret is None or self.curve_server is None:
+            return None
+        return {"secret": str(self.curve_secret), "server": str(self.curve_server)}
 
 
     def retention(self) -> Limits:
@@ -374,6 +385,8 @@ def _metrics_address(value: Any) -> str | None:
 
 
 def _path(value: Any) -> Path:
+    if isinstance(value, Path):
+        return value
     if not isinstance(value, str) or not value:
         raise ValueError("must be a non-empty path")
     return Path(value)
@@ -420,6 +433,8 @@ _RECORDER_KEYS: dict[str, Callable[[Any], Any]] = {
     "dir_mode": modes.parse_mode,
     "chain": _bool,
     "sign_key": _optional(_path),
+    "curve_secret": _optional(_path),
+    "curve_server": _optional(_path),
 }
 #: ``[retention]`` keys and the :class:`Config` field each sets.
 _RETENTION_FIELDS = {
@@ -707,4 +722,38 @@ def load_config(
     except ValueError as exc:
         origin = config.source if config.source != "defaults" else "environment"
         raise ConfigError(origin, "file_mode", str(exc)) from None
+    _check_curve(config, env, overrides or {})
     return config
+
+
+def _check_curve(config: Config, env: Mapping[str, str], overrides: Mapping[str, Any]) -> None:
+    """``curve_secret`` and ``curve_server`` come together, and both certificates load
+    (:func:`convlog.bus.curve.ClientKeys.load`), so a bad one stops the recorder at start."""
+    from convlog.bus.curve import ClientKeys, CurveError
+
+    def origin(key: str) -> tuple[str, str]:
+        if overrides.get(key) is not None:
+            return "flag", f"--{key.replace('_', '-')}"
+        if f"CONVLOG_{key.upper()}" in env:
+            return "environment", f"CONVLOG_{key.upper()}"
+        return (config.source if config.source != "defaults" else "environment"), f"recorder.{key}"
+
+    secret, server = config.curve_secret, config.curve_server
+    if secret is None and server is None:
+        return
+    if secret is None or server is None:
+        given, missing = ("curve_secret", "curve_server") if server is None else ("curve_server", "curve_secret")
+        where, key = origin(given)
+        raise ConfigError(where, key, f"CURVE needs {missing} too (both or neither)")
+    try:
+        ClientKeys.load(secret, server)
+    except CurveError as exc:
+        name = "curve_secret" if exc.path == secret else "curve_server"
+        where, key = origin(name)
+        line = None
+        if key.startswith("recorder."):
+            try:
+                line = _line_of(Path(where).read_text(encoding="utf-8"), "recorder", name)
+            except (OSError, UnicodeDecodeError):
+                line = None
+        raise ConfigError(where, key, str(exc), line) from None

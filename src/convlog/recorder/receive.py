@@ -17,6 +17,7 @@ import time
 
 import zmq
 
+from convlog.bus.curve import REFUSAL_EVENTS, ClientKeys, refusal_reason
 from convlog.core.chain import LINK_BYTES
 from convlog.core.ingest import Ingest
 from convlog.core.record import with_meta
@@ -67,10 +68,17 @@ class Receiver:
         self.last_bus = 0.0
         self.connected: dict[str, bool] = {endpoint: False for endpoint in config.sub}
         self.monitor: zmq.Socket | None = None
+        #: The SUB socket is a CURVE client (``curve_secret`` / ``curve_server``).
+        self.curve = config.curve_secret is not None and config.curve_server is not None
+        #: SUB endpoint -> why the broker refused the last handshake (CURVE), cleared on success.
+        self.refused: dict[str, str] = {}
         self.sockets: list[tuple[zmq.Socket, str]] = []
 
     def open_sockets(self, ctx: zmq.Context) -> list[tuple[zmq.Socket, str]]:
         """Connect the SUB socket (and its monitor) and bind the PULL one, when configured.
+
+        With ``curve_secret`` / ``curve_server`` set, the SUB socket is a CURVE client
+        (:func:`convlog.bus.curve.connect_as`) of a broker that serves CURVE on its XPUB.
 
         Args:
             ctx: the context to make them in.
@@ -80,8 +88,13 @@ class Receiver:
 
         Raises:
             zmq.ZMQError: for an endpoint that cannot be connected or bound.
+            CurveError: for a certificate that cannot be used (checked at configuration
+                already; it may have changed since).
         """
         sub = ctx.socket(zmq.SUB)
+        if self.curve:
+            assert self.config.curve_secret is not None and self.config.curve_server is not None
+            ClientKeys.load(self.config.curve_secret, self.config.curve_server).apply(sub)
         sub.setsockopt(zmq.RCVHWM, self.config.rcvhwm)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RECONNECT_IVL, 100)
@@ -90,8 +103,12 @@ class Receiver:
         sub.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
         for prefix in self.config.topics:
             sub.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8"))
-        # Connection events of the SUB socket, for status (which endpoints are connected).
-        self.monitor = sub.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        # Connection events of the SUB socket, for status (which endpoints are connected);
+        # with CURVE a connection counts once its handshake succeeded.
+        events = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+        if self.curve:
+            events = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | sum(REFUSAL_EVENTS)
+        self.monitor = sub.get_monitor_socket(events)
         for endpoint in self.config.sub:
             sub.connect(endpoint)
         self.sockets = [(sub, "sub")]
@@ -246,8 +263,21 @@ class Receiver:
                 return
             where = event.get("endpoint")
             where = where.decode() if isinstance(where, bytes) else where
-            if where in self.connected:
-                self.connected[where] = event["event"] == zmq.EVENT_CONNECTED
+            if where not in self.connected:
+                continue
+            kind = event["event"]
+            if kind in REFUSAL_EVENTS:
+                reason = refusal_reason(kind, event["value"])
+                if self.refused.get(where) != reason:  # once per change, not at every reconnect
+                    log.warning("the broker at %s refused the CURVE handshake: %s (is this recorder's key in its "
+                                "allow directory, and curve_server the broker's key?)", where, reason)
+                self.refused[where] = reason
+                self.connected[where] = False
+                continue
+            up = kind in (zmq.EVENT_CONNECTED, zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            if up and self.refused.pop(where, None) is not None:
+                log.info("CURVE handshake with %s succeeded", where)
+            self.connected[where] = up
 
     def yield_to_network(self) -> None:
         """Lower the scheduling priority of the calling (the processing) thread only, by

@@ -103,6 +103,8 @@ class Reporter:
             ``{"key", "last_seq", "last_signed"}``: :meth:`Jobs.signing`)},
             "fsync": {"policy", "lag_s", "durable_seq"},
             "compress" (``zstd``: finished segments are sealed, or ``none``),
+            "curve" (``{"secret", "server"}`` certificate paths when the SUB socket is a
+            CURVE client, else None),
             "disk": {"used_bytes", "free_bytes"}, "gaps": {publishers, missing, ...},
             "drops", "held_bytes", "degraded", "publishers": {"known", "open", "silent_s"},
             "errors": {what: count}, "received": {source: messages}, "metrics" (URL or
@@ -147,7 +149,9 @@ class Reporter:
         warnings = []
         for where, up in receiver.connected.items():
             if not up:
-                problems.append(f"not connected to {where}")
+                refused = receiver.refused.get(where)
+                problems.append(f"not connected to {where}"
+                                + (f" (CURVE handshake refused: {refused})" if refused else ""))
         if durable.degraded is not None:
             problems.append(f"writes failing since {durable.degraded['since']}: {durable.degraded['error']}")
         if durable.dropped is not None:
@@ -186,6 +190,7 @@ class Reporter:
                       "signing": self.jobs.signing()},
             "fsync": {"policy": writer.policy, "lag_s": lag, "durable_seq": writer.durable_seq},
             "compress": self.config.compress,
+            "curve": self.config.curve_summary(),
             "disk": {"used_bytes": used, "free_bytes": free},
             "gaps": detector.summary(),
             "drops": durable.dropped["messages"] if durable.dropped else 0,

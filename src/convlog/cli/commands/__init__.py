@@ -4,8 +4,8 @@ and a non-zero exit, never a traceback.
 
 This module holds the group (:func:`main`, the console entry point) and lists the
 commands by section (:data:`COMMAND_SECTIONS`); the commands live in
-:mod:`.recording`, :mod:`.operations`, :mod:`.reading`, :mod:`.sessions` and
-:mod:`.offline`, their shared options in :mod:`.options`.
+:mod:`.recording`, :mod:`.keys`, :mod:`.operations`, :mod:`.reading`, :mod:`.sessions`
+and :mod:`.offline`, their shared options in :mod:`.options`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from typing import Any
 import click
 
 from convlog import __version__
-from convlog.cli.commands import offline, operations, reading, recording, sessions
+from convlog.cli.commands import keys, offline, operations, reading, recording, sessions
 from convlog.cli.commands.options import default_dir, silence_stdout
 from convlog.cli.errors import EXPECTED
 from convlog.store import modes
 
 #: The commands of ``convlog --help`` by what a person wants to do, in that order.
 COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
-    "Recording": ("record", "launch", "status", "stop", "doctor", "broker", "publish", "demo"),
+    "Recording": ("record", "launch", "status", "stop", "doctor", "broker", "publish", "keys", "demo"),
     "Reading": ("sessions", "show", "search", "tail", "info", "replay", "export", "play", "resume"),
     "Sessions": ("fork", "rewind", "checkpoint", "crystal", "delete", "purge", "checkpoints"),
     "Offline tools": ("verify", "recover", "compress", "prune", "import", "reindex"),
@@ -104,6 +104,7 @@ main.add_command(recording.broker)
 main.add_command(recording.publish)
 main.add_command(recording.demo)
 main.add_command(recording.launch)
+main.add_command(keys.keys)
 main.add_command(operations.status)
 main.add_command(operations.doctor)
 main.add_command(operations.stop)

@@ -75,3 +75,44 @@ def silence_stdout() -> None:
     """Point stdout at /dev/null after its reader went away, so nothing more (not even
     the interpreter's final flush) fails on the closed pipe."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def curve_client_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--curve-secret FILE`` and ``--curve-server FILE``: the client's own CURVE
+    certificate and the broker's public one, for a broker serving CURVE (both or neither;
+    see :func:`curve_keys`)."""
+    func = click.option(
+        "--curve-server", "curve_server", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+        help="The broker's public CURVE certificate (its NAME.key), with --curve-secret.",
+    )(func)
+    return click.option(
+        "--curve-secret", "curve_secret", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+        help="Own CURVE certificate (NAME.key_secret from `convlog keys generate`) for a broker serving CURVE.",
+    )(func)
+
+
+def both_or_neither(first: tuple[str, object], second: tuple[str, object]) -> None:
+    """Exit 2 with one line on stderr when only one of two options that go together was
+    given.
+
+    Args:
+        first, second: ``(option name, value)``; None is "not given".
+    """
+    (name1, value1), (name2, value2) = first, second
+    if (value1 is None) != (value2 is None):
+        given, missing = (name1, name2) if value2 is None else (name2, name1)
+        click.echo(f"convlog: {given} needs {missing} (give both or neither)", err=True)
+        sys.exit(2)
+
+
+def curve_keys(curve_secret: Path | None, curve_server: Path | None) -> Any:
+    """The :class:`convlog.bus.curve.ClientKeys` of ``--curve-secret`` / ``--curve-server``,
+    or None when neither is given (exit 2 when only one is).
+
+    Raises:
+        CurveError: for a certificate that cannot be used.
+    """
+    both_or_neither(("--curve-secret", curve_secret), ("--curve-server", curve_server))
+    from convlog.bus.curve import client_keys
+
+    return client_keys(curve_secret, curve_server)

@@ -10,7 +10,14 @@ from typing import Any
 
 import click
 
-from convlog.cli.commands.options import as_of_option, dir_option, load_log, silence_stdout
+from convlog.cli.commands.options import (
+    as_of_option,
+    curve_client_options,
+    curve_keys,
+    dir_option,
+    load_log,
+    silence_stdout,
+)
 from convlog.store.replay import NoLogError
 
 
@@ -322,9 +329,11 @@ def export_command(sessions: tuple[str, ...], all_sessions: bool, fmt: str, out:
               help="Play records of this source (repeatable; default: sub, what came from the bus).")
 @click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds to wait for a subscriber before sending (0: don't wait).")
+@curve_client_options
 def play(directory: Path, endpoint: str | None, endpoint_alias: str | None, sessions: tuple[str, ...],
          since: str | None, until: str | None, rate: float | None, rate_alias: float | None, as_fast: bool,
-         topic_prefix: str, sources: tuple[str, ...], wait_s: float) -> None:
+         topic_prefix: str, sources: tuple[str, ...], wait_s: float, curve_secret: Path | None,
+         curve_server: Path | None) -> None:
     """Re-publish recorded messages to a broker with their original topics and payload
     bytes, paced by their original receive times (like ros2 bag play)."""
     from convlog.cli import console
@@ -335,6 +344,7 @@ def play(directory: Path, endpoint: str | None, endpoint_alias: str | None, sess
     endpoint = endpoint or endpoint_alias
     if endpoint is None:
         raise click.UsageError("Missing option '--to' (the broker's XSUB endpoint)")
+    keys = curve_keys(curve_secret, curve_server)
     rate = rate if rate is not None else rate_alias
     if rate is not None and as_fast:
         raise click.UsageError("--speed and --max exclude each other")
@@ -356,7 +366,7 @@ def play(directory: Path, endpoint: str | None, endpoint_alias: str | None, sess
     try:
         with console.byte_progress("playing", total) as advance:
             report = playing.play(directory, endpoint, selection, None if as_fast else (rate or 1.0), topic_prefix,
-                                  wait_s or None, advance)
+                                  wait_s or None, advance, curve=keys)
     except playing.NothingToPlayError as exc:
         click.echo(f"convlog: {exc}", err=True)
         sys.exit(1)

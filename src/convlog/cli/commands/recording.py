@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from convlog.cli.commands.options import dir_option, load_log
+from convlog.cli.commands.options import both_or_neither, curve_client_options, curve_keys, dir_option, load_log
 from convlog.recorder.config import FSYNC_POLICIES, load_config
 
 
@@ -35,6 +35,7 @@ from convlog.recorder.config import FSYNC_POLICIES, load_config
               help="Ed25519 private key (convlog keys generate): sign the chain head at each checkpoint.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@curve_client_options
 def record(config_path: Path | None, log_level: str, **flags: Any) -> None:
     """Record the bus into the log directory (foreground; stop with SIGTERM or Ctrl-C)."""
     from convlog.recorder.daemon import Recorder, configure_logging
@@ -51,13 +52,23 @@ def record(config_path: Path | None, log_level: str, **flags: Any) -> None:
 @click.option("--xpub", default="tcp://127.0.0.1:5556", show_default=True,
               help="Endpoint subscribers connect to.")
 @click.option("--hwm", type=click.IntRange(min=0), help="High-water mark for both sockets (default libzmq's 1000).")
-def broker(xsub: str, xpub: str, hwm: int | None) -> None:
-    """Run the reference XSUB/XPUB broker (foreground; stop with SIGTERM or Ctrl-C)."""
+@click.option("--curve-secret", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="The broker's own CURVE certificate (NAME.key_secret): both sockets accept only CURVE "
+                   "clients. With --curve-allow.")
+@click.option("--curve-allow", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Directory of the allowed clients' public certificates (*.key), publishers and "
+                   "subscribers alike. With --curve-secret.")
+def broker(xsub: str, xpub: str, hwm: int | None, curve_secret: Path | None, curve_allow: Path | None) -> None:
+    """Run the reference XSUB/XPUB broker (foreground; stop with SIGTERM or Ctrl-C).
+
+    With --curve-secret and --curve-allow, only clients holding an allowed key are
+    heard; the others are refused and logged (see docs/security.md)."""
     from convlog.bus.broker import run_broker
     from convlog.recorder.daemon import configure_logging
 
+    both_or_neither(("--curve-secret", curve_secret), ("--curve-allow", curve_allow))
     configure_logging()
-    sys.exit(run_broker(xsub, xpub, hwm))
+    sys.exit(run_broker(xsub, xpub, hwm, curve_secret=curve_secret, curve_allow=curve_allow))
 
 
 @click.command()
@@ -77,16 +88,19 @@ def broker(xsub: str, xpub: str, hwm: int | None) -> None:
               help="Seconds to wait for a subscriber before sending (0: don't wait).")
 @click.option("--publisher-id", help="Id in the loss-detection stamps (default host:pid:random).")
 @click.option("--no-stamp", is_flag=True, help="Send payloads exactly as in the file, without stamps.")
+@curve_client_options
 def publish(file: Path, endpoint: str, endpoint_alias: str | None, rate: float | None, fmt: str, topic: str | None,
-            wait_s: float, publisher_id: str | None, no_stamp: bool) -> None:
+            wait_s: float, publisher_id: str | None, no_stamp: bool, curve_secret: Path | None,
+            curve_server: Path | None) -> None:
     """Publish a JSONL file (or an export JSON document, as the native events that
     re-create its sessions) to a broker, stamping JSON objects for loss detection."""
     endpoint = endpoint_alias or endpoint
+    keys = curve_keys(curve_secret, curve_server)
     from convlog.bus.publisher import Publisher, file_messages
     from convlog.bus.publisher import publish as run
 
     messages = file_messages(file, topic=topic, fmt=fmt)  # an export document is checked here, before connecting
-    with Publisher(endpoint, publisher_id=publisher_id, stamp=not no_stamp) as pub:
+    with Publisher(endpoint, publisher_id=publisher_id, stamp=not no_stamp, curve=keys) as pub:
         report = run(messages, rate=rate, wait_s=wait_s or None, publisher=pub)
     from convlog.core.view import plural
 
