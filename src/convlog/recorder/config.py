@@ -723,7 +723,32 @@ def load_config(
         origin = config.source if config.source != "defaults" else "environment"
         raise ConfigError(origin, "file_mode", str(exc)) from None
     _check_curve(config, env, overrides or {})
+    _check_sign_key(config, env, overrides or {})
     return config
+
+
+def _origin(config: Config, env: Mapping[str, str], overrides: Mapping[str, Any], key: str) -> tuple[str, str]:
+    """Where the value of ``[recorder] key`` came from, for a :class:`ConfigError`:
+    ``(origin, key as written there)``."""
+    if overrides.get(key) is not None:
+        return "flag", f"--{key.replace('_', '-')}"
+    if f"CONVLOG_{key.upper()}" in env:
+        return "environment", f"CONVLOG_{key.upper()}"
+    return (config.source if config.source != "defaults" else "environment"), f"recorder.{key}"
+
+
+def _key_error(config: Config, env: Mapping[str, str], overrides: Mapping[str, Any], name: str,
+               reason: str) -> ConfigError:
+    """A :class:`ConfigError` for a key file named by ``[recorder] name`` (with the file's
+    line when it came from the config file)."""
+    where, key = _origin(config, env, overrides, name)
+    line = None
+    if key.startswith("recorder."):
+        try:
+            line = _line_of(Path(where).read_text(encoding="utf-8"), "recorder", name)
+        except (OSError, UnicodeDecodeError):
+            line = None
+    return ConfigError(where, key, reason, line)
 
 
 def _check_curve(config: Config, env: Mapping[str, str], overrides: Mapping[str, Any]) -> None:
@@ -731,29 +756,29 @@ def _check_curve(config: Config, env: Mapping[str, str], overrides: Mapping[str,
     (:func:`convlog.bus.curve.ClientKeys.load`), so a bad one stops the recorder at start."""
     from convlog.bus.curve import ClientKeys, CurveError
 
-    def origin(key: str) -> tuple[str, str]:
-        if overrides.get(key) is not None:
-            return "flag", f"--{key.replace('_', '-')}"
-        if f"CONVLOG_{key.upper()}" in env:
-            return "environment", f"CONVLOG_{key.upper()}"
-        return (config.source if config.source != "defaults" else "environment"), f"recorder.{key}"
-
     secret, server = config.curve_secret, config.curve_server
     if secret is None and server is None:
         return
     if secret is None or server is None:
         given, missing = ("curve_secret", "curve_server") if server is None else ("curve_server", "curve_secret")
-        where, key = origin(given)
+        where, key = _origin(config, env, overrides, given)
         raise ConfigError(where, key, f"CURVE needs {missing} too (both or neither)")
     try:
         ClientKeys.load(secret, server)
     except CurveError as exc:
         name = "curve_secret" if exc.path == secret else "curve_server"
-        where, key = origin(name)
-        line = None
-        if key.startswith("recorder."):
-            try:
-                line = _line_of(Path(where).read_text(encoding="utf-8"), "recorder", name)
-            except (OSError, UnicodeDecodeError):
-                line = None
-        raise ConfigError(where, key, str(exc), line) from None
+        raise _key_error(config, env, overrides, name, str(exc)) from None
+
+
+def _check_sign_key(config: Config, env: Mapping[str, str], overrides: Mapping[str, Any]) -> None:
+    """``sign_key`` loads as an Ed25519 private key readable by its owner only
+    (:func:`convlog.store.signing.load_private_key`), so a bad one stops the recorder at
+    start."""
+    if config.sign_key is None:
+        return
+    from convlog.store.signing import SigningKeyError, load_private_key
+
+    try:
+        load_private_key(config.sign_key)
+    except SigningKeyError as exc:
+        raise _key_error(config, env, overrides, "sign_key", str(exc)) from None

@@ -54,7 +54,9 @@ from convlog.recorder.snapshot import StateSnapshots, take_snapshot
 from convlog.recorder.status import Reporter
 from convlog.store import modes
 from convlog.store.clock import Clock
+from convlog.store.heads import HeadSigner
 from convlog.store.lock import LogLock
+from convlog.store.signing import load_private_key
 from convlog.store.writer import SegmentWriter
 
 log = logging.getLogger("convlog.recorder")
@@ -98,6 +100,8 @@ class Recorder:
         self.receiver = Receiver(config, self.ingest, self.clock, self.sequencer, self.durable)
         self.snapshots = StateSnapshots(self.directory, self.faults, self._snapshot)
         self.jobs = Jobs(self.directory, config, self.notifier, self.faults)
+        if config.sign_key is not None:  # (checked by load_config: it loads)
+            self.jobs.signer = HeadSigner(self.directory, load_private_key(config.sign_key), self.clock)
         self.reporter = Reporter(config, self.directory, self.ingest, self.sequencer, self.durable,
                                  self.receiver, self.jobs, self.faults)
         self.control_server = ControlServer(self.directory, self.sequencer, self.durable, self.jobs,

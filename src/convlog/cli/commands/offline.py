@@ -13,15 +13,20 @@ from convlog.cli.commands.reading import index_failed
 
 @click.command()
 @log_dir_argument
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Ed25519 public key (NAME-sign.pub from convlog keys generate): check the signed chain heads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(dir_argument: Path | None, dir_option: Path | None, as_json: bool) -> None:
-    """Check a log directory: whole records, seq contiguous from 1, segment names,
-    state.json and quarantine entries. Exits 1 when a problem is found."""
+def verify(dir_argument: Path | None, dir_option: Path | None, key_path: Path | None, as_json: bool) -> None:
+    """Check a log directory: whole records, payload digests, the hash chain, seq
+    contiguous from 1, segment names, checkpoints, state.json and quarantine entries;
+    with --key, the signed chain heads too. Exits 1 when a problem is found."""
     from convlog.cli import console, reports
+    from convlog.store.signing import load_public_key
     from convlog.store.verify import verify as run
 
+    key = load_public_key(key_path) if key_path is not None else None
     with console.lazy_progress("verifying") as progress:
-        report = run(log_dir(dir_argument, dir_option), progress=progress)
+        report = run(log_dir(dir_argument, dir_option), progress=progress, key=key)
     if as_json:
         console.print_json(report.as_dict())
     else:
