@@ -1,5 +1,7 @@
 """The hash chain's laws (convlog.core.chain), on lines made by the recorder's own
-line builder: linking then checking finds nothing; purging a record keeps every link;
+line builder (payloads and meta with nested members named like the line's own, which
+the writer's fast split must not be fooled by): linking then checking finds nothing;
+purging a record keeps every link;
 redaction's digests are bound; any change to a linked record, and any deletion,
 duplication or swap of records, breaks a link at or right after it."""
 
@@ -11,7 +13,7 @@ import orjson
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from convlog.core.chain import BODY_DIGEST, CHAIN, GENESIS, Chain, chain_problem, link
+from convlog.core.chain import BODY_DIGEST, CHAIN, GENESIS, Chain, chain_problem
 from convlog.core.purge import purged_line
 from convlog.core.record import format_line, make_line, parse_line
 
@@ -30,8 +32,15 @@ def a_line(draw: st.DrawFn, seq: int) -> bytes:
     if shape == "own":
         return make_line(seq, head["ts"], "recorder.gap", "recorder", None, None,
                          draw(st.dictionaries(TEXT, SCALAR, max_size=3)))
-    payload = orjson.dumps({"type": "message", "content": draw(TEXT), "n": draw(SCALAR)})
+    payload = {"type": "message", "content": draw(TEXT), "n": draw(SCALAR)}
+    if draw(st.booleans()):  # members named like the line's own, nested in the payload
+        event("payload with nested meta and data members")
+        payload["meta"] = {"x": 1, "data": {"meta": {}}}
+    payload = orjson.dumps(payload)
     meta = {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload), "sender": draw(TEXT)}
+    if draw(st.booleans()):  # ... and in meta (an enrichment copying a nested object)
+        event("meta with a nested meta member")
+        meta["usage"] = {"tokens": 3, "meta": {"data": 1}}
     if shape == "redacted":
         meta["stored_sha256"] = hashlib.sha256(payload).hexdigest()
         meta["sha256"] = hashlib.sha256(b"received " + payload).hexdigest()
@@ -54,7 +63,7 @@ def problems(lines: list[bytes]) -> list[int]:
     bad = []
     for index, line in enumerate(lines):
         record = parse_line(line)
-        if chain_problem(prev, record) is not None:
+        if chain_problem(prev, line, record) is not None:
             bad.append(index)
         prev = record[CHAIN]
     return bad
@@ -73,7 +82,7 @@ def test_a_linked_log_checks_clean_and_each_line_ends_with_its_link(lines: list[
 @given(a_log(), st.data())
 def test_purging_any_record_keeps_every_link(lines: list[bytes], data: st.DataObject) -> None:
     index = data.draw(st.integers(0, len(lines) - 1))
-    purged = purged_line(parse_line(lines[index]))
+    purged = purged_line(parse_line(lines[index]), lines[index])
     record = parse_line(purged)
     event(f"purged a record {'with' if 'sha256' in record['meta'] else 'without'} a payload digest")
     assert record["data"] is None and record["meta"][BODY_DIGEST]
@@ -83,9 +92,13 @@ def test_purging_any_record_keeps_every_link(lines: list[bytes], data: st.DataOb
 @settings(max_examples=300)
 @given(a_log(), st.data())
 def test_any_change_to_a_linked_record_breaks_its_link(lines: list[bytes], data: st.DataObject) -> None:
+    """A field of a record changed (the line written again as a tool would, its chain kept
+    last): its own link no longer follows. Its data too when it has no payload digest."""
     index = data.draw(st.integers(0, len(lines) - 1))
     record = parse_line(lines[index])
-    field = data.draw(st.sampled_from([*sorted(set(record) - {CHAIN, "data"}), "meta.field"]))
+    digest = "sha256" in record["meta"]
+    fields = sorted(set(record) - {CHAIN} - ({"data"} if digest else set()))
+    field = data.draw(st.sampled_from([*fields, "meta.field"]))
     event(f"changed {field}")
     if field == "meta.field":
         key = data.draw(st.sampled_from(sorted(record["meta"]) or ["added"]))
@@ -94,7 +107,10 @@ def test_any_change_to_a_linked_record_breaks_its_link(lines: list[bytes], data:
         record[field] = [{"text": "changed"}] if record[field] != [{"text": "changed"}] else []
     else:
         record[field] = "changed" if record[field] != "changed" else "changed again"
-    assert link(GENESIS if index == 0 else parse_line(lines[index - 1])[CHAIN], record) != record[CHAIN]
+    chain = record.pop(CHAIN)
+    line = orjson.dumps({**record, CHAIN: chain}) + b"\n"
+    prev = GENESIS if index == 0 else parse_line(lines[index - 1])[CHAIN]
+    assert chain_problem(prev, line, orjson.loads(line)) is not None
 
 
 @settings(max_examples=300)
@@ -115,9 +131,9 @@ def test_deleting_duplicating_or_swapping_records_breaks_a_link(lines: list[byte
 def test_the_data_of_a_record_without_a_payload_digest_is_bound() -> None:
     line = Chain().link_lines(make_line(1, "2026-11-21T12:00:00.000000Z", "recorder.start", "recorder", None, None,
                                         {"pid": 1}))
-    record = parse_line(line)
-    record["data"] = {"pid": 2}
-    assert chain_problem(GENESIS, record) is not None
+    edited = line.replace(b'"pid":1', b'"pid":2')
+    assert edited != line and chain_problem(GENESIS, edited, parse_line(edited)) is not None
+    assert chain_problem(GENESIS, line, parse_line(line)) is None
 
 
 def test_a_line_that_is_not_a_record_is_written_as_is_and_the_next_links_from_genesis() -> None:
@@ -126,4 +142,4 @@ def test_a_line_that_is_not_a_record_is_written_as_is_and_the_next_links_from_ge
     out = chain.link_lines(b"not json\n" + good)
     first, second = out.splitlines(keepends=True)
     assert first == b"not json\n"
-    assert chain_problem(GENESIS, parse_line(second)) is None
+    assert chain_problem(GENESIS, second, parse_line(second)) is None

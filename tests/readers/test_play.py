@@ -375,7 +375,7 @@ def test_purged_records_are_never_played() -> None:
     ingest = Ingest()
     lines = [ingest.line([b"s", orjson.dumps({"type": "message", "session_id": "s", "content": f"m{i}"})], i,
                          f"2026-11-21T12:00:0{i}.000000Z", "sub") for i in range(1, 4)]
-    lines[1] = purged_line(parse_line(lines[1]))
+    lines[1] = purged_line(parse_line(lines[1]), lines[1])
     planned = list(plan(lines, Selection(), None))
     assert [item.seq for item in planned] == [1, 3]
     assert list(plan(lines, Selection(sessions=frozenset({"s"}), since_seq=2, until_seq=2), None)) == []

@@ -13,21 +13,26 @@ hex SHA-256 *link* of that record, computed from the link before it::
   ``{"seq", "ts", "kind", "source", "session", "meta": {"bytes", "sha256",
   "stored_sha256"}}`` (a top-level field null when absent; a ``meta`` field only when
   present with that type, :data:`KEPT_META`).
-* ``body(n)`` is the hex SHA-256 of the compact JSON, keys sorted, of everything else: ``topic``,
-  ``extra_frames`` and every other ``meta`` field, and ``data`` *unless* the record has
-  a payload digest (``meta.stored_sha256`` or ``meta.sha256``), which then stands for
-  it: the payload is checked against that digest (:func:`convlog.core.payload.digest_problem`),
-  and the digest is bound into the chain through ``kept``. A purged record has lost
-  its body, so ``convlog purge`` keeps its digest as ``meta.body_sha256``.
+* ``body(n)`` is the hex SHA-256 of the record's line as written before its link was
+  added (the line without its ``,"chain":"…"`` member), with the raw value of ``data``
+  left out when the record has a payload digest (``meta.stored_sha256`` or
+  ``meta.sha256``): that digest then stands for the payload, which ``verify`` checks
+  against it (:func:`convlog.core.payload.digest_problem`), and the digest is bound
+  through ``kept``. A purged record has lost its body, so ``convlog purge`` keeps the
+  digest of the original's as ``meta.body_sha256``.
 
-So the chain binds digests, not raw bytes: redaction (done before the record is written:
-``meta.sha256`` is the digest of the bytes received, ``meta.stored_sha256`` of the bytes
-stored) and purge (which keeps both digests and the body's) leave every link valid,
-while an edit, insertion, deletion, reorder, truncation in the middle or swap of
-segments breaks the link of the first record after it. The chain cannot, on its own,
-show that records were cut off the *end* of a log, or that the whole log was rewritten
-with a new chain: checkpoints and the base record the chain head at their cut, and
-signed heads (:mod:`convlog.store.signing`) bind it to a key kept elsewhere.
+So the chain binds digests, not raw payload bytes: redaction (done before the record is
+written: ``meta.sha256`` is the digest of the bytes received, ``meta.stored_sha256`` of
+the bytes stored) and purge (which keeps both digests and the body's) leave every link
+valid, while an edit, insertion, deletion, reorder, truncation in the middle or swap of
+segments breaks the link at or right after it. The chain cannot, on its own, show that
+records were cut off the *end* of a log, or that the whole log was rewritten with a new
+chain: checkpoints and the base record the chain head at their cut, and signed heads
+(:mod:`convlog.store.heads`) bind it to a key kept elsewhere.
+
+The body is taken from the line's bytes, not from a re-serialised record, so linking
+costs the writer two small parses (the members before ``data`` and from ``meta`` on)
+and two SHA-256 over the line without its payload, not a parse of the payload.
 
 The construction is a plain hash chain as in RFC 6962's Merkle tree logs reduced to a
 list (and Crosby & Wallach, "Efficient Data Structures for Tamper-Evident Logging",
@@ -42,6 +47,7 @@ from typing import Any
 
 import orjson
 
+from convlog.core.payload import PayloadError, member_span
 from convlog.core.record import dump_json
 
 #: The link before the first record of a chain (64 hex zeros).
@@ -56,13 +62,13 @@ KEPT_FIELDS: tuple[str, ...] = ("seq", "ts", "kind", "source", "session")
 #: the payload's size in bytes and its digests (as received, as stored).
 KEPT_META: tuple[tuple[str, type], ...] = (("bytes", int), ("sha256", str), ("stored_sha256", str))
 
-_SORTED = orjson.OPT_SORT_KEYS
-_SKIP = frozenset((*KEPT_FIELDS, CHAIN))
-_SKIP_WITH_DATA = _SKIP | {"data"}
-_LINK_END = b'"}\n'
 _LINK_START = b',"chain":"'
+_LINK_END = b'"}\n'
 #: Bytes linking adds to a line (``,"chain":"<64 hex digits>"``).
 LINK_BYTES = len(_LINK_START) + 64 + 1
+_DATA_MEMBER = b',"data":'
+_META_MEMBER = b',"meta":{'
+_TAIL_KEYS = frozenset(("meta", "extra_frames"))
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -91,67 +97,88 @@ def kept_meta(meta: Any) -> dict[str, Any]:
     return kept
 
 
-def has_payload_digest(meta: Any) -> bool:
-    """Whether a record's ``data`` is bound through a digest (``meta.stored_sha256`` or
-    ``meta.sha256``, a string) rather than through the body."""
-    return isinstance(meta, Mapping) and (meta.get("stored_sha256").__class__ is str
-                                          or meta.get("sha256").__class__ is str)
-
-
-def body_digest(record: Mapping[str, Any]) -> str:
-    """The hex SHA-256 of a record's body: everything the chain does not bind as kept
-    (see the module doc). For a purged record, whatever it keeps in ``meta.body_sha256``
-    (checked by the link, not here).
-
-    Args:
-        record: a parsed record (the ``chain`` member, if any, is left out).
-
-    Returns:
-        64 hex digits (for a purged record, ``meta.body_sha256`` as found, or ``""``
-        when it has none).
-    """
-    return _body(record, record.get("meta"), kept_meta(record.get("meta")))
-
-
-def _body(record: Mapping[str, Any], meta: Any, kept: dict[str, Any]) -> str:
-    if meta.__class__ is dict or isinstance(meta, Mapping):
-        if meta.get("purged") is True:
-            digest = meta.get(BODY_DIGEST)
-            return digest if isinstance(digest, str) else ""
-        skip = _SKIP_WITH_DATA if "sha256" in kept or "stored_sha256" in kept else _SKIP
-        body = {key: value for key, value in record.items() if key not in skip}
-        body["meta"] = {key: value for key, value in meta.items() if key not in kept} if kept else meta
-    else:
-        body = {key: value for key, value in record.items() if key not in _SKIP}
-    return sha256(dump_json(body, option=_SORTED)).hexdigest()
-
-
 def kept_json(record: Mapping[str, Any]) -> bytes:
-    """The canonical JSON of what a purged record keeps (see the module doc)."""
-    return _kept_json(record, kept_meta(record.get("meta")))
-
-
-def _kept_json(record: Mapping[str, Any], kept: dict[str, Any]) -> bytes:
+    """The compact JSON of what a purged record keeps (see the module doc)."""
     get = record.get
     return dump_json({"seq": get("seq"), "ts": get("ts"), "kind": get("kind"), "source": get("source"),
-                      "session": get("session"), "meta": kept})
+                      "session": get("session"), "meta": kept_meta(get("meta"))})
 
 
-def link(prev: str, record: Mapping[str, Any]) -> str:
-    """The link of ``record`` after a record whose link is ``prev``.
+def unlinked(line: bytes) -> bytes | None:
+    """A linked line as it was before its link was added (its last member,
+    ``,"chain":"<64 hex digits>"``, cut), or None when it does not end that way."""
+    cut = len(line) - LINK_BYTES - 2
+    if cut > 0 and line.endswith(_LINK_END) and line[cut:cut + len(_LINK_START)] == _LINK_START:
+        return line[:cut] + b"}\n"
+    return None
+
+
+def _split(line: bytes) -> tuple[dict[str, Any], int, int] | None:
+    """A line laid out as :func:`convlog.core.record.format_line` writes it, parsed
+    without its ``data``: the members before ``,"data":`` and from ``,"meta":{`` on are
+    parsed alone, so a long payload is not parsed. Returns the record without ``data``
+    and where the raw value of ``data`` lies, or None for any other line.
+
+    A raw ``,"data":`` or ``,"meta":{`` cannot stand inside a JSON string (its quotes
+    would be escaped); one nested in an object leaves the part cut there unbalanced, so
+    it does not parse and None is returned.
+    """
+    at = line.find(_DATA_MEMBER)
+    meta_at = line.rfind(_META_MEMBER)
+    if at < 0 or meta_at <= at:
+        return None
+    try:
+        record = orjson.loads(line[:at] + b"}")
+        tail = orjson.loads(b"{" + line[meta_at + 1:])
+    except orjson.JSONDecodeError:
+        return None
+    if record.__class__ is not dict or tail.__class__ is not dict or not tail.keys() <= _TAIL_KEYS \
+            or "data" in record or not record.keys().isdisjoint(tail):
+        return None
+    record.update(tail)
+    return record, at + len(_DATA_MEMBER), meta_at
+
+
+def _body(line: bytes, record: Mapping[str, Any], span: tuple[int, int] | None) -> str:
+    """``body(n)`` of an unlinked line (see the module doc); ``span`` is where the raw
+    value of ``data`` lies (found here when None and needed)."""
+    if "sha256" not in (kept := kept_meta(record.get("meta"))) and "stored_sha256" not in kept:
+        return sha256(line).hexdigest()
+    if span is None:
+        try:
+            span = member_span(line, "data")
+        except PayloadError:
+            span = None
+        if span is None:
+            return sha256(line).hexdigest()
+    digest = sha256(line[:span[0]])
+    digest.update(line[span[1]:])
+    return digest.hexdigest()
+
+
+def body_digest(line: bytes, record: Mapping[str, Any]) -> str:
+    """``body(n)`` of a record from its line: what ``convlog purge`` keeps as
+    ``meta.body_sha256`` (for a record already purged, the one it keeps).
 
     Args:
-        prev: the link before it (hex text as found; :data:`GENESIS` for none).
-        record: the parsed record (its own ``chain`` member, if any, is ignored).
+        line: the record's line as in the log (linked or not).
+        record: the line parsed.
 
     Returns:
-        64 hex digits.
+        64 hex digits (for a purged record, ``meta.body_sha256`` as found, or ``""``).
     """
     meta = record.get("meta")
-    kept = kept_meta(meta)
-    material = b"%s\n%s\n%s" % (prev.encode("utf-8", "replace"), _body(record, meta, kept).encode("utf-8", "replace"),
-                                _kept_json(record, kept))
-    return sha256(material).hexdigest()
+    if isinstance(meta, Mapping) and meta.get("purged") is True:
+        kept = meta.get(BODY_DIGEST)
+        return kept if isinstance(kept, str) else ""
+    line = unlinked(line) or line
+    split = _split(line)
+    return _body(line, record, split[1:] if split is not None else None)
+
+
+def _link(prev: str, body: str, record: Mapping[str, Any]) -> str:
+    return sha256(b"%s\n%s\n%s" % (prev.encode("utf-8", "replace"), body.encode("utf-8", "replace"),
+                                   kept_json(record))).hexdigest()
 
 
 def is_link(value: Any) -> bool:
@@ -197,42 +224,71 @@ class Chain:
         """
         head = self.head
         out = []
+        append = out.append
+        loads, dumps, decode_error = orjson.loads, dump_json, orjson.JSONDecodeError
         start = 0
         end = data.find(b"\n")
         while end >= 0:
             line = data[start:end + 1]
             start = end + 1
             end = data.find(b"\n", start)
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                record = None
-            if record.__class__ is not dict or not line.endswith(b"}\n") or len(record) == 0:
-                out.append(line)
-                head = GENESIS
-                continue
-            if CHAIN in record:
-                out.append(line)
-                found = record[CHAIN]
-                head = found if isinstance(found, str) else GENESIS
-                continue
-            head = link(head, record)
-            out.append(line[:-2])
-            out.append(_LINK_START)
-            out.append(head.encode())
-            out.append(_LINK_END)
-        out.append(data[start:])
+            # The fast path, inlined (the recorder's hot path): _split, kept_json, _body, _link.
+            at = line.find(_DATA_MEMBER)
+            meta_at = line.rfind(_META_MEMBER)
+            record = tail = None
+            if 0 <= at < meta_at:
+                try:
+                    record = loads(line[:at] + b"}")
+                    tail = loads(b"{" + line[meta_at + 1:])
+                except decode_error:
+                    record = None
+            if record.__class__ is dict and tail.__class__ is dict and tail.keys() <= _TAIL_KEYS \
+                    and "data" not in record and "meta" not in record and "extra_frames" not in record \
+                    and CHAIN not in record and line.endswith(b"}\n"):
+                get = record.get
+                meta = tail["meta"]
+                kept = kept_meta(meta)
+                if "sha256" in kept or "stored_sha256" in kept:
+                    digest = sha256(line[:at + len(_DATA_MEMBER)])
+                    digest.update(line[meta_at:])
+                else:
+                    digest = sha256(line)
+                material = dumps({"seq": get("seq"), "ts": get("ts"), "kind": get("kind"), "source": get("source"),
+                                  "session": get("session"), "meta": kept})
+                head = sha256(b"%s\n%s\n%s" % (head.encode(), digest.hexdigest().encode(), material)).hexdigest()
+            else:
+                try:
+                    record = loads(line)
+                except decode_error:
+                    record = None
+                if record.__class__ is not dict or not line.endswith(b"}\n") or len(record) == 0:
+                    append(line)
+                    head = GENESIS
+                    continue
+                if CHAIN in record:
+                    append(line)
+                    found = record[CHAIN]
+                    head = found if isinstance(found, str) else GENESIS
+                    continue
+                split = _split(line)
+                head = _link(head, _body(line, record, split[1:] if split is not None else None), record)
+            append(line[:-2])
+            append(_LINK_START)
+            append(head.encode())
+            append(_LINK_END)
+        append(data[start:])
         self.head = head
         return b"".join(out)
 
 
-def chain_problem(prev: str, record: Mapping[str, Any]) -> str | None:
+def chain_problem(prev: str, line: bytes, record: Mapping[str, Any]) -> str | None:
     """Why a record's ``chain`` is not the link after ``prev``, or None when it is.
 
     Args:
         prev: the link the record should follow (:data:`GENESIS` after a record with no
             chain or at the start of the log, the base's chain after a base).
-        record: the parsed record; one that carries no chain is not checked here (the
+        line: the record's line as in the log.
+        record: the line parsed; one that carries no chain is not checked here (the
             caller decides whether a missing chain is allowed).
 
     Returns:
@@ -244,9 +300,18 @@ def chain_problem(prev: str, record: Mapping[str, Any]) -> str | None:
     if not is_link(found):
         return "its chain is not a 64-digit hex link"
     meta = record.get("meta")
-    if isinstance(meta, Mapping) and meta.get("purged") is True and not is_link(meta.get(BODY_DIGEST)):
-        return "it is purged but keeps no meta.body_sha256 for its chain"
-    if link(prev, record) != found:
+    purged = isinstance(meta, Mapping) and meta.get("purged") is True
+    if purged:
+        if not is_link(meta.get(BODY_DIGEST)):
+            return "it is purged but keeps no meta.body_sha256 for its chain"
+        body = meta[BODY_DIGEST]
+    else:
+        before = unlinked(line)
+        if before is None:
+            return "its chain is not the last member of its line (the line was edited)"
+        split = _split(before)
+        body = _body(before, record, split[1:] if split is not None else None)
+    if _link(prev, body, record) != found:
         return ("its chain does not follow the record before it "
                 "(this record or one before it was edited, inserted, removed or reordered)")
     return None

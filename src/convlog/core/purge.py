@@ -95,20 +95,27 @@ def selects(record: Mapping[str, Any], session: str, before: str | None, upto_se
     return when is None or when < before
 
 
-def purged_line(record: Mapping[str, Any]) -> bytes:
+def purged_line(record: Mapping[str, Any], line: bytes | None = None) -> bytes:
     """The line a purged record is written as (see the module doc).
 
     Args:
         record: the parsed original record (``seq`` an int, ``kind`` a str, as
             :func:`convlog.core.record.parse_line` guarantees).
+        line: the original's line as in the log; needed when it carries a ``chain``
+            (the digest of its body is taken from it, :func:`convlog.core.chain.body_digest`).
 
     Returns:
         one JSONL line, newline-terminated.
+
+    Raises:
+        ValueError: for a record with a chain and no line.
     """
     meta: dict[str, Any] = {"purged": True, **kept_meta(record.get("meta"))}
     chain = record.get(CHAIN)
     if isinstance(chain, str):
-        meta[BODY_DIGEST] = body_digest(record)
+        if line is None:
+            raise ValueError("a record with a chain is purged from its line")
+        meta[BODY_DIGEST] = body_digest(line, record)
     line: dict[str, Any] = {
         "seq": record["seq"],
         "ts": record.get("ts"),

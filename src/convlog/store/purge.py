@@ -658,7 +658,7 @@ def _rewrite_segment(directory: Path, key: str, select: Callable[[dict[str, Any]
                     except ValueError:
                         record = None
                     if record is not None and select(record):
-                        line = purged_line(record)
+                        line = purged_line(record, line)
                         count += 1
                 dst.write(line)
             if sealed:

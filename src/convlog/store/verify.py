@@ -211,8 +211,9 @@ class _Walk:
     wanted: set[int] = field(default_factory=set)
     links: dict[int, str | None] = field(default_factory=dict)
 
-    def step(self, record: dict[str, Any]) -> str | None:
-        """Check one valid record's link and move on; returns the problem or None."""
+    def step(self, line: bytes, record: dict[str, Any]) -> str | None:
+        """Check one valid record's link (``line`` as in the log, ``record`` parsed) and
+        move on; returns the problem or None."""
         found = record_link(record)
         seq = record["seq"]
         if seq in self.wanted:
@@ -226,7 +227,7 @@ class _Walk:
         self.chained += 1
         if self.first_chained is None:
             self.first_chained = seq
-        problem = chain_problem(self.prev, record) if self.prev is not None else None
+        problem = chain_problem(self.prev, line, record) if self.prev is not None else None
         if problem is None and self.prev is None and not is_link(found):
             problem = "its chain is not a 64-digit hex link"
         self.prev = found if found is not None else GENESIS
@@ -531,7 +532,7 @@ def _check_segment(
                 mismatch = digest_problem(line, record)
                 if mismatch is not None:
                     problems.append(Problem(where, number, f"seq {record['seq']}: {mismatch}"))
-                broken = walk.step(record)
+                broken = walk.step(line, record)
                 seq = record["seq"]
                 expected = report.last_seq + 1
                 if seq != expected:
