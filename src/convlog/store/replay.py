@@ -7,7 +7,7 @@ session's visible messages from the log when they are shown.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -101,6 +101,11 @@ class Replay:
             )
         raise UnknownSessionError(f"no session {session!r} in {self.directory}")
 
+    def read(self, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The records with these seqs, by seq (those the log no longer has left out):
+        :func:`convlog.store.segment.read_seqs` on :attr:`directory`."""
+        return read_seqs(self.directory, seqs)
+
     def messages(self, session: str) -> list[ShownMessage]:
         """The visible messages of a session with their bodies, read from the log.
 
@@ -116,7 +121,7 @@ class Replay:
         sid = self.resolve(session)
         info = self.state.sessions[sid]
         seqs = self.state.visible(sid)
-        records = read_seqs(self.directory, seqs)
+        records = self.read(seqs)
         # A streamed message's first record is a delta or an end; its parts come next.
         streams: dict[int, Stream] = {}
         for seq in seqs:
@@ -126,10 +131,8 @@ class Replay:
                 stream = self.state.streams.get((record.get("session"), message_id(record)))
                 if stream is not None:
                     streams[seq] = stream
-        parts = read_seqs(
-            self.directory,
-            {s for stream in streams.values() for s in (*stream.delta_seqs, stream.end_seq) if s is not None},
-        )
+        parts = self.read(
+            {s for stream in streams.values() for s in (*stream.delta_seqs, stream.end_seq) if s is not None})
         shown = []
         for index, seq in enumerate(seqs, 1):
             record = records.get(seq, {})

@@ -722,6 +722,18 @@ def follow(
         call. Invalid lines are skipped and reported to ``on_error(segment name,
         line number, reason)``; line numbers count from the start position.
     """
+    for _line, record, key, offset in follow_lines(directory, position, on_error):
+        yield record, key, offset
+
+
+def follow_lines(
+    directory: Path,
+    position: tuple[str, int] | None = None,
+    on_error: Callable[[str, int, str], None] | None = None,
+) -> Iterator[tuple[bytes, dict[str, Any], str, int]]:
+    """:func:`follow`, with each record's line: ``(line, record, segment key, offset
+    after the line)``. Yields nothing when ``position`` names a segment the log no
+    longer has (see :func:`follow`)."""
     segments = list_segments(directory)
     names = [segment_key(path) for _, path in segments]
     if position is None:
@@ -753,7 +765,7 @@ def follow(
                     if on_error is not None:
                         on_error(key, number, str(exc))
                     continue
-                yield record, key, offset
+                yield line, record, key, offset
         if damage and on_error is not None:
             on_error(key, number + 1, f"unreadable from here: {damage[0]}")
         offset = 0

@@ -17,14 +17,14 @@ from typing import Any
 import click
 
 from convlog import __version__
-from convlog.cli.commands import keys, offline, operations, reading, recording, sessions
+from convlog.cli.commands import database, keys, offline, operations, reading, recording, sessions
 from convlog.cli.commands.options import default_dir, silence_stdout
 from convlog.cli.errors import EXPECTED
 from convlog.store import modes
 
 #: The commands of ``convlog --help`` by what a person wants to do, in that order.
 COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
-    "Recording": ("record", "launch", "status", "stop", "doctor", "broker", "publish", "keys", "demo"),
+    "Recording": ("record", "launch", "status", "stop", "doctor", "broker", "publish", "keys", "sync", "demo"),
     "Reading": ("sessions", "show", "search", "tail", "info", "replay", "export", "play", "resume"),
     "Sessions": ("fork", "rewind", "checkpoint", "crystal", "delete", "purge", "checkpoints"),
     "Offline tools": ("verify", "recover", "compress", "prune", "import", "reindex"),
@@ -105,6 +105,7 @@ main.add_command(recording.publish)
 main.add_command(recording.demo)
 main.add_command(recording.launch)
 main.add_command(keys.keys)
+main.add_command(database.sync)
 main.add_command(operations.status)
 main.add_command(operations.doctor)
 main.add_command(operations.stop)

@@ -1,0 +1,191 @@
+"""Writing synced records into the database exactly once.
+
+Each batch is one transaction (:func:`write_batch`): the log's position row is locked
+(``SELECT … FOR UPDATE``, so two followers of one log take turns), the records are
+copied into a temporary staging table (``COPY … FROM STDIN``, psycopg 3's
+``Cursor.copy``) and moved with ``INSERT … ON CONFLICT (log_id, seq) DO NOTHING``; the
+sessions they name are marked for projection, their ``llm.request`` and ``recorder.gap``
+rows written, and the position moved past the batch, all in the same transaction. A
+crash anywhere (of the follower, the recorder or the database) leaves either all of it
+or none, and the follower resumes from the position the database holds: every record
+ends up in the database once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from convlog.db.rows import COLUMNS, parse_ts, pg_text
+
+_STAGING = "convlog_staging"
+_COLUMN_TYPES = {
+    "log_id": "uuid", "seq": "bigint", "ts": "timestamptz", "ts_text": "text", "kind": "text", "source": "text",
+    "topic": "text", "session": "text", "data": "jsonb", "data_json": "json", "meta": "jsonb",
+    "extra_frames": "jsonb", "chain": "text", "search_text": "text",
+}
+_COLUMN_LIST = ", ".join(COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """What the database acknowledged for one log.
+
+    Attributes:
+        seq: the last record written (0: none).
+        segment: the segment to read next from (its key, the plain name).
+        offset: the byte offset in it, just after the last record written.
+        records: records written so far.
+    """
+
+    seq: int
+    segment: str
+    offset: int
+    records: int = 0
+
+
+@dataclass(slots=True)
+class Batch:
+    """One batch of records of one log to write.
+
+    Attributes:
+        rows: ``convlog.records`` rows (:func:`convlog.db.rows.record_row`), in seq order.
+        sessions: the sessions they name (to project).
+        llm_requests: ``(seq, ts, session, model, input_tokens, output_tokens, cost_usd)``.
+        gaps: ``(seq, ts, publisher, first_missing, last_missing)``.
+        position: where the log is read next after the batch (its last record's seq,
+            segment and offset).
+        log_seq, log_ts: the log's last record as the follower last saw it (for the lag).
+    """
+
+    rows: list[tuple[Any, ...]]
+    sessions: set[str]
+    llm_requests: list[tuple[Any, ...]]
+    gaps: list[tuple[Any, ...]]
+    position: Position
+    log_seq: int | None = None
+    log_ts: str | None = None
+
+
+def register_log(conn: Any, log_id: str, host: str, directory: str) -> Position | None:
+    """Record that this log is synced from ``host:directory`` and return what the
+    database acknowledged for it.
+
+    Args:
+        conn: a psycopg connection (not in a transaction).
+        log_id: the log's id (``DIR/log_id``).
+        host, directory: where it is being synced from now.
+
+    Returns:
+        its :class:`Position`, or None when nothing of it was written yet.
+
+    Raises:
+        psycopg.Error: when the database cannot be written.
+    """
+    with conn.transaction():
+        conn.execute("""INSERT INTO convlog.logs (log_id, host, directory) VALUES (%s, %s, %s)
+                        ON CONFLICT (log_id) DO UPDATE SET host = excluded.host, directory = excluded.directory,
+                                                           last_synced = now()""",
+                     (log_id, pg_text(host), pg_text(directory)))
+        row = conn.execute('SELECT seq, segment, "offset", records FROM convlog.positions WHERE log_id = %s',
+                           (log_id,)).fetchone()
+    return Position(int(row[0]), row[1], int(row[2]), int(row[3])) if row is not None else None
+
+
+def write_batch(conn: Any, log_id: str, batch: Batch) -> int:
+    """Write one batch exactly once (see the module doc).
+
+    Args:
+        conn: a psycopg connection (not in a transaction).
+        log_id: the log's id (registered with :func:`register_log`).
+        batch: the records and the position after them.
+
+    Returns:
+        how many records were new to the database (0 when another follower wrote them
+        first: the position is then left as that one set it).
+
+    Raises:
+        psycopg.Error: when the transaction fails (nothing of the batch stays).
+    """
+    last_seq = batch.position.seq
+    with conn.transaction():
+        row = conn.execute("SELECT seq FROM convlog.positions WHERE log_id = %s FOR UPDATE", (log_id,)).fetchone()
+        if row is not None and int(row[0]) >= last_seq:
+            return 0
+        conn.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} ("
+                     + ", ".join(f"{name} {_COLUMN_TYPES[name]}" for name in COLUMNS)
+                     + ") ON COMMIT DELETE ROWS")
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY {_STAGING} ({_COLUMN_LIST}) FROM STDIN") as copy:
+                for values in batch.rows:
+                    copy.write_row(values)
+            cur.execute(f"INSERT INTO convlog.records ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGING} "
+                        "ORDER BY seq ON CONFLICT (log_id, seq) DO NOTHING")
+            inserted = cur.rowcount
+            if batch.sessions:
+                cur.executemany("INSERT INTO convlog.dirty (session) VALUES (%s) ON CONFLICT DO NOTHING",
+                                [(pg_text(session),) for session in sorted(batch.sessions)])
+            if batch.llm_requests:
+                cur.executemany("""INSERT INTO convlog.llm_requests
+                                     (log_id, seq, ts, session, model, input_tokens, output_tokens, cost_usd)
+                                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+                                [(log_id, *values) for values in batch.llm_requests])
+            if batch.gaps:
+                cur.executemany("""INSERT INTO convlog.gaps
+                                     (log_id, seq, ts, publisher, first_missing, last_missing)
+                                   VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+                                [(log_id, *values) for values in batch.gaps])
+            position = batch.position
+            last_ts = batch.rows[-1][2] if batch.rows else None
+            cur.execute("""INSERT INTO convlog.positions
+                             (log_id, seq, segment, "offset", last_ts, log_seq, log_ts, records, updated)
+                           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())
+                           ON CONFLICT (log_id) DO UPDATE SET
+                             seq = excluded.seq, segment = excluded.segment, "offset" = excluded."offset",
+                             last_ts = coalesce(excluded.last_ts, convlog.positions.last_ts),
+                             log_seq = excluded.log_seq, log_ts = excluded.log_ts,
+                             records = convlog.positions.records + excluded.records, updated = now()""",
+                        (log_id, last_seq, position.segment, position.offset, last_ts, batch.log_seq,
+                         parse_ts(batch.log_ts), inserted))
+    return inserted
+
+
+def note_log_end(conn: Any, log_id: str, log_seq: int, log_ts: str | None) -> None:
+    """Store the log's end as the follower sees it when nothing is left to write (the
+    lag is then 0 records).
+
+    Raises:
+        psycopg.Error: when it cannot be written.
+    """
+    conn.execute("UPDATE convlog.positions SET log_seq = %s, log_ts = %s, updated = now() WHERE log_id = %s",
+                 (log_seq, parse_ts(log_ts), log_id))
+
+
+def lag_rows(conn: Any, log_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Each synced log's position and lag, for ``convlog status --db``.
+
+    Returns:
+        dicts ``{"log_id", "host", "directory", "seq", "records", "log_seq", "lag_records",
+        "lag_s", "updated"}``; ``lag_s`` is the time between the log's last record and the
+        last record written, seconds (0 when caught up).
+    """
+    query = """SELECT l.log_id::text, l.host, l.directory, p.seq, p.records, p.log_seq,
+                      p.last_ts, p.log_ts, p.updated
+               FROM convlog.logs l LEFT JOIN convlog.positions p USING (log_id)"""
+    params: tuple[Any, ...] = ()
+    if log_ids:
+        query += " WHERE l.log_id::text = ANY(%s)"
+        params = (list(log_ids),)
+    out = []
+    for log_id, host, directory, seq, records, log_seq, last_ts, log_ts, updated in conn.execute(
+            query + " ORDER BY l.host, l.directory", params):
+        behind = max(0, (log_seq or 0) - (seq or 0)) if log_seq is not None else None
+        lag_s = None
+        if isinstance(log_ts, datetime) and isinstance(last_ts, datetime):
+            lag_s = max(0.0, (log_ts - last_ts).total_seconds()) if behind else 0.0
+        out.append({"log_id": log_id, "host": host, "directory": directory, "seq": seq, "records": records,
+                    "log_seq": log_seq, "lag_records": behind, "lag_s": lag_s,
+                    "updated": updated.isoformat() if isinstance(updated, datetime) else None})
+    return out

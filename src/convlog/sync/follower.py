@@ -1,0 +1,347 @@
+"""The sync follower: reads a log from where the database says it stopped and writes its
+records in batches (:func:`convlog.db.writer.write_batch`), then projects the sessions
+they touched (:func:`convlog.db.projection.project`).
+
+Where it starts: the position the database acknowledged for this log (``convlog.positions``,
+written in the same transaction as the records), never a local file, so a crash of the
+follower, the recorder or the database between any two steps loses and repeats
+nothing. When that position's segment is gone (retention let it go after it was synced),
+it reads on from the segment holding the next seq. The log's identity is
+``DIR/log_id`` (:mod:`convlog.store.identity`).
+
+After each batch it writes ``DIR/recovery/sync.json`` (the position and the lag, for
+``convlog status`` and for retention, which keeps every segment not yet synced), and
+updates its Prometheus metrics. When the database goes away it logs once, retries with
+a back-off (0.5 s doubling to 30 s) and resumes by itself; ``--once`` ends when the log's
+end is written, ``--follow`` waits for new records (watchfiles, or a poll).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from convlog.core.fold import State, Step, fold
+from convlog.db.projection import project_all
+from convlog.db.rows import parse_ts, pg_text, record_row
+from convlog.db.schema import migrate
+from convlog.db.writer import Batch, Position, note_log_end, register_log, write_batch
+from convlog.store.fsync import write_atomic
+from convlog.store.identity import ensure_log_id
+from convlog.store.segment import RECOVERY, follow_lines, list_segments, segment_key, segments_from
+
+log = logging.getLogger("convlog.sync")
+
+#: ``DIR/recovery/sync.json``: what the follower last wrote (see the module doc).
+SYNC_FILE = "sync.json"
+#: Most records per batch (one transaction).
+BATCH_RECORDS = 5000
+#: Most line bytes per batch.
+BATCH_BYTES = 16 * 1024 * 1024
+#: Back-off after a database error: first and longest wait, seconds.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password (for logs, status and files)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        params = conninfo_to_dict(url)
+    except Exception:
+        return "<database>"
+    if "password" in params:
+        params["password"] = "***"
+    if url.startswith(("postgresql://", "postgres://")):
+        host = params.get("host", "")
+        port = f":{params['port']}" if params.get("port") else ""
+        user = f"{params['user']}@" if params.get("user") else ""
+        return f"postgresql://{user}{host}{port}/{params.get('dbname', '')}"
+    return make_conninfo(**params)
+
+
+def read_sync_file(directory: Path) -> dict[str, Any] | None:
+    """``DIR/recovery/sync.json`` parsed, or None when missing or unreadable."""
+    try:
+        data = orjson.loads((Path(directory) / RECOVERY / SYNC_FILE).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def synced_seq(directory: Path) -> int | None:
+    """The last seq the sync says the database holds (``sync.json``), or None when no
+    sync has written one."""
+    data = read_sync_file(directory)
+    seq = data.get("seq") if data is not None else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+def _extract(record: dict[str, Any]) -> list[Step]:
+    """The fold's steps of one ``llm.request`` or ``recorder.gap`` record (on its own)."""
+    steps: list[Step] = []
+    fold(State(), record, observe=steps.append)
+    return steps
+
+
+def _log_end(directory: Path) -> int | None:
+    """The recorder's written seq from ``recovery/state.json`` (None when unknown)."""
+    try:
+        state = orjson.loads((directory / RECOVERY / "state.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    seq = state.get("written_seq") if isinstance(state, dict) else None
+    return seq if isinstance(seq, int) else None
+
+
+@dataclass(slots=True)
+class SyncStats:
+    """What the follower did since it started (status, metrics, tests).
+
+    Attributes:
+        records: records new to the database.
+        batches: batches written.
+        errors: database errors met (each followed by a retry).
+        seq: the last seq the database holds for this log.
+        lag_records: records of the log not yet in the database (as last seen).
+        lag_s: how long the oldest of them has waited, seconds (0 when caught up).
+        projected: dirty sessions projected.
+    """
+
+    records: int = 0
+    batches: int = 0
+    errors: int = 0
+    seq: int = 0
+    lag_records: int = 0
+    lag_s: float = 0.0
+    projected: int = 0
+    last_error: str | None = None
+    started: float = field(default_factory=time.time)
+
+
+class Follower:
+    """Follows one log directory into one database.
+
+    Args:
+        directory: the log directory.
+        url: the PostgreSQL connection URL (libpq form, ``postgresql://…``).
+        batch_records: most records per transaction.
+        on_batch: called after each batch with the :class:`SyncStats` (metrics), or None.
+        connect: opens a connection (default ``psycopg.connect(url)``); for tests.
+    """
+
+    def __init__(self, directory: Path, url: str, batch_records: int = BATCH_RECORDS,
+                 on_batch: Callable[[SyncStats], None] | None = None,
+                 connect: Callable[[], Any] | None = None) -> None:
+        self.directory = Path(directory)
+        self.url = url
+        self.where = redact_url(url)
+        self.batch_records = batch_records
+        self.on_batch = on_batch
+        self._connect = connect
+        self.stats = SyncStats()
+        self.stop = threading.Event()
+        self.log_id = ""
+        self._conn: Any = None
+        self._position: Position | None = None
+
+    # -- the database --------------------------------------------------------------------
+
+    def connect(self) -> Any:
+        """Connect, migrate the schema and register this log; returns the connection.
+
+        Raises:
+            psycopg.Error, SchemaError: when the database cannot be used.
+        """
+        import psycopg
+        from psycopg.types.json import set_json_loads
+
+        conn = self._connect() if self._connect is not None else psycopg.connect(self.url, autocommit=True)
+        set_json_loads(orjson.loads, conn)
+        migrate(conn)
+        self.log_id = ensure_log_id(self.directory)
+        return conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection
+                self._conn.close()
+            self._conn = None
+
+    # -- reading the log -----------------------------------------------------------------
+
+    def _lines(self, position: Position | None) -> Iterator[tuple[bytes, dict[str, Any], str, int]]:
+        """The log's complete records after ``position`` (see the module doc)."""
+        after = position.seq if position is not None else 0
+        if position is None:
+            yield from follow_lines(self.directory, None, self._on_error)
+            return
+        names = {segment_key(path) for _, path in list_segments(self.directory)}
+        if segment_key(position.segment) in names:
+            yield from follow_lines(self.directory, (position.segment, position.offset), self._on_error)
+            return
+        # The segment went (retention, after it was synced): from the one holding the next seq.
+        paths = segments_from(self.directory, after + 1)
+        if not paths:
+            return
+        for line, record, key, offset in follow_lines(self.directory, (segment_key(paths[0]), 0), self._on_error):
+            if record["seq"] > after:
+                yield line, record, key, offset
+
+    def _on_error(self, segment: str, line: int, reason: str) -> None:
+        log.warning("skipping a line of %s (line %d from the read position): %s", segment, line, reason)
+
+    def read_batch(self, position: Position | None) -> Batch | None:
+        """The next batch after ``position``, or None when the log has nothing new.
+
+        Raises:
+            OSError: when a segment cannot be read.
+        """
+        rows: list[tuple[Any, ...]] = []
+        sessions: set[str] = set()
+        llm: list[tuple[Any, ...]] = []
+        gaps: list[tuple[Any, ...]] = []
+        size = 0
+        last: tuple[int, str, int] | None = None
+        after = position.seq if position is not None else 0
+        for line, record, key, offset in self._lines(position):
+            seq = record["seq"]
+            if seq <= after:
+                continue  # a record the database has (a log rewritten by purge keeps its seqs)
+            rows.append(record_row(self.log_id, line, record))
+            session = record.get("session")
+            if isinstance(session, str):
+                sessions.add(session)
+            kind = record.get("kind")
+            if kind in ("llm.request", "recorder.gap"):
+                for step in _extract(record):
+                    if step.effect == "llm.request":
+                        d = step.detail
+                        llm.append((seq, parse_ts(record.get("ts")), pg_text(step.session), pg_text(d["model"]),
+                                    d["input_tokens"], d["output_tokens"], d["cost_usd"]))
+                    elif step.effect == "gap":
+                        gap = step.detail["gap"]
+                        gaps.append((seq, parse_ts(gap.ts), pg_text(gap.publisher), gap.first, gap.last))
+            last = (seq, key, offset)
+            after = seq
+            size += len(line)
+            if len(rows) >= self.batch_records or size >= BATCH_BYTES:
+                break
+        if last is None:
+            return None
+        end = _log_end(self.directory)
+        return Batch(rows, sessions, llm, gaps, Position(last[0], last[1], last[2]),
+                     log_seq=max(end or 0, last[0]), log_ts=None)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self, follow: bool, poll_s: float = 0.2) -> int:
+        """Sync until the log's end (``follow`` False) or until :attr:`stop` is set.
+
+        Database errors are retried with a back-off (logged once per outage); a log
+        that cannot be read stops it.
+
+        Returns:
+            0.
+
+        Raises:
+            OSError: when the log cannot be read.
+            SchemaError: when the database's schema is newer than this convlog's.
+        """
+        from convlog.db.schema import SchemaError
+
+        backoff = RETRY_FIRST_S
+        failing = False
+        while not self.stop.is_set():
+            try:
+                if self._conn is None:
+                    self._conn = self.connect()
+                    position = register_log(self._conn, self.log_id, socket.gethostname(), str(self.directory))
+                    if failing:
+                        log.warning("database %s reachable again: resuming at seq %s", self.where,
+                                    position.seq if position else 0)
+                    failing = False
+                    backoff = RETRY_FIRST_S
+                caught_up = self.step(position)
+                position = self._position
+                if caught_up:
+                    if not follow:
+                        return 0
+                    self._wait(poll_s)
+            except SchemaError:
+                self._close()
+                raise
+            except OSError:
+                self._close()
+                raise
+            except Exception as exc:  # psycopg.Error and what a dropped connection raises
+                self._close()
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+                if not failing:
+                    log.error("database %s: %s; retrying", self.where, self.stats.last_error)
+                failing = True
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
+        self._close()
+        return 0
+
+    def step(self, position: Position | None) -> bool:
+        """Write one batch after ``position`` and project what it touched.
+
+        Returns:
+            True when the log had nothing new (caught up).
+        """
+        self._position = position
+        batch = self.read_batch(position)
+        stats = self.stats
+        if batch is None:
+            end = _log_end(self.directory)
+            stats.lag_records, stats.lag_s = 0, 0.0
+            if position is not None:
+                note_log_end(self._conn, self.log_id, max(end or 0, position.seq), None)
+            stats.projected += project_all(self._conn)
+            self._save(position)
+            return True
+        written = write_batch(self._conn, self.log_id, batch)
+        stats.records += written
+        stats.batches += 1
+        stats.seq = batch.position.seq
+        stats.projected += project_all(self._conn)
+        self._position = batch.position
+        behind = max(0, (batch.log_seq or 0) - batch.position.seq)
+        stats.lag_records = behind
+        last_ts = batch.rows[-1][2] if batch.rows else None
+        stats.lag_s = (max(0.0, (datetime.now(UTC) - last_ts).total_seconds())
+                       if behind and isinstance(last_ts, datetime) else 0.0)
+        self._save(batch.position)
+        if self.on_batch is not None:
+            self.on_batch(stats)
+        return False
+
+    def _save(self, position: Position | None) -> None:
+        """Write ``DIR/recovery/sync.json`` (a failure is logged, never raised)."""
+        data = {"log_id": self.log_id, "db": self.where, "seq": position.seq if position else 0,
+                "segment": position.segment if position else None, "offset": position.offset if position else 0,
+                "lag_records": self.stats.lag_records, "lag_s": round(self.stats.lag_s, 3),
+                "updated": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "pid": os.getpid()}
+        try:
+            write_atomic(self.directory / RECOVERY / SYNC_FILE, orjson.dumps(data))
+        except OSError as exc:
+            log.warning("cannot write %s/%s: %s", RECOVERY, SYNC_FILE, exc)
+
+    def _wait(self, poll_s: float) -> None:
+        """Wait for the log to grow (watchfiles on events/, at most ``poll_s`` seconds)."""
+        self.stop.wait(poll_s)
