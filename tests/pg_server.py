@@ -248,12 +248,16 @@ class PgServer:
                 pytest.fail(f"PostgreSQL processes {alive} survived SIGKILL for {timeout_s} s")
             time.sleep(0.01)
         # The next postmaster refuses to start while the pid in postmaster.pid exists, and
-        # a zombie exists until whoever inherited it (init, here) reaps it. Give it the
-        # time; an init that never reaps leaves a dead postmaster: its pid file is stale.
-        reap_deadline = time.monotonic() + 5.0
+        # a zombie exists until whoever inherited it (init) reaps it, which can take
+        # seconds. A zombie holds nothing (no shared memory, no port), so once every
+        # process is dead the lock files (postmaster.pid, the socket's .lock) are as
+        # stale as after a power cut: remove them, as postgres itself would on finding
+        # their pid gone.
+        reap_deadline = time.monotonic() + 0.2
         while psutil.pid_exists(pid) and procs[0].is_running():
             if time.monotonic() > reap_deadline:
-                (self.datadir / "postmaster.pid").unlink(missing_ok=True)
+                for lock in [self.datadir / "postmaster.pid", *self.base.glob(".s.PGSQL.*.lock")]:
+                    lock.unlink(missing_ok=True)
                 break
             time.sleep(0.01)
 
