@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import psutil
@@ -147,7 +148,7 @@ class PgServer:
     def _prog(self, name: str) -> str:
         return str(self.bin_dir / name)
 
-    def _fail(self, what: str, result: subprocess.CompletedProcess[str] | None = None) -> None:
+    def _fail(self, what: str, result: subprocess.CompletedProcess[str] | None = None) -> NoReturn:
         output = f"{result.stdout}{result.stderr}" if result is not None else ""
         pytest.fail(f"{what} ({self!r})\n{output}\n--- server log {self.log_path} ---\n{self.log()}")
 
@@ -181,8 +182,12 @@ class PgServer:
         """Start the server (initdb first when the cluster does not exist yet) and wait
         until it accepts connections; fails the test with the server's log otherwise.
 
-        A port taken since it was chosen is replaced by another free one.
+        A port taken since it was chosen is replaced by another free one. A server
+        already running is only waited for.
         """
+        if self.is_running():
+            self.wait_ready(timeout_s)
+            return self
         if not (self.datadir / "PG_VERSION").exists():
             self._initdb()
         for _attempt in range(3):
@@ -197,7 +202,6 @@ class PgServer:
             self.port = free_port()
             self._write_settings()
         self._fail("the server did not start", result)
-        raise AssertionError("unreachable")
 
     def wait_ready(self, timeout_s: float = _START_TIMEOUT_S) -> None:
         """Wait until a connection over TCP succeeds (deadline, not a fixed sleep)."""
