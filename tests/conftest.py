@@ -1,11 +1,14 @@
 """Shared fixtures: real brokers and recorders as subprocesses on free loopback ports,
-real log directories in tmp dirs, and the real Shearwater recordings from ../shared.
+real log directories in tmp dirs, the real Shearwater recordings from ../shared, and a
+real PostgreSQL server (``pg_server``, ``pg_url``; see tests/pg_server.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +23,7 @@ import pytest
 from convlog.bus.publisher import NoSubscriberError, Publisher
 from convlog.cli.demo import free_port
 from convlog.store.segment import iter_records, list_segments
+from pg_server import PgServer, create_database, drop_database
 
 REPO = Path(__file__).resolve().parent.parent
 #: The test folders mirror the packages; a few tests build on another folder's log
@@ -232,3 +236,31 @@ def answering(directory: Path, proc: Proc, timeout_s: float = 30.0) -> dict[str,
             if time.monotonic() > deadline:
                 pytest.fail(f"the recorder of {directory} did not answer within {timeout_s} s:\n{proc.output()}")
             time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL server for the whole run, started on first use and stopped
+    (its directory removed) at the end; fails with the server's log when it cannot start.
+
+    Tests that crash, stop or reconfigure a server make their own ``PgServer`` instead.
+    """
+    server = PgServer()
+    try:
+        yield server.start()
+    finally:
+        server.close()
+
+
+_DATABASES = itertools.count(1)
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a fresh, empty database on ``pg_server`` for this test alone, dropped
+    (its connections closed) after it."""
+    name = f"t{next(_DATABASES)}_{re.sub(r'[^a-z0-9_]+', '_', request.node.name.lower())}"[:63]
+    url = create_database(pg_server.url, name)
+    yield url
+    if pg_server.is_running():
+        drop_database(pg_server.url, name)
