@@ -278,6 +278,10 @@ class Follower:
                 position = self._position
                 if caught_up:
                     if not follow:
+                        log.info("log %s (%s) is in %s up to seq %d: %d records written by this run",
+                                 self.log_id, self.directory, self.where, self.stats.seq or
+                                 (position.seq if position else 0), self.stats.records)
+                        self._close()
                         return 0
                     self._wait(poll_s)
             except SchemaError:
