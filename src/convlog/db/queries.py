@@ -20,7 +20,7 @@ import orjson
 
 from convlog.core.record import format_line
 from convlog.db.projection import Union, read_union
-from convlog.db.schema import check_schema
+from convlog.db.schema import DatabaseError, check_schema, first_line
 from convlog.store.replay import UnknownSessionError
 from convlog.store.search import MARK_END, MARK_START, SNIPPET_TOKENS, Hit
 from convlog.store.segment import ensure_layout
@@ -39,13 +39,16 @@ def connect_reader(url: str) -> Any:
     the schema version.
 
     Raises:
-        psycopg.OperationalError: when the database cannot be reached.
+        DatabaseError: when the database cannot be reached.
         SchemaError: when it has no convlog schema or another version of it.
     """
     import psycopg
     from psycopg.types.json import set_json_loads
 
-    conn = psycopg.connect(url, autocommit=True)
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"cannot read the database: {first_line(exc)}") from None
     set_json_loads(orjson.loads, conn)
     try:
         check_schema(conn)
