@@ -105,7 +105,8 @@ class PruneReport:
 
             {"action", "archive_dir", "segments": [names], "reasons": {"max_age": n, ...},
              "first_seq", "last_seq", "records", "bytes", "first_ts", "last_ts",
-             "base", "checkpoints": [names], "leftovers": [names], "dry_run"}
+             "base", "checkpoints": [names], "leftovers": [names], "dry_run",
+             "held_for_sync": segments due that wait for convlog sync}
         """
         spans = [d.span for d in self.segments]
         reasons: dict[str, int] = {}
@@ -126,6 +127,7 @@ class PruneReport:
             "checkpoints": self.checkpoints,
             "leftovers": self.leftovers,
             "dry_run": self.dry_run,
+            "held_for_sync": self.held_for_sync,
         }
 
 
