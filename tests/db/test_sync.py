@@ -184,3 +184,20 @@ def test_status_and_doctor_see_the_sync(demo_log: Path, pg_url: str, tmp_path: P
     assert "database" in doctor.stdout and "schema version 1" in doctor.stdout, doctor.stdout
     bad = run("sessions", "--db", "postgresql://nobody@127.0.0.1:1/none")
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_the_documented_sql_runs(demo_log: Path, pg_url: str) -> None:
+    """Every statement of docs/database.md's example SQL runs against a synced log, and
+    the questions it answers have answers there."""
+    import re
+
+    ok("sync", "--db", pg_url, "--dir", str(demo_log), "--once")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "database.md").read_text()
+    statements = [s.strip() for block in re.findall(r"```sql\n(.*?)```", doc, re.S) for s in block.split(";")]
+    statements = [s for s in statements if s]
+    assert len(statements) >= 6
+    answered = 0
+    with psycopg.connect(pg_url) as conn:
+        for statement in statements:
+            answered += bool(conn.execute(statement).fetchall())
+    assert answered >= 4  # costs, messages per agent per day, sync positions, a transcript
