@@ -474,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.records, args.lag_seconds, args.naive_seconds = 20_000, 5.0, 10.0
 
+    args.load_start = os.getloadavg()
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_sync-"))
     workdir.mkdir(parents=True, exist_ok=True)
     procs = Processes(workdir)
@@ -530,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep and not crashed:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    args.load_end = os.getloadavg()
     report_ok = report(args, mean, sync_r, naive_r, lag_r, sizes)
     return 1 if crashed or not report_ok else 0
 
@@ -543,7 +545,8 @@ def report(args: argparse.Namespace, mean: float, sync_r: SyncResult | None, nai
     header = (f"convlog sync benchmark: {args.records:,} records (ShareGPT payloads, mean {mean:,.0f} B), "
               f"lag at {args.lag_rate:,.0f} msg/s x {args.lag_seconds:g} s; "
               f"{'server ' + args.db if args.db else 'own PostgreSQL (tests/pg_server.py settings)'}; "
-              f"{os.cpu_count()} CPUs")
+              f"{os.cpu_count()} CPUs, load average (1 min) {args.load_start[0]:.1f} at the start, "
+              f"{args.load_end[0]:.1f} at the end (other work on the machine disturbs every figure)")
     table = Table(title=header, title_justify="left")
     for name, justify in (("what", "left"), ("figure", "right"), ("detail", "left")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
@@ -613,7 +616,8 @@ def report(args: argparse.Namespace, mean: float, sync_r: SyncResult | None, nai
         write_json(args.json_path,
                    {"records": args.records, "naive_seconds": args.naive_seconds, "lag_rate": args.lag_rate,
                     "lag_seconds": args.lag_seconds, "poll_ms": args.poll_ms, "db": args.db,
-                    "mean_payload_bytes": mean, "cpus": os.cpu_count()},
+                    "mean_payload_bytes": mean, "cpus": os.cpu_count(), "load_start": args.load_start,
+                    "load_end": args.load_end},
                    {"sync": asdict(sync_r) if sync_r else None, "naive": asdict(naive_r) if naive_r else None,
                     "lag": asdict(lag_r) if lag_r else None, "sizes": sizes},
                    ratios, targets)
