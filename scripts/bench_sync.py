@@ -466,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-ms", type=float, default=50.0, help="database poll interval for the lag (default 50)")
     parser.add_argument("--quick", action="store_true", help="20,000 records, 5 s of lag, naive capped at 10 s")
     parser.add_argument("--skip-lag", action="store_true", help="parts 1, 2 and 4 only")
+    parser.add_argument("--lag-only", action="store_true", help="part 3 only (e.g. to try other --lag-rate values)")
     parser.add_argument("--profile", metavar="PATH", help="write a cProfile of the part-1 sync here")
     parser.add_argument("--json", dest="json_path", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--workdir", help="directory for logs and temp files (default: a new one under /tmp)")
@@ -481,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     say = procs.say
     lag_count = int(args.lag_rate * args.lag_seconds)
     messages_path = workdir / "messages.bin"
+    if args.lag_only:
+        args.records = 0
     say(f"preparing {max(args.records, lag_count):,} messages in {messages_path} ...")
     mean = prepare(messages_path, max(args.records, lag_count))
     server: Server | None = None
@@ -491,26 +494,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         say("starting PostgreSQL ..." if args.db is None else f"using {args.db} ...")
         server = Server(args.db)
-        logdir = workdir / "log-throughput"
-        say(f"1. building a log of {args.records:,} records in {logdir} ...")
-        build_log(logdir, read_messages(str(messages_path), args.records))
-        log_records, _ = log_count(logdir)
-        say("   syncing it (Follower.run(follow=False), in-process) ...")
-        sync_url = server.database("sync")
-        checkpoint(server.url)
-        sync_r = run_sync(logdir, sync_url)
-        say(f"   {sync_r.records:,} records in {sync_r.seconds:.2f} s: {fmt(sync_r.rate)}/s")
-        sizes = {"log_records": log_records, "log_bytes": log_sizes(logdir), "db_bytes": db_sizes(sync_url)}
-        say(f"2. naive: one autocommitted INSERT per record, at most {args.naive_seconds:g} s ...")
-        naive_url = server.database("naive")
-        checkpoint(server.url)
-        naive_r = run_naive(logdir, naive_url, args.naive_seconds)
-        say(f"   {naive_r.records:,} records in {naive_r.seconds:.2f} s: {fmt(naive_r.rate)}/s")
-        if args.profile:
-            say(f"   profiling the same sync into another database ({args.profile}) ...")
-            profile_url = server.database("profile")
+        if not args.lag_only:
+            logdir = workdir / "log-throughput"
+            say(f"1. building a log of {args.records:,} records in {logdir} ...")
+            build_log(logdir, read_messages(str(messages_path), args.records))
+            log_records, _ = log_count(logdir)
+            say("   syncing it (Follower.run(follow=False), in-process) ...")
+            sync_url = server.database("sync")
             checkpoint(server.url)
-            say(f"   {profile_sync(logdir, profile_url, args.profile):.2f} s under cProfile")
+            sync_r = run_sync(logdir, sync_url)
+            say(f"   {sync_r.records:,} records in {sync_r.seconds:.2f} s: {fmt(sync_r.rate)}/s")
+            sizes = {"log_records": log_records, "log_bytes": log_sizes(logdir), "db_bytes": db_sizes(sync_url)}
+            say(f"2. naive: one autocommitted INSERT per record, at most {args.naive_seconds:g} s ...")
+            naive_url = server.database("naive")
+            checkpoint(server.url)
+            naive_r = run_naive(logdir, naive_url, args.naive_seconds)
+            say(f"   {naive_r.records:,} records in {naive_r.seconds:.2f} s: {fmt(naive_r.rate)}/s")
+            if args.profile:
+                say(f"   profiling the same sync into another database ({args.profile}) ...")
+                profile_url = server.database("profile")
+                checkpoint(server.url)
+                say(f"   {profile_sync(logdir, profile_url, args.profile):.2f} s under cProfile")
         if not args.skip_lag:
             checkpoint(server.url)
             say(f"3. lag: recording {args.lag_rate:,.0f} msg/s for {args.lag_seconds:g} s "
