@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Install the convlog broker and recorder as systemd services.
+# Install the convlog broker and recorder (and, with --db, the sync) as systemd services.
 #
 #   scripts/install-systemd.sh [--user] [--prefix-bin PATH] [--dir DATA_DIR]
-#                              [--xsub ENDPOINT] [--xpub ENDPOINT] [--dry-run] [--no-enable]
+#                              [--xsub ENDPOINT] [--xpub ENDPOINT] [--db URL] [--dry-run] [--no-enable]
 #
 # Renders systemd/convlog-broker.service and systemd/convlog-recorder.service (the
 # @...@ placeholders), writes them to /etc/systemd/system (or, with --user, to
@@ -10,6 +10,12 @@
 # is none, creates the `convlog` system user (sysusers.d) for system units, then runs
 # `systemctl [--user] daemon-reload` and `enable --now` (restarting units that were
 # already running so they pick up the new settings).
+#
+# With --db URL it also renders systemd/convlog-sync.service (`convlog sync --follow`
+# into PostgreSQL) and writes the URL to an environment file, mode 0600 (owned by the
+# convlog user for system units), /etc/convlog/sync.env or, with --user,
+# ${XDG_CONFIG_HOME:-~/.config}/convlog/sync.env, so that the URL (and its password) is
+# neither in the unit nor in the process list.
 #
 # --dry-run changes nothing: on stdout, each file it would write as a "==> PATH <=="
 # line followed by the content; on stderr, the commands it would run.
@@ -26,7 +32,7 @@ templates=$(cd -- "$here/../systemd" && pwd)
 
 usage() {
     cat <<EOF
-usage: $prog [--user] [--prefix-bin PATH] [--dir DATA_DIR] [--xsub ENDPOINT] [--xpub ENDPOINT] [--dry-run] [--no-enable]
+usage: $prog [--user] [--prefix-bin PATH] [--dir DATA_DIR] [--xsub ENDPOINT] [--xpub ENDPOINT] [--db URL] [--dry-run] [--no-enable]
 
   --user             install user units (~/.config/systemd/user) instead of system units
   --prefix-bin PATH  the convlog executable (default: \`command -v convlog\`)
@@ -34,6 +40,9 @@ usage: $prog [--user] [--prefix-bin PATH] [--dir DATA_DIR] [--xsub ENDPOINT] [--
                      (default /var/lib/convlog, or %S/convlog = ~/.local/state/convlog with --user)
   --xsub ENDPOINT    broker endpoint publishers connect to (default tcp://127.0.0.1:5555)
   --xpub ENDPOINT    broker endpoint subscribers connect to (default tcp://127.0.0.1:5556)
+  --db URL           also install convlog-sync.service, following the log into this PostgreSQL
+                     database (postgresql://USER:PASSWORD@HOST/DBNAME), kept in a 0600 file
+                     (/etc/convlog/sync.env, or ~/.config/convlog/sync.env with --user)
   --dry-run          print the files it would write (stdout) and commands it would run (stderr)
   --no-enable        write the files and reload systemd, but do not enable or start the units
 EOF
@@ -60,6 +69,7 @@ convlog_bin=""
 data_dir=""
 xsub="tcp://127.0.0.1:5555"
 xpub="tcp://127.0.0.1:5556"
+db=""
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -67,7 +77,7 @@ while [ $# -gt 0 ]; do
         --user) user_mode=1 ;;
         --dry-run) dry_run=1 ;;
         --no-enable) enable=0 ;;
-        --prefix-bin | --dir | --xsub | --xpub)
+        --prefix-bin | --dir | --xsub | --xpub | --db)
             case ${2:-} in
                 "" | -*) usage_error "$1 needs a value" ;;
             esac
@@ -76,9 +86,10 @@ while [ $# -gt 0 ]; do
                 --dir) data_dir=$2 ;;
                 --xsub) xsub=$2 ;;
                 --xpub) xpub=$2 ;;
+                --db) db=$2 ;;
             esac
             shift ;;
-        --prefix-bin=* | --dir=* | --xsub=* | --xpub=*)
+        --prefix-bin=* | --dir=* | --xsub=* | --xpub=* | --db=*)
             value=${1#*=}
             [ -n "$value" ] || usage_error "${1%%=*} needs a value"
             case $1 in
@@ -86,6 +97,7 @@ while [ $# -gt 0 ]; do
                 --dir=*) data_dir=$value ;;
                 --xsub=*) xsub=$value ;;
                 --xpub=*) xpub=$value ;;
+                --db=*) db=$value ;;
             esac ;;
         *) usage_error "unknown argument: $1" ;;
     esac
@@ -117,6 +129,14 @@ if [ -n "$data_dir" ]; then
     [ -n "$data_dir" ] || usage_error "--dir must not be /"
 fi
 
+# The database URL goes into the environment file as one single-quoted value (systemd
+# and sh both take it literally): no single quotes, no control characters (newlines).
+if [ -n "$db" ]; then
+    case $db in
+        *\'* | *[[:cntrl:]]*) usage_error "--db must not contain single quotes or control characters" ;;
+    esac
+fi
+
 # The convlog executable, absolute. A pyenv shim is a shell script that needs pyenv and
 # the invoking user's environment: use the real entry point behind it.
 if [ -z "$convlog_bin" ]; then
@@ -143,6 +163,8 @@ if [ "$user_mode" = 1 ]; then
     unit_dir=$config_home/systemd/user
     config_file=$config_home/convlog/recorder.toml
     config_in_unit=%E/convlog/recorder.toml         # %E = $XDG_CONFIG_HOME
+    sync_env_file=$config_home/convlog/sync.env
+    sync_env_in_unit=%E/convlog/sync.env
     if [ -z "$data_dir" ]; then
         data_in_unit=%S/convlog                      # %S = the StateDirectory= root
         data_dir_to_create=""                        # StateDirectory=convlog creates it
@@ -156,6 +178,8 @@ else
     unit_dir=/etc/systemd/system
     config_file=/etc/convlog/recorder.toml
     config_in_unit=$config_file                     # no % in it: needs no escaping
+    sync_env_file=/etc/convlog/sync.env
+    sync_env_in_unit=$sync_env_file
     data_dir=${data_dir:-/var/lib/convlog}
     data_in_unit=$(unit_escape "$data_dir")
     case $data_dir/ in
@@ -198,6 +222,7 @@ render() { # TEMPLATE
     done <<<"$text"
     out=${out//@CONVLOG@/"$(unit_escape "$convlog_bin")"}
     out=${out//@CONFIG@/"$config_in_unit"}
+    out=${out//@SYNC_ENV@/"$sync_env_in_unit"}
     out=${out//@DATA_DIR@/"$data_in_unit"}
     out=${out//@SUB@/"$(unit_escape "$sub")"}
     out=${out//@XSUB@/"$(unit_escape "$xsub")"}
@@ -228,6 +253,14 @@ EOF
 }
 data_dir_shown=${data_dir:-${XDG_STATE_HOME:-$HOME/.local/state}/convlog}
 
+# The environment file of convlog-sync.service: the URL (and its password) stays out of
+# the unit and the process list.
+sync_env() {
+    printf '%s\n' '# convlog-sync.service: the database `convlog sync` follows the log into' \
+        '# (written by install-systemd.sh --db; mode 0600: the URL may hold a password).' \
+        "CONVLOG_DB='$db'"
+}
+
 sysusers_file=/etc/sysusers.d/convlog.conf
 sysusers() {
     printf '%s\n' '# The convlog recorder service user (convlog-recorder.service: User=convlog).' \
@@ -239,6 +272,9 @@ add_file() { files+=("$1" "$2"); }
 
 add_file "$unit_dir/convlog-broker.service" "$(render "$templates/convlog-broker.service")"
 add_file "$unit_dir/convlog-recorder.service" "$(render "$templates/convlog-recorder.service")"
+if [ -n "$db" ]; then
+    add_file "$unit_dir/convlog-sync.service" "$(render "$templates/convlog-sync.service")"
+fi
 if [ -e "$config_file" ]; then
     note "keeping the existing $config_file"
 else
@@ -249,6 +285,7 @@ if [ "$user_mode" = 0 ] && ! getent passwd convlog >/dev/null 2>&1; then
 fi
 
 units=(convlog-broker.service convlog-recorder.service)
+if [ -n "$db" ]; then units+=(convlog-sync.service); fi
 
 run() { # COMMAND...
     if [ "$dry_run" = 1 ]; then
@@ -283,6 +320,25 @@ done
 
 if [ "$user_mode" = 0 ] && ! getent passwd convlog >/dev/null 2>&1; then
     run systemd-sysusers "$sysusers_file"
+fi
+# Written after the service user exists (it owns it for system units), never readable
+# by anyone else, not even for a moment (umask 077 before the file is created).
+if [ -n "$db" ]; then
+    if [ "$dry_run" = 1 ]; then
+        printf '==> %s <==\n%s\n' "$sync_env_file" "$(sync_env)"
+        if [ "$user_mode" = 1 ]; then
+            note "would write $sync_env_file (mode 0600)"
+        else
+            note "would write $sync_env_file (mode 0600, owner convlog:convlog)"
+        fi
+    else
+        mkdir -p -- "$(dirname -- "$sync_env_file")"
+        (umask 077 && sync_env >"$sync_env_file.tmp.$$")
+        chmod 0600 "$sync_env_file.tmp.$$"
+        if [ "$user_mode" = 0 ]; then chown convlog:convlog "$sync_env_file.tmp.$$"; fi
+        mv -f -- "$sync_env_file.tmp.$$" "$sync_env_file"
+        note "wrote $sync_env_file (mode 0600)"
+    fi
 fi
 if [ -n "$data_dir_to_create" ]; then
     if [ "$user_mode" = 1 ]; then

@@ -1,7 +1,8 @@
-"""systemd integration: the units as install-systemd.sh renders them, checked by the real
-``systemd-analyze verify``; the sd_notify protocol of :class:`convlog.recorder.notify.Notifier`
-against real ``AF_UNIX``/``SOCK_DGRAM`` sockets (a path and an abstract name); and the
-installer's usage errors and ``--user`` rendering.
+"""systemd integration: the units as install-systemd.sh renders them (the sync unit and
+its 0600 environment file with ``--db``), checked by the real ``systemd-analyze verify``;
+the sd_notify protocol of :class:`convlog.recorder.notify.Notifier` against real
+``AF_UNIX``/``SOCK_DGRAM`` sockets (a path and an abstract name); and the installer's
+usage errors and ``--user`` rendering.
 
 The installer is only ever run here with ``--dry-run`` or with arguments it rejects
 before touching anything.
@@ -29,6 +30,10 @@ from convlog.recorder.notify import Notifier
 
 INSTALLER = REPO / "scripts" / "install-systemd.sh"
 UNITS = ("convlog-broker.service", "convlog-recorder.service")
+#: With ``--db URL``.
+SYNC_UNITS = (*UNITS, "convlog-sync.service")
+#: A URL with a password, which must end up in the environment file only.
+DB_URL = "postgresql://convlog:pa%ss$word@db.example.org:5433/convlog?sslmode=require"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or ("/usr/bin/systemd-analyze"
                                                       if Path("/usr/bin/systemd-analyze").exists() else None)
 
@@ -66,15 +71,16 @@ def dry_run(*args: str, home: Path) -> dict[str, str]:
     return files
 
 
-def render(directory: Path, *args: str, home: Path) -> dict[str, str]:
-    """Render the two units into ``directory``; returns their text by unit name."""
+def render(directory: Path, *args: str, home: Path, names: tuple[str, ...] = UNITS) -> dict[str, str]:
+    """Render the units ``names`` (default the two installed without ``--db``) into
+    ``directory``; returns their text by unit name."""
     units = {}
     for path, text in dry_run(*args, home=home).items():
         name = Path(path).name
-        if name in UNITS:
+        if name.endswith(".service"):
             (directory / name).write_text(text)
             units[name] = text
-    assert sorted(units) == sorted(UNITS)
+    assert sorted(units) == sorted(names)
     return units
 
 
@@ -86,7 +92,7 @@ def settings(text: str) -> list[tuple[str, str]]:
 
 def test_usage_error_is_one_line_and_exit_2(tmp_path: Path) -> None:
     for args in (["--bogus"], ["--dir"], ["--dir", "relative/path"], ["--xpub", "not-an-endpoint"],
-                 ["--dir", "/has space"], ["--dry-run", "--xsub"]):
+                 ["--dir", "/has space"], ["--dry-run", "--xsub"], ["--db"], ["--db="]):
         result = run_installer(*args, home=tmp_path)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stdout == ""
@@ -145,6 +151,64 @@ def test_user_units_drop_what_a_user_manager_cannot_apply(tmp_path: Path) -> Non
     assert recorder["NoNewPrivileges"] == "yes" and recorder["MemoryDenyWriteExecute"] == "yes"
 
 
+def test_db_installs_the_sync_unit_and_a_0600_environment_file(tmp_path: Path) -> None:
+    """``--db URL``: the sync unit follows the recorder's directory, reads the URL from
+    /etc/convlog/sync.env (written 0600, owned by the service user, the URL single-quoted
+    so systemd takes ``%`` and ``$`` literally) and never contains the URL itself; it is
+    enabled with the other two."""
+    convlog = convlog_executable()
+    result = run_installer("--dry-run", "--prefix-bin", convlog, "--dir", "/srv/convlog", "--db", DB_URL,
+                           home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    files = dry_run("--dir", "/srv/convlog", "--db", DB_URL, home=tmp_path)
+    unit_path = "/etc/systemd/system/convlog-sync.service"
+    sync = dict(settings(files[unit_path]))
+    assert sync["ExecStart"] == f"{convlog} sync --follow --dir /srv/convlog"
+    assert sync["EnvironmentFile"] == "/etc/convlog/sync.env"
+    assert sync["Type"] == "simple" and sync["Restart"] == "on-failure"
+    assert sync["SyslogIdentifier"] == "convlog-sync" and sync["User"] == "convlog"
+    assert sync["ReadWritePaths"] == "-/srv/convlog"
+    assert set(sync["RestrictAddressFamilies"].split()) >= {"AF_UNIX", "AF_INET", "AF_INET6"}
+    assert ("Wants", "convlog-recorder.service") in settings(files[unit_path])
+    assert ("After", "convlog-recorder.service") in settings(files[unit_path])
+    assert ("After", "network-online.target") in settings(files[unit_path])
+    for path, text in files.items():
+        if path != "/etc/convlog/sync.env":
+            assert DB_URL not in text and "pa%ss" not in text, path
+    env_lines = [line for line in files["/etc/convlog/sync.env"].splitlines() if not line.startswith("#")]
+    assert env_lines == [f"CONVLOG_DB='{DB_URL}'"]
+    assert "would write /etc/convlog/sync.env (mode 0600, owner convlog:convlog)" in result.stderr
+    assert "would run: systemctl enable --now convlog-broker.service convlog-recorder.service " \
+           "convlog-sync.service" in result.stderr
+    assert DB_URL not in result.stderr
+
+    user = dry_run("--user", "--db", DB_URL, home=tmp_path)
+    env_path = str(tmp_path / ".config/convlog/sync.env")
+    assert set(user) == {str(tmp_path / ".config/systemd/user" / name) for name in SYNC_UNITS} | {
+        str(tmp_path / ".config/convlog/recorder.toml"), env_path}
+    user_sync = dict(settings(user[str(tmp_path / ".config/systemd/user/convlog-sync.service")]))
+    assert user_sync["EnvironmentFile"] == "%E/convlog/sync.env"
+    assert user_sync["ExecStart"].endswith(" sync --follow --dir %S/convlog")
+    assert "User" not in user_sync and user_sync["WantedBy"] == "default.target"
+    assert f"CONVLOG_DB='{DB_URL}'" in user[env_path].splitlines()
+    mode_note = run_installer("--dry-run", "--user", "--prefix-bin", convlog, "--db", DB_URL, home=tmp_path)
+    assert f"would write {env_path} (mode 0600)\n" in mode_note.stderr
+
+
+def test_without_db_no_sync_unit(tmp_path: Path) -> None:
+    result = run_installer("--dry-run", "--prefix-bin", convlog_executable(), home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "convlog-sync" not in result.stdout + result.stderr and "sync.env" not in result.stdout
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:it's@h/db", "postgresql://h/db\nEVIL=1"])
+def test_db_url_that_cannot_be_quoted_is_a_usage_error(url: str, tmp_path: Path) -> None:
+    result = run_installer("--dry-run", "--prefix-bin", convlog_executable(), "--db", url, home=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("install-systemd.sh: --db must not contain single quotes")
+    assert len(result.stderr.splitlines()) == 1
+
+
 def test_percent_in_a_path_is_escaped(tmp_path: Path) -> None:
     files = dry_run("--dir", "/srv/conv%log", home=tmp_path)
     recorder = dict(settings(files["/etc/systemd/system/convlog-recorder.service"]))
@@ -158,7 +222,7 @@ needs_analyze = pytest.mark.skipif(SYSTEMD_ANALYZE is None,
                                    reason="systemd-analyze is not installed (Debian package systemd)")
 
 
-def verify(directory: Path, *, user: bool = False) -> list[str]:
+def verify(directory: Path, *, user: bool = False, names: tuple[str, ...] = UNITS) -> list[str]:
     """Run ``systemd-analyze [--user] verify`` on our units in ``directory``; returns the
     output lines that concern them (the host's own units may add unrelated warnings)."""
     assert SYSTEMD_ANALYZE is not None
@@ -168,10 +232,10 @@ def verify(directory: Path, *, user: bool = False) -> list[str]:
         runtime.mkdir(mode=0o700)
         env["XDG_RUNTIME_DIR"] = str(runtime)   # a user manager needs one, even offline
     command = [SYSTEMD_ANALYZE, *(["--user"] if user else []), "verify", "--man=no",
-               *(str(directory / name) for name in UNITS)]
+               *(str(directory / name) for name in names)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=directory, timeout=60)
     return [line for line in (result.stdout + result.stderr).splitlines()
-            if str(directory) in line or any(name in line for name in UNITS)]
+            if str(directory) in line or any(name in line for name in names)]
 
 
 @needs_analyze
@@ -184,6 +248,18 @@ def test_systemd_analyze_verify_system_units(tmp_path: Path) -> None:
 def test_systemd_analyze_verify_user_units(tmp_path: Path) -> None:
     render(tmp_path, "--user", home=tmp_path)
     assert verify(tmp_path, user=True) == []
+
+
+@needs_analyze
+def test_systemd_analyze_verify_system_units_with_sync(tmp_path: Path) -> None:
+    render(tmp_path, "--db", DB_URL, home=tmp_path, names=SYNC_UNITS)
+    assert verify(tmp_path, names=SYNC_UNITS) == []
+
+
+@needs_analyze
+def test_systemd_analyze_verify_user_units_with_sync(tmp_path: Path) -> None:
+    render(tmp_path, "--user", "--db", DB_URL, home=tmp_path, names=SYNC_UNITS)
+    assert verify(tmp_path, user=True, names=SYNC_UNITS) == []
 
 
 @needs_analyze

@@ -8,6 +8,13 @@ serialized by an ``flock`` on ``<dir>/recovery/launch.lock``: the first starts t
 recorder and holds the launch lock until it answers; the others then find it running.
 The recorder's own writer lock (:class:`convlog.store.lock.LogLock`) stays the guarantee that
 a directory never has two writers, whoever starts them.
+
+:func:`ensure_sync_running` does the same for the directory's ``convlog sync --follow``
+(into PostgreSQL): started detached under the same launch lock, output appended to
+``<dir>/sync.log``, the database URL passed in ``$CONVLOG_DB`` (not on the command line,
+so not in ``ps``); it runs once it holds ``<dir>/recovery/sync.lock``
+(:func:`convlog.sync.follower.sync_lock`), which stays the guarantee of one follower per
+log.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,13 +37,18 @@ from convlog.store.segment import RECOVERY, ensure_layout
 
 #: The recorder's output (stdout and stderr) when started by :func:`ensure_running`.
 LOG_NAME = "recorder.log"
+#: The follower's output when started by :func:`ensure_sync_running`.
+SYNC_LOG_NAME = "sync.log"
+#: The follower's lock file in ``<dir>/recovery`` (it writes its pid there once it holds it).
+SYNC_LOCK = "sync.lock"
 LAUNCH_LOCK = "launch.lock"
 #: How often the launcher asks whether the recorder answers yet, seconds.
 POLL_S = 0.05
 
 
 class LaunchError(Exception):
-    """The recorder could not be started (the message ends with the last lines of its log)."""
+    """The recorder or the follower could not be started (the message ends with the last
+    lines of its log)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +65,21 @@ class Launch:
     pid: int
     started: bool
     status: dict[str, Any]
+    log: Path
+
+
+@dataclass(frozen=True, slots=True)
+class SyncLaunch:
+    """What :func:`ensure_sync_running` found or did.
+
+    Attributes:
+        pid: the running follower's pid (as its lock file says; 0 when unreadable).
+        started: True when this call started it, False when it was running already.
+        log: the file its output goes to (when started by a launcher).
+    """
+
+    pid: int
+    started: bool
     log: Path
 
 
@@ -100,7 +128,22 @@ def ensure_running(
         return Launch(int(found["pid"]), False, found, log_path)
     ensure_layout(directory)
     deadline = time.monotonic() + timeout_s
-    fd = os.open(directory / RECOVERY / LAUNCH_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    with _launch_lock(directory, deadline, timeout_s):
+        found = _status(directory, 2.0)  # started by the launcher that held the lock
+        if found is not None:
+            return Launch(int(found["pid"]), False, found, log_path)
+        return _start(directory, list(record_args), log_path, deadline, env)
+
+
+@contextlib.contextmanager
+def _launch_lock(directory: Path, deadline: float, timeout_s: float) -> Iterator[None]:
+    """Hold ``<dir>/recovery/launch.lock`` (flock), waiting for it until ``deadline``.
+
+    Raises:
+        LaunchError: when another launcher holds it past the deadline.
+    """
+    path = directory / RECOVERY / LAUNCH_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         while True:
             try:
@@ -108,13 +151,9 @@ def ensure_running(
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise LaunchError(f"another launcher held {directory / RECOVERY / LAUNCH_LOCK} "
-                                      f"for more than {timeout_s:g} s") from None
+                    raise LaunchError(f"another launcher held {path} for more than {timeout_s:g} s") from None
                 time.sleep(POLL_S)
-        found = _status(directory, 2.0)  # started by the launcher that held the lock
-        if found is not None:
-            return Launch(int(found["pid"]), False, found, log_path)
-        return _start(directory, list(record_args), log_path, deadline, env)
+        yield
     finally:
         os.close(fd)  # releases the launch lock
 
@@ -143,6 +182,91 @@ def _start(directory: Path, record_args: list[str], log_path: Path, deadline: fl
                                   f"{_tail(log_path)}")
         time.sleep(POLL_S)
     raise LaunchError(f"the recorder did not answer within the timeout; last lines of {log_path}:\n{_tail(log_path)}")
+
+
+def ensure_sync_running(
+    directory: Path,
+    url: str,
+    timeout_s: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> SyncLaunch:
+    """Return the directory's running ``convlog sync --follow``, starting one if none
+    holds ``<dir>/recovery/sync.lock``.
+
+    The new follower runs detached (its own session, output appended to
+    ``<dir>/sync.log``) with ``url`` in ``$CONVLOG_DB``, never on its command line. It
+    counts as running once it holds the sync lock; it connects to the database after
+    that and retries by itself while the database is unreachable, so a database that is
+    down does not fail the launch (its log says why nothing arrives). Call it once the
+    directory's recorder runs (:func:`ensure_running`): ``convlog sync`` refuses a
+    directory without an event log.
+
+    Args:
+        directory: the log directory (created if missing).
+        url: the PostgreSQL connection URL (``postgresql://…``).
+        timeout_s: how long to wait for the launch lock and for the new follower to take
+            the sync lock, seconds.
+        env: environment for the follower (default: this process's); ``CONVLOG_DB`` is
+            set to ``url`` in it.
+
+    Returns:
+        a :class:`SyncLaunch`.
+
+    Raises:
+        LaunchError: the follower exited or did not take the sync lock in time (with its
+            log's tail).
+        OSError: the directory cannot be prepared.
+    """
+    from convlog.sync.follower import sync_running
+
+    directory = Path(directory)
+    log_path = directory / SYNC_LOG_NAME
+    if sync_running(directory):
+        return SyncLaunch(_sync_pid(directory), False, log_path)
+    ensure_layout(directory)
+    deadline = time.monotonic() + timeout_s
+    with _launch_lock(directory, deadline, timeout_s):
+        if sync_running(directory):  # started by the launcher that held the lock
+            return SyncLaunch(_sync_pid(directory), False, log_path)
+        return _start_sync(directory, url, log_path, deadline, env)
+
+
+def _sync_pid(directory: Path) -> int:
+    """The pid the follower wrote into its lock file (0 when there is none)."""
+    try:
+        return int((directory / RECOVERY / SYNC_LOCK).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _start_sync(directory: Path, url: str, log_path: Path, deadline: float,
+                env: dict[str, str] | None) -> SyncLaunch:
+    from convlog.sync.follower import sync_running
+
+    command = [sys.executable, "-m", "convlog", "sync", "--follow", "--dir", str(directory)]
+    child_env = {**(os.environ if env is None else env), "CONVLOG_DB": url}
+    with log_path.open("ab") as out:
+        out.write(f"--- convlog launch: {' '.join(command)} (database in $CONVLOG_DB)\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, env=child_env, close_fds=True,
+        )
+    while time.monotonic() < deadline:
+        # The follower writes its pid into the lock file once it holds the lock; reading
+        # the file (rather than probing the flock, as sync_running does) cannot make the
+        # starting follower find the lock taken.
+        if _sync_pid(directory) == proc.pid:
+            return SyncLaunch(proc.pid, True, log_path)
+        code = proc.poll()
+        if code is not None:
+            if sync_running(directory):  # another follower (not started by a launcher) has the log
+                return SyncLaunch(_sync_pid(directory), False, log_path)
+            raise LaunchError(f"convlog sync exited with status {code}; last lines of {log_path}:\n"
+                              f"{_tail(log_path)}")
+        time.sleep(POLL_S)
+    raise LaunchError(f"convlog sync did not take {directory / RECOVERY / SYNC_LOCK} within the timeout; "
+                      f"last lines of {log_path}:\n{_tail(log_path)}")
 
 
 def lock_holder(directory: Path) -> dict[str, Any] | None:

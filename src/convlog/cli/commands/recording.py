@@ -126,17 +126,21 @@ def demo(directory: Path | None, conversations: int) -> None:
               help="TOML config file for the recorder it starts.")
 @click.option("--sub", multiple=True, metavar="ENDPOINT", help="XPUB endpoint for the recorder it starts (repeatable).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
-              help="Seconds to wait for a new recorder to answer.")
+              help="Seconds to wait for a new recorder to answer (and a new sync to start).")
+@click.option("--sync", "sync_url", metavar="URL",
+              help="Then make sure one `convlog sync --follow` runs for DIR into this PostgreSQL database "
+                   "(started detached, the URL passed in $CONVLOG_DB, output in DIR/sync.log).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing on success (for hooks).")
 @click.option("--resume", metavar="SESSION|latest", help="Then print the resume context of a session.")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True,
               help="Format of --resume.")
 @click.option("--menu", is_flag=True,
               help="Then pick a session, or a checkpoint and a session as of it, to resume (on a terminal).")
-def launch(directory: Path, config_path: Path | None, sub: tuple[str, ...], timeout: float, quiet: bool,
-           resume: str | None, fmt: str, menu: bool) -> None:
+def launch(directory: Path, config_path: Path | None, sub: tuple[str, ...], timeout: float, sync_url: str | None,
+           quiet: bool, resume: str | None, fmt: str, menu: bool) -> None:
     """Make sure exactly one recorder runs for DIR (start it detached if none answers);
-    for agents' startup hooks. Exit 0 when it runs, 1 (with its log's last lines) when not."""
+    for agents' startup hooks. With --sync URL, then exactly one `convlog sync --follow`
+    into that database too. Exit 0 when they run, 1 (with the log's last lines) when not."""
     from convlog.cli import launcher, output
 
     args: list[str] = []
@@ -152,6 +156,15 @@ def launch(directory: Path, config_path: Path | None, sub: tuple[str, ...], time
     if not quiet:
         verb = "started" if result.started else "already running"
         click.echo(f"recorder {verb}: pid {result.pid}, {directory} (log {result.log})", err=bool(resume or menu))
+    if sync_url:
+        try:
+            synced = launcher.ensure_sync_running(directory, sync_url, timeout_s=timeout)
+        except launcher.LaunchError as exc:
+            click.echo(f"convlog: {exc}", err=True)
+            sys.exit(1)
+        if not quiet:
+            verb = "started" if synced.started else "already running"
+            click.echo(f"sync {verb}: pid {synced.pid}, {directory} (log {synced.log})", err=bool(resume or menu))
     upto = None
     if menu:
         picked = output.pick_resume(directory, load_log(directory, None))
