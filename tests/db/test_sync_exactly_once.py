@@ -9,10 +9,13 @@ pg_basebackup answers like the primary, and a second ``sync --once`` writes noth
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
+import os
 import random
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +26,7 @@ import orjson
 import psycopg
 import pytest
 
-from conftest import Bus, Proc, answering, convlog_cmd, records, running_bus, spawn, wait_for_records
+from conftest import Bus, Proc, answering, convlog_cmd, records, running_bus, wait_for_records
 from convlog.cli.sharegpt import conversations, native_events
 from convlog.store.identity import read_log_id
 from pg_server import PgServer, wait_caught_up
@@ -39,11 +42,49 @@ BATCH = "25"
 Digest = tuple[int, str | None, str | None, str | None, str | None]
 
 
+#: A ``convlog`` run whose every SQL statement waits 10 ms first, as over a slow network
+#: to a busy database: a batch's transaction (lock, COPY, INSERT, dirty sessions,
+#: position, projection) then lasts long enough for a kill -9 to land inside it, not
+#: only in the follower's idle poll. Nothing else changes: the real CLI, the real server.
+_SLOW_DB = """
+import sys, time
+import psycopg
+for cls in (psycopg.Connection, psycopg.Cursor):
+    def slow(self, *args, _real=cls.execute, **kwargs):
+        time.sleep(0.01)
+        return _real(self, *args, **kwargs)
+    cls.execute = slow
+from convlog.cli.commands import main
+main(sys.argv[1:])
+"""
+
+
 # ---------------------------------------------------------------------------- helpers
 
 
 def sync_cmd(directory: Path, url: str, *mode: str) -> list[str]:
     return ["sync", "--db", url, "--dir", str(directory), *mode]
+
+
+def spawn_slow_sync(directory: Path, url: str, log_path: Path, app: str) -> Proc:
+    """``convlog sync --follow`` on a slow database (see ``_SLOW_DB``), its connection
+    named ``app`` (``application_name``, to see in pg_stat_activity what it was doing)."""
+    with log_path.open("ab") as fh:
+        popen = subprocess.Popen([sys.executable, "-c", _SLOW_DB, *sync_cmd(directory, url, "--follow", "--batch",
+                                                                            BATCH)],
+                                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env={**os.environ, "PGAPPNAME": app})
+    return Proc(popen, log_path)
+
+
+def backend_state(url: str, app: str) -> str:
+    """What the sync named ``app`` was doing in the database: its backend's state
+    (``active``, ``idle in transaction``, ``idle``) or ``no connection``."""
+    try:
+        state = one(url, "SELECT state FROM pg_stat_activity WHERE application_name = %s", (app,))
+    except psycopg.OperationalError:
+        return "database down"
+    return state or "no connection"
 
 
 def sync_once(directory: Path, url: str) -> str:
@@ -208,6 +249,8 @@ def test_the_database_holds_every_record_once_after_twenty_kill9s_and_a_database
     with own_server() as pg, running_bus(tmp_path) as bus:
         url = pg.url
         syncs: dict[str, Proc] = {}
+        names: dict[str, str] = {}
+        landed: collections.Counter[str] = collections.Counter()
         streams: list[Stream] = []
         try:
             recorders = {name: bus.recorder(d, "--segment-bytes", SEGMENT_BYTES, "--topic", name)
@@ -219,21 +262,27 @@ def test_the_database_holds_every_record_once_after_twenty_kill9s_and_a_database
                 stream.start()
             for d in dirs.values():
                 wait_for_records(d, 20)
+            apps = itertools.count()
             for name, d in dirs.items():
-                syncs[name] = spawn(sync_cmd(d, url, "--follow", "--batch", BATCH), tmp_path / f"sync-{name}.log")
+                syncs[name] = spawn_slow_sync(d, url, tmp_path / f"sync-{name}.log", app := f"sync-{next(apps)}")
+                names[name] = app
 
             kills = 0
             for moment in range(20):
                 time.sleep(rng.uniform(0.1, 1.5))
                 name = rng.choice(sorted(dirs))
                 assert syncs[name].popen.poll() is None, f"sync {name} exited:\n{syncs[name].output()}"
+                landed[backend_state(url, names[name])] += 1
                 syncs[name].kill9()
                 kills += 1
-                syncs[name] = spawn(sync_cmd(dirs[name], url, "--follow", "--batch", BATCH),
-                                    tmp_path / f"sync-{name}.log")
+                syncs[name] = spawn_slow_sync(dirs[name], url, tmp_path / f"sync-{name}.log",
+                                              app := f"sync-{next(apps)}")
+                names[name] = app
                 if moment == 9:
                     restart_database_under_running_syncs(pg, url, dirs, syncs)
             assert kills == 20
+            inside = landed["active"] + landed["idle in transaction"]
+            assert inside >= 5, f"only {inside} of 20 kills landed while a sync was in the database: {landed}"
 
             for stream in streams:
                 stream.halt.set()
@@ -278,7 +327,7 @@ def test_the_database_holds_every_record_once_after_twenty_kill9s_and_a_database
             local |= mine
         assert db_sessions(url) == local
     elapsed = time.monotonic() - started
-    print(f"records per log {totals}, sessions {len(local)}, {elapsed:.1f} s")
+    print(f"records per log {totals}, sessions {len(local)}, kills landed {dict(landed)}, {elapsed:.1f} s")
 
 
 def restart_database_under_running_syncs(pg: PgServer, url: str, dirs: dict[str, Path],
