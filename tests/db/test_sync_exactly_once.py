@@ -1,7 +1,8 @@
 """``convlog sync`` puts every record of every log into PostgreSQL exactly once, measured
 end to end with real processes: a real broker, real recorders writing small segments
 (rotation and sealing happen), real ShareGPT conversations published the whole time,
-``convlog sync`` subprocesses killed with SIGKILL at 20 random moments and a PostgreSQL
+``convlog sync`` subprocesses (on a slowed connection, so that most kills land inside a
+transaction) killed with SIGKILL at 20 random moments and a PostgreSQL
 server killed and started again in the middle; then the database is compared with the
 logs seq by seq (kind, session, payload digest, chain). A streaming replica made with
 pg_basebackup answers like the primary, and a second ``sync --once`` writes nothing.
@@ -234,8 +235,9 @@ def own_server() -> Iterator[PgServer]:
 @pytest.mark.slow
 def test_the_database_holds_every_record_once_after_twenty_kill9s_and_a_database_restart(tmp_path: Path) -> None:
     """Two recorders write two logs (20 KB segments, sealed as they rotate) from two
-    steady streams of ShareGPT turns; a ``sync --follow`` per log is SIGKILLed at 20
-    random moments 0.1-1.5 s apart and started again each time; halfway PostgreSQL is
+    steady streams of ShareGPT turns; a ``sync --follow --batch 25`` per log, on a slowed
+    connection (``_SLOW_DB``) so that most kills land inside a transaction, is SIGKILLed
+    at 20 random moments 0.1-1.5 s apart and started again each time; halfway PostgreSQL is
     killed (SIGKILL of the postmaster and its children) and started again, and the syncs
     that ran across it resume by themselves. Once the streams and recorders stop and the
     followers catch up, each log is in the database exactly once: the same seqs, the
@@ -474,3 +476,50 @@ def test_a_second_sync_once_writes_nothing_and_two_logs_keep_their_own_rows(bus:
     assert assert_database_holds_the_log_once(pg_url, second) == len(records(second))
     assert one(pg_url, "SELECT count(*) FROM convlog.records") == len(records(first)) + len(records(second))
     assert db_sessions(pg_url) == local_sessions(first) | local_sessions(second)
+
+
+def test_two_recorders_of_the_same_traffic_give_each_message_once(bus: Bus, tmp_path: Path, pg_url: str) -> None:
+    """Two recorders hearing the same ShareGPT turns write two logs; both synced into one
+    database, every record of each log is there once under its own log_id, and each
+    session is projected once with the messages either log's local fold counts (each
+    message once, the other log's copy not counted as another message)."""
+    dirs = [tmp_path / "host1", tmp_path / "host2"]
+    recs = [bus.recorder(d, "--segment-bytes", SEGMENT_BYTES) for d in dirs]
+    for d, rec in zip(dirs, recs, strict=True):
+        answering(d, rec)
+    pub = bus.publisher(recs[0], heartbeat_s=None)
+    deadline = time.monotonic() + 20
+    while True:  # both recorders subscribed: a probe message reaches both logs
+        pub.send(b"probe", orjson.dumps({"type": "message", "session_id": "probe", "message_id": "p",
+                                         "sender": "t", "content": "probe"}))
+        time.sleep(0.2)
+        if all((d / "events").is_dir() and any(r["source"] == "sub" for r in records(d)) for d in dirs):
+            break
+        assert time.monotonic() < deadline, "the recorders did not both subscribe"
+    events = list(itertools.islice(turns(), 150))
+    for n, event in enumerate(events, 1):
+        pub.send(event["session_id"].encode(), orjson.dumps(event))
+        if n % 50 == 0:
+            time.sleep(0.2)
+    for d in dirs:
+        found = records(d)
+        wait_for_records(d, len(events) + sum(1 for r in found if r.get("session") == "probe"))
+    pub.close(1000)
+    for rec in recs:
+        assert rec.terminate() == 0, rec.output()
+
+    local = [local_sessions(d) for d in dirs]
+    assert set(local[0]) == set(local[1])
+    for d in dirs:
+        sync_once(d, pg_url)
+    for d in dirs:
+        assert_database_holds_the_log_once(pg_url, d)
+    projected = db_sessions(pg_url)
+    assert set(projected) == set(local[0])
+    wrong = {s: (projected[s], local[0][s], local[1][s]) for s in projected
+             if s != "probe" and not projected[s] == local[0][s] == local[1][s]}
+    assert not wrong, f"sessions projected with other message counts (db, log 1, log 2): {wrong}"
+    assert sum(n for s, n in projected.items() if s != "probe") == len(events)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        per_session = dict(conn.execute("SELECT session, count(*) FROM convlog.messages GROUP BY session"))
+    assert {s: n for s, n in per_session.items() if n} == {s: n for s, n in projected.items() if n}
