@@ -415,6 +415,28 @@ def test_a_streaming_replica_answers_like_the_primary(replicated: tuple[PgServer
     assert snapshot(replica.url) == on_primary
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "sync on a read-only standby retries forever: migrate() (src/convlog/db/schema.py:201) runs "
+    "CREATE SCHEMA even when the schema is current, the standby answers ReadOnlySqlTransaction, and "
+    "Follower.run (src/convlog/sync/follower.py:293) treats every psycopg error as transient, so "
+    "`sync --once` logs 'retrying' and never ends"))
+def test_sync_once_pointed_at_the_replica_fails_instead_of_retrying_forever(
+        replicated: tuple[PgServer, PgServer, Path]) -> None:
+    """``convlog sync --once`` given the standby's URL (a mistake an operator can make)
+    ends with an error that says the database is read-only, within seconds, and the
+    standby still answers like the primary."""
+    primary, replica, directory = replicated
+    try:
+        result = subprocess.run(convlog_cmd(*sync_cmd(directory, replica.url, "--once")), capture_output=True,
+                                text=True, timeout=15)
+    except subprocess.TimeoutExpired as exc:  # run() killed it
+        pytest.fail(f"sync --once on the standby still running after 15 s: {exc.stderr!r}")
+    assert result.returncode != 0
+    assert "read-only" in result.stderr, result.stderr
+    assert snapshot(replica.url) == snapshot(primary.url)
+
+
 def sessions_cli_has_db() -> bool:
     result = subprocess.run(convlog_cmd("sessions", "--help"), capture_output=True, text=True, timeout=60)
     return "--db" in result.stdout
