@@ -132,7 +132,44 @@ def run_checks(
     checks.append(check_silence(status, silence_s))
     checks.append(check_clock(directory, status))
     checks.append(check_retention(config_path, directory))
+    checks.append(check_database(config_path, directory))
     return checks
+
+
+def check_database(config_path: Path | None, directory: Path, timeout_s: float = 5.0) -> Check:
+    """The sync's database (``[sync] db`` or ``$CONVLOG_DB``): it answers, its convlog
+    schema is the version this convlog writes, and the sync is writing this log."""
+    try:
+        config = load_config(config_path)
+    except ConfigError:
+        return Check("database", True, "skipped: the configuration does not load")
+    if not config.sync_db:
+        return Check("database", True, "no sync configured ([sync] db): the log stays on this host only")
+    import psycopg
+
+    from convlog.db.schema import SCHEMA_VERSION, schema_version
+    from convlog.store.sync_state import read_sync_state
+    from convlog.sync.follower import redact_url
+
+    where = redact_url(config.sync_db)
+    try:
+        with psycopg.connect(config.sync_db, connect_timeout=max(1, int(timeout_s))) as conn:
+            found = schema_version(conn)
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Check("database", False, f"{where} does not answer: {reason}",
+                     "start PostgreSQL, or fix [sync] db (host, port, user, database, password in ~/.pgpass)")
+    if found != SCHEMA_VERSION:
+        said = "has no convlog schema" if found == 0 else f"has convlog schema version {found}"
+        fix = ("run convlog sync once to create or migrate it" if found < SCHEMA_VERSION
+               else "upgrade convlog to the version that wrote it")
+        return Check("database", False, f"{where} {said}, this convlog writes version {SCHEMA_VERSION}", fix)
+    state = read_sync_state(directory)
+    if state is None:
+        return Check("database", False, f"{where} answers (schema version {found}) but no sync has written this log",
+                     f"run convlog sync --dir {directory} (or its systemd unit convlog-sync@)")
+    return Check("database", True, f"{where} answers (schema version {found}); the sync wrote up to seq "
+                                   f"{state.get('seq')} at {state.get('updated')}")
 
 
 def check_retention(config_path: Path | None, directory: Path) -> Check:

@@ -11,14 +11,17 @@ from convlog.bus.publisher import NoSubscriberError, PublishFileError
 from convlog.cli.demo import DemoError
 from convlog.cli.session_control import SessionControlError
 from convlog.cli.sharegpt import DatasetMissingError
+from convlog.db.schema import DatabaseError, SchemaError
 from convlog.recorder.config import ConfigError
 from convlog.store.archive import ArchiveError
 from convlog.store.checkpoint import CheckpointError
+from convlog.store.identity import LogIdError
 from convlog.store.lock import LogLockedError
 from convlog.store.purge import PurgeError
 from convlog.store.replay import NoLogError, UnknownSessionError
 from convlog.store.retention import RetentionError
 from convlog.store.signing import SigningKeyError
+from convlog.sync.follower import SyncLockedError
 
 #: Failures that are the user's to fix: one line, exit 1.
 EXPECTED = (
@@ -41,5 +44,9 @@ EXPECTED = (
     ArchiveError,
     CurveError,
     SigningKeyError,
+    SyncLockedError,
+    SchemaError,
+    DatabaseError,
+    LogIdError,
     zmq.ZMQError,
 )

@@ -24,6 +24,30 @@ if TYPE_CHECKING:
 # -- offline tools (verify, recover, compress, import) ----------------------------------------------
 
 
+def print_sync_line(sync: dict[str, Any]) -> None:
+    """The ``sync:`` line of ``convlog status`` (what ``recovery/sync.json`` says)."""
+    if not sync.get("updated"):
+        out.print("  sync: [sync] db is set but convlog sync has not written yet (retention waits for it)",
+                  markup=False)
+        return
+    behind = sync.get("lag_records") or 0
+    lag = f"{behind:,} records behind ({sync.get('lag_s') or 0:g} s)" if behind else "caught up"
+    out.print(f"  sync: seq {sync.get('seq')} in {sync.get('db')}, {lag}; last written {sync.get('updated')}",
+              markup=False)
+
+
+def print_sync_lag(rows: list[dict[str, Any]], where: str) -> None:
+    """``convlog status --db``: each synced log's position and lag."""
+    table = Table("log", "host", "directory", "seq", "records", "behind", "lag s", "updated", pad_edge=False)
+    for row in rows:
+        behind = row["lag_records"]
+        table.add_row(row["log_id"][:8], row["host"] or "", row["directory"] or "", str(row["seq"] or 0),
+                      f"{row['records'] or 0:,}", "?" if behind is None else f"{behind:,}",
+                      "?" if row["lag_s"] is None else f"{row['lag_s']:.3f}", (row["updated"] or "")[:19])
+    out.print(table)
+    out.print(f"{len(rows)} log(s) synced into {where}", markup=False)
+
+
 def print_verify(report: VerifyReport) -> None:
     """Print a :class:`~convlog.store.verify.VerifyReport`: one ``where:line: reason`` line per
     problem, one ``NOTE`` line per note, then a one-line summary."""
@@ -178,6 +202,9 @@ def print_status(status: dict[str, Any]) -> None:
                       f"{done}", markup=False)
         else:
             out.print("  redaction: OFF (secrets are stored as received)", markup=False)
+    sync = status.get("sync")
+    if sync is not None:
+        print_sync_line(sync)
     chain = status.get("chain")
     if chain is not None:
         signing = chain.get("signing")

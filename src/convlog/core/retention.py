@@ -69,13 +69,16 @@ class Doomed:
     reason: str
 
 
-def plan(spans: list[SegmentSpan], limits: Limits, now: datetime) -> list[Doomed]:
+def plan(spans: list[SegmentSpan], limits: Limits, now: datetime, keep_after: int | None = None) -> list[Doomed]:
     """The segments to let go of, oldest first (see the module doc for the rules).
 
     Args:
         spans: every segment of the log, oldest first.
         limits: the retention settings.
         now: the current time (aware, UTC).
+        keep_after: keep every segment holding a record after this seq (the last one the
+            database holds, when a sync is configured: a segment goes only once synced);
+            None for no such bound.
 
     Returns:
         a prefix of ``spans`` (finished segments only) with the reason for each; empty
@@ -85,7 +88,7 @@ def plan(spans: list[SegmentSpan], limits: Limits, now: datetime) -> list[Doomed
     cutoff = format_ts(now - timedelta(seconds=limits.max_age_s)) if limits.max_age_s is not None else None
     total = sum(span.bytes for span in spans)
     for span in spans:
-        if not span.finished:
+        if not span.finished or (keep_after is not None and span.last_seq > keep_after):
             break
         if cutoff is not None and span.last_ts is not None and span.last_ts < cutoff:
             reason = "max_age"

@@ -166,6 +166,17 @@ class SchemaError(Exception):
     """The database's schema cannot be used: newer than this code, or not convlog's."""
 
 
+class DatabaseError(Exception):
+    """The database cannot be reached or answered with an error (the message says which
+    database, without its password, and the reason on one line)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's message on one line (libpq's run over several), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def schema_version(conn: Any) -> int:
     """The schema version the database is at (0 when convlog's schema is not there).
 

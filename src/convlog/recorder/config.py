@@ -31,6 +31,9 @@ The TOML file (``--config FILE`` or ``CONVLOG_CONFIG``) has three tables::
     curve_secret = ""                    # own CURVE certificate (NAME.key_secret) for a CURVE broker
     curve_server = ""                    # ... and the broker's public one (NAME.key); both or neither
 
+    [sync]                               # convlog sync projects this log into PostgreSQL
+    db = ""                              # its URL: retention then keeps what it has not written
+
     [retention]                          # off unless max_age or max_bytes is set
     max_age = "90d"                      # let go of finished segments whose records are older
     max_bytes = "50GiB"                  # ... and the oldest ones while the log is bigger
@@ -124,6 +127,7 @@ class Config:
     dir_mode: int = modes.DEFAULT_DIR_MODE
     chain: bool = True
     sign_key: Path | None = None
+    sync_db: str | None = None
     curve_secret: Path | None = None
     curve_server: Path | None = None
     retention_max_age_s: float | None = None
@@ -183,6 +187,7 @@ class Config:
             "redact": self.redact_summary(),
             "chain": self.chain,
             "sign_key": str(self.sign_key) if self.sign_key is not None else None,
+            "sync": self.sync_db is not None,
             "curve": self.curve_summary(),
             "source": self.source,
         }
@@ -326,6 +331,12 @@ def _bool(value: Any) -> bool:
     return value
 
 
+def _db_url(value: Any) -> str:
+    if not isinstance(value, str) or (not re.match(r"^(postgresql|postgres)://", value) and "=" not in value):
+        raise ValueError(f"not a PostgreSQL URL (postgresql://user@host/dbname): {value!r}")
+    return value
+
+
 def _optional_endpoint(value: Any) -> str | None:
     return None if value in ("", None) else _endpoint(value)
 
@@ -436,6 +447,8 @@ _RECORDER_KEYS: dict[str, Callable[[Any], Any]] = {
     "curve_secret": _optional(_path),
     "curve_server": _optional(_path),
 }
+#: ``[sync]`` keys: ``db``, the PostgreSQL URL ``convlog sync`` writes this log into.
+_SYNC_KEYS: dict[str, Callable[[Any], Any]] = {"db": _optional(_db_url)}
 #: ``[retention]`` keys and the :class:`Config` field each sets.
 _RETENTION_FIELDS = {
     "max_age": "retention_max_age_s",
@@ -606,10 +619,10 @@ def _apply_redact(origin: str, text: str, raw: Any) -> dict[str, Any]:
 def _apply_file(config: Config, path: Path) -> Config:
     raw, text = _from_file(path)
     origin = str(path)
-    unknown = sorted(set(raw) - {"recorder", "enrich", "retention", "redact"})
+    unknown = sorted(set(raw) - {"recorder", "enrich", "retention", "redact", "sync"})
     if unknown:
         raise ConfigError(
-            origin, unknown[0], "unknown table or key (known: recorder, enrich, retention, redact)",
+            origin, unknown[0], "unknown table or key (known: recorder, enrich, retention, redact, sync)",
             _line_of(text, "", unknown[0]) or _line_of(text, unknown[0], ""),
         )
     values = _check_table(origin, text, "recorder", raw.get("recorder", {}), _RECORDER_KEYS)
@@ -635,6 +648,9 @@ def _apply_file(config: Config, path: Path) -> Config:
     _check_retention(origin, text, {**_retention_values(config), **values})
     if "redact" in raw:
         values.update(_apply_redact(origin, text, raw["redact"]))
+    sync = _check_table(origin, text, "sync", raw.get("sync", {}), _SYNC_KEYS)
+    if "db" in sync:
+        values["sync_db"] = sync["db"]
     if rules:
         values["rules"] = rules
     if defaults:
@@ -670,6 +686,11 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
                 values[key] = check(env[name])
             except ValueError as exc:
                 raise ConfigError("environment", name, str(exc)) from None
+    if env.get("CONVLOG_DB"):  # convlog sync's database: [sync] db
+        try:
+            values["sync_db"] = _db_url(env["CONVLOG_DB"])
+        except ValueError as exc:
+            raise ConfigError("environment", "CONVLOG_DB", str(exc)) from None
     return replace(config, **values) if values else config
 
 

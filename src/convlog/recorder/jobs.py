@@ -38,6 +38,7 @@ from convlog.store.heads import HeadSigner
 from convlog.store.lock import rewrite_lock
 from convlog.store.retention import PruneReport, prune
 from convlog.store.segment import CHECKPOINTS
+from convlog.store.sync_state import synced_seq
 
 log = logging.getLogger("convlog.recorder")
 
@@ -215,7 +216,8 @@ class Jobs:
         try:
             with rewrite_lock(self.directory, exclusive=False), self.log_lock:  # not while a purge runs
                 report = prune(self.directory, limits, action, archive_dir, dry_run, announce=self._announce,
-                               live_reserve=self.config.segment_bytes)
+                               live_reserve=self.config.segment_bytes,
+                               synced_seq=synced_seq(self.directory) if self.config.sync_db else None)
         except Exception as exc:
             if "retention" not in self.faults.file_errors:
                 self.faults.thread_errors.append(("applying retention", exc))
@@ -231,6 +233,9 @@ class Jobs:
             self.pruned_bytes += report.removed_bytes
             log.info("retention: %s %d segment(s), %d records, %d bytes (base at seq %s)", action,
                      len(report.segments), report.records, report.removed_bytes, report.base)
+        if report.held_for_sync:
+            log.info("retention: %d segment(s) due wait until convlog sync has written them (%s)",
+                     report.held_for_sync, "[sync] db is set")
         return report
 
     def _announce(self, report: PruneReport) -> None:

@@ -22,6 +22,7 @@ from convlog.recorder.jobs import Jobs
 from convlog.recorder.receive import Receiver
 from convlog.recorder.sequencer import Sequencer
 from convlog.store.segment import list_segments
+from convlog.store.sync_state import read_sync_state
 
 #: Window of the rate reported by ``status``, seconds.
 RATE_WINDOW_S = 60.0
@@ -51,6 +52,19 @@ class Reporter:
         started_mono: monotonic time of the start, seconds.
         start_seq: seq of the last record before this start's ``recorder.start``.
     """
+
+    def _sync(self, seq: int) -> dict[str, Any] | None:
+        """What ``DIR/recovery/sync.json`` says of ``convlog sync`` (None when no sync
+        wrote one and none is configured): its fields, ``configured`` ([sync] db), and
+        ``lag_records`` against this recorder's seq."""
+        state = read_sync_state(self.directory)
+        if state is None and not self.config.sync_db:
+            return None
+        state = dict(state or {})
+        synced = state.get("seq") if isinstance(state.get("seq"), int) else 0
+        state["configured"] = bool(self.config.sync_db)
+        state["lag_records"] = max(0, seq - synced)
+        return state
 
     def __init__(
         self, config: Config, directory: Path, ingest: Ingest, sequencer: Sequencer, durable: DurableWriter,
@@ -103,6 +117,8 @@ class Reporter:
             ``{"key", "last_seq", "last_signed"}``: :meth:`Jobs.signing`)},
             "fsync": {"policy", "lag_s", "durable_seq"},
             "compress" (``zstd``: finished segments are sealed, or ``none``),
+            "sync" (None, or what ``convlog sync`` last wrote: ``seq``, ``db``, ``lag_records``,
+            ``lag_s``, ``updated``, ``configured``),
             "curve" (``{"secret", "server"}`` certificate paths when the SUB socket is a
             CURVE client, else None),
             "disk": {"used_bytes", "free_bytes"}, "gaps": {publishers, missing, ...},
@@ -191,6 +207,7 @@ class Reporter:
             "fsync": {"policy": writer.policy, "lag_s": lag, "durable_seq": writer.durable_seq},
             "compress": self.config.compress,
             "curve": self.config.curve_summary(),
+            "sync": self._sync(seq),
             "disk": {"used_bytes": used, "free_bytes": free},
             "gaps": detector.summary(),
             "drops": durable.dropped["messages"] if durable.dropped else 0,

@@ -260,6 +260,7 @@ def prune_offline(
     archive_dir: str | Path | None = None,
     dry_run: bool = False,
     clock: Clock | None = None,
+    synced_seq: int | None = None,
 ) -> PruneReport:
     """Apply retention to a log whose recorder is not running (``convlog prune``):
     :func:`convlog.store.retention.prune` under the writer lock, its ``recorder.pruned``
@@ -272,6 +273,8 @@ def prune_offline(
         archive_dir: the archive for ``"archive"``.
         dry_run: only report what would go.
         clock: time source for the record and the base.
+        synced_seq: with a sync configured, the last seq the database holds (later
+            segments wait); None without one.
 
     Returns:
         the :class:`~convlog.store.retention.PruneReport`.
@@ -285,7 +288,7 @@ def prune_offline(
     if not list_segments(directory):
         raise NoLogError.in_directory(directory)
     if dry_run:
-        return prune(directory, limits, action, archive_dir, dry_run=True, clock=clock)
+        return prune(directory, limits, action, archive_dir, dry_run=True, clock=clock, synced_seq=synced_seq)
     with OfflineWriter(directory, "convlog prune", clock) as writer:
 
         def announce(report: PruneReport) -> None:
@@ -294,4 +297,5 @@ def prune_offline(
                                     report.as_data()), seq)
             writer.sync()
 
-        return prune(directory, limits, action, archive_dir, announce=announce, clock=writer.clock)
+        return prune(directory, limits, action, archive_dir, announce=announce, clock=writer.clock,
+                     synced_seq=synced_seq)

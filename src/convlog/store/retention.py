@@ -76,6 +76,7 @@ class PruneReport:
         dry_run: True when nothing was changed.
         bytes_before: the log's segments on disk before, bytes.
         bytes_after: ... and after, bytes.
+        held_for_sync: segments that were due but wait until the sync has their records.
     """
 
     action: str
@@ -87,6 +88,7 @@ class PruneReport:
     dry_run: bool = False
     bytes_before: int = 0
     bytes_after: int = 0
+    held_for_sync: int = 0
 
     @property
     def records(self) -> int:
@@ -103,7 +105,8 @@ class PruneReport:
 
             {"action", "archive_dir", "segments": [names], "reasons": {"max_age": n, ...},
              "first_seq", "last_seq", "records", "bytes", "first_ts", "last_ts",
-             "base", "checkpoints": [names], "leftovers": [names], "dry_run"}
+             "base", "checkpoints": [names], "leftovers": [names], "dry_run",
+             "held_for_sync": segments due that wait for convlog sync}
         """
         spans = [d.span for d in self.segments]
         reasons: dict[str, int] = {}
@@ -124,6 +127,7 @@ class PruneReport:
             "checkpoints": self.checkpoints,
             "leftovers": self.leftovers,
             "dry_run": self.dry_run,
+            "held_for_sync": self.held_for_sync,
         }
 
 
@@ -137,12 +141,15 @@ def log_bytes(directory: Path) -> int:
 
 
 def _plan(directory: Path, limits: Limits, now: datetime, horizon_seq: int,
-          live_reserve: int) -> tuple[list[Doomed], list[SegmentSpan]]:
-    """The plan for the segments after the base, and the leftovers before it
-    (:func:`convlog.core.retention.leftovers`, :func:`~convlog.core.retention.reserve_live`)."""
+          live_reserve: int, synced: int | None) -> tuple[list[Doomed], list[SegmentSpan], int]:
+    """The plan for the segments after the base, the leftovers before it
+    (:func:`convlog.core.retention.leftovers`, :func:`~convlog.core.retention.reserve_live`),
+    and how many more segments would go if the sync had them all."""
     spans = reserve_live(list(segment_spans(directory)), live_reserve)
     before = leftovers(spans, horizon_seq)
-    return plan(spans[len(before):], limits, now), before
+    doomed = plan(spans[len(before):], limits, now, keep_after=synced)
+    held = len(plan(spans[len(before):], limits, now)) - len(doomed) if synced is not None else 0
+    return doomed, before, held
 
 
 def _fold_to(directory: Path, seq: int) -> tuple[Any, Any, str | None]:
@@ -209,6 +216,7 @@ def prune(
     announce: Callable[[PruneReport], None] | None = None,
     clock: Clock | None = None,
     live_reserve: int = 0,
+    synced_seq: int | None = None,
 ) -> PruneReport:
     """Apply retention to a log no other process is pruning (see the module doc).
 
@@ -229,6 +237,9 @@ def prune(
         live_reserve: bytes the live segment counts as at least for ``max_bytes`` (the
             size it grows to before rotating, ``segment_bytes``), so the log stays under
             the bound until the next prune; 0 counts its current size.
+        synced_seq: when a sync is configured, the last seq the database holds
+            (:func:`convlog.store.sync_state.synced_seq`): segments holding a later
+            record wait (counted in ``held_for_sync``); None when there is no sync.
 
     Returns:
         a :class:`PruneReport`.
@@ -249,9 +260,10 @@ def prune(
         raise RetentionError("the archive directory cannot be the log directory itself")
     now = now or datetime.now(UTC)
     horizon = read_horizon(directory)
-    doomed, left = _plan(directory, limits, now, horizon.seq if horizon else 0, live_reserve)
+    doomed, left, held = _plan(directory, limits, now, horizon.seq if horizon else 0, live_reserve, synced_seq)
     report = PruneReport(action, archive if action == "archive" else None, doomed,
-                         [span.key for span in left], dry_run=dry_run, bytes_before=log_bytes(directory))
+                         [span.key for span in left], dry_run=dry_run, bytes_before=log_bytes(directory),
+                         held_for_sync=held)
     cut = doomed[-1].span.last_seq if doomed else (horizon.seq if horizon else 0)
     stale = [info for info in list_checkpoints(directory) if info.seq <= cut]
     report.checkpoints = [info.path.name for info in stale]

@@ -37,14 +37,12 @@ from convlog.db.projection import project_all
 from convlog.db.rows import parse_ts, pg_text, record_row
 from convlog.db.schema import migrate
 from convlog.db.writer import Batch, Position, note_log_end, register_log, write_batch
-from convlog.store.fsync import write_atomic
 from convlog.store.identity import ensure_log_id
 from convlog.store.segment import RECOVERY, follow_lines, list_segments, segment_key, segments_from
+from convlog.store.sync_state import sync_path, write_sync_state
 
 log = logging.getLogger("convlog.sync")
 
-#: ``DIR/recovery/sync.json``: what the follower last wrote (see the module doc).
-SYNC_FILE = "sync.json"
 #: Most records per batch (one transaction).
 BATCH_RECORDS = 5000
 #: Most line bytes per batch.
@@ -72,23 +70,6 @@ def redact_url(url: str) -> str:
     return make_conninfo(**params)
 
 
-def read_sync_file(directory: Path) -> dict[str, Any] | None:
-    """``DIR/recovery/sync.json`` parsed, or None when missing or unreadable."""
-    try:
-        data = orjson.loads((Path(directory) / RECOVERY / SYNC_FILE).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def synced_seq(directory: Path) -> int | None:
-    """The last seq the sync says the database holds (``sync.json``), or None when no
-    sync has written one."""
-    data = read_sync_file(directory)
-    seq = data.get("seq") if data is not None else None
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
-
-
 def _extract(record: dict[str, Any]) -> list[Step]:
     """The fold's steps of one ``llm.request`` or ``recorder.gap`` record (on its own)."""
     steps: list[Step] = []
@@ -104,6 +85,47 @@ def _log_end(directory: Path) -> int | None:
         return None
     seq = state.get("written_seq") if isinstance(state, dict) else None
     return seq if isinstance(seq, int) else None
+
+
+class SyncLockedError(Exception):
+    """Another ``convlog sync`` already follows this log directory (the message names its
+    pid): one follower per log and host (``DIR/recovery/sync.lock``, flock)."""
+
+
+@contextlib.contextmanager
+def sync_lock(directory: Path) -> Iterator[None]:
+    """Hold ``DIR/recovery/sync.lock`` (flock, exclusive, not waiting) for one follower.
+
+    Raises:
+        SyncLockedError: when another process holds it.
+        OSError: when it cannot be created.
+    """
+    import fcntl
+
+    path = Path(directory) / RECOVERY / "sync.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+            raise SyncLockedError(f"a convlog sync (pid {holder}) already follows {directory}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def sync_running(directory: Path) -> bool:
+    """Whether a follower holds ``DIR/recovery/sync.lock`` now."""
+    try:
+        with sync_lock(directory):
+            return False
+    except SyncLockedError:
+        return True
+    except OSError:
+        return False
 
 
 @dataclass(slots=True)
@@ -248,7 +270,8 @@ class Follower:
     # -- the loop ------------------------------------------------------------------------
 
     def run(self, follow: bool, poll_s: float = 0.2) -> int:
-        """Sync until the log's end (``follow`` False) or until :attr:`stop` is set.
+        """Sync until the log's end (``follow`` False) or until :attr:`stop` is set,
+        holding the log's sync lock (:func:`sync_lock`).
 
         Database errors are retried with a back-off (logged once per outage); a log
         that cannot be read stops it.
@@ -257,9 +280,14 @@ class Follower:
             0.
 
         Raises:
+            SyncLockedError: when another follower holds the log.
             OSError: when the log cannot be read.
             SchemaError: when the database's schema is newer than this convlog's.
         """
+        with sync_lock(self.directory):
+            return self._run(follow, poll_s)
+
+    def _run(self, follow: bool, poll_s: float) -> int:
         from convlog.db.schema import SchemaError
 
         backoff = RETRY_FIRST_S
@@ -342,9 +370,9 @@ class Follower:
                 "lag_records": self.stats.lag_records, "lag_s": round(self.stats.lag_s, 3),
                 "updated": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "pid": os.getpid()}
         try:
-            write_atomic(self.directory / RECOVERY / SYNC_FILE, orjson.dumps(data))
+            write_sync_state(self.directory, data)
         except OSError as exc:
-            log.warning("cannot write %s/%s: %s", RECOVERY, SYNC_FILE, exc)
+            log.warning("cannot write %s: %s", sync_path(self.directory), exc)
 
     def _wait(self, poll_s: float) -> None:
         """Wait for the log to grow (watchfiles on events/, at most ``poll_s`` seconds)."""

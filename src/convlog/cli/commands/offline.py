@@ -100,6 +100,7 @@ def prune(dir_argument: Path | None, dir_option: Path | None, config_path: Path 
     from convlog.recorder.config import load_config
     from convlog.store.lock import LogLockedError
     from convlog.store.offline import prune_offline
+    from convlog.store.sync_state import synced_seq
 
     directory = log_dir(dir_argument, dir_option)
     config = load_config(config_path)
@@ -116,7 +117,8 @@ def prune(dir_argument: Path | None, dir_option: Path | None, config_path: Path 
     else:
         action, archive_dir = config.retention_action, config.retention_archive_dir
     try:
-        report = prune_offline(directory, limits, action, archive_dir, dry_run)
+        report = prune_offline(directory, limits, action, archive_dir, dry_run,
+                               synced_seq=synced_seq(directory) if config.sync_db else None)
         data = report.as_data()
     except LogLockedError as locked:
         try:

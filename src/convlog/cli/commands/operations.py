@@ -18,11 +18,26 @@ from convlog.cli.commands.options import dir_option, silence_stdout
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               help="Seconds to wait for the recorder's answer.")
-def status(directory: Path, as_json: bool, timeout: float) -> None:
+@click.option("--db", "db", metavar="URL",
+              help="Instead: each log synced into this PostgreSQL database, its position and lag.")
+def status(directory: Path, as_json: bool, timeout: float, db: str | None) -> None:
     """Is the recorder of DIR really recording? Exit 0 when healthy, 1 when unhealthy,
-    3 when no recorder runs (usable as a health check)."""
+    3 when no recorder runs (usable as a health check). With --db, the sync's lag of
+    every log in the database (records and seconds)."""
     from convlog.bus import control
     from convlog.cli import console, reports
+
+    if db is not None:
+        from convlog.cli.db_view import reader, where
+        from convlog.db.writer import lag_rows
+
+        with reader(db) as conn:
+            rows = lag_rows(conn)
+        if as_json:
+            console.print_json(rows)
+        else:
+            reports.print_sync_lag(rows, where(db))
+        return
 
     try:
         reply = control.request(directory, "status", timeout_s=timeout)

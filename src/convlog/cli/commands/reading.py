@@ -21,6 +21,29 @@ from convlog.cli.commands.options import (
 from convlog.store.replay import NoLogError
 
 
+def db_options(func: Any) -> Any:
+    """``--db URL`` (read from PostgreSQL instead of the log directory; a reader reads
+    the log unless given it, ``$CONVLOG_DB`` is only ``convlog sync``'s default) and
+    ``--log ID`` (with ``--db``: only the logs whose id starts with ID)."""
+    func = click.option("--log", "log", metavar="ID",
+                        help="With --db: only sessions and records of the log whose id (DIR/log_id) "
+                             "starts with ID.")(func)
+    return click.option("--db", "db", metavar="URL",
+                        help="Read from PostgreSQL (what convlog sync wrote, every log) instead of --dir.")(func)
+
+
+def db_reader(db: str | None, log: str | None, as_of: str | None) -> bool:
+    """True when a reader reads the database (``--db``); usage errors for ``--log``
+    without it and for ``--as-of`` with it."""
+    if db is None:
+        if log is not None:
+            raise click.UsageError("--log needs --db")
+        return False
+    if as_of is not None:
+        raise click.UsageError("--as-of reads a log directory; it cannot be used with --db")
+    return True
+
+
 @click.command()
 @dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -30,13 +53,19 @@ from convlog.store.replay import NoLogError
 @click.option("--limit", type=click.IntRange(min=0),
               help="At most N sessions (0: all). Default: a page of 50 in the table, all with --json.")
 @as_of_option
+@db_options
 def sessions(directory: Path, as_json: bool, include_deleted: bool, order: str, limit: int | None,
-             as_of: str | None) -> None:
-    """List the sessions folded from the log: newest activity first, a page at a time,
-    with the total."""
+             as_of: str | None, db: str | None, log: str | None) -> None:
+    """List the sessions folded from the log (or, with --db, from every log synced into
+    PostgreSQL): newest activity first, a page at a time, with the total."""
     from convlog.cli import console, output
     from convlog.core.view import plural
 
+    if db_reader(db, log, as_of):
+        from convlog.cli import db_view
+
+        db_view.print_sessions(db, as_json, include_deleted, order, limit, log)  # type: ignore[arg-type]
+        return
     replay = load_log(directory, as_of)
     rows = output.sorted_sessions(replay.state, include_deleted, order)
     page = limit if limit is not None else (0 if as_json else output.SESSIONS_PAGE)
@@ -56,9 +85,17 @@ def sessions(directory: Path, as_json: bool, include_deleted: bool, order: str, 
 @dir_option
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
 @as_of_option
-def show(session: str, directory: Path, fmt: str, as_of: str | None) -> None:
-    """Show the visible branch of SESSION (an id or a unique prefix)."""
+@db_options
+def show(session: str, directory: Path, fmt: str, as_of: str | None, db: str | None, log: str | None) -> None:
+    """Show the visible branch of SESSION (an id or a unique prefix), from the log or,
+    with --db, from PostgreSQL (every log's records of it)."""
     from convlog.cli import output
+
+    if db_reader(db, log, as_of):
+        from convlog.cli import db_view
+
+        db_view.print_show(db, session, fmt, log)  # type: ignore[arg-type]
+        return
 
     output.print_transcript(load_log(directory, as_of), session, fmt)
 
@@ -118,19 +155,30 @@ def _search_time(value: str | None, option: str) -> str | None:
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most N matches.")
 @click.option("--stem", is_flag=True, help="Match English word stems: deploy finds deployment, deployed.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list of the matches.")
+@db_options
 def search(query: tuple[str, ...], directory: Path, session: str | None, speaker: str | None, kind: str | None,
-           since: str | None, until: str | None, limit: int, stem: bool, as_json: bool) -> None:
+           since: str | None, until: str | None, limit: int, stem: bool, as_json: bool, db: str | None,
+           log: str | None) -> None:
     """Full-text search of what was said, newest first (SQLite FTS5 syntax: words,
     "a phrase", OR, NOT, NEAR(a b), prefix*). The index (DIR/index/search.sqlite) is
-    brought up to date from the log first."""
+    brought up to date from the log first. With --db, PostgreSQL's full-text search over
+    every synced log (words, "a phrase", OR, -word)."""
     import sqlite3
 
     from convlog.cli import console, log_view
     from convlog.store.search import SearchIndex, SearchQueryError
 
-    _search_time(since, "--since")
-    _search_time(until, "--until")
+    since_ts = _search_time(since, "--since")
+    until_ts = _search_time(until, "--until")
     text = " ".join(query)
+    if db_reader(db, log, None):
+        from convlog.cli import db_view
+
+        if stem:
+            raise click.UsageError("--stem is for a log's index; with --db, search matches words as written")
+        db_view.print_search(db, text, as_json, log, session=session, speaker=speaker,  # type: ignore[arg-type]
+                             kind=kind, since=since_ts, until=until_ts, limit=limit)
+        return
     try:
         with SearchIndex(directory) as index:
             with console.lazy_progress("indexing") as progress:
@@ -267,15 +315,30 @@ class _TerminalStream:
               help="Also rewound messages, copies, rewinds, checkpoints and requests; forks nested where made.")
 @dir_option
 @as_of_option
+@db_options
 def export_command(sessions: tuple[str, ...], all_sessions: bool, fmt: str, out: str | None, with_history: bool,
-                   directory: Path, as_of: str | None) -> None:
+                   directory: Path, as_of: str | None, db: str | None, log: str | None) -> None:
     """Export SESSIONs (ids or unique prefixes) as Markdown, JSON, JSONL or CSV: the
-    visible branch with its crystals and usage, or with --with-history the whole tree."""
+    visible branch with its crystals and usage, or with --with-history the whole tree.
+    With --db, from PostgreSQL (each session folded from every log's records of it)."""
+    if all_sessions == bool(sessions):
+        raise click.UsageError("give one or more SESSIONs, or --all (not both)")
+    if db_reader(db, log, as_of):
+        from convlog.cli import db_view
+
+        with db_view.union_log(db, sessions, all_sessions, with_history, log) as (union_dir, ids):  # type: ignore[arg-type]
+            _export(union_dir, ids if not all_sessions else (), all_sessions, fmt, out, with_history, None,
+                    db_view.where(db))  # type: ignore[arg-type]
+        return
+    _export(directory, sessions, all_sessions, fmt, out, with_history, as_of, None)
+
+
+def _export(directory: Path, sessions: tuple[str, ...] | list[str], all_sessions: bool, fmt: str, out: str | None,
+            with_history: bool, as_of: str | None, source: str | None) -> None:
+    """The export of a log directory (``source``: what the header names instead of it)."""
     from convlog.cli import console
     from convlog.readers import export as exporting
 
-    if all_sessions == bool(sessions):
-        raise click.UsageError("give one or more SESSIONs, or --all (not both)")
     replay = load_log(directory, as_of)
     state = replay.state
     if all_sessions:
@@ -288,6 +351,8 @@ def export_command(sessions: tuple[str, ...], all_sessions: bool, fmt: str, out:
         raise click.BadParameter(str(exc), param_hint="'--out'") from None
     request = exporting.ExportRequest(with_history=with_history, events=fmt == "jsonl")
     header = exporting.export_header(directory, state, with_history)
+    if source is not None:
+        header["log"] = source
     with console.byte_progress("exporting", exporting.export_bytes(directory, state, ids)) as advance:
         built = exporting.export(directory, state, ids, request, progress=advance)
         if not all_sessions:  # in the order asked
