@@ -168,6 +168,7 @@ def test_run_checks_flags_sub_pointed_at_xsub(
     checks = run_checks(None, tmp_path / "logs", [xpub, xsub], None)
     assert [c.name for c in checks] == [
         "config", "directory", "recorder", f"sub {xpub}", f"sub {xsub}", "silence", "clock", "retention",
+        "database",
     ]
     assert_well_formed(checks)
     assert {c.name for c in checks if not c.ok} == {"recorder", f"sub {xsub}"}

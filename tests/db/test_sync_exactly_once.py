@@ -418,11 +418,6 @@ def test_a_streaming_replica_answers_like_the_primary(replicated: tuple[PgServer
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "sync on a read-only standby retries forever: migrate() (src/convlog/db/schema.py:212) runs "
-    "CREATE SCHEMA even when the schema is current, the standby answers ReadOnlySqlTransaction, and "
-    "Follower.run (src/convlog/sync/follower.py:321) treats every psycopg error as transient, so "
-    "`sync --once` logs 'retrying' and never ends"))
 def test_sync_once_pointed_at_the_replica_fails_instead_of_retrying_forever(
         replicated: tuple[PgServer, PgServer, Path]) -> None:
     """``convlog sync --once`` given the standby's URL (a mistake an operator can make)

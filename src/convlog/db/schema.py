@@ -57,7 +57,6 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "offset" bigint NOT NULL,
             last_ts timestamptz,
             log_seq bigint,
-            log_ts timestamptz,
             records bigint NOT NULL DEFAULT 0,
             updated timestamptz NOT NULL DEFAULT now()
         )""",
@@ -81,7 +80,6 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         )""",
         "CREATE INDEX records_session ON convlog.records (session, ts, log_id, seq)",
         "CREATE INDEX records_search ON convlog.records USING gin (search)",
-        "CREATE INDEX records_kind_ts ON convlog.records (kind, ts)",
         "CREATE TABLE convlog.dirty (session text PRIMARY KEY)",
         """CREATE TABLE convlog.sessions (
             session text PRIMARY KEY,
@@ -207,6 +205,9 @@ def migrate(conn: Any) -> int:
         SchemaError: when the database's schema is newer than this code.
         psycopg.Error: when a statement fails (nothing of the migration stays).
     """
+    current = schema_version(conn)
+    if current == SCHEMA_VERSION:
+        return current  # nothing to do: no DDL, so a read-only database is fine here
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
         conn.execute("CREATE SCHEMA IF NOT EXISTS convlog")

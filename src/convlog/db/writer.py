@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from convlog.db.rows import COLUMNS, parse_ts, pg_text
+from convlog.db.rows import COLUMNS, pg_text
 
 _STAGING = "convlog_staging"
 _COLUMN_TYPES = {
@@ -57,7 +57,7 @@ class Batch:
         gaps: ``(seq, ts, publisher, first_missing, last_missing)``.
         position: where the log is read next after the batch (its last record's seq,
             segment and offset).
-        log_seq, log_ts: the log's last record as the follower last saw it (for the lag).
+        log_seq: the log's last seq as the follower last saw it (for the lag).
     """
 
     rows: list[tuple[Any, ...]]
@@ -66,7 +66,6 @@ class Batch:
     gaps: list[tuple[Any, ...]]
     position: Position
     log_seq: int | None = None
-    log_ts: str | None = None
 
 
 def register_log(conn: Any, log_id: str, host: str, directory: str) -> Position | None:
@@ -140,27 +139,26 @@ def write_batch(conn: Any, log_id: str, batch: Batch) -> int:
             position = batch.position
             last_ts = batch.rows[-1][2] if batch.rows else None
             cur.execute("""INSERT INTO convlog.positions
-                             (log_id, seq, segment, "offset", last_ts, log_seq, log_ts, records, updated)
-                           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())
+                             (log_id, seq, segment, "offset", last_ts, log_seq, records, updated)
+                           VALUES (%s, %s, %s, %s, %s, %s, %s, now())
                            ON CONFLICT (log_id) DO UPDATE SET
                              seq = excluded.seq, segment = excluded.segment, "offset" = excluded."offset",
                              last_ts = coalesce(excluded.last_ts, convlog.positions.last_ts),
-                             log_seq = excluded.log_seq, log_ts = excluded.log_ts,
+                             log_seq = excluded.log_seq,
                              records = convlog.positions.records + excluded.records, updated = now()""",
                         (log_id, last_seq, position.segment, position.offset, last_ts, batch.log_seq,
-                         parse_ts(batch.log_ts), inserted))
+                         inserted))
     return inserted
 
 
-def note_log_end(conn: Any, log_id: str, log_seq: int, log_ts: str | None) -> None:
+def note_log_end(conn: Any, log_id: str, log_seq: int) -> None:
     """Store the log's end as the follower sees it when nothing is left to write (the
     lag is then 0 records).
 
     Raises:
         psycopg.Error: when it cannot be written.
     """
-    conn.execute("UPDATE convlog.positions SET log_seq = %s, log_ts = %s, updated = now() WHERE log_id = %s",
-                 (log_seq, parse_ts(log_ts), log_id))
+    conn.execute("UPDATE convlog.positions SET log_seq = %s, updated = now() WHERE log_id = %s", (log_seq, log_id))
 
 
 def lag_rows(conn: Any, log_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -168,23 +166,24 @@ def lag_rows(conn: Any, log_ids: Sequence[str] | None = None) -> list[dict[str, 
 
     Returns:
         dicts ``{"log_id", "host", "directory", "seq", "records", "log_seq", "lag_records",
-        "lag_s", "updated"}``; ``lag_s`` is the time between the log's last record and the
-        last record written, seconds (0 when caught up).
+        "lag_s", "updated"}``: ``lag_records`` is how many records of the log (as its
+        sync last saw it) the database does not have; ``lag_s`` 0 when none, else how
+        long ago the newest record the database has was received, seconds (None when
+        unknown).
     """
     query = """SELECT l.log_id::text, l.host, l.directory, p.seq, p.records, p.log_seq,
-                      p.last_ts, p.log_ts, p.updated
+                      extract(epoch FROM now() - p.last_ts), p.updated
                FROM convlog.logs l LEFT JOIN convlog.positions p USING (log_id)"""
     params: tuple[Any, ...] = ()
     if log_ids:
         query += " WHERE l.log_id::text = ANY(%s)"
         params = (list(log_ids),)
     out = []
-    for log_id, host, directory, seq, records, log_seq, last_ts, log_ts, updated in conn.execute(
+    for log_id, host, directory, seq, records, log_seq, age_s, updated in conn.execute(
             query + " ORDER BY l.host, l.directory", params):
         behind = max(0, (log_seq or 0) - (seq or 0)) if log_seq is not None else None
-        lag_s = None
-        if isinstance(log_ts, datetime) and isinstance(last_ts, datetime):
-            lag_s = max(0.0, (log_ts - last_ts).total_seconds()) if behind else 0.0
+        lag_s = None if behind is None else 0.0 if behind == 0 else (
+            max(0.0, float(age_s)) if age_s is not None else None)
         out.append({"log_id": log_id, "host": host, "directory": directory, "seq": seq, "records": records,
                     "log_seq": log_seq, "lag_records": behind, "lag_s": lag_s,
                     "updated": updated.isoformat() if isinstance(updated, datetime) else None})

@@ -35,10 +35,10 @@ import orjson
 from convlog.core.fold import State, Step, fold
 from convlog.db.projection import project_all
 from convlog.db.rows import parse_ts, pg_text, record_row
-from convlog.db.schema import migrate
+from convlog.db.schema import first_line, migrate
 from convlog.db.writer import Batch, Position, note_log_end, register_log, write_batch
 from convlog.store.identity import ensure_log_id
-from convlog.store.segment import RECOVERY, follow_lines, list_segments, segment_key, segments_from
+from convlog.store.segment import EVENTS, RECOVERY, follow_lines, list_segments, segment_key, segments_from
 from convlog.store.sync_state import sync_path, write_sync_state
 
 log = logging.getLogger("convlog.sync")
@@ -47,6 +47,9 @@ log = logging.getLogger("convlog.sync")
 BATCH_RECORDS = 5000
 #: Most line bytes per batch.
 BATCH_BYTES = 16 * 1024 * 1024
+#: While behind the log, the sessions a batch touched are projected at most this often,
+#: seconds (each projection folds their families again); when caught up, after each batch.
+PROJECT_EVERY_S = 1.0
 #: Back-off after a database error: first and longest wait, seconds.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
@@ -178,6 +181,7 @@ class Follower:
         self.log_id = ""
         self._conn: Any = None
         self._position: Position | None = None
+        self._projected_at = 0.0
 
     # -- the database --------------------------------------------------------------------
 
@@ -265,11 +269,11 @@ class Follower:
             return None
         end = _log_end(self.directory)
         return Batch(rows, sessions, llm, gaps, Position(last[0], last[1], last[2]),
-                     log_seq=max(end or 0, last[0]), log_ts=None)
+                     log_seq=max(end or 0, last[0]))
 
     # -- the loop ------------------------------------------------------------------------
 
-    def run(self, follow: bool, poll_s: float = 0.2) -> int:
+    def run(self, follow: bool, poll_s: float = 1.0) -> int:
         """Sync until the log's end (``follow`` False) or until :attr:`stop` is set,
         holding the log's sync lock (:func:`sync_lock`).
 
@@ -288,8 +292,12 @@ class Follower:
             return self._run(follow, poll_s)
 
     def _run(self, follow: bool, poll_s: float) -> int:
-        from convlog.db.schema import SchemaError
+        from psycopg import errors
 
+        from convlog.db.schema import DatabaseError, SchemaError
+
+        #: Errors no retry can mend: the database refuses writes (a standby) or this user.
+        fatal = (errors.ReadOnlySqlTransaction, errors.InsufficientPrivilege)
         backoff = RETRY_FIRST_S
         failing = False
         while not self.stop.is_set():
@@ -312,16 +320,18 @@ class Follower:
                         self._close()
                         return 0
                     self._wait(poll_s)
-            except SchemaError:
+            except (SchemaError, OSError):
                 self._close()
                 raise
-            except OSError:
+            except fatal as exc:
                 self._close()
-                raise
+                what = "is read-only (a standby? give the primary's URL)" if isinstance(
+                    exc, errors.ReadOnlySqlTransaction) else "refuses this user"
+                raise DatabaseError(f"database {self.where} {what}: {first_line(exc)}") from None
             except Exception as exc:  # psycopg.Error and what a dropped connection raises
                 self._close()
                 self.stats.errors += 1
-                self.stats.last_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+                self.stats.last_error = f"{type(exc).__name__}: {first_line(exc)}"
                 if not failing:
                     log.error("database %s: %s; retrying", self.where, self.stats.last_error)
                 failing = True
@@ -343,15 +353,20 @@ class Follower:
             end = _log_end(self.directory)
             stats.lag_records, stats.lag_s = 0, 0.0
             if position is not None:
-                note_log_end(self._conn, self.log_id, max(end or 0, position.seq), None)
+                note_log_end(self._conn, self.log_id, max(end or 0, position.seq))
             stats.projected += project_all(self._conn)
+            self._projected_at = time.monotonic()
             self._save(position)
             return True
         written = write_batch(self._conn, self.log_id, batch)
         stats.records += written
         stats.batches += 1
         stats.seq = batch.position.seq
-        stats.projected += project_all(self._conn)
+        if time.monotonic() - self._projected_at >= PROJECT_EVERY_S:
+            # While catching up, the projections follow at most every PROJECT_EVERY_S
+            # (a family is folded again each time); once caught up, after every batch.
+            stats.projected += project_all(self._conn)
+            self._projected_at = time.monotonic()
         self._position = batch.position
         behind = max(0, (batch.log_seq or 0) - batch.position.seq)
         stats.lag_records = behind
@@ -374,6 +389,15 @@ class Follower:
         except OSError as exc:
             log.warning("cannot write %s: %s", sync_path(self.directory), exc)
 
-    def _wait(self, poll_s: float) -> None:
-        """Wait for the log to grow (watchfiles on events/, at most ``poll_s`` seconds)."""
-        self.stop.wait(poll_s)
+    def _wait(self, timeout_s: float) -> None:
+        """Wait until the log changes (watchfiles on ``events/``: inotify where there is
+        one), at most ``timeout_s`` seconds, or until :attr:`stop` is set."""
+        from watchfiles import watch
+
+        events = self.directory / EVENTS
+        if not events.is_dir():
+            self.stop.wait(timeout_s)
+            return
+        for _changes in watch(events, stop_event=self.stop, debounce=20, step=20,
+                              rust_timeout=int(timeout_s * 1000), yield_on_timeout=True):
+            return
