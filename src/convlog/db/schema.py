@@ -79,7 +79,8 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             PRIMARY KEY (log_id, seq)
         )""",
         "CREATE INDEX records_session ON convlog.records (session, ts, log_id, seq)",
-        "CREATE INDEX records_search ON convlog.records USING gin (search)",
+        # A 64 MB pending list (GIN fast update): index entries are merged in bulk, less often.
+        "CREATE INDEX records_search ON convlog.records USING gin (search) WITH (gin_pending_list_limit = 65536)",
         "CREATE TABLE convlog.dirty (session text PRIMARY KEY)",
         """CREATE TABLE convlog.sessions (
             session text PRIMARY KEY,

@@ -196,6 +196,10 @@ class Follower:
 
         conn = self._connect() if self._connect is not None else psycopg.connect(self.url, autocommit=True)
         set_json_loads(orjson.loads, conn)
+        # A commit does not wait for its WAL flush: a database crash may lose the last
+        # transactions whole (records and position together, never one without the
+        # other), and the sync then writes them again. Exactly once either way.
+        conn.execute("SET synchronous_commit = off")
         migrate(conn)
         self.log_id = ensure_log_id(self.directory)
         return conn
