@@ -158,16 +158,20 @@ def _launch_lock(directory: Path, deadline: float, timeout_s: float) -> Iterator
         os.close(fd)  # releases the launch lock
 
 
+def _spawn_detached(command: list[str], log_path: Path, env: Any, header: str) -> subprocess.Popen[bytes]:
+    """Start ``command`` in a session of its own (it outlives the launcher), its output
+    appended to ``log_path`` after a ``header`` line."""
+    with log_path.open("ab") as out:
+        out.write(f"{header}\n".encode())
+        out.flush()
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env, close_fds=True)
+
+
 def _start(directory: Path, record_args: list[str], log_path: Path, deadline: float,
            env: dict[str, str] | None) -> Launch:
     command = [sys.executable, "-m", "convlog", "record", "--dir", str(directory), *record_args]
-    with log_path.open("ab") as out:
-        out.write(f"--- convlog launch: {' '.join(command)}\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, env=env, close_fds=True,
-        )
+    proc = _spawn_detached(command, log_path, env, f"--- convlog launch: {' '.join(command)}")
     while time.monotonic() < deadline:
         found = _status(directory, 1.0)
         if found is not None:
@@ -245,13 +249,8 @@ def _start_sync(directory: Path, url: str, log_path: Path, deadline: float,
 
     command = [sys.executable, "-m", "convlog", "sync", "--follow", "--dir", str(directory)]
     child_env = {**(os.environ if env is None else env), "CONVLOG_DB": url}
-    with log_path.open("ab") as out:
-        out.write(f"--- convlog launch: {' '.join(command)} (database in $CONVLOG_DB)\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, env=child_env, close_fds=True,
-        )
+    proc = _spawn_detached(command, log_path, child_env,
+                           f"--- convlog launch: {' '.join(command)} (database in $CONVLOG_DB)")
     while time.monotonic() < deadline:
         # The follower writes its pid into the lock file once it holds the lock; reading
         # the file (rather than probing the flock, as sync_running does) cannot make the

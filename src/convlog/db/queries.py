@@ -193,24 +193,13 @@ def search(conn: Any, text: str, session: str | None = None, speaker: str | None
     """
     where = ["search @@ q"]
     params: list[Any] = []
-    if session is not None:
-        where.append("session = %s")
-        params.append(session)
-    if speaker is not None:
-        where.append("lower(coalesce(meta->>'sender', meta->>'role', '')) = lower(%s)")
-        params.append(speaker)
-    if kind is not None:
-        where.append("kind = %s")
-        params.append(kind)
-    if since is not None:
-        where.append("ts >= %s::timestamptz")
-        params.append(since)
-    if until is not None:
-        where.append("ts <= %s::timestamptz")
-        params.append(until)
-    if log is not None:
-        where.append("log_id::text LIKE %s")
-        params.append(f"{log}%")
+    for clause, value in (("session = %s", session),
+                          ("lower(coalesce(meta->>'sender', meta->>'role', '')) = lower(%s)", speaker),
+                          ("kind = %s", kind), ("ts >= %s::timestamptz", since), ("ts <= %s::timestamptz", until),
+                          ("log_id::text LIKE %s", None if log is None else f"{log}%")):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
     options = f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords={SNIPPET_TOKENS}, MinWords=8, MaxFragments=2"
     query = f"""SELECT log_id::text, seq, ts_text, session, coalesce(meta->>'sender', meta->>'role'), kind,
                        ts_headline('simple', search_text, q, %s), source, meta->>'message_id'
