@@ -97,11 +97,12 @@ def kept_meta(meta: Any) -> dict[str, Any]:
     return kept
 
 
-def kept_json(record: Mapping[str, Any]) -> bytes:
-    """The compact JSON of what a purged record keeps (see the module doc)."""
+def kept_json(record: Mapping[str, Any], kept: dict[str, Any] | None = None) -> bytes:
+    """The compact JSON of what a purged record keeps (see the module doc); ``kept``:
+    its :func:`kept_meta`, when already at hand."""
     get = record.get
     return dump_json({"seq": get("seq"), "ts": get("ts"), "kind": get("kind"), "source": get("source"),
-                      "session": get("session"), "meta": kept_meta(get("meta"))})
+                      "session": get("session"), "meta": kept_meta(get("meta")) if kept is None else kept})
 
 
 def unlinked(line: bytes) -> bytes | None:
@@ -139,10 +140,11 @@ def _split(line: bytes) -> tuple[dict[str, Any], int, int] | None:
     return record, at + len(_DATA_MEMBER), meta_at
 
 
-def _body(line: bytes, record: Mapping[str, Any], span: tuple[int, int] | None) -> str:
-    """``body(n)`` of an unlinked line (see the module doc); ``span`` is where the raw
-    value of ``data`` lies (found here when None and needed)."""
-    if "sha256" not in (kept := kept_meta(record.get("meta"))) and "stored_sha256" not in kept:
+def _body(line: bytes, kept: Mapping[str, Any], span: tuple[int, int] | None) -> str:
+    """``body(n)`` of an unlinked line (see the module doc), given its kept ``meta``
+    fields (:func:`kept_meta`); ``span`` is where the raw value of ``data`` lies (found
+    here when None and needed)."""
+    if "sha256" not in kept and "stored_sha256" not in kept:
         return sha256(line).hexdigest()
     if span is None:
         try:
@@ -173,12 +175,14 @@ def body_digest(line: bytes, record: Mapping[str, Any]) -> str:
         return kept if isinstance(kept, str) else ""
     line = unlinked(line) or line
     split = _split(line)
-    return _body(line, record, split[1:] if split is not None else None)
+    return _body(line, kept_meta(meta), split[1:] if split is not None else None)
 
 
-def _link(prev: str, body: str, record: Mapping[str, Any]) -> str:
+def _link(prev: str, body: str, record: Mapping[str, Any], kept: dict[str, Any]) -> str:
+    """``link(n)`` (see the module doc) from the link before, ``body(n)``, the record and
+    its kept ``meta`` fields."""
     return sha256(b"%s\n%s\n%s" % (prev.encode("utf-8", "replace"), body.encode("utf-8", "replace"),
-                                   kept_json(record))).hexdigest()
+                                   kept_json(record, kept))).hexdigest()
 
 
 def is_link(value: Any) -> bool:
@@ -225,41 +229,20 @@ class Chain:
         head = self.head
         out = []
         append = out.append
-        loads, dumps, decode_error = orjson.loads, dump_json, orjson.JSONDecodeError
         start = 0
         end = data.find(b"\n")
         while end >= 0:
             line = data[start:end + 1]
             start = end + 1
             end = data.find(b"\n", start)
-            # The fast path, inlined (the recorder's hot path): _split, kept_json, _body, _link.
-            at = line.find(_DATA_MEMBER)
-            meta_at = line.rfind(_META_MEMBER)
-            record = tail = None
-            if 0 <= at < meta_at:
-                try:
-                    record = loads(line[:at] + b"}")
-                    tail = loads(b"{" + line[meta_at + 1:])
-                except decode_error:
-                    record = None
-            if record.__class__ is dict and tail.__class__ is dict and tail.keys() <= _TAIL_KEYS \
-                    and "data" not in record and "meta" not in record and "extra_frames" not in record \
-                    and CHAIN not in record and line.endswith(b"}\n"):
-                get = record.get
-                meta = tail["meta"]
-                kept = kept_meta(meta)
-                if "sha256" in kept or "stored_sha256" in kept:
-                    digest = sha256(line[:at + len(_DATA_MEMBER)])
-                    digest.update(line[meta_at:])
-                else:
-                    digest = sha256(line)
-                material = dumps({"seq": get("seq"), "ts": get("ts"), "kind": get("kind"), "source": get("source"),
-                                  "session": get("session"), "meta": kept})
-                head = sha256(b"%s\n%s\n%s" % (head.encode(), digest.hexdigest().encode(), material)).hexdigest()
+            split = _split(line) if line.endswith(b"}\n") else None
+            if split is not None and CHAIN not in split[0]:
+                record, span = split[0], split[1:]
             else:
+                span = None
                 try:
-                    record = loads(line)
-                except decode_error:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
                     record = None
                 if record.__class__ is not dict or not line.endswith(b"}\n") or len(record) == 0:
                     append(line)
@@ -270,8 +253,8 @@ class Chain:
                     found = record[CHAIN]
                     head = found if isinstance(found, str) else GENESIS
                     continue
-                split = _split(line)
-                head = _link(head, _body(line, record, split[1:] if split is not None else None), record)
+            kept = kept_meta(record.get("meta"))
+            head = _link(head, _body(line, kept, span), record, kept)
             append(line[:-2])
             append(_LINK_START)
             append(head.encode())
@@ -300,8 +283,8 @@ def chain_problem(prev: str, line: bytes, record: Mapping[str, Any]) -> str | No
     if not is_link(found):
         return "its chain is not a 64-digit hex link"
     meta = record.get("meta")
-    purged = isinstance(meta, Mapping) and meta.get("purged") is True
-    if purged:
+    kept = kept_meta(meta)
+    if isinstance(meta, Mapping) and meta.get("purged") is True:
         if not is_link(meta.get(BODY_DIGEST)):
             return "it is purged but keeps no meta.body_sha256 for its chain"
         body = meta[BODY_DIGEST]
@@ -310,8 +293,8 @@ def chain_problem(prev: str, line: bytes, record: Mapping[str, Any]) -> str | No
         if before is None:
             return "its chain is not the last member of its line (the line was edited)"
         split = _split(before)
-        body = _body(before, record, split[1:] if split is not None else None)
-    if _link(prev, body, record) != found:
+        body = _body(before, kept, split[1:] if split is not None else None)
+    if _link(prev, body, record, kept) != found:
         return ("its chain does not follow the record before it "
                 "(this record or one before it was edited, inserted, removed or reordered)")
     return None
