@@ -42,6 +42,7 @@ list (and Crosby & Wallach, "Efficient Data Structures for Tamper-Evident Loggin
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any
 
@@ -298,3 +299,56 @@ def chain_problem(prev: str, line: bytes, record: Mapping[str, Any]) -> str | No
         return ("its chain does not follow the record before it "
                 "(this record or one before it was edited, inserted, removed or reordered)")
     return None
+
+
+@dataclass(slots=True)
+class ChainWalk:
+    """The verifier's side: the chain checked record by record, in seq order, with the
+    same rule the writer follows for what a link follows (:class:`Chain`): after a
+    record with no chain, :data:`GENESIS`.
+
+    Attributes:
+        prev: the link the next record must follow; None when it cannot be known (the
+            first record after a base written before the chain was kept, or after an
+            unreadable line), so that record's link is taken as it is.
+        chained: records carrying a chain; unchained: records carrying none.
+        first_chained: seq of the first record carrying a chain, or None.
+        unchained_after: records with no chain that came after a chained one.
+        wanted: seqs whose links checkpoints and signed heads need; links: those links
+            (None for a record with no chain).
+    """
+
+    prev: str | None = GENESIS
+    chained: int = 0
+    unchained: int = 0
+    first_chained: int | None = None
+    unchained_after: int = 0
+    wanted: set[int] = field(default_factory=set)
+    links: dict[int, str | None] = field(default_factory=dict)
+
+    def step(self, line: bytes, record: dict[str, Any]) -> str | None:
+        """Check one valid record's link (``line`` as in the log, ``record`` parsed) and
+        move on; returns the problem or None."""
+        found = record_link(record)
+        seq = record["seq"]
+        if seq in self.wanted:
+            self.links[seq] = found
+        if CHAIN not in record:
+            self.unchained += 1
+            if self.chained:
+                self.unchained_after += 1
+            self.prev = GENESIS
+            return None
+        self.chained += 1
+        if self.first_chained is None:
+            self.first_chained = seq
+        problem = chain_problem(self.prev, line, record) if self.prev is not None else None
+        if problem is None and self.prev is None and not is_link(found):
+            problem = "its chain is not a 64-digit hex link"
+        self.prev = found if found is not None else GENESIS
+        return problem
+
+    def lost(self) -> None:
+        """A line that is not a record came next: it hides the link the record after it
+        follows, so that record's link is taken as it is."""
+        self.prev = None

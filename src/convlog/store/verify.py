@@ -59,7 +59,7 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from convlog.core.chain import CHAIN, GENESIS, chain_problem, is_link, record_link
+from convlog.core.chain import ChainWalk
 from convlog.core.payload import digest_problem
 from convlog.core.record import decode_bytes, is_purged, parse_line
 from convlog.store.checkpoint import (
@@ -189,52 +189,6 @@ class _Durable:
 
 
 @dataclass(slots=True)
-class _Walk:
-    """The hash chain as the records are read (:mod:`convlog.core.chain`).
-
-    Attributes:
-        prev: the link the next record must follow; None when it cannot be known (the
-            first record after a base written before the chain was kept, or after an
-            unreadable line), so that record's link is taken as it is.
-        chained: records carrying a chain; unchained: records carrying none.
-        first_chained: seq of the first record carrying a chain, or None.
-        unchained_after: records with no chain that came after a chained one.
-        wanted: seqs whose links checkpoints and signed heads need; links: those links
-            (None for a record with no chain).
-    """
-
-    prev: str | None = GENESIS
-    chained: int = 0
-    unchained: int = 0
-    first_chained: int | None = None
-    unchained_after: int = 0
-    wanted: set[int] = field(default_factory=set)
-    links: dict[int, str | None] = field(default_factory=dict)
-
-    def step(self, line: bytes, record: dict[str, Any]) -> str | None:
-        """Check one valid record's link (``line`` as in the log, ``record`` parsed) and
-        move on; returns the problem or None."""
-        found = record_link(record)
-        seq = record["seq"]
-        if seq in self.wanted:
-            self.links[seq] = found
-        if CHAIN not in record:
-            self.unchained += 1
-            if self.chained:
-                self.unchained_after += 1
-            self.prev = GENESIS
-            return None
-        self.chained += 1
-        if self.first_chained is None:
-            self.first_chained = seq
-        problem = chain_problem(self.prev, line, record) if self.prev is not None else None
-        if problem is None and self.prev is None and not is_link(found):
-            problem = "its chain is not a 64-digit hex link"
-        self.prev = found if found is not None else GENESIS
-        return problem
-
-
-@dataclass(slots=True)
 class _Tail:
     """Where the log ends: the last segment, the end of its last valid record, and the last
     valid record of the log (which is in an earlier segment when the last one is empty)."""
@@ -292,7 +246,7 @@ def verify(
     segments = list_segments(directory)
     report.segments = len(segments)
     horizon = _check_base(directory, segments, report)
-    walk = _Walk()
+    walk = ChainWalk()
     if horizon is not None:
         starts_at_base = bool(segments) and segments[0][0] == horizon.seq + 1
         walk.prev = horizon.chain if starts_at_base else None
@@ -322,7 +276,7 @@ def verify(
 
 
 def _check_heads(heads: list[SignedHead | tuple[int, str]], key: Ed25519PublicKey | None,
-                 horizon: Horizon | None, walk: _Walk, report: VerifyReport) -> None:
+                 horizon: Horizon | None, walk: ChainWalk, report: VerifyReport) -> None:
     """The signed heads (:mod:`convlog.store.heads`): each line well formed; with a key,
     each signature good and each signed link the log's link at that seq, and the log
     not ending before the newest signed seq."""
@@ -364,7 +318,7 @@ def _check_heads(heads: list[SignedHead | tuple[int, str]], key: Ed25519PublicKe
                         + (f"; {before} older than the base's horizon not checked" if before else ""))
 
 
-def _note_chain(walk: _Walk, report: VerifyReport) -> None:
+def _note_chain(walk: ChainWalk, report: VerifyReport) -> None:
     """What the hash chain covered, as notes (a record with no chain is not a problem:
     the log was written before chaining, or with ``chain = false``)."""
     if walk.chained:
@@ -445,7 +399,7 @@ def _inspect_checkpoints(directory: Path, report: VerifyReport) -> list[tuple[Pa
 
 
 def _check_checkpoints(directory: Path, report: VerifyReport, horizon: Horizon | None,
-                       checkpoints: list[tuple[Path, Inspection]], walk: _Walk) -> None:
+                       checkpoints: list[tuple[Path, Inspection]], walk: ChainWalk) -> None:
     """Every readable checkpoint's cut must still match the log (digest of the cut's
     segment, sizes of the earlier ones after the base), its state must end at its cut,
     and the chain head it recorded must be the link of the log's record at the cut."""
@@ -497,7 +451,7 @@ def _read_state(directory: Path, report: VerifyReport) -> tuple[dict[str, Any] |
 
 
 def _check_segment(
-    first: int, path: Path, is_last: bool, report: VerifyReport, durable: _Durable | None, tail: _Tail, walk: _Walk
+    first: int, path: Path, is_last: bool, report: VerifyReport, durable: _Durable | None, tail: _Tail, walk: ChainWalk
 ) -> None:
     """Stream one segment: each line whole and valid, seq contiguous, the name right."""
     where = f"{EVENTS}/{path.name}"
@@ -526,7 +480,7 @@ def _check_segment(
                 record = parse_line(line)
             except ValueError as exc:
                 problems.append(Problem(where, number, f"invalid record: {exc}"))
-                walk.prev = None  # the next record's link cannot be checked: this line hides its predecessor's
+                walk.lost()
             else:
                 found_before = len(problems)
                 mismatch = digest_problem(line, record)
