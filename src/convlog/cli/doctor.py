@@ -147,7 +147,7 @@ def check_database(config_path: Path | None, directory: Path, timeout_s: float =
         return Check("database", True, "no sync configured ([sync] db): the log stays on this host only")
     import psycopg
 
-    from convlog.db.schema import SCHEMA_VERSION, schema_version
+    from convlog.db.schema import SCHEMA_VERSION, first_line, schema_version
     from convlog.store.sync_state import read_sync_state
     from convlog.sync.follower import redact_url
 
@@ -156,8 +156,7 @@ def check_database(config_path: Path | None, directory: Path, timeout_s: float =
         with psycopg.connect(config.sync_db, connect_timeout=max(1, int(timeout_s))) as conn:
             found = schema_version(conn)
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return Check("database", False, f"{where} does not answer: {reason}",
+        return Check("database", False, f"{where} does not answer: {first_line(exc)}",
                      "start PostgreSQL, or fix [sync] db (host, port, user, database, password in ~/.pgpass)")
     if found != SCHEMA_VERSION:
         said = "has no convlog schema" if found == 0 else f"has convlog schema version {found}"

@@ -148,23 +148,18 @@ def launch(directory: Path, config_path: Path | None, sub: tuple[str, ...], time
         args += ["--config", str(config_path)]
     for endpoint in sub:
         args += ["--sub", endpoint]
-    try:
-        result = launcher.ensure_running(directory, args, timeout_s=timeout)
-    except launcher.LaunchError as exc:
-        click.echo(f"convlog: {exc}", err=True)
-        sys.exit(1)
-    if not quiet:
-        verb = "started" if result.started else "already running"
-        click.echo(f"recorder {verb}: pid {result.pid}, {directory} (log {result.log})", err=bool(resume or menu))
+    starts = [("recorder", lambda: launcher.ensure_running(directory, args, timeout_s=timeout))]
     if sync_url:
+        starts.append(("sync", lambda: launcher.ensure_sync_running(directory, sync_url, timeout_s=timeout)))
+    for what, start in starts:
         try:
-            synced = launcher.ensure_sync_running(directory, sync_url, timeout_s=timeout)
+            result = start()
         except launcher.LaunchError as exc:
             click.echo(f"convlog: {exc}", err=True)
             sys.exit(1)
         if not quiet:
-            verb = "started" if synced.started else "already running"
-            click.echo(f"sync {verb}: pid {synced.pid}, {directory} (log {synced.log})", err=bool(resume or menu))
+            verb = "started" if result.started else "already running"
+            click.echo(f"{what} {verb}: pid {result.pid}, {directory} (log {result.log})", err=bool(resume or menu))
     upto = None
     if menu:
         picked = output.pick_resume(directory, load_log(directory, None))
