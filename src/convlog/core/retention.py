@@ -69,16 +69,13 @@ class Doomed:
     reason: str
 
 
-def plan(spans: list[SegmentSpan], limits: Limits, now: datetime, keep_after: int | None = None) -> list[Doomed]:
+def plan(spans: list[SegmentSpan], limits: Limits, now: datetime) -> list[Doomed]:
     """The segments to let go of, oldest first (see the module doc for the rules).
 
     Args:
         spans: every segment of the log, oldest first.
         limits: the retention settings.
         now: the current time (aware, UTC).
-        keep_after: keep every segment holding a record after this seq (the last one the
-            database holds, when a sync is configured: a segment goes only once synced);
-            None for no such bound.
 
     Returns:
         a prefix of ``spans`` (finished segments only) with the reason for each; empty
@@ -88,7 +85,7 @@ def plan(spans: list[SegmentSpan], limits: Limits, now: datetime, keep_after: in
     cutoff = format_ts(now - timedelta(seconds=limits.max_age_s)) if limits.max_age_s is not None else None
     total = sum(span.bytes for span in spans)
     for span in spans:
-        if not span.finished or (keep_after is not None and span.last_seq > keep_after):
+        if not span.finished:
             break
         if cutoff is not None and span.last_ts is not None and span.last_ts < cutoff:
             reason = "max_age"
@@ -99,6 +96,25 @@ def plan(spans: list[SegmentSpan], limits: Limits, now: datetime, keep_after: in
         doomed.append(Doomed(span, reason))
         total -= span.bytes
     return doomed
+
+
+def hold_for_sync(doomed: list[Doomed], synced_seq: int | None) -> tuple[list[Doomed], int]:
+    """Keep, of a plan, every segment holding a record the database does not have yet
+    (a sync is configured: a segment goes only once synced).
+
+    Args:
+        doomed: a plan (:func:`plan`), oldest first.
+        synced_seq: the last seq the database holds, or None when there is no sync.
+
+    Returns:
+        ``(the prefix of doomed wholly at or before synced_seq, how many more were due)``.
+    """
+    if synced_seq is None:
+        return doomed, 0
+    kept = 0
+    while kept < len(doomed) and doomed[kept].span.last_seq <= synced_seq:
+        kept += 1
+    return doomed[:kept], len(doomed) - kept
 
 
 def leftovers(spans: list[SegmentSpan], horizon_seq: int) -> list[SegmentSpan]:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from convlog.core.fold import fold
-from convlog.core.retention import Doomed, Limits, SegmentSpan, leftovers, plan, reserve_live
+from convlog.core.retention import Doomed, Limits, SegmentSpan, hold_for_sync, leftovers, plan, reserve_live
 from convlog.store.archive import archive_segments, segment_spans
 from convlog.store.checkpoint import (
     BeforeHorizonError,
@@ -147,8 +147,7 @@ def _plan(directory: Path, limits: Limits, now: datetime, horizon_seq: int,
     and how many more segments would go if the sync had them all."""
     spans = reserve_live(list(segment_spans(directory)), live_reserve)
     before = leftovers(spans, horizon_seq)
-    doomed = plan(spans[len(before):], limits, now, keep_after=synced)
-    held = len(plan(spans[len(before):], limits, now)) - len(doomed) if synced is not None else 0
+    doomed, held = hold_for_sync(plan(spans[len(before):], limits, now), synced)
     return doomed, before, held
 
 
