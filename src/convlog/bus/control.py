@@ -327,3 +327,35 @@ def request(directory: Path, op: str, timeout_s: float = 10.0, **params: Any) ->
         error = reply.get("error") if isinstance(reply, dict) else None
         raise ControlError(str(error or "the recorder answered with an unreadable reply"))
     return reply
+
+
+#: ``convlog status``'s exit codes: healthy, recording but unhealthy, no recorder.
+STATUS_HEALTHY, STATUS_UNHEALTHY, STATUS_NOT_RUNNING = 0, 1, 3
+
+
+def status_report(directory: Path, timeout_s: float = 5.0) -> tuple[int, dict[str, Any]]:
+    """What ``convlog status --json`` prints for the recorder of ``directory``, with the
+    exit code it ends with (``convlog serve``'s ``/health`` answers from the same pair).
+
+    Args:
+        directory: the log directory.
+        timeout_s: how long to wait for the recorder's answer, seconds.
+
+    Returns:
+        ``(code, report)``: :data:`STATUS_HEALTHY` (0) with the recorder's status reply
+        (``running: true``, ``healthy: true``, …) when it is recording and healthy,
+        :data:`STATUS_UNHEALTHY` (1) when it answers unhealthy, :data:`STATUS_NOT_RUNNING`
+        (3) with ``{"running": false, "healthy": false, "problems": [reason]}`` when no
+        recorder answers.
+
+    Raises:
+        UnsafeSocketError, ControlError: as :func:`request` (a socket that is not ours,
+            a recorder that answered with an error).
+    """
+    try:
+        reply = request(directory, "status", timeout_s=timeout_s)
+    except NotRunningError as exc:
+        return STATUS_NOT_RUNNING, {"running": False, "healthy": False, "problems": [str(exc)]}
+    reply.pop("ok", None)
+    reply["running"] = True
+    return (STATUS_HEALTHY if reply.get("healthy") else STATUS_UNHEALTHY), reply

@@ -9,7 +9,7 @@ and search hits in :mod:`convlog.cli.log_view`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,13 @@ from rich.text import Text
 from convlog.cli.console import err, out, print_json, shown
 from convlog.core.fold import State
 from convlog.core.view import EMPTY, ShownMessage, plural, printable, times_text
+
+# The session listing lives in convlog.readers.listing (convlog serve answers from it too);
+# the commands keep taking it from here.
+from convlog.readers.listing import SESSION_ORDERS as SESSION_ORDERS
+from convlog.readers.listing import session_document
+from convlog.readers.listing import session_rows as session_rows
+from convlog.readers.listing import sorted_sessions as sorted_sessions
 from convlog.store.replay import Replay
 
 
@@ -33,45 +40,6 @@ def branch_label(info: Any) -> str:
 
 #: Sessions in one page of the ``sessions`` table.
 SESSIONS_PAGE = 50
-
-
-#: The orders of ``convlog sessions --sort``: name -> (sort key, how it reads).
-SESSION_ORDERS: dict[str, tuple[Callable[[Any], Any], str]] = {
-    "recent": (lambda s: -s.last_seq, "newest activity first"),
-    "oldest": (lambda s: s.last_seq, "oldest activity first"),
-    "messages": (lambda s: (-len(s.visible), -s.last_seq), "most messages first"),
-    "id": (lambda s: s.id, "by id"),
-}
-
-
-def sorted_sessions(state: State, include_deleted: bool = False, order: str = "recent") -> list[Any]:
-    """The sessions in a :data:`SESSION_ORDERS` order (``recent``: newest activity first)."""
-    return sorted(state.session_list(include_deleted=include_deleted), key=SESSION_ORDERS[order][0])
-
-
-def session_rows(state: State, include_deleted: bool = False, sessions: Sequence[Any] | None = None
-                 ) -> list[dict[str, Any]]:
-    """One JSON-friendly dict per session (all of ``state``'s, or ``sessions``): id,
-    branch, parent, fork point, messages, duplicates, participants, first/last seq, last
-    activity, deleted."""
-    rows = []
-    for info in sessions if sessions is not None else state.session_list(include_deleted=include_deleted):
-        rows.append(
-            {
-                "id": info.id,
-                "branch": info.branch,
-                "parent": info.parent,
-                "fork_at": info.fork_at,
-                "messages": len(info.visible),
-                "duplicates": info.duplicates,
-                "participants": list(info.participants),
-                "first_seq": info.first_seq,
-                "last_seq": info.last_seq,
-                "last_activity": info.last_ts,
-                "deleted": info.deleted_seq is not None,
-            }
-        )
-    return rows
 
 
 def sessions_table(state: State, include_deleted: bool = False, limit: int | None = None,
@@ -139,21 +107,12 @@ def transcript(messages: Sequence[ShownMessage], fmt: str, width: int | None = N
 
 def print_transcript(replay: Replay, session: str, fmt: str) -> None:
     """Print one session's visible branch in ``text``, ``markdown`` or ``json``."""
+    if fmt == "json":
+        print_json(session_document(replay, session))
+        return
     sid = replay.resolve(session)
     messages = replay.messages(sid)
     info = replay.state.sessions[sid]
-    if fmt == "json":
-        print_json(
-            {
-                "session": sid,
-                "parent": info.parent,
-                "fork_at": info.fork_at,
-                "branch": info.branch,
-                "deleted": info.deleted_seq is not None,
-                "messages": [m.as_dict() for m in messages],
-            }
-        )
-        return
     header = f"session {sid} · {branch_label(info)} · {plural(len(messages), 'message')}"
     body = transcript(messages, fmt)
     if out.is_terminal:  # recorded escape sequences are shown, not obeyed; a pipe gets the text as is

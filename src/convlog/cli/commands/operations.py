@@ -39,16 +39,13 @@ def status(directory: Path, as_json: bool, timeout: float, db: str | None) -> No
             reports.print_sync_lag(rows, where(db))
         return
 
-    try:
-        reply = control.request(directory, "status", timeout_s=timeout)
-    except control.NotRunningError as exc:
+    code, reply = control.status_report(directory, timeout_s=timeout)
+    if code == control.STATUS_NOT_RUNNING:
         if as_json:
-            console.print_json({"running": False, "healthy": False, "problems": [str(exc)]})
+            console.print_json(reply)
         else:
-            click.echo(f"not running: {exc}")
-        sys.exit(3)
-    reply.pop("ok", None)
-    reply["running"] = True
+            click.echo(f"not running: {reply['problems'][0]}")
+        sys.exit(code)
     try:
         if as_json:
             console.print_json(reply)
@@ -57,7 +54,7 @@ def status(directory: Path, as_json: bool, timeout: float, db: str | None) -> No
         sys.stdout.flush()
     except BrokenPipeError:  # `status | head -1`: the exit code still tells the health
         silence_stdout()
-    sys.exit(0 if reply.get("healthy") else 1)
+    sys.exit(code)
 
 
 @click.command()
