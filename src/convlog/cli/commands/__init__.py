@@ -4,8 +4,8 @@ and a non-zero exit, never a traceback.
 
 This module holds the group (:func:`main`, the console entry point) and lists the
 commands by section (:data:`COMMAND_SECTIONS`); the commands live in
-:mod:`.recording`, :mod:`.keys`, :mod:`.operations`, :mod:`.reading`, :mod:`.sessions`
-and :mod:`.offline`, their shared options in :mod:`.options`.
+:mod:`.recording`, :mod:`.keys`, :mod:`.operations`, :mod:`.reading`, :mod:`.serving`,
+:mod:`.sessions` and :mod:`.offline`, their shared options in :mod:`.options`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from convlog import __version__
-from convlog.cli.commands import database, keys, offline, operations, reading, recording, sessions
+from convlog.cli.commands import database, keys, offline, operations, reading, recording, serving, sessions
 from convlog.cli.commands.options import default_dir, silence_stdout
 from convlog.cli.errors import EXPECTED
 from convlog.store import modes
@@ -25,7 +25,7 @@ from convlog.store import modes
 #: The commands of ``convlog --help`` by what a person wants to do, in that order.
 COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
     "Recording": ("record", "launch", "status", "stop", "doctor", "broker", "publish", "keys", "sync", "demo"),
-    "Reading": ("sessions", "show", "search", "tail", "info", "replay", "export", "play", "resume"),
+    "Reading": ("sessions", "show", "search", "tail", "info", "replay", "export", "play", "resume", "serve"),
     "Sessions": ("fork", "rewind", "checkpoint", "crystal", "delete", "purge", "checkpoints"),
     "Offline tools": ("verify", "recover", "compress", "prune", "import", "reindex"),
 }
@@ -118,6 +118,7 @@ main.add_command(reading.tail)
 main.add_command(reading.info)
 main.add_command(reading.export_command)
 main.add_command(reading.play)
+main.add_command(serving.serve)
 main.add_command(sessions.checkpoints)
 main.add_command(sessions.checkpoint)
 main.add_command(sessions.fork)

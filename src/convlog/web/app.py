@@ -1,0 +1,394 @@
+"""The Starlette application of ``convlog serve``: its pages, the JSON API behind each
+(the same dicts, from :mod:`.sources`), the OpenAPI schema and the static files.
+
+Routes (all ``GET``/``HEAD``; :class:`convlog.web.access.Guard` is in front of all):
+
+=========================  ===================================================
+``/``                      sessions: filters, sortable columns, pages of 50
+``/api/sessions``          the same as JSON
+``/sessions/{id}``         one session (``?as_of=SEQ|TIME``: as it was then)
+``/api/sessions/{id}``     the same as JSON
+``/search?q=``             full-text search, matches highlighted
+``/api/search?q=``         the same as JSON
+``/health``                ``convlog status --json``, HTTP 200 when ``status`` would exit 0, else 503
+``/api/health``            the same
+``/status``                the same for a person
+``/api/schema``            the OpenAPI document of the API
+``/static/…``              styles, scripts (htmx is vendored: nothing from a CDN)
+=========================  ===================================================
+
+A request made by htmx (``HX-Request: true``) for ``/`` or ``/search`` gets only the
+part of the page it swaps in. Errors answer with RFC 9110's codes: 400 for a filter or
+query to fix, 404 for an unknown session or a directory with no log, 503 when the
+database cannot be read.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from markupsafe import Markup, escape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.schemas import SchemaGenerator
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from convlog.core.record import dump_json
+from convlog.readers.listing import SESSION_ORDERS
+from convlog.web.access import Access, Guard
+from convlog.web.sources import SEARCH_LIMIT, BadQueryError, SessionQuery
+
+HERE = Path(__file__).resolve().parent
+
+#: The OpenAPI document's fixed part; the paths come from the endpoints' docstrings.
+SCHEMA = SchemaGenerator({"openapi": "3.0.3", "info": {"title": "convlog serve", "version": "1"}})
+
+
+class ConvlogJSON(JSONResponse):
+    """A JSON response encoded as the CLI encodes its ``--json`` (orjson,
+    :func:`convlog.core.record.dump_json`), so the API's bytes read like the CLI's."""
+
+    def render(self, content: Any) -> bytes:
+        return dump_json(content)
+
+
+# --------------------------------------------------------------------------- template filters
+
+
+def ago(ts: str | None, now: datetime | None = None) -> str:
+    """A receive or send time (RFC 3339) as people read it: ``just now``, ``42 s ago``,
+    ``3 min ago``, ``5 h ago``, ``2 d ago``, then the date (``2025-11-02``); ``""`` for
+    None, the text itself when it is not a time."""
+    if not ts:
+        return ""
+    try:
+        when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return ts
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    seconds = ((now or datetime.now(UTC)) - when).total_seconds()
+    if seconds < 0:
+        return "in the future"
+    steps = ((5, "", 0), (60, "s", 1), (3600, "min", 60), (86400, "h", 3600), (86400 * 30, "d", 86400))
+    for limit, unit, size in steps:
+        if seconds < limit:
+            return "just now" if not unit else f"{int(seconds // size)} {unit} ago"
+    return when.strftime("%Y-%m-%d")
+
+
+def exact(ts: str | None) -> str:
+    """A time for a ``title`` attribute: ``2025-11-02 14:03:07.123456 UTC``."""
+    return "" if not ts else ts.replace("T", " ").replace("Z", " UTC")
+
+
+def marked(hit: dict[str, Any]) -> Markup:
+    """A search hit's snippet (``snippet`` and ``highlights`` of
+    :meth:`convlog.store.search.Hit.as_dict`) as HTML: the text escaped piece by piece,
+    each match wrapped in ``<mark>``."""
+    text: str = hit.get("snippet") or ""
+    parts: list[Markup] = []
+    at = 0
+    for start, end in hit.get("highlights") or ():
+        parts.append(escape(text[at:start]))
+        parts.append(Markup("<mark>") + escape(text[start:end]) + Markup("</mark>"))
+        at = end
+    parts.append(escape(text[at:]))
+    return Markup("").join(parts)
+
+
+def dollars(value: float | None) -> str:
+    """A cost in US dollars: ``$0.0123``; ``""`` for none."""
+    return "" if not value else f"${value:,.4f}"
+
+
+def with_query(request: Request, **changes: Any) -> str:
+    """The request's query string with ``changes`` (None or ``""`` removes a key), as
+    ``?a=1&b=2`` (``""`` when empty), for links that keep the filters."""
+    params = dict(request.query_params)
+    params.pop("token", None)
+    for key, value in changes.items():
+        if value is None or value == "":
+            params.pop(key, None)
+        else:
+            params[key] = str(value)
+    return f"?{urlencode(params)}" if params else ""
+
+
+def templates() -> Jinja2Templates:
+    """The page templates (``templates/``) with autoescaping on for every template
+    (a recorded message is untrusted input) and the filters above."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters.update(ago=ago, exact=exact, marked=marked, dollars=dollars)
+    env.globals.update(with_query=with_query, orders=SESSION_ORDERS)
+    return Jinja2Templates(env=env)
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def _int(request: Request, name: str, default: int, low: int = 1) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) < low:
+        raise BadQueryError(f"{name}={raw!r} is not a whole number ≥ {low}")
+    return int(raw)
+
+
+def session_query(request: Request) -> SessionQuery:
+    """The :class:`~convlog.web.sources.SessionQuery` of a request's query string
+    (``q``, ``agent``, ``model``, ``since``, ``sort``, ``page``, ``all``).
+
+    Raises:
+        BadQueryError: for an unknown ``sort`` or a ``page`` that is not a number ≥ 1.
+    """
+    params = request.query_params
+    order = params.get("sort") or "recent"
+    if order not in SESSION_ORDERS:
+        raise BadQueryError(f"sort={order!r} is not one of {', '.join(SESSION_ORDERS)}")
+    return SessionQuery(text=params.get("q", "").strip(), agent=params.get("agent", ""),
+                        model=params.get("model", ""), since=params.get("since", ""), order=order,
+                        page=_int(request, "page", 1), include_deleted=params.get("all") in ("1", "true", "on"))
+
+
+def search_args(request: Request) -> tuple[str, dict[str, Any]]:
+    """The query text and filters of ``/search`` and ``/api/search`` (``q``,
+    ``session``, ``speaker``, ``kind``, ``since``, ``until``, ``limit``, ``stem``), as
+    :meth:`~convlog.web.sources.LogSource.search` takes them."""
+    params = request.query_params
+    filters: dict[str, Any] = {key: params[key] for key in ("session", "speaker", "kind", "since", "until")
+                               if params.get(key)}
+    if params.get("stem") in ("1", "true", "on"):
+        filters["stem"] = True
+    filters["limit"] = min(_int(request, "limit", SEARCH_LIMIT), 500)
+    return params.get("q", "").strip(), filters
+
+
+def _failure(exc: Exception) -> tuple[int, str] | None:
+    """The status and message for an expected failure, None for a bug."""
+    from convlog.db.schema import DatabaseError, SchemaError
+    from convlog.store.replay import NoLogError, UnknownSessionError
+
+    if isinstance(exc, BadQueryError):
+        return 400, str(exc)
+    if isinstance(exc, UnknownSessionError | NoLogError):
+        return 404, str(exc)
+    if isinstance(exc, DatabaseError | SchemaError):
+        return 503, str(exc)
+    return None
+
+
+class Pages:
+    """The endpoints, bound to one source (:class:`~convlog.web.sources.LogSource` or
+    :class:`~convlog.web.sources.DbSource`). Each page renders the dict its API
+    endpoint returns."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.templates = templates()
+
+    def _page(self, request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+        context = {"where": self.source.where, "nav": request.url.path, **context}
+        response = self.templates.TemplateResponse(request, name, context, status_code=status)
+        response.headers["vary"] = "HX-Request"
+        return response
+
+    def _error_page(self, request: Request, exc: Exception) -> Response:
+        failure = _failure(exc)
+        if failure is None:
+            raise exc
+        status, message = failure
+        return self._page(request, "error.html", {"status": status, "message": message}, status)
+
+    @staticmethod
+    def _error_json(exc: Exception) -> Response:
+        failure = _failure(exc)
+        if failure is None:
+            raise exc
+        status, message = failure
+        return ConvlogJSON({"error": message}, status_code=status)
+
+    @staticmethod
+    def _partial(request: Request) -> bool:
+        return request.headers.get("hx-request") == "true" and "hx-history-restore-request" not in request.headers
+
+    # -- sessions
+
+    def sessions_page(self, request: Request) -> Response:
+        """The sessions, newest activity first, filtered, a page at a time."""
+        try:
+            query = session_query(request)
+            data = self.source.sessions(query)
+        except Exception as exc:
+            return self._error_page(request, exc)
+        name = "_sessions.html" if self._partial(request) else "sessions.html"
+        return self._page(request, name, {"data": data, "query": query})
+
+    def sessions_api(self, request: Request) -> Response:
+        """
+        ---
+        summary: A page of sessions (convlog sessions --json rows, with title and usage)
+        parameters:
+          - {name: q, in: query, schema: {type: string}, description: 'text in the id, title, branch or a participant'}
+          - {name: agent, in: query, schema: {type: string}, description: 'a participant (sender), any case'}
+          - {name: model, in: query, schema: {type: string}, description: 'a model the session made requests to'}
+          - {name: since, in: query, schema: {type: string}, description: "active since: ISO 8601, today, 2h, 3d"}
+          - {name: sort, in: query, schema: {type: string, enum: [recent, oldest, messages, id]}}
+          - {name: page, in: query, schema: {type: integer, minimum: 1}, description: 'pages of 50'}
+          - {name: all, in: query, schema: {type: boolean}, description: 'include deleted sessions'}
+        responses:
+          200:
+            description: >
+              {"sessions": [{"id", "branch", "parent", "fork_at", "messages", "duplicates",
+              "participants", "first_seq", "last_seq", "last_activity", "deleted", "title",
+              "usage": {"requests", "input_tokens", "output_tokens", "cost_usd", "models"}}],
+              "total", "page", "pages", "page_size", "order", "order_text", "agents", "models"}
+          400: {description: '{"error": reason}: a filter to fix'}
+          404: {description: '{"error": reason}: no log in the directory'}
+        """
+        try:
+            return ConvlogJSON(self.source.sessions(session_query(request)))
+        except Exception as exc:
+            return self._error_json(exc)
+
+    # -- one session
+
+    def session_page(self, request: Request) -> Response:
+        """One session's messages, crystals, usage; ``?as_of=`` for the past."""
+        try:
+            data = self.source.session(request.path_params["session"], request.query_params.get("as_of") or None)
+        except Exception as exc:
+            return self._error_page(request, exc)
+        return self._page(request, "session.html", {"data": data})
+
+    def session_api(self, request: Request) -> Response:
+        """
+        ---
+        summary: One session (convlog show --format json, with crystals, checkpoints, rewinds, usage)
+        parameters:
+          - {name: session, in: path, required: true, schema: {type: string}, description: 'an id or unique prefix'}
+          - {name: as_of, in: query, schema: {type: string}, description: "a seq or time: the session as it was then"}
+        responses:
+          200:
+            description: >
+              {"session", "parent", "fork_at", "branch", "deleted", "messages": [{"index",
+              "message_id", "sender", "role", "seq", "ts", "text", "copies", "streamed",
+              "complete", "sent"}], "title", "usage", "participants", "duplicates", "first_seq",
+              "last_seq", "last_activity", "crystals": [{"seq", "upto", "summary", "current"}],
+              "checkpoints": [{"name", "seq", "at"}], "rewinds": [{"seq", "from", "to", "dropped"}],
+              "as_of", "log_last_seq", "seq_range": [first, last]}
+          400: {description: '{"error": reason}: an as_of that is neither a seq nor a time'}
+          404: {description: '{"error": reason}: no such session (or several match the prefix)'}
+        """
+        try:
+            return ConvlogJSON(self.source.session(request.path_params["session"],
+                                                   request.query_params.get("as_of") or None))
+        except Exception as exc:
+            return self._error_json(exc)
+
+    # -- search
+
+    def search_page(self, request: Request) -> Response:
+        """Full-text search with the matches highlighted."""
+        hits: list[dict[str, Any]] = []
+        error = None
+        try:
+            text, filters = search_args(request)
+            if text:
+                hits = self.source.search(text, **filters)
+        except Exception as exc:
+            failure = _failure(exc)
+            if failure is None:
+                raise
+            error, text = failure[1], request.query_params.get("q", "")
+        name = "_hits.html" if self._partial(request) else "search.html"
+        return self._page(request, name, {"hits": hits, "q": text, "error": error}, 400 if error else 200)
+
+    def search_api(self, request: Request) -> Response:
+        """
+        ---
+        summary: Full-text search (convlog search --json), newest first
+        parameters:
+          - {name: q, in: query, required: true, schema: {type: string}, description: "SQLite FTS5 syntax"}
+          - {name: session, in: query, schema: {type: string}}
+          - {name: speaker, in: query, schema: {type: string}}
+          - {name: kind, in: query, schema: {type: string}}
+          - {name: since, in: query, schema: {type: string}}
+          - {name: until, in: query, schema: {type: string}}
+          - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 500}}
+          - {name: stem, in: query, schema: {type: boolean}}
+        responses:
+          200:
+            description: >
+              [{"seq", "ts", "session", "speaker", "kind", "source", "copies", "snippet",
+              "highlights": [[start, end]], "sent"}]
+          400: {description: '{"error": reason}: an empty query or one the index cannot parse'}
+        """
+        try:
+            text, filters = search_args(request)
+            if not text:
+                raise BadQueryError("q is empty: give the words to search for")
+            return ConvlogJSON(self.source.search(text, **filters))
+        except Exception as exc:
+            return self._error_json(exc)
+
+    # -- health
+
+    def health(self, request: Request) -> Response:
+        """
+        ---
+        summary: Is the recorder recording? (convlog status --json)
+        description: HTTP 200 when convlog status would exit 0, 503 otherwise (RFC 9110 §15.6.4).
+        responses:
+          200: {description: 'the recorder''s status reply: {"running": true, "healthy": true, …}'}
+          503: {description: '{"running": false, "healthy": false, "problems": [reason]} or an unhealthy status'}
+        """
+        code, report = self.source.health()
+        return ConvlogJSON(report, status_code=200 if code == 0 else 503)
+
+    def status_page(self, request: Request) -> Response:
+        """What ``convlog status`` says, for a person."""
+        code, report = self.source.health()
+        return self._page(request, "status.html", {"code": code, "report": report}, 200 if code == 0 else 503)
+
+    def schema(self, request: Request) -> Response:
+        """The OpenAPI document of the JSON API (from the endpoints' docstrings)."""
+        return ConvlogJSON(SCHEMA.get_schema(routes=request.app.routes))
+
+
+def create_app(source: Any, access: Access) -> Any:
+    """The ``convlog serve`` ASGI application: the routes above behind
+    :class:`~convlog.web.access.Guard`.
+
+    Args:
+        source: a :class:`~convlog.web.sources.LogSource` or
+            :class:`~convlog.web.sources.DbSource`.
+        access: the token and host names :class:`~convlog.web.access.Guard` checks.
+
+    Returns:
+        the ASGI application (the guard wrapping the Starlette app).
+    """
+    pages = Pages(source)
+    routes = [
+        Route("/", pages.sessions_page, methods=["GET"]),
+        Route("/api/sessions", pages.sessions_api, methods=["GET"]),
+        Route("/sessions/{session:path}", pages.session_page, methods=["GET"]),
+        Route("/api/sessions/{session:path}", pages.session_api, methods=["GET"]),
+        Route("/search", pages.search_page, methods=["GET"]),
+        Route("/api/search", pages.search_api, methods=["GET"]),
+        Route("/health", pages.health, methods=["GET"]),
+        Route("/api/health", pages.health, methods=["GET"]),
+        Route("/status", pages.status_page, methods=["GET"]),
+        Route("/api/schema", pages.schema, methods=["GET"], include_in_schema=False),
+        Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    return Guard(Starlette(routes=routes), access)

@@ -1,0 +1,411 @@
+"""What ``convlog serve`` reads: a log directory (:class:`LogSource`) or the PostgreSQL
+store (:class:`DbSource`), answering in the shapes of the command line's ``--json``.
+
+Both answer the same four questions, each a JSON-friendly dict that the API returns as
+is and the pages render:
+
+* :meth:`~LogSource.sessions`: a page of sessions (:class:`SessionQuery`), each row
+  :func:`convlog.readers.listing.session_row` (``convlog sessions --json``) plus the
+  ``title`` and ``usage`` that ``sessions --db --json`` rows carry;
+* :meth:`~LogSource.session`: :func:`convlog.readers.listing.session_document`
+  (``convlog show --format json``) plus the title, usage, crystals (with their
+  summaries), checkpoints and rewinds, and where the page stands in the log;
+* :meth:`~LogSource.search`: :meth:`convlog.store.search.Hit.as_dict` per hit
+  (``convlog search --json``), from the same index and query;
+* :meth:`~LogSource.health`: ``(exit code, convlog status --json)``.
+
+A log's fold is kept between requests (:class:`ReplayCache`) while its segments stay
+the same size, so a page does not fold the log again unless it grew.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from convlog.core.record import format_ts, parse_when
+from convlog.readers.listing import SESSION_ORDERS, session_document, session_row, sorted_sessions
+from convlog.store.replay import Replay, load, parse_as_of
+from convlog.store.segment import list_segments, segment_size
+
+#: Sessions in one page (``?page=``), as ``convlog sessions`` prints them.
+PAGE_SIZE = 50
+
+#: Search hits at most per query (``convlog search --limit``'s default is 20).
+SEARCH_LIMIT = 50
+
+
+class BadQueryError(ValueError):
+    """A filter or query the user has to fix (a time that is not one, a search the index
+    cannot parse); the message is one readable line (the API answers 400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionQuery:
+    """A page of the sessions list and its filters (the query string of ``/`` and
+    ``/api/sessions``).
+
+    Attributes:
+        text: keep sessions whose id, title, branch or a participant contains it (any case).
+        agent: keep sessions this sender took part in (any case).
+        model: keep sessions with a request to this model.
+        since: keep sessions active at or after this time: ISO 8601, ``today``,
+            ``yesterday`` or a span back from now (``15m``, ``2h``, ``3d``; see
+            :func:`convlog.core.record.parse_when`).
+        order: a key of :data:`convlog.readers.listing.SESSION_ORDERS`.
+        page: 1-based page of :data:`PAGE_SIZE` sessions.
+        include_deleted: also deleted sessions.
+    """
+
+    text: str = ""
+    agent: str = ""
+    model: str = ""
+    since: str = ""
+    order: str = "recent"
+    page: int = 1
+    include_deleted: bool = False
+
+    def since_ts(self, now: datetime | None = None) -> str | None:
+        """``since`` in the records' time format, or None when empty.
+
+        Raises:
+            BadQueryError: when it is not a time.
+        """
+        if not self.since.strip():
+            return None
+        try:
+            return format_ts(parse_when(self.since, now or datetime.now(UTC)))
+        except ValueError:
+            raise BadQueryError(f"since={self.since!r} is not a time (ISO 8601, today, yesterday, 15m, 2h, 3d)"
+                                ) from None
+
+
+def _paged(rows_total: int, query: SessionQuery) -> dict[str, Any]:
+    pages = max(1, -(-rows_total // PAGE_SIZE))
+    return {"total": rows_total, "page": query.page, "pages": pages, "page_size": PAGE_SIZE,
+            "order": query.order, "order_text": SESSION_ORDERS[query.order][1]}
+
+
+class ReplayCache:
+    """Folds of one log directory kept between requests: a fold is used again while
+    every segment keeps its size (a log only grows, so a changed size means new
+    records), for at most ``size`` different ``as_of`` points. Thread-safe (Starlette
+    runs the endpoints in a thread pool).
+
+    Args:
+        directory: the log directory.
+        size: folds kept at most (the whole log and recent ``as_of`` views).
+    """
+
+    def __init__(self, directory: Path, size: int = 8) -> None:
+        self.directory = directory
+        self.size = size
+        self._folds: OrderedDict[tuple[Any, ...], Replay] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _fingerprint(self) -> tuple[tuple[int, int], ...]:
+        return tuple((first, segment_size(path)) for first, path in list_segments(self.directory))
+
+    def get(self, upto_seq: int | None = None, as_of_ts: str | None = None) -> Replay:
+        """The log folded up to ``upto_seq`` / ``as_of_ts`` (both None: all of it), as
+        :func:`convlog.store.replay.load` gives it.
+
+        Raises:
+            NoLogError: when the directory holds no log.
+        """
+        key = (self._fingerprint(), upto_seq, as_of_ts)
+        with self._lock:
+            replay = self._folds.get(key)
+            if replay is not None:
+                self._folds.move_to_end(key)
+                return replay
+            replay = load(self.directory, upto_seq=upto_seq, as_of_ts=as_of_ts)
+            self._folds[key] = replay
+            while len(self._folds) > self.size:
+                self._folds.popitem(last=False)
+            return replay
+
+
+def _session_extras(replay: Replay, sid: str) -> dict[str, Any]:
+    """What the session page shows beside ``show --format json``: title, usage,
+    crystals (``seq``, ``upto`` messages summarised, ``summary`` read from the log,
+    ``current``: the one ``convlog resume`` starts from), checkpoints (``name``, ``seq``,
+    ``at`` messages), rewinds (``seq``, ``from`` and ``to`` message counts, ``dropped``)."""
+    info = replay.state.sessions[sid]
+    resume = replay.state.resume_refs(sid)[0]
+    bodies = replay.read([c.seq for c in info.crystals])
+    crystals = []
+    for crystal in info.crystals:
+        data = bodies.get(crystal.seq, {}).get("data")
+        crystals.append({"seq": crystal.seq, "upto": crystal.upto,
+                         "summary": data.get("summary") if isinstance(data, dict) else None,
+                         "current": resume is not None and crystal.seq == resume.seq})
+    return {
+        "title": info.title,
+        "usage": info.usage.to_dict(),
+        "participants": list(info.participants),
+        "duplicates": info.duplicates,
+        "first_seq": info.first_seq,
+        "last_seq": info.last_seq,
+        "last_activity": info.last_ts,
+        "crystals": crystals,
+        "checkpoints": [{"name": name, "seq": cp.seq, "at": len(cp.refs)} for name, cp in info.checkpoints.items()],
+        "rewinds": [{"seq": r.seq, "from": r.from_count, "to": r.to_count, "dropped": len(r.dropped)}
+                    for r in info.rewinds],
+    }
+
+
+def _matches(info: Any, query: SessionQuery, since_ts: str | None) -> bool:
+    if query.text:
+        needle = query.text.casefold()
+        fields = (info.id, info.title or "", info.branch or "", *info.participants)
+        if not any(needle in field.casefold() for field in fields):
+            return False
+    if query.agent and query.agent.casefold() not in {p.casefold() for p in info.participants}:
+        return False
+    if query.model and query.model not in info.usage.models:
+        return False
+    return not (since_ts is not None and (info.last_ts or "") < since_ts)
+
+
+class LogSource:
+    """The pages' answers from a log directory (see the module doc).
+
+    Args:
+        directory: the log directory (it need not hold a log yet: each answer raises
+            :class:`convlog.store.replay.NoLogError` until it does).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.folds = ReplayCache(directory)
+
+    @property
+    def where(self) -> str:
+        """What the pages name as the source: the directory."""
+        return str(self.directory)
+
+    def sessions(self, query: SessionQuery) -> dict[str, Any]:
+        """A page of sessions matching ``query``.
+
+        Returns:
+            ``{"sessions": [row, …], "total", "page", "pages", "page_size", "order",
+            "order_text", "agents", "models"}``: each row as ``convlog sessions --json``
+            plus ``title`` and ``usage`` (requests, input_tokens, output_tokens,
+            cost_usd in US dollars, models); ``total`` the sessions matching in all;
+            ``agents`` and ``models`` every participant and model of the log (for the
+            filters).
+
+        Raises:
+            BadQueryError: for a ``since`` that is not a time.
+            NoLogError: when the directory holds no log.
+        """
+        since_ts = query.since_ts()
+        state = self.folds.get().state
+        every = sorted_sessions(state, query.include_deleted, query.order)
+        kept = [info for info in every if _matches(info, query, since_ts)]
+        start = (query.page - 1) * PAGE_SIZE
+        rows = [{**session_row(info), "title": info.title, "usage": info.usage.to_dict()}
+                for info in kept[start:start + PAGE_SIZE]]
+        return {"sessions": rows, **_paged(len(kept), query),
+                "agents": sorted({p for info in every for p in info.participants}, key=str.casefold),
+                "models": sorted({m for info in every for m in info.usage.models})}
+
+    def session(self, name: str, as_of: str | None = None) -> dict[str, Any]:
+        """One session (an id or unique prefix), as of a seq or time (``convlog show
+        --as-of``).
+
+        Returns:
+            ``convlog show --format json`` (``session``, ``parent``, ``fork_at``,
+            ``branch``, ``deleted``, ``messages``) plus :func:`_session_extras`
+            (``title``, ``usage``, ``participants``, ``duplicates``, ``first_seq``,
+            ``last_seq``, ``last_activity``, ``crystals``, ``checkpoints``, ``rewinds``),
+            ``as_of`` (the seq or time asked, or None), ``log_last_seq`` and
+            ``seq_range`` (``[first, last]`` seqs of the session in the whole log, for
+            the time slider).
+
+        Raises:
+            BadQueryError: for an ``as_of`` that is neither a seq nor a time.
+            UnknownSessionError: when no session (as of then) or several match.
+            NoLogError: when the directory holds no log.
+        """
+        whole = self.folds.get()
+        sid = whole.resolve(name)
+        replay = whole
+        if as_of:
+            try:
+                seq, ts = parse_as_of(as_of)
+            except ValueError as exc:
+                raise BadQueryError(str(exc).replace("--as-of", "as_of")) from None
+            replay = self.folds.get(seq, ts)
+            if sid not in replay.state.sessions:
+                from convlog.store.replay import UnknownSessionError
+
+                raise UnknownSessionError(f"session {sid!r} did not exist yet as of {as_of}")
+        full = whole.state.sessions[sid]
+        return {**session_document(replay, sid), **_session_extras(replay, sid), "as_of": as_of or None,
+                "log_last_seq": whole.state.last_seq, "seq_range": [full.first_seq, full.last_seq]}
+
+    def search(self, text: str, limit: int = SEARCH_LIMIT, **filters: Any) -> list[dict[str, Any]]:
+        """``convlog search TEXT --json``: the index brought up to date, then queried.
+
+        Args:
+            text: the query (SQLite FTS5 syntax).
+            limit: at most this many hits.
+            **filters: ``session``, ``speaker``, ``kind``, ``since``, ``until``,
+                ``stem`` as :meth:`convlog.store.search.SearchIndex.query` takes them.
+
+        Returns:
+            :meth:`convlog.store.search.Hit.as_dict` per hit, newest first.
+
+        Raises:
+            BadQueryError: for a query or time the index cannot use.
+        """
+        from convlog.store.search import SearchIndex, SearchQueryError
+
+        try:
+            with SearchIndex(self.directory) as index:
+                index.update()
+                hits = index.query(text, limit=limit, **filters)
+        except SearchQueryError as exc:
+            raise BadQueryError(str(exc)) from None
+        return [hit.as_dict() for hit in hits]
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``convlog status --json`` for this directory's recorder and its exit code
+        (:func:`convlog.bus.control.status_report`)."""
+        from convlog.bus.control import status_report
+
+        return status_report(self.directory, timeout_s=3.0)
+
+
+class DbSource:
+    """The pages' answers from the PostgreSQL store (``--db URL``), through
+    :mod:`convlog.db.queries`, in the shapes of ``convlog sessions|show|search --db
+    --json``. Each answer opens its own reader connection (``connect_reader`` checks
+    the schema).
+
+    Args:
+        url: the database URL.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @property
+    def where(self) -> str:
+        """What the pages name as the source: the URL without its password."""
+        from convlog.sync.follower import redact_url
+
+        return redact_url(self.url)
+
+    def _connect(self) -> Any:
+        from convlog.db.queries import connect_reader
+
+        return connect_reader(self.url)
+
+    def sessions(self, query: SessionQuery) -> dict[str, Any]:
+        """As :meth:`LogSource.sessions`, from ``convlog.sessions`` (rows of
+        :func:`convlog.db.queries.session_rows`); the filters apply to every row.
+
+        Raises:
+            BadQueryError, DatabaseError, SchemaError.
+        """
+        from convlog.db.queries import session_rows
+
+        since_ts = query.since_ts()
+        conn = self._connect()
+        try:
+            every, _total = session_rows(conn, query.include_deleted, query.order, None)
+        finally:
+            conn.close()
+
+        def keep(row: dict[str, Any]) -> bool:
+            info = _RowInfo(row)
+            return _matches(info, query, since_ts)
+
+        kept = [row for row in every if keep(row)]
+        start = (query.page - 1) * PAGE_SIZE
+        return {"sessions": kept[start:start + PAGE_SIZE], **_paged(len(kept), query),
+                "agents": sorted({p for row in every for p in row["participants"]}, key=str.casefold),
+                "models": sorted({m for row in every for m in (row["usage"]["models"] or {})})}
+
+    def session(self, name: str, as_of: str | None = None) -> dict[str, Any]:
+        """As :meth:`LogSource.session`, folded from the database's records of the
+        session's family (``convlog show --db``); ``as_of`` is not available.
+
+        Raises:
+            BadQueryError: when ``as_of`` is given.
+            UnknownSessionError, DatabaseError, SchemaError.
+        """
+        from convlog.db.projection import UnionReplay
+        from convlog.db.queries import resolve_session, union_of
+
+        if as_of:
+            raise BadQueryError("as_of reads a log directory; it is not available with --db")
+        conn = self._connect()
+        try:
+            sid = resolve_session(conn, name)
+            union = union_of(conn, [sid])
+        finally:
+            conn.close()
+        replay = UnionReplay(union, self.where)
+        info = replay.state.sessions[sid]
+        return {**session_document(replay, sid), **_session_extras(replay, sid), "as_of": None,
+                "log_last_seq": replay.state.last_seq, "seq_range": [info.first_seq, info.last_seq]}
+
+    def search(self, text: str, limit: int = SEARCH_LIMIT, **filters: Any) -> list[dict[str, Any]]:
+        """``convlog search --db --json`` (:func:`convlog.db.queries.search`; ``stem``
+        is not available).
+
+        Raises:
+            BadQueryError, DatabaseError, SchemaError.
+        """
+        from convlog.db.queries import search
+
+        if filters.pop("stem", False):
+            raise BadQueryError("stem is for a log's index; with --db, search matches words as written")
+        conn = self._connect()
+        try:
+            hits = search(conn, text, limit=limit, **filters)
+        finally:
+            conn.close()
+        return [hit.as_dict() for hit in hits]
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``convlog status --db --json``: each synced log's position and lag
+        (:func:`convlog.db.writer.lag_rows`), 0 when the database answers; 1 with the
+        reason when it does not.
+        """
+        from convlog.db.schema import DatabaseError, SchemaError
+        from convlog.db.writer import lag_rows
+
+        try:
+            conn = self._connect()
+        except (DatabaseError, SchemaError) as exc:
+            return 1, {"running": False, "healthy": False, "problems": [str(exc)]}
+        try:
+            return 0, {"healthy": True, "logs": lag_rows(conn)}
+        finally:
+            conn.close()
+
+
+class _RowInfo:
+    """A ``sessions --db`` row seen as the few fields :func:`_matches` reads."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.id = row["id"]
+        self.title = row.get("title")
+        self.branch = row.get("branch")
+        self.participants = row["participants"]
+        self.last_ts = row.get("last_activity")
+        self.usage = _RowUsage(row["usage"]["models"] or {})
+
+
+@dataclass(frozen=True, slots=True)
+class _RowUsage:
+    models: dict[str, int]
