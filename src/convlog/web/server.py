@@ -5,11 +5,14 @@ The socket is bound and listening before the address is printed, so whoever read
 first line of stdout can connect at once (connections wait in the listen backlog
 until uvicorn accepts them), and ``--port 0`` picks a free port that the printed
 address names. uvicorn logs only warnings and errors, to stderr: stdout carries the
-address alone. SIGINT and SIGTERM stop it cleanly (uvicorn's own handlers).
+address alone. SIGINT and SIGTERM stop it cleanly: uvicorn finishes the requests in flight, then
+re-raises the signal, which the handlers installed here turn into exit status 0 (as
+``convlog tail -f`` ends).
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 from dataclasses import dataclass
@@ -81,6 +84,8 @@ def run(source: Any, listener: Listener, token: str | None) -> None:
 
     access = Access(token=token, hosts=allowed_hosts(listener.host, listener.port), port=listener.port)
     app = create_app(source, access)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # what uvicorn re-raises once it has stopped
+        signal.signal(signum, lambda *_: sys.exit(0))
     print(listener.url(token), flush=True)
     print(f"convlog serve: reading {source.where}; Ctrl-C stops", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False, date_header=True,
