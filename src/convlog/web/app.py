@@ -230,8 +230,9 @@ class Pages:
             data = self.source.sessions(query)
         except Exception as exc:
             return self._error_page(request, exc)
-        name = "_sessions.html" if self._partial(request) else "sessions.html"
-        return self._page(request, name, {"data": data, "query": query})
+        partial = self._partial(request)
+        return self._page(request, "_sessions.html" if partial else "sessions.html",
+                          {"data": data, "query": query, "partial": partial, "oob": False})
 
     def sessions_api(self, request: Request) -> Response:
         """
