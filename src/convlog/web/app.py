@@ -197,7 +197,8 @@ class Pages:
         self.templates = templates()
 
     def _page(self, request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
-        context = {"where": self.source.where, "nav": request.url.path, **context}
+        context = {"where": self.source.where, "nav": request.url.path, "time_travel": self.source.time_travel,
+                   **context}
         response = self.templates.TemplateResponse(request, name, context, status_code=status)
         response.headers["vary"] = "HX-Request"
         return response

@@ -180,6 +180,9 @@ class LogSource:
             :class:`convlog.store.replay.NoLogError` until it does).
     """
 
+    #: A log can be shown as of any seq (``as_of``).
+    time_travel = True
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.folds = ReplayCache(directory)
@@ -292,6 +295,9 @@ class DbSource:
     Args:
         url: the database URL.
     """
+
+    #: The database has no ``as_of`` (its seqs are per log): the session page has no slider.
+    time_travel = False
 
     def __init__(self, url: str) -> None:
         self.url = url
