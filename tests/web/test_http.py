@@ -70,6 +70,10 @@ def test_a_token_in_the_query_becomes_a_cookie_and_leaves_the_address(demo_serve
         assert cookie.startswith(f"convlog_token_{demo_server.port}={demo_server.token};")
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
         assert client.get("/?sort=id").status_code == 200  # the cookie jar sends it now
+        elsewhere = client.get(f"{demo_server.base}//evil.example/?token={demo_server.token}")  # stays here
+        assert elsewhere.status_code == 303 and elsewhere.headers["location"] == "/evil.example/"
+        encoded = client.get(f"/sessions/a%20b%3Fc?token={demo_server.token}")
+        assert encoded.headers["location"] == "/sessions/a%20b%3Fc"
 
 
 def test_the_bearer_header_lets_scripts_in(demo_server: Served) -> None:
@@ -337,6 +341,9 @@ def test_misuse_is_one_readable_line(demo_log: Path, tmp_path: Path) -> None:
     token_file.chmod(0o644)
     assert "chmod 600" in one_line_refusal("--dir", d, "--token-file", str(token_file), code=1)
     assert "--token-file" in one_line_refusal("--dir", d, "--token-file", str(tmp_path / "nope"), code=1)
+    token_file.write_text("short; Path=/\n")
+    token_file.chmod(0o600)
+    assert "at least 16" in one_line_refusal("--dir", d, "--token-file", str(token_file), code=1)
     busy = serve(demo_log, tmp_path / "busy.err")
     try:
         assert "cannot listen" in one_line_refusal("--dir", d, "--port", str(busy.port), code=1)
@@ -389,3 +396,22 @@ def test_paths_do_not_leave_the_package(demo_server: Served, path: str) -> None:
         response = client.get(path)
     assert response.status_code == 404
     assert "def create_app" not in response.text
+
+
+def test_the_wheel_ships_the_templates_and_static_files(tmp_path: Path) -> None:
+    """``pip wheel`` of the repository holds every template, the stylesheet, the page
+    script and the vendored htmx with its licence: an installed convlog serves its pages."""
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path),
+                             str(repo)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (wheel,) = tmp_path.glob("convlog-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    web = repo / "src" / "convlog" / "web"
+    shipped = {f"convlog/web/{path.relative_to(web)}" for pattern in ("templates/*.html", "static/**/*")
+               for path in web.glob(pattern) if path.is_file()}
+    assert {"convlog/web/static/vendor/htmx.min.js", "convlog/web/static/vendor/htmx.LICENSE",
+            "convlog/web/templates/base.html", "convlog/web/static/convlog.css"} <= shipped
+    assert shipped <= names, shipped - names

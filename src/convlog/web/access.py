@@ -29,6 +29,7 @@ framing, no ``<base>``), ``X-Content-Type-Options: nosniff``,
 from __future__ import annotations
 
 import html
+import re
 import secrets
 import socket
 import stat
@@ -62,6 +63,13 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 #: Bytes of randomness in a token (:func:`new_token`): 256 bits.
 TOKEN_BYTES = 32
+
+#: The shortest token ``--token-file`` may hold, characters.
+MIN_TOKEN_CHARS = 16
+
+#: What a token may be made of: RFC 3986's unreserved characters, safe as they are in a
+#: query string and a cookie value.
+TOKEN_PATTERN = re.compile(rf"[A-Za-z0-9._~-]{{{MIN_TOKEN_CHARS},}}")
 
 ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
                    Awaitable[None]]
@@ -104,6 +112,9 @@ def read_token_file(path: Path) -> str:
     token = text.strip().splitlines()[0].strip() if text.strip() else ""
     if not token:
         raise TokenFileError(f"--token-file {path} is empty")
+    if not TOKEN_PATTERN.fullmatch(token):
+        raise TokenFileError(f"--token-file {path}: a token is at least {MIN_TOKEN_CHARS} of A-Z a-z 0-9 . _ ~ - "
+                             f"(it goes into a URL and a cookie)")
     return token
 
 
@@ -248,9 +259,13 @@ class Guard:
 
     async def _keep_in_cookie(self, send: Callable[[Any], Awaitable[None]], scope: MutableMapping[str, Any],
                               rest: Iterable[tuple[str, str]]) -> None:
-        """303 to the same path and query without ``token``, setting the cookie."""
+        """303 to the same path and query without ``token``, setting the cookie. The
+        path is the request's own bytes (still percent-encoded) with its leading slashes
+        made one, so ``//other.host/`` stays on this server instead of naming another."""
         query = urlencode(list(rest))
-        location = scope.get("root_path", "") + scope["path"] + (f"?{query}" if query else "")
+        raw = scope.get("raw_path") or scope["path"].encode()
+        path = "/" + raw.decode("latin-1").lstrip("/")
+        location = path + (f"?{query}" if query else "")
         cookie = (f"{cookie_name(self.access.port)}={self.access.token}; Path=/; HttpOnly; SameSite=Strict")
         await _plain(send, 303, "signed in\n", [(b"location", location.encode("latin-1", "replace")),
                                                 (b"set-cookie", cookie.encode())])

@@ -56,6 +56,7 @@ class ConvlogJSON(JSONResponse):
     :func:`convlog.core.record.dump_json`), so the API's bytes read like the CLI's."""
 
     def render(self, content: Any) -> bytes:
+        """``content`` as JSON bytes (UTF-8, compact)."""
         return dump_json(content)
 
 
@@ -236,7 +237,8 @@ class Pages:
                           {"data": data, "query": query, "partial": partial, "oob": False})
 
     def sessions_api(self, request: Request) -> Response:
-        """
+        """A page of sessions as JSON (what ``/`` shows).
+
         ---
         summary: A page of sessions (convlog sessions --json rows, with title and usage)
         parameters:
@@ -273,7 +275,8 @@ class Pages:
         return self._page(request, "session.html", {"data": data})
 
     def session_api(self, request: Request) -> Response:
-        """
+        """One session as JSON (what ``/sessions/{id}`` shows).
+
         ---
         summary: One session (convlog show --format json, with crystals, checkpoints, rewinds, usage)
         parameters:
@@ -316,7 +319,8 @@ class Pages:
         return self._page(request, name, {"hits": hits, "q": text, "error": error}, 400 if error else 200)
 
     def search_api(self, request: Request) -> Response:
-        """
+        """Search hits as JSON (what ``/search`` shows).
+
         ---
         summary: Full-text search (convlog search --json), newest first
         parameters:
@@ -346,7 +350,9 @@ class Pages:
     # -- health
 
     def health(self, request: Request) -> Response:
-        """
+        """``convlog status --json`` with the HTTP status of its exit code (``/health``,
+        ``/api/health``); the text after ``---`` is its OpenAPI description.
+
         ---
         summary: Is the recorder recording? (convlog status --json)
         description: HTTP 200 when convlog status would exit 0, 503 otherwise (RFC 9110 §15.6.4).

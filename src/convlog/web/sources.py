@@ -319,7 +319,9 @@ class DbSource:
         :func:`convlog.db.queries.session_rows`); the filters apply to every row.
 
         Raises:
-            BadQueryError, DatabaseError, SchemaError.
+            BadQueryError: for a ``since`` that is not a time.
+            DatabaseError: when the database cannot be read.
+            SchemaError: when it holds no convlog schema of this version.
         """
         from convlog.db.queries import session_rows
 
@@ -346,7 +348,9 @@ class DbSource:
 
         Raises:
             BadQueryError: when ``as_of`` is given.
-            UnknownSessionError, DatabaseError, SchemaError.
+            UnknownSessionError: when no session or several match ``name``.
+            DatabaseError: when the database cannot be read.
+            SchemaError: when it holds no convlog schema of this version.
         """
         from convlog.db.projection import UnionReplay
         from convlog.db.queries import resolve_session, union_of
@@ -369,7 +373,9 @@ class DbSource:
         is not available).
 
         Raises:
-            BadQueryError, DatabaseError, SchemaError.
+            BadQueryError: when ``stem`` is asked for.
+            DatabaseError: when the database cannot be read (or refuses the query).
+            SchemaError: when it holds no convlog schema of this version.
         """
         from convlog.db.queries import search
 
