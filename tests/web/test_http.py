@@ -415,3 +415,4 @@ def test_the_wheel_ships_the_templates_and_static_files(tmp_path: Path) -> None:
     assert {"convlog/web/static/vendor/htmx.min.js", "convlog/web/static/vendor/htmx.LICENSE",
             "convlog/web/templates/base.html", "convlog/web/static/convlog.css"} <= shipped
     assert shipped <= names, shipped - names
+

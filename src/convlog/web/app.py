@@ -43,7 +43,7 @@ from starlette.templating import Jinja2Templates
 from convlog.core.record import dump_json
 from convlog.readers.listing import SESSION_ORDERS
 from convlog.web.access import Access, Guard
-from convlog.web.sources import SEARCH_LIMIT, BadQueryError, SessionQuery
+from convlog.web.sources import SEARCH_LIMIT, BadQueryError, SearchIndexError, SessionQuery
 
 HERE = Path(__file__).resolve().parent
 
@@ -183,7 +183,7 @@ def _failure(exc: Exception) -> tuple[int, str] | None:
         return 400, str(exc)
     if isinstance(exc, UnknownSessionError | NoLogError):
         return 404, str(exc)
-    if isinstance(exc, DatabaseError | SchemaError):
+    if isinstance(exc, DatabaseError | SchemaError | SearchIndexError):
         return 503, str(exc)
     return None
 

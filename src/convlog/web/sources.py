@@ -44,6 +44,12 @@ class BadQueryError(ValueError):
     cannot parse); the message is one readable line (the API answers 400)."""
 
 
+class SearchIndexError(RuntimeError):
+    """The log's search index could not be brought up to date or read (a read-only
+    directory, a damaged index, a full disk); the message says how to rebuild it (the
+    API answers 503)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SessionQuery:
     """A page of the sessions list and its filters (the query string of ``/`` and
@@ -267,7 +273,10 @@ class LogSource:
 
         Raises:
             BadQueryError: for a query or time the index cannot use.
+            SearchIndexError: when the index cannot be updated or read.
         """
+        import sqlite3
+
         from convlog.store.search import SearchIndex, SearchQueryError
 
         try:
@@ -276,6 +285,10 @@ class LogSource:
                 hits = index.query(text, limit=limit, **filters)
         except SearchQueryError as exc:
             raise BadQueryError(str(exc)) from None
+        except (sqlite3.Error, OSError) as exc:
+            raise SearchIndexError(f"the search index {self.directory / 'index' / 'search.sqlite'} failed: {exc} "
+                                   f"(it is derived from the log: convlog reindex --dir {self.directory} rebuilds it)"
+                                   ) from None
         return [hit.as_dict() for hit in hits]
 
     def health(self) -> tuple[int, dict[str, Any]]:
