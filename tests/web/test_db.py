@@ -54,6 +54,7 @@ def test_the_database_pages_answer_like_the_db_readers(demo_log: Path, pg_url: s
             assert client.get("/api/search", params={"q": "haiku", "stem": "1"}).status_code == 400
             health = client.get("/health")
             assert health.status_code == 200 and health.json()["logs"], health.text
+            assert "healthy" in client.get("/status").text
     finally:
         assert server.stop() == 0
 
