@@ -336,7 +336,7 @@ class Pages:
           200:
             description: >
               [{"seq", "ts", "session", "speaker", "kind", "source", "copies", "snippet",
-              "highlights": [[start, end]], "sent"}]
+              "highlights": [[start, end]]}]
           400: {description: '{"error": reason}: an empty query or one the index cannot parse'}
         """
         try:
