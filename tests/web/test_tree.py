@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import xml.etree.ElementTree as ET
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def check_laws(tree: Tree) -> None:
         nodes = [node for node in tree.nodes if node.session == sid]
         assert nodes[0].kind == "start" and nodes[-1].kind == "end"
         assert all(node.lane == lane and node.kind in NODE_KINDS for node in nodes)
-        for a, b in zip(nodes, nodes[1:], strict=False):
+        for a, b in pairwise(nodes):
             assert a.seq <= b.seq and a.x < b.x
             if a.ts is not None and b.ts is not None:
                 assert a.ts <= b.ts
@@ -307,14 +308,14 @@ def test_ten_thousand_messages_render_small() -> None:
 
 _OPS = st.lists(
     st.tuples(
-        st.sampled_from(["msg", "msg", "msg", "copy", "fork", "rewind", "checkpoint", "rewind_cp", "crystal",
-                         "delete", "stream"]),
-        st.integers(0, 7),   # which session (of those made so far)
+        st.sampled_from(["msg", "msg", "msg", "msg", "copy", "fork", "fork", "rewind", "rewind", "checkpoint",
+                         "checkpoint", "rewind_cp", "rewind_cp", "crystal", "stream", "delete"]),
+        st.one_of(st.integers(-2, -1), st.integers(0, 7)),  # which session: negative from the newest
         st.floats(0, 1),     # a count as a fraction of the session's visible messages
-        st.integers(0, 2),   # a checkpoint name
+        st.integers(0, 1),   # a checkpoint name
     ),
     min_size=1,
-    max_size=40,
+    max_size=60,
 )
 
 
@@ -334,13 +335,13 @@ def build(ops: list[tuple[str, int, float, int]]) -> list[dict[str, Any]]:
     add("message", "s0", {"text": "first"}, {"message_id": "s0-0"})
     size["s0"] = 1
     for op, who, frac, name in ops:
-        sid = sessions[who % len(sessions)]
+        sid = sessions[who % len(sessions)] if who >= 0 else sessions[max(len(sessions) + who, 0)]
         n = round(frac * size[sid])
         if op == "msg":
             add("message", sid, {"text": "hi"}, {"message_id": f"{sid}-{len(records)}"})
             size[sid] += 1
         elif op == "copy":
-            add("message", sid, {"text": "again"}, {"message_id": f"s0-0"})
+            add("message", sid, {"text": "again"}, {"message_id": "s0-0"})
         elif op == "stream":
             mid = f"st-{len(records)}"
             add("message.delta", sid, {"delta": "a"}, {"message_id": mid})
@@ -373,7 +374,7 @@ def _depth(tree: Tree, sid: str) -> int:
     return depth
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=_OPS, cap=st.sampled_from([6, 12, 1000]))
 def test_tree_laws_over_random_histories(ops: list[tuple[str, int, float, int]], cap: int) -> None:
     """For random histories folded by the real fold, every tree: edges join existing
@@ -391,6 +392,7 @@ def test_tree_laws_over_random_histories(ops: list[tuple[str, int, float, int]],
         return prefix_states[seq]
 
     seen: set[str] = set()
+    lanes = depth = 0
     for sid in state.sessions:
         if sid in seen:
             continue
@@ -398,9 +400,8 @@ def test_tree_laws_over_random_histories(ops: list[tuple[str, int, float, int]],
         seen.update(tree.lanes)
         check_laws(tree)
         check_svg(tree, render_svg(tree))
-        event(f"lanes: {min(len(tree.lanes), 4)}{'+' if len(tree.lanes) >= 4 else ''}")
-        if max(_depth(tree, lane) for lane in tree.lanes) >= 2:
-            event("fork of a fork")
+        lanes = max(lanes, len(tree.lanes))
+        depth = max([depth, *(_depth(tree, lane) for lane in tree.lanes)])
         if tree.hidden:
             event("nodes hidden by the cap")
         for node in tree.nodes:
@@ -417,5 +418,8 @@ def test_tree_laws_over_random_histories(ops: list[tuple[str, int, float, int]],
                 assert there == after
         end_counts = {n.session: n.count for n in tree.nodes if n.kind == "end"}
         assert end_counts == {lane: len(state.sessions[lane].visible) for lane in tree.lanes}
+    event(f"largest family: {min(lanes, 4)}{'+' if lanes >= 4 else ''} lanes")
+    if depth >= 2:
+        event("fork of a fork")
     if any(r["kind"] == "session.rewind" for r in records) and not state.errors:
         event("rewinds, none refused")

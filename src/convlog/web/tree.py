@@ -60,6 +60,7 @@ from convlog.readers.export import collect_trees, plan_trees
 __all__ = [
     "EDGE_KINDS",
     "NODE_KINDS",
+    "TREE_CSS",
     "Edge",
     "Node",
     "Tick",
@@ -87,8 +88,9 @@ RIGHT_PX = 40
 TOP_PX = 30
 AXIS_PX = 34
 NODE_R = 7
-#: Tick labels on the time axis, at most.
+#: Tick labels on the time axis, at most, and their least distance apart (user units).
 MAX_TICKS = 6
+MIN_TICK_PX = 70
 #: Characters of a lane or node label drawn (the full text is in the tooltip).
 LABEL_CHARS = 22
 
@@ -111,6 +113,7 @@ class Node:
         lane: index into ``Tree.lanes``.
         x, y: position in the SVG, user units (set by :func:`session_tree`).
         messages: ``messages``: how many; else 0.
+        short: a few words drawn under the node (``label`` is the tooltip's).
     """
 
     id: str
@@ -126,6 +129,7 @@ class Node:
     x: float = 0.0
     y: float = 0.0
     messages: int = 0
+    short: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +244,7 @@ class _Point:
     order: int = 0
     target: tuple[str, int] | None = None  # rewinds-to: (kind of target, its seq)
     id: str = ""
+    short: str = ""
 
     @property
     def key(self) -> tuple[int, int]:
@@ -311,7 +316,8 @@ def _lane_points(
         label = f"start: {title}" if title else "start"
     if messages and messages[0] == start:  # the session began with a message: the start brings it
         visible.append(messages.pop(0))
-    points = [_Point("start", sid, start, start, label, start, len(visible))]
+    points = [_Point("start", sid, start, start, label, start, len(visible),
+                     short="fork" if info.parent is not None else "start")]
     span: list[int] = []
 
     def flush() -> None:
@@ -349,11 +355,13 @@ def _lane_points(
                     mismatches.append(seq)
                 target = None
                 visible = visible[: item.to_count] + [inherited] * (item.to_count - len(visible))
-            points.append(_Point("rewind", sid, seq, seq, label, seq, len(visible), target=target))
+            points.append(_Point("rewind", sid, seq, seq, label, seq, len(visible), target=target,
+                                 short=f"rewind → {len(visible)}"))
         elif kind == "crystal":
             summary = _data(by_seq.get(seq)).get("summary")
             text = f": {summary}" if isinstance(summary, str) else ""
-            points.append(_Point("crystal", sid, seq, seq, f"crystal up to {item.upto}{text}", seq, len(visible)))
+            points.append(_Point("crystal", sid, seq, seq, f"crystal up to {item.upto}{text}", seq, len(visible),
+                                 short=f"crystal ≤ {item.upto}"))
         elif kind == "checkpoint":
             data = _data(item)
             name = data.get("name")
@@ -361,12 +369,13 @@ def _lane_points(
             at = len(visible) if at is None or not 0 <= at <= len(visible) else at
             if isinstance(name, str):
                 saved[name] = (seq, visible[:at])
-            points.append(_Point("checkpoint", sid, seq, seq, f'checkpoint "{name}" at {at}', seq, len(visible)))
+            points.append(_Point("checkpoint", sid, seq, seq, f'checkpoint "{name}" at {at}', seq, len(visible),
+                                 short=str(name)))
         else:  # fork made from this lane
             child = state.sessions[item]
             branch = f" ({child.branch})" if child.branch else ""
             points.append(_Point("fork", sid, seq, seq, f"fork → {item} at {child.fork_at}{branch}", seq,
-                                 len(visible)))
+                                 len(visible), short=f"→ {child.branch or item}"))
     while i < len(messages):
         span.append(messages[i])
         visible.append(messages[i])
@@ -381,7 +390,8 @@ def _lane_points(
         end_seq = max(end_seq, points[-1].seq)
     else:
         end_seq, label = max(info.last_seq, points[-1].seq), f"now: {len(visible)} visible"
-    points.append(_Point("end", sid, end_seq, end_seq, label, state.last_seq, len(visible), order=1))
+    points.append(_Point("end", sid, end_seq, end_seq, label, state.last_seq, len(visible), order=1,
+                         short="deleted" if info.deleted_seq is not None else f"{len(visible)} visible"))
     return points
 
 
@@ -559,11 +569,14 @@ def _layout(
         y = float(TOP_PX + LANE_PX * lane_of[sid] + LANE_PX // 2)
         for p in points:
             nodes.append(Node(p.id, p.kind, sid, p.seq, p.first_seq, ts_of.get(p.key), p.label, p.as_of, p.count,
-                              lane_of[sid], xs[p.key], y, p.messages))
+                              lane_of[sid], xs[p.key], y, p.messages, p.short or p.kind))
     ticks: list[Tick] = []
     if keys:
         step = max(1, (len(keys) + MAX_TICKS - 1) // MAX_TICKS)
-        chosen = keys[::step]
+        chosen = []
+        for key in keys[::step]:
+            if not chosen or xs[key] - xs[chosen[-1]] >= MIN_TICK_PX:
+                chosen.append(key)
         if axis == "time":
             days = {str(ts_of[key])[:10] for key in keys}
             ticks = [Tick(xs[key], _short(str(ts_of[key]), len(days) == 1)) for key in chosen]
@@ -573,6 +586,31 @@ def _layout(
 
 
 # --------------------------------------------------------------------------- the SVG
+
+#: A stylesheet for the classes :func:`render_svg` writes, for the page's CSS file (the
+#: SVG carries no style of its own: the Content-Security-Policy forbids inline styles).
+TREE_CSS = """\
+.convlog-tree { font: 11px system-ui, sans-serif; }
+.convlog-tree .lane { stroke: #d0d7de; stroke-width: 1; }
+.convlog-tree .lane-label { fill: #57606a; }
+.convlog-tree .lane-label.lane-focus { fill: #0969da; font-weight: 600; }
+.convlog-tree .edge { fill: none; stroke-width: 2; }
+.convlog-tree .edge-continues { stroke: #8c959f; }
+.convlog-tree .edge-forks { stroke: #1a7f37; }
+.convlog-tree .edge-rewinds-to { stroke: #cf222e; stroke-dasharray: 4 3; }
+.convlog-tree .node { stroke: #fff; stroke-width: 1.5; cursor: pointer; }
+.convlog-tree .node-start, .convlog-tree .node-end { fill: #57606a; }
+.convlog-tree .node-messages { fill: #d0d7de; stroke: #8c959f; }
+.convlog-tree .node-fork { fill: #1a7f37; }
+.convlog-tree .node-rewind { fill: #cf222e; }
+.convlog-tree .node-checkpoint { fill: #0969da; }
+.convlog-tree .node-crystal { fill: #8250df; }
+.convlog-tree .node-link:hover .node, .convlog-tree .node-link:focus .node { stroke: #24292f; stroke-width: 2.5; }
+.convlog-tree .node-count { fill: #24292f; font-size: 8px; text-anchor: middle; pointer-events: none; }
+.convlog-tree .node-label { fill: #57606a; font-size: 9px; text-anchor: middle; }
+.convlog-tree .axis-line, .convlog-tree .tick-mark { stroke: #8c959f; }
+.convlog-tree .tick { fill: #57606a; font-size: 9px; text-anchor: middle; }
+"""
 
 # XML 1.0 Char: a character outside it cannot appear in a document, even escaped.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -658,6 +696,7 @@ def render_svg(tree: Tree, link: Callable[[Node], str] = default_link) -> str:
                    f'data-kind="{edge.kind}" d="{d}"/>')
     out.append("</g>")
     out.append('<g class="nodes">')
+    parity: dict[int, int] = {}  # labels of one lane alternate between two rows
     for node in tree.nodes:
         attrs = (f'class="node node-{_kind_class(node.kind)}" data-node="{node.id}" data-kind="{node.kind}" '
                  f'data-seq="{node.seq}" data-first-seq="{node.first_seq}" data-session="{_text(node.session)}" '
@@ -668,8 +707,10 @@ def render_svg(tree: Tree, link: Callable[[Node], str] = default_link) -> str:
             label = f'<text class="node-count" x="{node.x}" y="{node.y + 3.5}">{node.messages}</text>'
         else:
             shape = f'<circle {attrs} cx="{node.x}" cy="{node.y}" r="{NODE_R}"/>'
-            label = (f'<text class="node-label" x="{node.x}" y="{node.y + NODE_R + 11}">'
-                     f"{_text(_clip(node.label, 16))}</text>")
+            below = NODE_R + (11 if parity.get(node.lane, 0) % 2 == 0 else 21)
+            parity[node.lane] = parity.get(node.lane, 0) + 1
+            label = (f'<text class="node-label" x="{node.x}" y="{node.y + below}">'
+                     f"{_text(_clip(node.short, 14))}</text>")
         out.append(f'<a class="node-link" href="{_text(link(node))}"><title>{_text(_tooltip(node))}</title>'
                    f"{shape}{label}</a>")
     out.append("</g>")
