@@ -7,6 +7,7 @@ random fork/rewind/checkpoint histories folded by the real fold."""
 from __future__ import annotations
 
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from itertools import pairwise
 from pathlib import Path
@@ -16,11 +17,21 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from test_checkpoint import LogBuilder
 
 from conftest import convlog_cmd, shearwater_file
 from convlog.core.fold import State, fold_all
 from convlog.store.replay import load
-from convlog.web.tree import EDGE_KINDS, NODE_KINDS, Tree, default_link, render_svg, session_tree, tree_of
+from convlog.web.tree import (
+    EDGE_KINDS,
+    NODE_KINDS,
+    Tree,
+    default_link,
+    family_records,
+    render_svg,
+    session_tree,
+    tree_of,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -268,39 +279,44 @@ def test_untrusted_ids_and_labels_are_escaped() -> None:
 # --------------------------------------------------------------------------- size cap
 
 
-def test_ten_thousand_messages_render_small() -> None:
+def test_ten_thousand_messages_render_small(tmp_path: Path) -> None:
     """A session of 10,000 messages with a checkpoint every 20 messages, a crystal every
-    500 and a rewind every 2,000 (the real fold over those records) draws at most
-    ``max_nodes`` nodes and a small SVG; its start, end and the rewind targets' lane
-    stay; ``hidden`` says how many were left out."""
-    records: list[dict[str, Any]] = []
-
-    def add(kind: str, data: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
-        seq = len(records) + 1
-        records.append({"seq": seq, "ts": f"2026-11-21T12:{seq // 6000:02d}:{seq // 100 % 60:02d}.{seq:06d}Z",
-                        "kind": kind, "session": "big", "data": data, "meta": meta or {}})
-
+    500 and a rewind every 2,000, written to a real log by the real writer and read back
+    as a page would (load, then tree_of), draws at most ``max_nodes`` nodes and a small
+    SVG; ``hidden`` says how many were left out; without the cap every event is a node."""
+    log = LogBuilder(tmp_path / "log", segment_bytes=1 << 20)
     for i in range(1, 10_001):
-        add("message", {"text": f"message {i}"}, {"message_id": f"m{i}"})
+        seconds = log.seq + 1
+        ts = f"2026-11-21T{12 + seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.000000Z"
+        log.add({"type": "message", "session_id": "big", "message_id": f"m{i}", "sender": "a", "content": "x" * 40},
+                ts=ts)
         if i % 20 == 0:
-            add("session.checkpoint", {"name": f"c{i}"})
+            log.add({"type": "session.checkpoint", "session_id": "big", "name": f"c{i}"}, ts=ts)
         if i % 500 == 0:
-            add("session.crystal", {"summary": f"up to {i}"})
+            log.add({"type": "session.crystal", "session_id": "big", "summary": f"up to {i}"}, ts=ts)
         if i % 2_000 == 0:
-            add("session.rewind", {"to": i - 1_000})
-    state = fold_all(records)
-    assert not state.errors
-    tree = session_tree(state, records, "big", max_nodes=200)
-    check_laws(tree)
+            log.add({"type": "session.rewind", "session_id": "big", "to": i - 1_000}, ts=ts)
+    log.close()
+    began = time.perf_counter()
+    replay = load(tmp_path / "log")
+    assert not replay.state.errors
+    tree = tree_of(replay, "big", max_nodes=200)
     svg = render_svg(tree)
+    took = time.perf_counter() - began
+    check_laws(tree)
     check_svg(tree, svg)
     size = len(svg.encode("utf-8"))
-    print(f"10k messages: {len(tree.nodes)} nodes drawn, {tree.hidden} hidden, {size:,} bytes of SVG")
-    assert len(tree.nodes) <= 200 and tree.hidden > 0
+    print(f"10k messages: {len(tree.nodes)} nodes drawn, {tree.hidden} hidden, {size:,} bytes of SVG, "
+          f"load + tree + SVG in {took:.2f} s")
+    assert len(tree.nodes) <= 200 and tree.hidden > 0 and tree.axis == "time"
     assert size < 150_000
-    assert tree.nodes[-1].count == len(state.sessions["big"].visible)
-    uncapped = session_tree(state, records, "big", max_nodes=10**9)
-    assert uncapped.hidden == 0 and len(uncapped.nodes) > 500
+    assert tree.nodes[-1].count == len(replay.state.sessions["big"].visible) == 9_000
+    uncapped = session_tree(replay.state, family_records(replay.directory, replay.state, "big"), "big",
+                            max_nodes=10**9)
+    assert uncapped.hidden == 0
+    assert sum(n.kind == "checkpoint" for n in uncapped.nodes) == 500
+    assert sum(n.kind == "rewind" for n in uncapped.nodes) == 5
+    assert sum(n.messages for n in uncapped.nodes) + 1 == 10_000  # the start node brings the first
 
 
 # --------------------------------------------------------------------------- laws

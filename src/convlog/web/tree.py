@@ -622,7 +622,12 @@ def _text(value: Any) -> str:
 
 
 def _clip(text: str, limit: int = LABEL_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """At most ``limit`` characters: the head and the tail around an ellipsis (the tail
+    tells forks apart: ``parent/fork-2``)."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 3
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]
 
 
 def default_link(node: Node) -> str:
