@@ -276,6 +276,29 @@ def test_untrusted_ids_and_labels_are_escaped() -> None:
     assert all(h.startswith("/sessions/%3Cscript%3E") or h.startswith("/sessions/f%22%3E") for h in hrefs)
 
 
+def test_equal_times_fall_back_to_a_seq_axis() -> None:
+    """When every record of the family has the same receive time (an import written in
+    one go), columns are evenly spaced in seq order and the ticks name seqs; a deleted
+    session ends in a ``deleted`` node."""
+    records = [
+        {"seq": seq, "ts": "2026-11-21T12:00:00.000000Z", "kind": kind, "session": "s", "data": data,
+         "meta": {"message_id": f"m{seq}"}}
+        for seq, kind, data in [(1, "message", {}), (2, "message", {}), (3, "session.checkpoint", {"name": "a"}),
+                                (4, "message", {}), (5, "session.rewind", {"to": 1}), (6, "session.delete", {})]
+    ]
+    state = fold_all(records)
+    tree = session_tree(state, records, "s")
+    check_laws(tree)
+    check_svg(tree, render_svg(tree))
+    assert tree.axis == "seq" and tree.ticks and all(t.label.startswith("seq ") for t in tree.ticks)
+    xs = [n.x for n in tree.nodes]
+    assert len({round(b - a, 1) for a, b in pairwise(xs)}) == 1  # evenly spaced
+    assert [n.kind for n in tree.nodes] == ["start", "messages", "checkpoint", "messages", "rewind", "end"]
+    assert tree.nodes[-1].short == "deleted" and tree.nodes[-1].seq == 6
+    (back,) = [e for e in tree.edges if e.kind == "rewinds-to"]
+    assert tree.node(back.target).kind == "start"  # rewound to the first message, which the start brought
+
+
 # --------------------------------------------------------------------------- size cap
 
 
@@ -322,17 +345,14 @@ def test_ten_thousand_messages_render_small(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- laws
 
 
-_OPS = st.lists(
-    st.tuples(
-        st.sampled_from(["msg", "msg", "msg", "msg", "copy", "fork", "fork", "rewind", "rewind", "checkpoint",
-                         "checkpoint", "rewind_cp", "rewind_cp", "crystal", "stream", "delete"]),
-        st.one_of(st.integers(-2, -1), st.integers(0, 7)),  # which session: negative from the newest
-        st.floats(0, 1),     # a count as a fraction of the session's visible messages
-        st.integers(0, 1),   # a checkpoint name
-    ),
-    min_size=1,
-    max_size=60,
+_OP = st.tuples(
+    st.sampled_from(["msg", "msg", "msg", "msg", "copy", "fork", "fork", "rewind", "rewind", "checkpoint",
+                     "checkpoint", "rewind_cp", "rewind_cp", "crystal", "stream", "delete"]),
+    st.one_of(st.integers(-2, -1), st.integers(0, 7)),  # which session: negative from the newest
+    st.floats(0, 1),  # a count as a fraction of the session's visible messages
+    st.integers(0, 1),  # a checkpoint name
 )
+_OPS = st.lists(_OP, min_size=1, max_size=60)
 
 
 def build(ops: list[tuple[str, int, float, int]]) -> list[dict[str, Any]]:
@@ -432,8 +452,11 @@ def test_tree_laws_over_random_histories(ops: list[tuple[str, int, float, int]],
             assert there[: len(after)] == after
             if target.kind == "messages":
                 assert there == after
-        end_counts = {n.session: n.count for n in tree.nodes if n.kind == "end"}
-        assert end_counts == {lane: len(state.sessions[lane].visible) for lane in tree.lanes}
+        ends = {n.session: n for n in tree.nodes if n.kind == "end"}
+        assert {lane: n.count for lane, n in ends.items()} == {
+            lane: len(state.sessions[lane].visible) for lane in tree.lanes}
+        assert {lane for lane, n in ends.items() if n.short == "deleted"} == {
+            lane for lane in tree.lanes if state.sessions[lane].deleted}
     event(f"largest family: {min(lanes, 4)}{'+' if lanes >= 4 else ''} lanes")
     if depth >= 2:
         event("fork of a fork")
