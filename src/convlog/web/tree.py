@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -194,7 +195,7 @@ class Tree:
 # --------------------------------------------------------------------------- reading
 
 
-def family_records(directory: Any, state: State, session: str) -> list[dict[str, Any]]:
+def family_records(directory: Path, state: State, session: str) -> list[dict[str, Any]]:
     """Read the records of ``session``'s family (root and all its forks) from the log,
     up to the state's cut, in seq order: one streaming pass through
     :func:`convlog.readers.export.collect_trees` (session kinds only; a line naming
