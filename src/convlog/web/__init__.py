@@ -1,0 +1,1 @@
+"""convlog serve: a read-only local web UI over the log (issue 15)."""
