@@ -35,11 +35,15 @@ databases made for the run are dropped at the end). Each part gets a fresh datab
    wall clock when each poll returns: a record's lag = that time - its ``ts`` (the
    recorder's receive time, same machine and clock). It is late by at most one poll
    interval plus the query's time (an upper bound on the true lag; both are printed).
-   Lags are of the published messages (records with ``source = 'sub'``). At the end the
+   Lags are of the published messages (records with ``source = 'sub'``). A second
+   poller does the same for the search rows (``convlog.search`` joined to the records'
+   ``ts``): how long until a message is findable by ``search --db``. At the end the
    publisher is done, the recorder is stopped (SIGTERM), and the database must hold
-   every record of the log (count and last seq). Target p99 < 1 s.
-4. Size: ``pg_total_relation_size`` of ``convlog.records`` (table, TOAST and indexes)
-   and of all ``convlog`` tables together, per record, against the log's bytes per
+   every record of the log (count and last seq); then the time from the publisher's end
+   until the views are made (search position at the log's end, no dirty session) is
+   taken. Target p99 < 1 s (of the records).
+4. Size: ``pg_total_relation_size`` of ``convlog.records`` (table, TOAST and indexes),
+   of ``convlog.search`` and of all ``convlog`` tables together, per record, against the log's bytes per
    record on disk (part 1: plain segments; part 3: as the recorder left them, zstd-sealed
    segments and the plain open one, counted separately).
 
@@ -327,6 +331,10 @@ class LagResult:
     polls: int = 0
     poll_query_ms_p50: float | None = None
     poll_query_ms_max: float | None = None
+    search_observed: int = 0
+    search_p50_s: float | None = None
+    search_p99_s: float | None = None
+    views_after_s: float | None = None
     log_records: int = 0
     log_last_seq: int = 0
     db_records: int = 0
@@ -337,13 +345,19 @@ class LagResult:
     notes: list[str] = field(default_factory=list)
 
 
-class Poller(threading.Thread):
-    """Polls the database for new rows; each row's observation time is when the poll
-    returned."""
+#: What the pollers ask: new records; new search rows (with their records' times).
+RECORDS_POLL = "SELECT seq, ts, source FROM convlog.records WHERE seq > %s ORDER BY seq"
+SEARCH_POLL = """SELECT s.seq, r.ts, r.source FROM convlog.search s JOIN convlog.records r USING (log_id, seq)
+                 WHERE s.seq > %s ORDER BY s.seq"""
 
-    def __init__(self, url: str, interval_s: float) -> None:
+
+class Poller(threading.Thread):
+    """Polls the database for new rows (``query``: seq, ts, source after a seq); each
+    row's observation time is when the poll returned."""
+
+    def __init__(self, url: str, interval_s: float, query: str = RECORDS_POLL) -> None:
         super().__init__(daemon=True)
-        self.url, self.interval_s = url, interval_s
+        self.url, self.interval_s, self.query = url, interval_s, query
         self.stop = threading.Event()
         self.lags: list[float] = []
         self.query_s: list[float] = []
@@ -357,8 +371,7 @@ class Poller(threading.Thread):
             with psycopg.connect(self.url, autocommit=True) as conn:
                 while not self.stop.is_set():
                     started = time.time()
-                    rows = conn.execute("SELECT seq, ts, source FROM convlog.records WHERE seq > %s ORDER BY seq",
-                                        (self.last_seq,)).fetchall()
+                    rows = conn.execute(self.query, (self.last_seq,)).fetchall()
                     seen = time.time()
                     self.query_s.append(seen - started)
                     for seq, ts, source in rows:
@@ -412,6 +425,8 @@ def run_lag(procs: Processes, workdir: Path, url: str, messages_path: Path, rate
     wait_for(sync_ready, 60, "convlog sync to write the recorder's first records")
     poller = Poller(url, poll_s)
     poller.start()
+    search_poller = Poller(url, poll_s, SEARCH_POLL)
+    search_poller.start()
     pub = procs.spawn([sys.executable, str(ROOT / "scripts" / "bench_record.py"), "--role", "publish", "--xsub", xsub,
                        "--messages", str(messages_path), "--count", str(count), "--rate", str(rate)],
                       "publisher", stdout=True, stdin=True)
@@ -422,6 +437,7 @@ def run_lag(procs: Processes, workdir: Path, url: str, messages_path: Path, rate
     pub.stdin.write(b"go\n")
     pub.stdin.flush()
     pub.wait(seconds + 180)
+    published_at = time.monotonic()
     pub_lines.join(10)
     info = pub_lines.objects[-1] if pub_lines.objects else None
     if info:
@@ -443,6 +459,24 @@ def run_lag(procs: Processes, workdir: Path, url: str, messages_path: Path, rate
     poller.join(10)
     if poller.error is not None:
         result.notes.append(f"poller: {type(poller.error).__name__}: {poller.error}")
+
+    def views_made() -> bool:
+        with psycopg.connect(url, autocommit=True) as conn:
+            searched = conn.execute("SELECT coalesce(max(seq), 0) FROM convlog.search_positions").fetchone()[0]
+            dirty = conn.execute("SELECT count(*) FROM convlog.dirty").fetchone()[0]
+        return searched >= result.log_last_seq and dirty == 0
+
+    try:
+        wait_for(views_made, 120, "the search rows and projections to catch up")
+        result.views_after_s = time.monotonic() - published_at
+    except RuntimeError as exc:
+        result.notes.append(str(exc))
+    search_poller.stop.set()
+    search_poller.join(10)
+    search_lags = search_poller.lags
+    result.search_observed = len(search_lags)
+    if search_lags:
+        result.search_p50_s, result.search_p99_s = percentile(search_lags, 50), percentile(search_lags, 99)
     stop_process(sync, 30.0)
     result.db_records, result.db_last_seq = db_count(url)
     result.complete = (result.db_records == result.log_records and result.db_last_seq == result.log_last_seq)
@@ -611,6 +645,11 @@ def report(args: argparse.Namespace, mean: float, sync_r: SyncResult | None, nai
                       f"observation late by <= {args.poll_ms:g} ms poll + query (p50 "
                       f"{fmt(lag_r.poll_query_ms_p50, '.1f')} ms, max {fmt(lag_r.poll_query_ms_max, '.1f')} ms)")
         table.add_row("    lag max (s)", fmt(lag_r.max_s, ".3f"), f"mean {fmt(lag_r.mean_s, '.3f')} s")
+        table.add_row("    search rows lag p50 / p99 (s)",
+                      f"{fmt(lag_r.search_p50_s, '.3f')} / {fmt(lag_r.search_p99_s, '.3f')}",
+                      f"{lag_r.search_observed:,} published messages findable by search --db (same polling)")
+        table.add_row("    views caught up (s)", fmt(lag_r.views_after_s, ".2f"),
+                      "after the publisher ended: search rows at the log's end, no session left to project")
         table.add_row("    records db / log", f"{lag_r.db_records:,} / {lag_r.log_records:,}",
                       f"last seq {lag_r.db_last_seq:,} / {lag_r.log_last_seq:,}")
         n = lag_r.log_records
