@@ -17,6 +17,7 @@ import pytest
 from conftest import convlog_cmd, records
 from convlog.core.ingest import Ingest
 from convlog.core.record import make_line
+from convlog.db.schema import SCHEMA_VERSION
 from convlog.store.identity import read_log_id
 from convlog.store.segment import ensure_layout, list_segments
 from convlog.store.writer import SegmentWriter
@@ -174,14 +175,15 @@ def test_retention_waits_for_the_sync(tmp_path: Path, pg_url: str) -> None:
 def test_status_and_doctor_see_the_sync(demo_log: Path, pg_url: str, tmp_path: Path) -> None:
     copy = tmp_path / "log"
     shutil.copytree(demo_log, copy)
-    (copy / "log_id").unlink()  # a log of its own
+    (copy / "log_id").unlink(missing_ok=True)  # a log of its own
     ok("sync", "--db", pg_url, "--dir", str(copy), "--once")
     lag = orjson.loads(ok("status", "--db", pg_url, "--json"))
     assert [row["lag_records"] for row in lag] == [0] and lag[0]["directory"] == str(copy)
+    assert [row["search_behind"] for row in lag] == [0]  # --once makes the views before it ends
     config = tmp_path / "convlog.toml"
     config.write_text(f'[sync]\ndb = "{pg_url}"\n')
     doctor = run("doctor", "--dir", str(copy), "--config", str(config), "--sub", "tcp://127.0.0.1:1")
-    assert "database" in doctor.stdout and "schema version 1" in doctor.stdout, doctor.stdout
+    assert "database" in doctor.stdout and f"schema version {SCHEMA_VERSION}" in doctor.stdout, doctor.stdout
     bad = run("sessions", "--db", "postgresql://nobody@127.0.0.1:1/none")
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import itertools
 import os
 import random
@@ -29,6 +30,7 @@ import pytest
 
 from conftest import Bus, Proc, answering, convlog_cmd, records, running_bus, wait_for_records
 from convlog.cli.sharegpt import conversations, native_events
+from convlog.db.search import search_text
 from convlog.store.identity import read_log_id
 from pg_server import PgServer, wait_caught_up
 
@@ -321,6 +323,7 @@ def test_the_database_holds_every_record_once_after_twenty_kill9s_and_a_database
             out = sync_once(d, url)
             assert " 0 records written by this run" in out, out
             assert_database_holds_the_log_once(url, d)
+            assert_search_holds_the_log_once(url, d)
 
         local: dict[str, int] = {}
         for d in dirs.values():
@@ -330,6 +333,26 @@ def test_the_database_holds_every_record_once_after_twenty_kill9s_and_a_database
         assert db_sessions(url) == local
     elapsed = time.monotonic() - started
     print(f"records per log {totals}, sessions {len(local)}, kills landed {dict(landed)}, {elapsed:.1f} s")
+
+
+def assert_search_holds_the_log_once(url: str, directory: Path) -> None:
+    """The search projection made after the kills: one ``convlog.search`` row for each
+    record of the log that has searchable text (:func:`convlog.db.search.search_text` of
+    the record as the log holds it), with that text, and its position at the log's end."""
+    log_id = read_log_id(directory)
+    expected = {}
+    for record in records(directory):
+        text = search_text(record)
+        if text:
+            expected[record["seq"]] = hashlib.sha256(text.encode()).hexdigest()
+    assert len(expected) > 100, f"{directory}: only {len(expected)} records with text"
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT seq, text FROM convlog.search WHERE log_id = %s ORDER BY seq", (log_id,)).fetchall()
+    got = {seq: hashlib.sha256(text.encode()).hexdigest() for seq, text in rows}
+    assert len(rows) == len(got) == len(expected), f"{directory}: {len(rows)} search rows, {len(expected)} texts"
+    assert got == expected, f"{directory}: search rows differ from the log's texts"
+    assert one(url, "SELECT seq FROM convlog.search_positions WHERE log_id = %s", (log_id,)) == max(
+        record["seq"] for record in records(directory))
 
 
 def restart_database_under_running_syncs(pg: PgServer, url: str, dirs: dict[str, Path],

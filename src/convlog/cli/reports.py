@@ -38,12 +38,14 @@ def print_sync_line(sync: dict[str, Any]) -> None:
 
 def print_sync_lag(rows: list[dict[str, Any]], where: str) -> None:
     """``convlog status --db``: each synced log's position and lag."""
-    table = Table("log", "host", "directory", "seq", "records", "behind", "lag s", "updated", pad_edge=False)
+    table = Table("log", "host", "directory", "seq", "records", "behind", "lag s", "search behind", "updated",
+                  pad_edge=False)
     for row in rows:
         behind = row["lag_records"]
         table.add_row(row["log_id"][:8], row["host"] or "", row["directory"] or "", str(row["seq"] or 0),
                       f"{row['records'] or 0:,}", "?" if behind is None else f"{behind:,}",
-                      "?" if row["lag_s"] is None else f"{row['lag_s']:.3f}", (row["updated"] or "")[:19])
+                      "?" if row["lag_s"] is None else f"{row['lag_s']:.3f}", f"{row['search_behind']:,}",
+                      (row["updated"] or "")[:19])
     out.print(table)
     out.print(f"{len(rows)} log(s) synced into {where}", markup=False)
 

@@ -37,9 +37,9 @@ PROJECTION_LOCK = 0x636F6E766C6F70  # "convlop"
 #: Dirty sessions taken per projection transaction.
 DIRTY_BATCH = 200
 
-_RECORD_QUERY = """SELECT log_id::text, seq, ts_text, kind, source, topic, session, data, data_json, meta,
-                          extra_frames
-                   FROM convlog.records WHERE session = ANY(%s)
+#: The columns of ``convlog.records`` a record is rebuilt from (:func:`row_record`).
+RECORD_COLUMNS = "log_id::text, seq, ts_text, kind, source, topic, session, data, data_json, meta, extra_frames"
+_RECORD_QUERY = f"""SELECT {RECORD_COLUMNS} FROM convlog.records WHERE session = ANY(%s)
                    ORDER BY ts, log_id, seq"""
 
 
@@ -79,7 +79,10 @@ class UnionReplay(Replay):
         return {seq: records[seq - 1] for seq in seqs if 0 < seq <= len(records)}
 
 
-def _record(row: tuple[Any, ...], seq: int) -> dict[str, Any]:
+def row_record(row: tuple[Any, ...], seq: int) -> dict[str, Any]:
+    """A record rebuilt from a ``convlog.records`` row (:data:`RECORD_COLUMNS`), with
+    ``seq`` as its seq: the fields the fold and the readers use, the payload from
+    ``data`` or, when that is null, ``data_json``."""
     _log_id, _seq, ts, kind, source, topic, session, data, data_json, meta, extra_frames = row
     record: dict[str, Any] = {"seq": seq, "ts": ts, "kind": kind, "source": source, "topic": topic,
                               "session": session, "data": data if data is not None else data_json,
@@ -115,7 +118,7 @@ def read_union(conn: Any, sessions: Iterable[str]) -> Union:
         union = Union(sessions=set(members))
         state = union.state
         for number, row in enumerate(conn.execute(_RECORD_QUERY, (sorted(members),)), 1):
-            record = _record(row, number)
+            record = row_record(row, number)
             union.records.append(record)
             union.origin.append((row[0], int(row[1])))
             fold(state, record)

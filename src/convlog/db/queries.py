@@ -4,7 +4,8 @@ Every query works on a read replica: nothing here writes. Sessions come from the
 ``convlog.sessions`` projection; a session's messages (``show``, ``export``) are folded
 again from ``convlog.records`` with its family (:func:`convlog.db.projection.read_union`),
 so they show exactly what the projection was made from; search uses PostgreSQL's full
-text search on ``convlog.records.search`` (``websearch_to_tsquery('simple', …)``: words,
+text search on the search projection ``convlog.search`` (:mod:`convlog.db.search`;
+``websearch_to_tsquery('simple', …)``: words,
 ``"a phrase"``, ``OR``, ``-word``), newest first, copies of one message (the same
 session and message id, e.g. heard by two hosts' recorders) shown once with their count.
 """
@@ -191,21 +192,23 @@ def search(conn: Any, text: str, session: str | None = None, speaker: str | None
     Returns:
         the hits, newest first.
     """
-    where = ["search @@ q"]
+    where = ["s.search @@ q"]
     params: list[Any] = []
-    for clause, value in (("session = %s", session),
-                          ("lower(coalesce(meta->>'sender', meta->>'role', '')) = lower(%s)", speaker),
-                          ("kind = %s", kind), ("ts >= %s::timestamptz", since), ("ts <= %s::timestamptz", until),
-                          ("log_id::text LIKE %s", None if log is None else f"{log}%")):
+    for clause, value in (("r.session = %s", session),
+                          ("lower(coalesce(r.meta->>'sender', r.meta->>'role', '')) = lower(%s)", speaker),
+                          ("r.kind = %s", kind), ("r.ts >= %s::timestamptz", since),
+                          ("r.ts <= %s::timestamptz", until),
+                          ("r.log_id::text LIKE %s", None if log is None else f"{log}%")):
         if value is not None:
             where.append(clause)
             params.append(value)
     options = f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords={SNIPPET_TOKENS}, MinWords=8, MaxFragments=2"
-    query = f"""SELECT log_id::text, seq, ts_text, session, coalesce(meta->>'sender', meta->>'role'), kind,
-                       ts_headline('simple', search_text, q, %s), source, meta->>'message_id'
-                FROM convlog.records, websearch_to_tsquery('simple', %s) q
+    query = f"""SELECT r.log_id::text, r.seq, r.ts_text, r.session, coalesce(r.meta->>'sender', r.meta->>'role'),
+                       r.kind, ts_headline('simple', s.text, q, %s), r.source, r.meta->>'message_id'
+                FROM convlog.search s JOIN convlog.records r USING (log_id, seq),
+                     websearch_to_tsquery('simple', %s) q
                 WHERE {' AND '.join(where)}
-                ORDER BY ts DESC, log_id, seq DESC
+                ORDER BY r.ts DESC, r.log_id, r.seq DESC
                 LIMIT %s"""
     found: dict[Any, list[Any]] = {}
     for row in conn.execute(query, (options, text, *params, limit * 4)):

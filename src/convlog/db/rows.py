@@ -13,9 +13,9 @@ escape, while a record may carry either (a payload is stored as received). So:
   text columns (``topic``, ``session``, ``kind``, ``source``) with NUL made U+FFFD, and
   a non-string value as its JSON text.
 * ``ts`` is parsed as RFC 3339 (null when it is not), ``ts_text`` keeps it as written.
-* ``search_text`` is the record's searchable text (:func:`convlog.store.search_index.record_text`,
-  as the local search index takes it), cut to :data:`SEARCH_CHARS` characters
-  (PostgreSQL's ``tsvector`` holds at most 1 MB).
+
+The searchable text is not a column here: :mod:`convlog.db.search` makes it from the
+written records.
 """
 
 from __future__ import annotations
@@ -26,13 +26,10 @@ from typing import Any
 import orjson
 
 from convlog.core.payload import PayloadError, data_bytes
-from convlog.store.search_index import record_text
 
 #: The columns of ``convlog.records`` a row fills, in order.
 COLUMNS = ("log_id", "seq", "ts", "ts_text", "kind", "source", "topic", "session", "data", "data_json", "meta",
-           "extra_frames", "chain", "search_text")
-#: Most characters of a record's text indexed for search.
-SEARCH_CHARS = 200_000
+           "extra_frames", "chain")
 
 _NUL_ESCAPE = "\\u0000"
 
@@ -96,9 +93,6 @@ def record_row(log_id: str, line: bytes, record: dict[str, Any]) -> tuple[Any, .
         data, data_json = None, raw
     else:
         data = raw
-    text = record_text(record)
-    if text is not None and len(text) > SEARCH_CHARS:
-        text = text[:SEARCH_CHARS]
     chain = record.get("chain")
     return (
         log_id,
@@ -114,5 +108,4 @@ def record_row(log_id: str, line: bytes, record: dict[str, Any]) -> tuple[Any, .
         jsonb_text(record.get("meta")),
         jsonb_text(record.get("extra_frames")),
         chain if isinstance(chain, str) else None,
-        pg_text(text),
     )

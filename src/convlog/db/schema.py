@@ -13,8 +13,11 @@ Tables (docs/database.md describes every column):
 ``records``
     every record of every log, once: ``(log_id, seq)`` is the key; the fields as
     columns, ``data`` as ``jsonb`` (the log's own ``{"text"}``/``{"base64"}`` form for a
-    payload that is not JSON), ``meta`` and ``extra_frames`` as ``jsonb``, the
-    searchable text and its ``tsvector`` (GIN index).
+    payload that is not JSON), ``meta`` and ``extra_frames`` as ``jsonb``.
+``search``, ``search_positions``
+    the search projection: each record's searchable text and its ``tsvector`` (GIN
+    index), made from ``records`` after they are written (:mod:`convlog.db.search`),
+    and per log the last seq it was made up to (written in the same transaction).
 ``dirty``
     sessions whose records arrived since their projection was last made.
 ``sessions``, ``messages``, ``crystals``, ``checkpoints``
@@ -33,7 +36,7 @@ from __future__ import annotations
 from typing import Any
 
 #: The schema version this code writes and reads.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The PostgreSQL schema (namespace) holding convlog's tables.
 SCHEMA = "convlog"
 #: The advisory lock key for migrations (pg_advisory_xact_lock).
@@ -157,6 +160,29 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             last_missing bigint NOT NULL,
             PRIMARY KEY (log_id, seq)
         )""",
+    )),
+    # 2: the search vector leaves the records' write path. Computing it (to_tsvector)
+    # and storing the text twice took over half of each batch's time; the search
+    # projection is now made after the records are written (convlog.db.search). The
+    # texts version 1 stored are carried over, so nothing is indexed twice.
+    (2, (
+        """CREATE TABLE convlog.search (
+            log_id uuid NOT NULL,
+            seq bigint NOT NULL,
+            text text NOT NULL,
+            search tsvector GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED,
+            PRIMARY KEY (log_id, seq)
+        )""",
+        """CREATE TABLE convlog.search_positions (
+            log_id uuid PRIMARY KEY REFERENCES convlog.logs,
+            seq bigint NOT NULL
+        )""",
+        """INSERT INTO convlog.search (log_id, seq, text)
+           SELECT log_id, seq, search_text FROM convlog.records WHERE search_text IS NOT NULL""",
+        """INSERT INTO convlog.search_positions (log_id, seq)
+           SELECT log_id, seq FROM convlog.positions""",
+        "ALTER TABLE convlog.records DROP COLUMN search, DROP COLUMN search_text",
+        "CREATE INDEX search_vector ON convlog.search USING gin (search) WITH (gin_pending_list_limit = 65536)",
     )),
 )
 

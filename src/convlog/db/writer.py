@@ -24,7 +24,7 @@ _STAGING = "convlog_staging"
 _COLUMN_TYPES = {
     "log_id": "uuid", "seq": "bigint", "ts": "timestamptz", "ts_text": "text", "kind": "text", "source": "text",
     "topic": "text", "session": "text", "data": "jsonb", "data_json": "json", "meta": "jsonb",
-    "extra_frames": "jsonb", "chain": "text", "search_text": "text",
+    "extra_frames": "jsonb", "chain": "text",
 }
 _COLUMN_LIST = ", ".join(COLUMNS)
 
@@ -124,7 +124,12 @@ def write_batch(conn: Any, log_id: str, batch: Batch) -> int:
                         "ORDER BY seq ON CONFLICT (log_id, seq) DO NOTHING")
             inserted = cur.rowcount
             if batch.sessions:
-                cur.executemany("INSERT INTO convlog.dirty (session) VALUES (%s) ON CONFLICT DO NOTHING",
+                # DO UPDATE, not DO NOTHING: it locks a session already marked, so a
+                # projection taking the dirty sessions now (FOR UPDATE SKIP LOCKED) leaves
+                # it marked for after this commit instead of projecting it without these
+                # records and unmarking it.
+                cur.executemany("INSERT INTO convlog.dirty (session) VALUES (%s) "
+                                "ON CONFLICT (session) DO UPDATE SET session = excluded.session",
                                 [(pg_text(session),) for session in sorted(batch.sessions)])
             if batch.llm_requests:
                 cur.executemany("""INSERT INTO convlog.llm_requests
@@ -166,25 +171,28 @@ def lag_rows(conn: Any, log_ids: Sequence[str] | None = None) -> list[dict[str, 
 
     Returns:
         dicts ``{"log_id", "host", "directory", "seq", "records", "log_seq", "lag_records",
-        "lag_s", "updated"}``: ``lag_records`` is how many records of the log (as its
-        sync last saw it) the database does not have; ``lag_s`` 0 when none, else how
-        long ago the newest record the database has was received, seconds (None when
-        unknown).
+        "lag_s", "search_behind", "updated"}``: ``lag_records`` is how many records of
+        the log (as its sync last saw it) the database does not have; ``lag_s`` 0 when
+        none, else how long ago the newest record the database has was received, seconds
+        (None when unknown); ``search_behind`` how many of the records the database has
+        are not yet in the search projection (:mod:`convlog.db.search`).
     """
     query = """SELECT l.log_id::text, l.host, l.directory, p.seq, p.records, p.log_seq,
-                      extract(epoch FROM now() - p.last_ts), p.updated
-               FROM convlog.logs l LEFT JOIN convlog.positions p USING (log_id)"""
+                      extract(epoch FROM now() - p.last_ts), p.updated, s.seq
+               FROM convlog.logs l LEFT JOIN convlog.positions p USING (log_id)
+                    LEFT JOIN convlog.search_positions s USING (log_id)"""
     params: tuple[Any, ...] = ()
     if log_ids:
         query += " WHERE l.log_id::text = ANY(%s)"
         params = (list(log_ids),)
     out = []
-    for log_id, host, directory, seq, records, log_seq, age_s, updated in conn.execute(
+    for log_id, host, directory, seq, records, log_seq, age_s, updated, searched in conn.execute(
             query + " ORDER BY l.host, l.directory", params):
         behind = max(0, (log_seq or 0) - (seq or 0)) if log_seq is not None else None
         lag_s = None if behind is None else 0.0 if behind == 0 else (
             max(0.0, float(age_s)) if age_s is not None else None)
         out.append({"log_id": log_id, "host": host, "directory": directory, "seq": seq, "records": records,
                     "log_seq": log_seq, "lag_records": behind, "lag_s": lag_s,
+                    "search_behind": max(0, (seq or 0) - (searched or 0)),
                     "updated": updated.isoformat() if isinstance(updated, datetime) else None})
     return out

@@ -1,6 +1,16 @@
 """The sync follower: reads a log from where the database says it stopped and writes its
-records in batches (:func:`convlog.db.writer.write_batch`), then projects the sessions
-they touched (:func:`convlog.db.projection.project`).
+records in batches (:func:`convlog.db.writer.write_batch`); the views made from them, the
+search projection (:func:`convlog.db.search.index`) and the sessions they touched
+(:func:`convlog.db.projection.project`), follow after.
+
+Records first: a batch's transaction holds only its records (and what is read off
+them row by row: positions, llm requests, gaps), so they are durable and readable as
+soon as they can be. The views are made from the database's records afterwards, each in
+its own transactions with its own position: by ``--once`` when the records are all
+written, and by ``--follow`` in a second thread on its own connection (the
+:class:`ViewMaker`), after each batch once caught up, at most every
+:data:`VIEWS_EVERY_S` while behind. Both are exactly once on their own (see their
+modules), so a crash between the two only delays the views.
 
 Where it starts: the position the database acknowledged for this log (``convlog.positions``,
 written in the same transaction as the records), never a local file, so a crash of the
@@ -36,6 +46,7 @@ from convlog.core.fold import State, Step, fold
 from convlog.db.projection import project_all
 from convlog.db.rows import parse_ts, pg_text, record_row
 from convlog.db.schema import first_line, migrate
+from convlog.db.search import index_all
 from convlog.db.writer import Batch, Position, note_log_end, register_log, write_batch
 from convlog.store.identity import ensure_log_id
 from convlog.store.segment import EVENTS, RECOVERY, follow_lines, list_segments, segment_key, segments_from
@@ -47,9 +58,10 @@ log = logging.getLogger("convlog.sync")
 BATCH_RECORDS = 5000
 #: Most line bytes per batch.
 BATCH_BYTES = 16 * 1024 * 1024
-#: While behind the log, the sessions a batch touched are projected at most this often,
-#: seconds (each projection folds their families again); when caught up, after each batch.
-PROJECT_EVERY_S = 1.0
+#: While the records are behind the log, the views (search rows, projections) are made
+#: at most this often, seconds (each projection folds a family again); when caught up,
+#: after each batch.
+VIEWS_EVERY_S = 1.0
 #: Back-off after a database error: first and longest wait, seconds.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
@@ -143,6 +155,8 @@ class SyncStats:
         lag_records: records of the log not yet in the database (as last seen).
         lag_s: how long the oldest of them has waited, seconds (0 when caught up).
         projected: dirty sessions projected.
+        indexed: records the search projection moved past.
+        view_errors: database errors met while making the views (each retried).
     """
 
     records: int = 0
@@ -152,6 +166,8 @@ class SyncStats:
     lag_records: int = 0
     lag_s: float = 0.0
     projected: int = 0
+    indexed: int = 0
+    view_errors: int = 0
     last_error: str | None = None
     started: float = field(default_factory=time.time)
 
@@ -181,15 +197,16 @@ class Follower:
         self.log_id = ""
         self._conn: Any = None
         self._position: Position | None = None
-        self._projected_at = 0.0
+        self._views: ViewMaker | None = None
 
     # -- the database --------------------------------------------------------------------
 
-    def connect(self) -> Any:
-        """Connect, migrate the schema and register this log; returns the connection.
+    def open(self) -> Any:
+        """A new connection to the database, set up for the sync (autocommit, JSON
+        parsed by orjson, commits not waiting for their WAL flush).
 
         Raises:
-            psycopg.Error, SchemaError: when the database cannot be used.
+            psycopg.Error: when the database cannot be reached.
         """
         import psycopg
         from psycopg.types.json import set_json_loads
@@ -200,6 +217,16 @@ class Follower:
         # transactions whole (records and position together, never one without the
         # other), and the sync then writes them again. Exactly once either way.
         conn.execute("SET synchronous_commit = off")
+        return conn
+
+    def connect(self) -> Any:
+        """Connect (:meth:`open`), migrate the schema and register this log; returns the
+        connection.
+
+        Raises:
+            psycopg.Error, SchemaError: when the database cannot be used.
+        """
+        conn = self.open()
         migrate(conn)
         self.log_id = ensure_log_id(self.directory)
         return conn
@@ -293,7 +320,18 @@ class Follower:
             SchemaError: when the database's schema is newer than this convlog's.
         """
         with sync_lock(self.directory):
-            return self._run(follow, poll_s)
+            if not follow:
+                return self._run(follow, poll_s)
+            views = ViewMaker(self)
+            self._views = views
+            views.start()
+            try:
+                return self._run(follow, poll_s)
+            finally:
+                views.halt.set()
+                views.wanted.set()
+                views.join(timeout=30)
+                self._views = None
 
     def _run(self, follow: bool, poll_s: float) -> int:
         from psycopg import errors
@@ -318,6 +356,7 @@ class Follower:
                 position = self._position
                 if caught_up:
                     if not follow:
+                        self.make_views(self._conn)
                         log.info("log %s (%s) is in %s up to seq %d: %d records written by this run",
                                  self.log_id, self.directory, self.where, self.stats.seq or
                                  (position.seq if position else 0), self.stats.records)
@@ -345,7 +384,7 @@ class Follower:
         return 0
 
     def step(self, position: Position | None) -> bool:
-        """Write one batch after ``position`` and project what it touched.
+        """Write one batch after ``position`` (the views follow: see the module doc).
 
         Returns:
             True when the log had nothing new (caught up).
@@ -358,19 +397,12 @@ class Follower:
             stats.lag_records, stats.lag_s = 0, 0.0
             if position is not None:
                 note_log_end(self._conn, self.log_id, max(end or 0, position.seq))
-            stats.projected += project_all(self._conn)
-            self._projected_at = time.monotonic()
             self._save(position)
             return True
         written = write_batch(self._conn, self.log_id, batch)
         stats.records += written
         stats.batches += 1
         stats.seq = batch.position.seq
-        if time.monotonic() - self._projected_at >= PROJECT_EVERY_S:
-            # While catching up, the projections follow at most every PROJECT_EVERY_S
-            # (a family is folded again each time); once caught up, after every batch.
-            stats.projected += project_all(self._conn)
-            self._projected_at = time.monotonic()
         self._position = batch.position
         behind = max(0, (batch.log_seq or 0) - batch.position.seq)
         stats.lag_records = behind
@@ -380,7 +412,20 @@ class Follower:
         self._save(batch.position)
         if self.on_batch is not None:
             self.on_batch(stats)
+        if self._views is not None:
+            self._views.wanted.set()
         return False
+
+    def make_views(self, conn: Any) -> None:
+        """Bring the views of this log up to its records in the database: its search
+        rows (:func:`convlog.db.search.index_all`), then every session marked dirty
+        (:func:`convlog.db.projection.project_all`, other logs' too).
+
+        Raises:
+            psycopg.Error: when the database fails (what was made stays made).
+        """
+        self.stats.indexed += index_all(conn, self.log_id)
+        self.stats.projected += project_all(conn)
 
     def _save(self, position: Position | None) -> None:
         """Write ``DIR/recovery/sync.json`` (a failure is logged, never raised)."""
@@ -405,3 +450,61 @@ class Follower:
         for _changes in watch(events, stop_event=self.stop, debounce=20, step=20,
                               rust_timeout=int(timeout_s * 1000), yield_on_timeout=True):
             return
+
+
+class ViewMaker(threading.Thread):
+    """``--follow``'s second thread: makes the views (:meth:`Follower.make_views`) on its
+    own connection, when woken after a batch, and at least every :data:`VIEWS_EVERY_S`
+    (other logs' followers mark sessions dirty too); while the records are behind the
+    log, at most that often. A database error is logged once per outage and retried
+    with the follower's back-off; the records go on meanwhile.
+
+    Args:
+        follower: the follower whose log it makes views of (its :meth:`Follower.open`,
+            ``log_id`` and stats are used).
+    """
+
+    def __init__(self, follower: Follower) -> None:
+        super().__init__(name="convlog-sync-views", daemon=True)
+        self.follower = follower
+        #: Set after each batch (and to stop).
+        self.wanted = threading.Event()
+        #: Set to stop.
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        follower = self.follower
+        conn: Any = None
+        backoff = RETRY_FIRST_S
+        failing = False
+        while not self.halt.is_set():
+            self.wanted.wait(VIEWS_EVERY_S)
+            self.wanted.clear()
+            if self.halt.is_set() or not follower.log_id:
+                continue
+            started = time.monotonic()
+            try:
+                if conn is None:
+                    conn = follower.open()
+                follower.make_views(conn)
+                if failing:
+                    log.warning("views of %s: database %s reachable again", follower.log_id, follower.where)
+                failing, backoff = False, RETRY_FIRST_S
+            except Exception as exc:  # psycopg.Error and what a dropped connection raises
+                with contextlib.suppress(Exception):
+                    if conn is not None:
+                        conn.close()
+                conn = None
+                follower.stats.view_errors += 1
+                if not failing:
+                    log.error("views of %s: database %s: %s; retrying", follower.log_id, follower.where,
+                              first_line(exc))
+                failing = True
+                self.halt.wait(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
+                continue
+            if follower.stats.lag_records > 0:  # records first while behind
+                self.halt.wait(max(0.0, VIEWS_EVERY_S - (time.monotonic() - started)))
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()

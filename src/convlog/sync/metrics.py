@@ -55,6 +55,10 @@ def serve_sync_metrics(address: str, follower: Any) -> Callable[[Any], None]:
                 ("convlog_sync_records", "records written into the database", stats.records),
                 ("convlog_sync_batches", "transactions committed", stats.batches),
                 ("convlog_sync_errors", "database errors met (each retried)", stats.errors),
+                ("convlog_sync_indexed_records", "records the search projection moved past", stats.indexed),
+                ("convlog_sync_projected_sessions", "dirty sessions projected", stats.projected),
+                ("convlog_sync_view_errors", "database errors met while making the views (each retried)",
+                 stats.view_errors),
             ):
                 counter = CounterMetricFamily(name, help_text, labels=["log_id"])
                 counter.add_metric(labels, value)

@@ -1,0 +1,120 @@
+"""The views the sync makes after the records (the search projection and the session
+projections), against a real PostgreSQL: a projection running while a batch is being
+written leaves that batch's sessions marked; a version 1 database migrates with its
+search texts carried over; the search rows follow the records exactly once."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+
+from conftest import convlog_cmd
+from convlog.core.ingest import Ingest
+from convlog.core.record import parse_line
+from convlog.db.projection import project
+from convlog.db.rows import record_row
+from convlog.db.schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
+from convlog.db.search import index, index_all, search_lag
+from convlog.db.writer import Batch, Position, register_log, write_batch
+
+pytestmark = pytest.mark.slow
+
+LOG_ID = str(uuid.UUID(int=7))
+
+
+def message_lines(first: int, count: int, session: str) -> list[bytes]:
+    """``count`` message records of ``session`` from seq ``first``, through the
+    recorder's own line builder."""
+    ingest = Ingest()
+    lines = []
+    for seq in range(first, first + count):
+        event = {"type": "message", "session_id": session, "message_id": f"{session}-{seq}", "sender": "agent",
+                 "content": f"message {seq} about the quixotic heliotrope"}
+        lines.append(ingest.line([session.encode(), orjson.dumps(event)], seq,
+                                 f"2026-12-06T07:00:{seq % 60:02d}.000000Z", "sub"))
+    return lines
+
+
+def batch_of(lines: list[bytes], sessions: set[str]) -> Batch:
+    rows = [record_row(LOG_ID, line, parse_line(line)) for line in lines]
+    last = rows[-1][1]
+    return Batch(rows, sessions, [], [], Position(last, "00000000000000000001", 100 * last), log_seq=last)
+
+
+def connect(url: str) -> psycopg.Connection:
+    return psycopg.connect(url, autocommit=True)
+
+
+def test_a_projection_during_a_batch_leaves_its_sessions_marked(pg_url: str) -> None:
+    """The batch marks a session that is already marked while a projection takes the
+    marked sessions: the projection must not unmark it, or the batch's records would
+    never be projected (seen with the views made beside the records)."""
+    with connect(pg_url) as writer, connect(pg_url) as projector:
+        migrate(writer)
+        register_log(writer, LOG_ID, "host", "/log")
+        write_batch(writer, LOG_ID, batch_of(message_lines(1, 2, "s"), {"s"}))
+        # The second batch's transaction is open (its writes done, not committed) ...
+        with writer.transaction():
+            write_batch(writer, LOG_ID, batch_of(message_lines(3, 2, "s"), {"s"}))
+            # ... when a projection runs: it cannot see these records, so it must leave "s".
+            project(projector)
+        assert projector.execute("SELECT session FROM convlog.dirty").fetchall() == [("s",)]
+        project(projector)
+        assert projector.execute("SELECT messages FROM convlog.sessions WHERE session = 's'").fetchone() == (4,)
+        assert projector.execute("SELECT count(*) FROM convlog.dirty").fetchone() == (0,)
+
+
+def test_search_rows_follow_the_records_once(pg_url: str) -> None:
+    with connect(pg_url) as conn:
+        migrate(conn)
+        register_log(conn, LOG_ID, "host", "/log")
+        write_batch(conn, LOG_ID, batch_of(message_lines(1, 30, "s"), {"s"}))
+        assert search_lag(conn, LOG_ID) == 30  # the records first
+        assert index(conn, LOG_ID, limit=20) == 20 and search_lag(conn, LOG_ID) == 10
+        assert index_all(conn, LOG_ID) == 10 and index_all(conn, LOG_ID) == 0
+        write_batch(conn, LOG_ID, batch_of(message_lines(31, 5, "s"), {"s"}))
+        assert index_all(conn, LOG_ID) == 5
+        rows = conn.execute("SELECT seq, text FROM convlog.search ORDER BY seq").fetchall()
+        assert [seq for seq, _ in rows] == list(range(1, 36))
+        assert rows[34][1] == "message 35 about the quixotic heliotrope"
+
+
+def test_a_version_1_database_migrates_with_its_search_texts(pg_url: str, tmp_path: Path) -> None:
+    """A database synced by the first schema (text and vector in ``records``) is brought
+    to the current one by the next sync: its texts move to ``convlog.search``, nothing
+    is indexed twice, and search finds what it found before."""
+    version_1 = dict(MIGRATIONS)[1]
+    with connect(pg_url) as conn:
+        with conn.transaction():
+            conn.execute("CREATE SCHEMA convlog")
+            conn.execute("CREATE TABLE convlog.schema_version (version integer PRIMARY KEY, "
+                         "migrated timestamptz NOT NULL DEFAULT now())")
+            for statement in version_1:
+                conn.execute(statement)
+            conn.execute("INSERT INTO convlog.schema_version (version) VALUES (1)")
+            conn.execute("INSERT INTO convlog.logs (log_id) VALUES (%s)", (LOG_ID,))
+            conn.execute("""INSERT INTO convlog.records (log_id, seq, ts, kind, session, meta, search_text)
+                            VALUES (%s, 1, now(), 'message', 's', '{"sender": "agent"}', 'the quixotic heliotrope'),
+                                   (%s, 2, now(), 'recorder.start', NULL, '{}', NULL)""", (LOG_ID, LOG_ID))
+            conn.execute("""INSERT INTO convlog.positions (log_id, seq, segment, "offset", records)
+                            VALUES (%s, 2, '00000000000000000001', 10, 2)""", (LOG_ID,))
+        assert schema_version(conn) == 1
+        assert migrate(conn) == 1 and schema_version(conn) == SCHEMA_VERSION
+        assert conn.execute("SELECT log_id::text, seq, text FROM convlog.search").fetchall() == [
+            (LOG_ID, 1, "the quixotic heliotrope")]
+        assert conn.execute("SELECT seq FROM convlog.search_positions").fetchall() == [(2,)]
+        assert index_all(conn, LOG_ID) == 0
+        columns = {row[0] for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'convlog' "
+            "AND table_name = 'records'")}
+        assert "search_text" not in columns and "search" not in columns
+    import subprocess
+
+    result = subprocess.run(convlog_cmd("search", "heliotrope", "--db", pg_url, "--json"), capture_output=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert [(hit["seq"], hit["session"]) for hit in orjson.loads(result.stdout)] == [(1, "s")]
