@@ -261,6 +261,40 @@ def test_health_is_200_exactly_when_status_exits_0(demo_server: Served, demo_log
             recorder.terminate()
 
 
+def test_the_pages_follow_a_log_as_it_grows(tmp_path: Path) -> None:
+    """A recorder writing while the server runs: each answer reads the log as it is then
+    (a kept fold is used only while the log has not grown)."""
+    from conftest import wait_for_records
+
+    directory = tmp_path / "live"
+
+    def message(session: str, number: int, text: str) -> bytes:
+        return orjson.dumps({"type": "message", "session_id": session, "message_id": f"{session}-{number}",
+                             "sender": "ada", "role": "user", "content": text})
+
+    with running_bus(tmp_path) as bus:
+        recorder = bus.recorder(directory)
+        publisher = bus.publisher(recorder)
+        server = serve(directory, tmp_path / "serve.err")
+        try:
+            with server.client() as client:
+                assert client.get("/api/sessions").json()["total"] == 0
+                publisher.send(b"grow", message("grow-1", 1, "the first kestrel"))
+                wait_for_records(directory, 1)
+                assert [row["id"] for row in client.get("/api/sessions").json()["sessions"]] == ["grow-1"]
+                publisher.send(b"grow", message("grow-2", 1, "a second kestrel"))
+                publisher.send(b"grow", message("grow-1", 2, "and a third kestrel"))
+                wait_for_records(directory, 3)
+                rows = client.get("/api/sessions").json()["sessions"]
+                assert [(row["id"], row["messages"]) for row in rows] == [("grow-1", 2), ("grow-2", 1)]
+                assert len(client.get("/api/sessions/grow-1").json()["messages"]) == 2
+                assert len(client.get("/api/search", params={"q": "kestrel"}).json()) == 3
+        finally:
+            server.stop()
+            publisher.close()
+            recorder.terminate()
+
+
 # --------------------------------------------------------------------------- the sessions page
 
 

@@ -136,6 +136,16 @@ class ReplayCache:
             return replay
 
 
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """One fold's sessions in one order (:class:`convlog.core.fold.Session`), with every
+    participant and model among them (for the filters)."""
+
+    sessions: list[Any]
+    agents: list[str]
+    models: list[str]
+
+
 def _session_extras(replay: Replay, sid: str) -> dict[str, Any]:
     """What the session page shows beside ``show --format json``: title, usage,
     crystals (``seq``, ``upto`` messages summarised, ``summary`` read from the log,
@@ -192,6 +202,27 @@ class LogSource:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.folds = ReplayCache(directory)
+        self._lock = threading.Lock()
+        self._listed: Replay | None = None
+        self._listings: dict[tuple[bool, str], _Listing] = {}
+
+    def _listing(self, replay: Replay, include_deleted: bool, order: str) -> _Listing:
+        """The sessions of ``replay`` in ``order`` with every agent and model, made once
+        per fold (a page of an unfiltered list then costs a slice, however many
+        sessions the log holds); forgotten when the fold is replaced."""
+        key = (include_deleted, order)
+        with self._lock:
+            if self._listed is not replay:
+                self._listed, self._listings = replay, {}
+            found = self._listings.get(key)
+        if found is None:
+            every = sorted_sessions(replay.state, include_deleted, order)
+            found = _Listing(every, sorted({p for info in every for p in info.participants}, key=str.casefold),
+                             sorted({m for info in every for m in info.usage.models}))
+            with self._lock:
+                if self._listed is replay:
+                    self._listings[key] = found
+        return found
 
     @property
     def where(self) -> str:
@@ -214,15 +245,14 @@ class LogSource:
             NoLogError: when the directory holds no log.
         """
         since_ts = query.since_ts()
-        state = self.folds.get().state
-        every = sorted_sessions(state, query.include_deleted, query.order)
-        kept = [info for info in every if _matches(info, query, since_ts)]
+        listing = self._listing(self.folds.get(), query.include_deleted, query.order)
+        filtered = query.text or query.agent or query.model or since_ts is not None
+        kept = [info for info in listing.sessions if _matches(info, query, since_ts)] if filtered \
+            else listing.sessions
         start = (query.page - 1) * PAGE_SIZE
         rows = [{**session_row(info), "title": info.title, "usage": info.usage.to_dict()}
                 for info in kept[start:start + PAGE_SIZE]]
-        return {"sessions": rows, **_paged(len(kept), query),
-                "agents": sorted({p for info in every for p in info.participants}, key=str.casefold),
-                "models": sorted({m for info in every for m in info.usage.models})}
+        return {"sessions": rows, **_paged(len(kept), query), "agents": listing.agents, "models": listing.models}
 
     def session(self, name: str, as_of: str | None = None) -> dict[str, Any]:
         """One session (an id or unique prefix), as of a seq or time (``convlog show
