@@ -7,9 +7,10 @@ Records first: a batch's transaction holds only its records (and what is read of
 them row by row: positions, llm requests, gaps), so they are durable and readable as
 soon as they can be. The views are made from the database's records afterwards, each in
 its own transactions with its own position: by ``--once`` when the records are all
-written, and by ``--follow`` in a second thread on its own connection (the
-:class:`ViewMaker`), after each batch once caught up, at most every
-:data:`VIEWS_EVERY_S` while behind. Both are exactly once on their own (see their
+written, and by ``--follow`` in two more threads, one per view, each on its own
+connection (:class:`ViewMaker`: the search vectors are PostgreSQL's work, the
+projections mostly the fold's in Python, so the two overlap), after each batch once
+caught up, at most every :data:`VIEWS_EVERY_S` while behind. Both are exactly once on their own (see their
 modules), so a crash between the two only delays the views.
 
 Where it starts: the position the database acknowledged for this log (``convlog.positions``,
@@ -197,7 +198,7 @@ class Follower:
         self.log_id = ""
         self._conn: Any = None
         self._position: Position | None = None
-        self._views: ViewMaker | None = None
+        self._views: list[ViewMaker] = []
 
     # -- the database --------------------------------------------------------------------
 
@@ -322,16 +323,19 @@ class Follower:
         with sync_lock(self.directory):
             if not follow:
                 return self._run(follow, poll_s)
-            views = ViewMaker(self)
-            self._views = views
-            views.start()
+            self._views = [ViewMaker(self, "search", self.make_search_rows),
+                           ViewMaker(self, "projections", self.make_projections)]
+            for views in self._views:
+                views.start()
             try:
                 return self._run(follow, poll_s)
             finally:
-                views.halt.set()
-                views.wanted.set()
-                views.join(timeout=30)
-                self._views = None
+                for views in self._views:
+                    views.halt.set()
+                    views.wanted.set()
+                for views in self._views:
+                    views.join(timeout=30)
+                self._views = []
 
     def _run(self, follow: bool, poll_s: float) -> int:
         from psycopg import errors
@@ -412,19 +416,36 @@ class Follower:
         self._save(batch.position)
         if self.on_batch is not None:
             self.on_batch(stats)
-        if self._views is not None:
-            self._views.wanted.set()
+        for views in self._views:
+            views.wanted.set()
         return False
 
     def make_views(self, conn: Any) -> None:
-        """Bring the views of this log up to its records in the database: its search
-        rows (:func:`convlog.db.search.index_all`), then every session marked dirty
-        (:func:`convlog.db.projection.project_all`, other logs' too).
+        """Bring the views of this log up to its records in the database, one after the
+        other (:meth:`make_search_rows`, :meth:`make_projections`).
+
+        Raises:
+            psycopg.Error: when the database fails (what was made stays made).
+        """
+        self.make_search_rows(conn)
+        self.make_projections(conn)
+
+    def make_search_rows(self, conn: Any) -> None:
+        """This log's search rows up to its records in the database
+        (:func:`convlog.db.search.index_all`).
 
         Raises:
             psycopg.Error: when the database fails (what was made stays made).
         """
         self.stats.indexed += index_all(conn, self.log_id)
+
+    def make_projections(self, conn: Any) -> None:
+        """Every session marked dirty projected (:func:`convlog.db.projection.project_all`,
+        other logs' sessions too).
+
+        Raises:
+            psycopg.Error: when the database fails (what was made stays made).
+        """
         self.stats.projected += project_all(conn)
 
     def _save(self, position: Position | None) -> None:
@@ -453,20 +474,24 @@ class Follower:
 
 
 class ViewMaker(threading.Thread):
-    """``--follow``'s second thread: makes the views (:meth:`Follower.make_views`) on its
-    own connection, when woken after a batch, and at least every :data:`VIEWS_EVERY_S`
-    (other logs' followers mark sessions dirty too); while the records are behind the
-    log, at most that often. A database error is logged once per outage and retried
-    with the follower's back-off; the records go on meanwhile.
+    """A ``--follow`` thread making one view on its own connection: when woken after a
+    batch, and at least every :data:`VIEWS_EVERY_S` (other logs' followers mark sessions
+    dirty too); while the records are behind the log, at most that often. A database
+    error is logged once per outage and retried with the follower's back-off; the
+    records go on meanwhile.
 
     Args:
         follower: the follower whose log it makes views of (its :meth:`Follower.open`,
             ``log_id`` and stats are used).
+        view: its name in logs and the thread's name.
+        make: makes the view, given the connection (e.g. :meth:`Follower.make_search_rows`).
     """
 
-    def __init__(self, follower: Follower) -> None:
-        super().__init__(name="convlog-sync-views", daemon=True)
+    def __init__(self, follower: Follower, view: str, make: Callable[[Any], None]) -> None:
+        super().__init__(name=f"convlog-sync-{view}", daemon=True)
         self.follower = follower
+        self.view = view
+        self.make = make
         #: Set after each batch (and to stop).
         self.wanted = threading.Event()
         #: Set to stop.
@@ -486,9 +511,9 @@ class ViewMaker(threading.Thread):
             try:
                 if conn is None:
                     conn = follower.open()
-                follower.make_views(conn)
+                self.make(conn)
                 if failing:
-                    log.warning("views of %s: database %s reachable again", follower.log_id, follower.where)
+                    log.warning("%s of %s: database %s reachable again", self.view, follower.log_id, follower.where)
                 failing, backoff = False, RETRY_FIRST_S
             except Exception as exc:  # psycopg.Error and what a dropped connection raises
                 with contextlib.suppress(Exception):
@@ -497,7 +522,7 @@ class ViewMaker(threading.Thread):
                 conn = None
                 follower.stats.view_errors += 1
                 if not failing:
-                    log.error("views of %s: database %s: %s; retrying", follower.log_id, follower.where,
+                    log.error("%s of %s: database %s: %s; retrying", self.view, follower.log_id, follower.where,
                               first_line(exc))
                 failing = True
                 self.halt.wait(backoff)
