@@ -9,9 +9,12 @@ soon as they can be. The views are made from the database's records afterwards, 
 its own transactions with its own position: by ``--once`` when the records are all
 written, and by ``--follow`` in two more threads, one per view, each on its own
 connection (:class:`ViewMaker`: the search vectors are PostgreSQL's work, the
-projections mostly the fold's in Python, so the two overlap), after each batch once
-caught up, at most every :data:`VIEWS_EVERY_S` while behind. Both are exactly once on their own (see their
-modules), so a crash between the two only delays the views.
+projections mostly the fold's in Python, so the two overlap). The search rows are made
+after each batch once the records are caught up, at most every :data:`VIEWS_EVERY_S`
+while they are behind; the projections at most every :data:`VIEWS_EVERY_S` always (a
+projection folds a session's whole family again, so a long session busy with messages
+would otherwise be folded after every batch). Both are exactly once on their own (see
+their modules), so a crash between the two only delays the views.
 
 Where it starts: the position the database acknowledged for this log (``convlog.positions``,
 written in the same transaction as the records), never a local file, so a crash of the
@@ -59,9 +62,8 @@ log = logging.getLogger("convlog.sync")
 BATCH_RECORDS = 5000
 #: Most line bytes per batch.
 BATCH_BYTES = 16 * 1024 * 1024
-#: While the records are behind the log, the views (search rows, projections) are made
-#: at most this often, seconds (each projection folds a family again); when caught up,
-#: after each batch.
+#: The views are made at most this often, seconds: the search rows while the records
+#: are behind the log (after each batch once caught up), the projections always.
 VIEWS_EVERY_S = 1.0
 #: Back-off after a database error: first and longest wait, seconds.
 RETRY_FIRST_S = 0.5
@@ -324,7 +326,7 @@ class Follower:
             if not follow:
                 return self._run(follow, poll_s)
             self._views = [ViewMaker(self, "search", self.make_search_rows),
-                           ViewMaker(self, "projections", self.make_projections)]
+                           ViewMaker(self, "projections", self.make_projections, paced=True)]
             for views in self._views:
                 views.start()
             try:
@@ -476,22 +478,24 @@ class Follower:
 class ViewMaker(threading.Thread):
     """A ``--follow`` thread making one view on its own connection: when woken after a
     batch, and at least every :data:`VIEWS_EVERY_S` (other logs' followers mark sessions
-    dirty too); while the records are behind the log, at most that often. A database
-    error is logged once per outage and retried with the follower's back-off; the
-    records go on meanwhile.
+    dirty too); at most that often while the records are behind the log, or always
+    with ``paced``. A database error is logged once per outage and retried with the
+    follower's back-off; the records go on meanwhile.
 
     Args:
         follower: the follower whose log it makes views of (its :meth:`Follower.open`,
             ``log_id`` and stats are used).
         view: its name in logs and the thread's name.
         make: makes the view, given the connection (e.g. :meth:`Follower.make_search_rows`).
+        paced: at most every :data:`VIEWS_EVERY_S` even when the records are caught up.
     """
 
-    def __init__(self, follower: Follower, view: str, make: Callable[[Any], None]) -> None:
+    def __init__(self, follower: Follower, view: str, make: Callable[[Any], None], paced: bool = False) -> None:
         super().__init__(name=f"convlog-sync-{view}", daemon=True)
         self.follower = follower
         self.view = view
         self.make = make
+        self.paced = paced
         #: Set after each batch (and to stop).
         self.wanted = threading.Event()
         #: Set to stop.
@@ -528,7 +532,7 @@ class ViewMaker(threading.Thread):
                 self.halt.wait(backoff)
                 backoff = min(backoff * 2, RETRY_MAX_S)
                 continue
-            if follower.stats.lag_records > 0:  # records first while behind
+            if self.paced or follower.stats.lag_records > 0:  # records first while behind
                 self.halt.wait(max(0.0, VIEWS_EVERY_S - (time.monotonic() - started)))
         if conn is not None:
             with contextlib.suppress(Exception):
