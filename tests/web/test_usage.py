@@ -9,6 +9,7 @@ a model named with markup comes out escaped, in the page and in the chart's JSON
 from __future__ import annotations
 
 import re
+import shutil
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,7 +56,7 @@ def ok(*args: str) -> Any:
     """``convlog ARGS`` that must succeed; its stdout parsed as JSON."""
     result = run(*args)
     assert result.returncode == 0, f"convlog {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-    return orjson.loads(result.stdout)
+    return orjson.loads(result.stdout) if result.stdout.strip() else None
 
 
 def request_event(session: str, model: str | None, tokens_in: int, tokens_out: int, cost: float) -> dict[str, Any]:
@@ -218,3 +219,85 @@ def test_gaps_per_publisher_are_what_info_says(usage_server: Served, usage_log: 
     assert 'id="health-gaps"' in page.text and 'id="health-disk"' in page.text
     for row in log["gap_series"]:
         assert f'<th scope="row">{row["bucket"]}</th><td class="num">{row["publisher"]}</td>' in page.text
+
+
+@pytest.mark.slow
+def test_the_database_usage_is_the_logs(usage_server: Served, usage_log: Path, pg_url: str, tmp_path: Path) -> None:
+    """The multi-day log synced into PostgreSQL: ``convlog serve --db``'s ``/api/usage``
+    (SQL ``GROUP BY`` on ``convlog.llm_requests``) says what the log's says; its usage
+    page renders; its health has no log figures (``/api/health/log`` is null). Served
+    from the directory, the health page shows the sync's lag from ``recovery/sync.json``."""
+    log = Path(shutil.copytree(usage_log, tmp_path / "log"))
+    ok("sync", "--db", pg_url, "--dir", str(log), "--once")
+    server = serve(None, tmp_path / "serve.err", "--db", pg_url)
+    try:
+        from_db = get(server, "/api/usage")
+        with server.client() as client:
+            assert client.get("/usage").status_code == 200
+            assert client.get("/api/health/log").json() is None
+            assert client.get("/status").status_code == 200
+    finally:
+        server.stop()
+    synced = serve(log, tmp_path / "serve-dir.err")  # the log its sync wrote recovery/sync.json into
+    try:
+        health = get(synced, "/api/health/log")
+        with synced.client() as client:
+            page = client.get("/status").text
+    finally:
+        synced.stop()
+    state = orjson.loads((log / "recovery" / "sync.json").read_bytes())
+    assert health["sync"] == state and state["lag_records"] == 0
+    assert f"{state['lag_records']} records, {state['lag_s']} s (seq {state['seq']}," in page
+    from_log = get(usage_server, "/api/usage")
+    assert {k: v for k, v in from_db["totals"].items() if k != "cost_usd"} == {
+        k: v for k, v in from_log["totals"].items() if k != "cost_usd"}
+    assert from_db["totals"]["cost_usd"] == pytest.approx(from_log["totals"]["cost_usd"])
+
+    def rounded(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**row, "cost_usd": round(row["cost_usd"], 9)} for row in rows]
+
+    for key in ("models", "days", "sessions"):
+        assert rounded(from_db[key]) == rounded(from_log[key]), key
+    assert from_db["sessions_with_usage"] == from_log["sessions_with_usage"]
+
+
+def test_usage_and_health_follow_a_recording_log(tmp_path: Path) -> None:
+    """A recorder recording while the server runs: the health page says so (200, as
+    ``/health``), with the fsync policy and lag of ``status``'s report; each request
+    recorded shows in ``/api/usage`` at once (the pass over the records goes on from
+    where it stopped), its per-model and per-day figures adding up to the fold's totals."""
+    directory = tmp_path / "live"
+    with running_bus(tmp_path) as bus:
+        recorder = bus.recorder(directory)
+        publisher = bus.publisher(recorder)
+        server = serve(directory, tmp_path / "serve.err")
+        try:
+            with server.client() as client:
+                sent = 0
+                for model, cost in (("alpha", 0.5), ("beta", 0.25), ("alpha", 1.0)):
+                    publisher.send(b"live", orjson.dumps(request_event("live-1", model, 10, 2, cost)))
+                    sent += 1
+                    wait_for_records(directory, sent)
+                    usage = client.get("/api/usage").json()
+                    assert usage["totals"]["requests"] == sum(m["requests"] for m in usage["models"]) == sent
+                    assert sum(d["cost_usd"] for d in usage["days"]) == pytest.approx(usage["totals"]["cost_usd"])
+                assert {m["model"]: m["requests"] for m in usage["models"]} == {"alpha": 2, "beta": 1}
+                health = client.get("/health")
+                page = client.get("/status")
+                assert health.status_code == page.status_code == 200, health.text
+                report = health.json()
+                assert '<dd id="fig-recording">yes</dd>' in page.text
+                assert f'({report["fsync"]["policy"]})</dd>' in page.text
+                assert client.get("/api/health/log").json()["records"] >= sent
+        finally:
+            server.stop()
+            publisher.close()
+            recorder.terminate()
+
+
+def test_the_openapi_document_describes_usage_and_the_logs_health(demo_server: Served) -> None:
+    """``/api/schema`` describes ``/api/usage`` (with ``top``) and ``/api/health/log``."""
+    schema = get(demo_server, "/api/schema")
+    usage = schema["paths"]["/api/usage"]["get"]
+    assert '"days"' in usage["responses"]["200"]["description"] and usage["parameters"][0]["name"] == "top"
+    assert '"gap_series"' in schema["paths"]["/api/health/log"]["get"]["responses"]["200"]["description"]
