@@ -301,3 +301,47 @@ def test_the_openapi_document_describes_usage_and_the_logs_health(demo_server: S
     usage = schema["paths"]["/api/usage"]["get"]
     assert '"days"' in usage["responses"]["200"]["description"] and usage["parameters"][0]["name"] == "top"
     assert '"gap_series"' in schema["paths"]["/api/health/log"]["get"]["responses"]["200"]["description"]
+
+
+def test_after_retention_the_totals_keep_what_went(tmp_path: Path) -> None:
+    """A log whose oldest segments ``convlog prune --archive`` moved away: the totals are
+    still the fold's (``replay --json``: its base keeps them), the days and models count
+    the requests still in the log, and ``outside_days`` the rest; the health figures
+    name the horizon ``info --json`` names and the archive's bytes, charted with the
+    other parts of the disk."""
+    directory = tmp_path / "log"
+    ensure_layout(directory)
+    ingest = Ingest()
+    writer = SegmentWriter(directory, next_seq=1, segment_bytes=2000)
+    sent = 60
+    for seq in range(1, sent + 1):
+        event = request_event(f"r{seq % 4}", ("alpha", "beta")[seq % 2], seq, 1, 0.01 * seq)
+        day = "2026-11-20" if seq <= sent // 2 else "2026-11-21"
+        writer.write(ingest.line([b"r", orjson.dumps(event)], seq, f"{day}T10:{seq // 60:02d}:{seq % 60:02d}.000000Z",
+                                 "sub"), seq)
+    writer.close()
+    archive = tmp_path / "archive"
+    pruned = ok("prune", str(directory), "--max-bytes", "4000", "--archive", str(archive), "--json")
+    assert pruned["segments"], pruned
+    kept = [r for r in records(directory) if r["kind"] == "llm.request"]
+    assert 0 < len(kept) < sent
+    server = serve(directory, tmp_path / "serve.err")
+    try:
+        usage = get(server, "/api/usage")
+        log = get(server, "/api/health/log")
+        with server.client() as client:
+            page = client.get("/status").text
+            usage_page = client.get("/usage").text
+    finally:
+        server.stop()
+    assert f'<span class="notice" id="outside-days">{sent - len(kept)} requests' in usage_page
+    assert usage["totals"] == ok("replay", "--dir", str(directory), "--json")["usage"]
+    assert usage["totals"]["requests"] == sent
+    assert sum(d["requests"] for d in usage["days"]) == sum(m["requests"] for m in usage["models"]) == len(kept)
+    assert usage["outside_days"]["requests"] == sent - len(kept)
+    assert usage["outside_days"]["cost_usd"] == pytest.approx(sum(0.01 * s for s in range(1, sent + 1))
+                                                              - sum(r["data"]["cost_usd"] for r in kept))
+    info = ok("info", "--dir", str(directory), "--json")
+    assert log["horizon"] == info["horizon"] and log["horizon"]["seq"] == kept[0]["seq"] - 1
+    assert log["disk"]["archive"]["bytes"] == sum(p.stat().st_size for p in archive.rglob("*") if p.is_file()) > 0
+    assert f"seq {log['horizon']['seq']}" in page and '<th scope="row">archive</th>' in page
