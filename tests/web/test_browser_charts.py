@@ -100,7 +100,8 @@ def test_the_health_charts(tab: Tab, which: str, request: pytest.FixtureRequest)
     """The health page on the demo's log, the Shearwater recording and test_usage's
     recorded log with gaps (no recorder runs: 503, as ``/health``): the figures are
     ``/api/health/log``'s; the disk chart is drawn with its parts' bytes, the gaps chart
-    with each publisher's missing messages per bucket, and their tables say the same."""
+    with each publisher's missing messages per bucket, the drops chart with the
+    messages dropped, and their tables say the same."""
     server: Served = request.getfixturevalue(f"{which}_server")
     tab.sign_in(server)
     log = api(server, "/api/health/log")
@@ -125,6 +126,10 @@ def test_the_health_charts(tab: Tab, which: str, request: pytest.FixtureRequest)
             p: [missing.get((b, p), 0) for b in buckets] for p in {row["publisher"] for row in log["gap_series"]}}
         assert [[r[0], r[1], int(r[2]), int(r[3])] for r in table(tab, "health-gaps")] == [
             [row["bucket"], row["publisher"], row["gaps"], row["missing"]] for row in log["gap_series"]]
+    if log["drop_series"]:
+        assert charts["health-drops"]["labels"] == [row["bucket"] for row in log["drop_series"]]
+        assert [[r[0], int(r[1]), int(r[2])] for r in table(tab, "health-drops")] == [
+            [row["bucket"], row["records"], row["messages"]] for row in log["drop_series"]]
     tab.shot(f"health-{which}")
     # The page answers 503 (the truth of /health), which Chromium reports as a failed load.
     assert all("503" in line for line in tab.console), tab.console

@@ -24,6 +24,7 @@ from served import Served, run, serve  # noqa: E402
 from conftest import records, running_bus, wait_for_records  # noqa: E402
 from convlog.bus.publisher import Publisher  # noqa: E402
 from convlog.core.ingest import Ingest  # noqa: E402
+from convlog.core.record import make_line  # noqa: E402
 from convlog.store.segment import ensure_layout  # noqa: E402
 from convlog.store.writer import SegmentWriter  # noqa: E402
 
@@ -41,6 +42,9 @@ EARLIER = [
     ("2026-11-21", "u1", "alpha", 50, 5, 0.125),
     ("2026-11-21", "u3", HOSTILE_MODEL, 7, 3, 0.0),
 ]
+
+#: Messages a ``recorder.dropped`` record (written after :data:`EARLIER`) says were dropped.
+DROPPED = 5
 
 #: ``(publisher, session, model, input tokens, output tokens, cost)`` sent today through
 #: the broker to the real recorder.
@@ -71,8 +75,9 @@ def request_event(session: str, model: str | None, tokens_in: int, tokens_out: i
 @pytest.fixture(scope="module")
 def usage_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """:data:`EARLIER` written through :class:`SegmentWriter` (receive times on two
-    past days), then :data:`TODAY` recorded by the real recorder from two publishers,
-    each skipping stamps once (the recorder writes a ``recorder.gap`` for each)."""
+    past days) and a ``recorder.dropped`` record of :data:`DROPPED` messages, then
+    :data:`TODAY` recorded by the real recorder from two publishers, each skipping
+    stamps once (the recorder writes a ``recorder.gap`` for each)."""
     tmp = tmp_path_factory.mktemp("web-usage")
     directory = tmp / "log"
     ensure_layout(directory)
@@ -82,6 +87,11 @@ def usage_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
         event = request_event(session, model, tokens_in, tokens_out, cost)
         writer.write(ingest.line([session.encode(), orjson.dumps(event)], seq, f"{day}T12:00:0{seq}.000000Z", "sub"),
                      seq)
+    dropped = {"messages": DROPPED, "bytes_bound": 1024, "since": "2026-11-21T12:00:05.000000Z", "after_seq": 4,
+               "by_source": {"sub": DROPPED}, "until": "2026-11-21T12:00:06.000000Z"}
+    seq = len(EARLIER) + 1
+    writer.write(make_line(seq, "2026-11-21T12:00:06.000000Z", "recorder.dropped", "recorder", None, None, dropped),
+                 seq)
     writer.close()
     with running_bus(tmp) as bus:
         recorder = bus.recorder(directory)
@@ -198,8 +208,9 @@ def test_a_model_named_with_markup_is_escaped(usage_server: Served) -> None:
 
 def test_gaps_per_publisher_are_what_info_says(usage_server: Served, usage_log: Path) -> None:
     """Each publisher's missing messages in ``/api/health/log``'s series add up to
-    ``convlog info --json``'s ``gap_missing`` (3 each, one gap record each); its disk
-    use, gap and drop counts are ``info``'s; the health page shows the gap chart with
+    ``convlog info --json``'s ``gap_missing`` (3 each, one gap record each); the drops
+    per day are the ``recorder.dropped`` record's; its disk use, gap and drop counts
+    are ``info``'s; the health page shows the gap chart with
     the same rows, and ``/health`` still answers 503 (no recorder)."""
     log = get(usage_server, "/api/health/log")
     info = ok("info", "--dir", str(usage_log), "--json")
@@ -209,6 +220,8 @@ def test_gaps_per_publisher_are_what_info_says(usage_server: Served, usage_log: 
     assert dict(series) == {p["id"]: p["gap_missing"] for p in info["publishers"] if p["gap_missing"]}
     assert dict(series) == {"pub-a": 3, "pub-b": 3}
     assert log["gaps"] == info["gaps"] and log["drops"] == info["drops"]
+    assert log["drop_series"] == [{"bucket": "2026-11-21", "records": 1, "messages": DROPPED}]
+    assert info["drops"] == {"records": 1, "messages": DROPPED}
     assert log["publishers"] == info["publishers"]
     assert log["disk"]["events"] == info["disk"]["events"] and log["horizon"] is None and log["sync"] is None
     assert log["bucket"] == "day"  # the log spans more than two days
@@ -216,7 +229,7 @@ def test_gaps_per_publisher_are_what_info_says(usage_server: Served, usage_log: 
         assert client.get("/health").status_code == 503
         page = client.get("/status")
     assert page.status_code == 503
-    assert 'id="health-gaps"' in page.text and 'id="health-disk"' in page.text
+    assert all(f'id="health-{name}"' in page.text for name in ("gaps", "drops", "disk"))
     for row in log["gap_series"]:
         assert f'<th scope="row">{row["bucket"]}</th><td class="num">{row["publisher"]}</td>' in page.text
 
