@@ -29,6 +29,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -181,13 +182,9 @@ def usage_document(state: State, scanned: Scanned, top: int) -> dict[str, Any]:
 
 def _bucket_size(first_ts: Any, last_ts: Any) -> str:
     """``hour`` when the log spans two days or less, else ``day``."""
-    from convlog.core.record import parse_when
-
     try:
-        from datetime import UTC, datetime
-
-        first = parse_when(first_ts, datetime.now(UTC))
-        last = parse_when(last_ts, datetime.now(UTC))
+        first = datetime.fromisoformat(first_ts.replace("Z", "+00:00"))
+        last = datetime.fromisoformat(last_ts.replace("Z", "+00:00"))
     except (TypeError, ValueError, AttributeError):
         return "day"
     return "hour" if (last - first).total_seconds() <= 2 * 86400 else "day"
