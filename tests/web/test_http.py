@@ -139,7 +139,7 @@ class _Assets(HTMLParser):
         if tag == "script":
             if named.get("src"):
                 self.sources.append(str(named["src"]))
-            else:
+            elif named.get("type") != "application/json":  # a chart's data block is not run
                 self.inline_scripts += 1
         if tag == "link" and named.get("href"):
             self.sources.append(str(named["href"]))
@@ -152,7 +152,7 @@ def test_pages_load_only_their_own_assets_and_nothing_inline(demo_server: Served
     """Every page's scripts and styles come from ``/static/`` of this server (no CDN);
     no inline ``<script>``, ``style=`` or ``on…=`` attribute (the CSP would block them)."""
     with demo_server.client() as client:
-        for path in ("/", "/sessions/demo-stream", "/search?q=haiku", "/status"):
+        for path in ("/", "/sessions/demo-stream", "/search?q=haiku", "/status", "/usage"):
             page = client.get(path)
             parser = _Assets()
             parser.feed(page.text)

@@ -12,7 +12,10 @@ Routes (all ``GET``/``HEAD``; :class:`convlog.web.access.Guard` is in front of a
 ``/api/search?q=``         the same as JSON
 ``/health``                ``convlog status --json``, HTTP 200 when ``status`` would exit 0, else 503
 ``/api/health``            the same
-``/status``                the same for a person
+``/status``                the same for a person, with the log's health charts
+``/api/health/log``        gaps and drops over time, disk use, horizon, sync (``info``)
+``/usage``                 tokens and cost per model, session and day, as charts
+``/api/usage``             the same as JSON
 ``/api/schema``            the OpenAPI document of the API
 ``/static/…``              styles, scripts (htmx is vendored: nothing from a CDN)
 =========================  ===================================================
@@ -43,6 +46,7 @@ from starlette.templating import Jinja2Templates
 from convlog.core.record import dump_json
 from convlog.readers.listing import SESSION_ORDERS
 from convlog.web.access import Access, Guard
+from convlog.web.charts import TOP_MAX, TOP_SESSIONS
 from convlog.web.sources import SEARCH_LIMIT, BadQueryError, SearchIndexError, SessionQuery
 
 HERE = Path(__file__).resolve().parent
@@ -365,8 +369,88 @@ class Pages:
 
     def status_page(self, request: Request) -> Response:
         """What ``convlog status`` says, for a person."""
+        from convlog.web.charts import health_charts
+
         code, report = self.source.health()
-        return self._page(request, "status.html", {"code": code, "report": report}, 200 if code == 0 else 503)
+        log = self._health_log()
+        charts = health_charts(log) if log else []
+        return self._page(request, "status.html", {"code": code, "report": report, "log": log, "charts": charts},
+                          200 if code == 0 else 503)
+
+    def _health_log(self) -> dict[str, Any] | None:
+        """The log's health figures, None when the source has none (``--db``) or the
+        directory holds no log yet."""
+        from convlog.store.replay import NoLogError
+
+        try:
+            return self.source.health_log()
+        except NoLogError:
+            return None
+
+    def health_log(self, request: Request) -> Response:
+        """What ``convlog info`` and the sync say about the log's health, over time.
+
+        ---
+        summary: The log's health over time (convlog info --json figures, gaps and drops per hour or day)
+        responses:
+          200:
+            description: >
+              {"bucket": "hour" or "day", "first_ts", "last_ts", "records", "last_seq",
+              "gaps": {"records", "missing"}, "drops": {"records", "messages"},
+              "publishers": [{"id", "messages", "last_stamp_seq", "missing", "restarts",
+              "duplicates", "last_record", "gap_missing"}],
+              "gap_series": [{"bucket", "publisher", "gaps", "missing"}],
+              "drop_series": [{"bucket", "records", "messages"}],
+              "disk": {"events", "checkpoints", "index", "recovery", "other", "total": {"bytes",
+              "allocated", "files"}, "archive": {"path", "bytes", "allocated", "files"} or null},
+              "checkpoints": {"count", "bytes", "labelled", "newest"}, "horizon": {"seq", "ts",
+              "pruned"} or null, "sync": recovery/sync.json or null}; with --db, null
+          404: {description: '{"error": reason}: no log in the directory'}
+        """
+        try:
+            return ConvlogJSON(self.source.health_log())
+        except Exception as exc:
+            return self._error_json(exc)
+
+    # -- usage
+
+    def usage_page(self, request: Request) -> Response:
+        """Tokens and cost per model, per session and per day, as charts."""
+        from convlog.web.charts import usage_charts
+
+        try:
+            data = self.source.usage(min(_int(request, "top", TOP_SESSIONS), TOP_MAX))
+        except Exception as exc:
+            return self._error_page(request, exc)
+        return self._page(request, "usage.html", {"data": data, "charts": usage_charts(data)})
+
+    def usage_api(self, request: Request) -> Response:
+        """Tokens and cost per model, per session and per day (what ``/usage`` shows).
+
+        ---
+        summary: Tokens and cost per model, per session and per day (from the llm.request records)
+        parameters:
+          - {name: top, in: query, schema: {type: integer, minimum: 1, maximum: 500},
+             description: 'sessions listed (default 20), most cost first'}
+        responses:
+          200:
+            description: >
+              {"totals": {"requests", "input_tokens", "output_tokens", "cost_usd", "models":
+              {model: requests}} (convlog replay --json's usage),
+              "models": [{"model" (null: none named), "requests", "input_tokens", "output_tokens", "cost_usd"}],
+              "sessions": [{"id", "title", "deleted", "requests", "input_tokens", "output_tokens",
+              "cost_usd", "models"}] (the top by cost), "sessions_with_usage", "top",
+              "days": [{"day" (UTC, receive time), "requests", "input_tokens", "output_tokens", "cost_usd"}],
+              "undated": requests whose record has no time, "outside_days": what the totals
+              hold beyond the records the log still has (retention); cost in US dollars
+          400: {description: '{"error": reason}: a top that is not a whole number'}
+          404: {description: '{"error": reason}: no log in the directory'}
+          503: {description: '{"error": reason}: the database cannot be read'}
+        """
+        try:
+            return ConvlogJSON(self.source.usage(min(_int(request, "top", TOP_SESSIONS), TOP_MAX)))
+        except Exception as exc:
+            return self._error_json(exc)
 
     def schema(self, request: Request) -> Response:
         """The OpenAPI document of the JSON API (from the endpoints' docstrings)."""
@@ -396,6 +480,9 @@ def create_app(source: Any, access: Access) -> Any:
         Route("/health", pages.health, methods=["GET"]),
         Route("/api/health", pages.health, methods=["GET"]),
         Route("/status", pages.status_page, methods=["GET"]),
+        Route("/api/health/log", pages.health_log, methods=["GET"]),
+        Route("/usage", pages.usage_page, methods=["GET"]),
+        Route("/api/usage", pages.usage_api, methods=["GET"]),
         Route("/api/schema", pages.schema, methods=["GET"], include_in_schema=False),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]

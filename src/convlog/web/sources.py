@@ -31,6 +31,7 @@ from convlog.core.record import format_ts, parse_when
 from convlog.readers.listing import SESSION_ORDERS, session_document, session_row, sorted_sessions
 from convlog.store.replay import Replay, load, parse_as_of
 from convlog.store.segment import list_segments, segment_size
+from convlog.web.charts import TOP_SESSIONS, LogCharts
 
 #: Sessions in one page (``?page=``), as ``convlog sessions`` prints them.
 PAGE_SIZE = 50
@@ -202,6 +203,7 @@ class LogSource:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.folds = ReplayCache(directory)
+        self.charts = LogCharts(directory, self.folds.get)
         self._lock = threading.Lock()
         self._listed: Replay | None = None
         self._listings: dict[tuple[bool, str], _Listing] = {}
@@ -328,6 +330,25 @@ class LogSource:
 
         return status_report(self.directory, timeout_s=3.0)
 
+    def usage(self, top: int = TOP_SESSIONS) -> dict[str, Any]:
+        """Tokens and cost per model, per session (the ``top`` by cost) and per day:
+        :meth:`convlog.web.charts.LogCharts.usage`, from the cached fold and one kept
+        pass over the log's ``llm.request`` records.
+
+        Raises:
+            NoLogError: when the directory holds no log.
+        """
+        return self.charts.usage(top)
+
+    def health_log(self) -> dict[str, Any]:
+        """What ``convlog info`` and the sync say about the log's health, with gaps per
+        publisher and drops over time: :meth:`convlog.web.charts.LogCharts.health`.
+
+        Raises:
+            NoLogError: when the directory holds no log.
+        """
+        return self.charts.health()
+
 
 class DbSource:
     """The pages' answers from the PostgreSQL store (``--db URL``), through
@@ -447,6 +468,27 @@ class DbSource:
             return 0, {"healthy": True, "logs": lag_rows(conn)}
         finally:
             conn.close()
+
+    def usage(self, top: int = TOP_SESSIONS) -> dict[str, Any]:
+        """As :meth:`LogSource.usage`, from ``convlog.llm_requests`` by SQL ``GROUP BY``
+        (:func:`convlog.web.charts.db_usage`).
+
+        Raises:
+            DatabaseError: when the database cannot be read.
+            SchemaError: when it holds no convlog schema of this version.
+        """
+        from convlog.web.charts import db_usage
+
+        conn = self._connect()
+        try:
+            return db_usage(conn, top)
+        finally:
+            conn.close()
+
+    def health_log(self) -> dict[str, Any] | None:
+        """None: the database's health is its logs' lag (:meth:`health`); the log's own
+        figures are read where the log is (``convlog serve --dir``)."""
+        return None
 
 
 class _RowInfo:
