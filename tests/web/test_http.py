@@ -45,8 +45,8 @@ def test_without_the_token_a_page_says_how_to_get_in(demo_server: Served) -> Non
     ``WWW-Authenticate: Bearer``; pages get a plain page that says where the token is,
     the API a JSON error."""
     with demo_server.anonymous() as client:
-        for path in ("/", "/sessions/demo-stream", "/search?q=haiku", "/status", "/health", "/static/convlog.css",
-                     "/?token=wrong"):
+        for path in ("/", "/sessions/demo-stream", "/search?q=haiku", "/status", "/api/health",
+                     "/static/convlog.css", "/?token=wrong", "/health/", "/api/health?token=wrong"):
             response = client.get(path)
             assert response.status_code == 401, path
             assert response.headers["www-authenticate"].startswith("Bearer")
@@ -244,6 +244,9 @@ def test_health_is_200_exactly_when_status_exits_0(demo_server: Served, demo_log
         assert health.status_code == 503 and health.json() == orjson.loads(status.stdout)
         assert client.get("/api/health").json() == health.json()
         assert client.get("/status").status_code == 503
+    with demo_server.anonymous() as anonymous:  # a load balancer: the code, nothing of the report
+        health = anonymous.get("/health")
+        assert health.status_code == 503 and health.json() == {"healthy": False}
     directory = tmp_path / "live"
     with running_bus(tmp_path) as bus:
         recorder = bus.recorder(directory)
@@ -256,6 +259,9 @@ def test_health_is_200_exactly_when_status_exits_0(demo_server: Served, demo_log
                 assert health.status_code == 200, health.text
                 assert health.json()["healthy"] is True and health.json()["running"] is True
                 assert "healthy" in client.get("/status").text
+            with server.anonymous() as anonymous:
+                health = anonymous.get("/health")
+                assert health.status_code == 200 and health.json() == {"healthy": True}
         finally:
             server.stop()
             recorder.terminate()

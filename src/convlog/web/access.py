@@ -17,7 +17,9 @@ In order, for each HTTP request:
    address bar or history), as that cookie, or as ``Authorization: Bearer TOKEN``
    (RFC 6750); compared with :func:`secrets.compare_digest`. Without it: 401 with
    ``WWW-Authenticate: Bearer`` (RFC 9110 §11.6.1) and a plain page saying how to get
-   in.
+   in. One exception: ``/health`` without the token answers its status code and
+   ``{"healthy": true|false}`` alone (:data:`PUBLIC_HEALTH_PATH`), for load balancers
+   and uptime checks; the report itself needs the token.
 
 Every response, refusals included, carries the security headers of
 :data:`SECURITY_HEADERS`: a strict Content-Security-Policy (CSP Level 3: scripts,
@@ -199,6 +201,12 @@ def _bearer(scope: MutableMapping[str, Any]) -> str | None:
     return None
 
 
+#: The one path answered without the token: ``/health``'s status code (200/503) and
+#: ``{"healthy": …}`` only, for load balancers and uptime checks, which send no token.
+PUBLIC_HEALTH_PATH = "/health"
+#: The request-state key (``request.state``) set on a request answered without the token.
+ANONYMOUS = "anonymous"
+
 #: The page a request without the token gets (with 401).
 LOCKED_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>convlog: access token needed</title></head>
@@ -253,6 +261,12 @@ class Guard:
                 return
             name = cookie_name(self.access.port)
             if not (self.access.token_ok(_cookie(scope, name)) or self.access.token_ok(_bearer(scope))):
+                if scope["path"] == PUBLIC_HEALTH_PATH:
+                    # A load balancer or uptime check sends no token: it gets the
+                    # status code and {"healthy": …}, nothing of the report.
+                    await self.app({**scope, "state": {**scope.get("state", {}), ANONYMOUS: True}}, receive,
+                                   send_secured)
+                    return
                 await _locked(send_secured, scope, host)
                 return
         await self.app(scope, receive, send_secured)

@@ -45,7 +45,7 @@ from starlette.templating import Jinja2Templates
 
 from convlog.core.record import dump_json
 from convlog.readers.listing import SESSION_ORDERS
-from convlog.web.access import Access, Guard
+from convlog.web.access import ANONYMOUS, Access, Guard
 from convlog.web.charts import TOP_MAX, TOP_SESSIONS
 from convlog.web.sources import SEARCH_LIMIT, BadQueryError, SearchIndexError, SessionQuery
 
@@ -359,12 +359,17 @@ class Pages:
 
         ---
         summary: Is the recorder recording? (convlog status --json)
-        description: HTTP 200 when convlog status would exit 0, 503 otherwise (RFC 9110 §15.6.4).
         responses:
           200: {description: 'the recorder''s status reply: {"running": true, "healthy": true, …}'}
           503: {description: '{"running": false, "healthy": false, "problems": [reason]} or an unhealthy status'}
+        description: >
+          HTTP 200 when convlog status would exit 0, 503 otherwise (RFC 9110 §15.6.4).
+          /health without the token (a load balancer, an uptime check) gets the same
+          status code and {"healthy": true|false} only.
         """
         code, report = self.source.health()
+        if getattr(request.state, ANONYMOUS, False):
+            return ConvlogJSON({"healthy": code == 0}, status_code=200 if code == 0 else 503)
         return ConvlogJSON(report, status_code=200 if code == 0 else 503)
 
     def status_page(self, request: Request) -> Response:
