@@ -55,6 +55,25 @@ def test_the_database_pages_answer_like_the_db_readers(demo_log: Path, pg_url: s
             health = client.get("/health")
             assert health.status_code == 200 and health.json()["logs"], health.text
             assert "healthy" in client.get("/status").text
+        # The database filters, sorts and pages (only a page is fetched): the same
+        # sessions as the log directory's listing, for each filter.
+        local = serve(log, tmp_path / "serve-dir.err")
+        try:
+            with server.client() as remote_client, local.client() as local_client:
+                participants = sorted({p for row in rows for p in row["participants"]})
+                queries = [{}, {"text": "WHAT-IF"}, {"text": "%"}, {"text": "_"}, {"model": "demo-model"},
+                           {"agent": participants[0].upper()}, {"since": "2000-01-01"}, {"since": "1h"},
+                           {"order": "messages"}, {"order": "oldest"}, {"include_deleted": "1"}]
+                for params in queries:
+                    remote = remote_client.get("/api/sessions", params=params).json()
+                    here = local_client.get("/api/sessions", params=params).json()
+                    assert [r["id"] for r in remote["sessions"]] == [r["id"] for r in here["sessions"]], params
+                    assert (remote["total"], remote["agents"], remote["models"]) == (
+                        here["total"], here["agents"], here["models"]), params
+                assert any(remote_client.get("/api/sessions", params=q).json()["total"] < len(rows)
+                           for q in queries[1:])
+        finally:
+            assert local.stop() == 0
     finally:
         assert server.stop() == 0
 

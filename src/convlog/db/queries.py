@@ -87,12 +87,21 @@ def resolve_session(conn: Any, name: str, log: str | None = None) -> str:
     raise UnknownSessionError(f"no session {name!r} in the database")
 
 
+def _like(text: str) -> str:
+    """``%text%`` for ``ILIKE``, with its own ``%``, ``_`` and ``\\`` taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def session_rows(conn: Any, include_deleted: bool = False, order: str = "recent", limit: int | None = None,
-                 log: str | None = None) -> tuple[list[dict[str, Any]], int]:
+                 log: str | None = None, *, text: str | None = None, agent: str | None = None,
+                 model: str | None = None, since: str | None = None, offset: int = 0
+                 ) -> tuple[list[dict[str, Any]], int]:
     """The sessions, as ``convlog sessions --json`` gives them for a log directory (id,
     branch, parent, fork_at, messages, duplicates, participants, last_activity, deleted)
     plus ``title``, ``logs`` (the log ids its records came from), ``first_activity`` and
-    ``usage``; ``first_seq``/``last_seq`` are null (seqs are per log).
+    ``usage``; ``first_seq``/``last_seq`` are null (seqs are per log). The filters and
+    the page are applied by the database (``convlog serve --db`` pages through 100k
+    sessions without fetching them).
 
     Args:
         conn: a reader connection.
@@ -100,6 +109,12 @@ def session_rows(conn: Any, include_deleted: bool = False, order: str = "recent"
         order: a key of :data:`ORDERS`.
         limit: at most this many (None or 0: all).
         log: only sessions with records from a log whose id starts with this.
+        text: only sessions whose id, title, branch or a participant contains it (any case).
+        agent: only sessions this participant took part in (any case).
+        model: only sessions with a request to this model.
+        since: only sessions active at or after this time (the records' RFC 3339 form,
+            compared as written, as the log directory's listing does).
+        offset: rows skipped before the first returned.
 
     Returns:
         ``(rows, total)``: the rows in order and how many sessions match in all.
@@ -107,12 +122,27 @@ def session_rows(conn: Any, include_deleted: bool = False, order: str = "recent"
     where = "" if include_deleted else " AND NOT deleted"
     log_where, params = _log_filter(log)
     where += log_where
+    if text:
+        where += (" AND (session ILIKE %s OR title ILIKE %s OR branch ILIKE %s"
+                  " OR EXISTS (SELECT 1 FROM unnest(participants) p WHERE p ILIKE %s))")
+        params = (*params, *[_like(text)] * 4)
+    if agent:
+        where += " AND EXISTS (SELECT 1 FROM unnest(participants) p WHERE lower(p) = lower(%s))"
+        params = (*params, agent)
+    if model:
+        where += " AND models ? %s"
+        params = (*params, model)
+    if since:
+        where += " AND last_ts_text >= %s"
+        params = (*params, since)
     total = conn.execute(f"SELECT count(*) FROM convlog.sessions WHERE true{where}", params).fetchone()[0]
     query = f"""SELECT session, branch, parent, fork_at, messages, duplicates, participants, last_ts_text,
                        deleted, title, logs::text[], first_ts, requests, input_tokens, output_tokens, cost_usd, models
                 FROM convlog.sessions WHERE true{where} ORDER BY {ORDERS[order]}"""
     if limit:
         query += f" LIMIT {int(limit)}"
+    if offset:
+        query += f" OFFSET {int(offset)}"
     rows = []
     for (sid, branch, parent, fork_at, messages, duplicates, participants, last_ts, deleted, title, logs, first_ts,
          requests, input_tokens, output_tokens, cost_usd, models) in conn.execute(query, params):
@@ -228,3 +258,14 @@ def _with_copies(hit: DbHit, copies: int) -> DbHit:
     from dataclasses import replace
 
     return replace(hit, copies=copies)
+
+
+def session_facets(conn: Any, include_deleted: bool = False) -> tuple[list[str], list[str]]:
+    """Every participant and every model of the sessions (the filters' choices), each
+    sorted (participants case-insensitively)."""
+    where = "" if include_deleted else " WHERE NOT deleted"
+    agents = [row[0] for row in conn.execute(
+        f"SELECT DISTINCT p FROM convlog.sessions, unnest(participants) p{where}")]
+    models = [row[0] for row in conn.execute(
+        f"SELECT DISTINCT m FROM convlog.sessions, jsonb_object_keys(models) m{where}")]
+    return sorted(agents, key=str.casefold), sorted(models)

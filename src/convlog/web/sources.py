@@ -380,31 +380,26 @@ class DbSource:
 
     def sessions(self, query: SessionQuery) -> dict[str, Any]:
         """As :meth:`LogSource.sessions`, from ``convlog.sessions`` (rows of
-        :func:`convlog.db.queries.session_rows`); the filters apply to every row.
+        :func:`convlog.db.queries.session_rows`): the database filters, sorts and
+        pages, so only the page's rows are fetched.
 
         Raises:
             BadQueryError: for a ``since`` that is not a time.
             DatabaseError: when the database cannot be read.
             SchemaError: when it holds no convlog schema of this version.
         """
-        from convlog.db.queries import session_rows
+        from convlog.db.queries import session_facets, session_rows
 
         since_ts = query.since_ts()
         conn = self._connect()
         try:
-            every, _total = session_rows(conn, query.include_deleted, query.order, None)
+            rows, total = session_rows(conn, query.include_deleted, query.order, PAGE_SIZE, text=query.text,
+                                       agent=query.agent, model=query.model, since=since_ts,
+                                       offset=(query.page - 1) * PAGE_SIZE)
+            agents, models = session_facets(conn, query.include_deleted)
         finally:
             conn.close()
-
-        def keep(row: dict[str, Any]) -> bool:
-            info = _RowInfo(row)
-            return _matches(info, query, since_ts)
-
-        kept = [row for row in every if keep(row)]
-        start = (query.page - 1) * PAGE_SIZE
-        return {"sessions": kept[start:start + PAGE_SIZE], **_paged(len(kept), query),
-                "agents": sorted({p for row in every for p in row["participants"]}, key=str.casefold),
-                "models": sorted({m for row in every for m in (row["usage"]["models"] or {})})}
+        return {"sessions": rows, **_paged(total, query), "agents": agents, "models": models}
 
     def session(self, name: str, as_of: str | None = None) -> dict[str, Any]:
         """As :meth:`LogSource.session`, folded from the database's records of the
@@ -489,20 +484,3 @@ class DbSource:
         """None: the database's health is its logs' lag (:meth:`health`); the log's own
         figures are read where the log is (``convlog serve --dir``)."""
         return None
-
-
-class _RowInfo:
-    """A ``sessions --db`` row seen as the few fields :func:`_matches` reads."""
-
-    def __init__(self, row: dict[str, Any]) -> None:
-        self.id = row["id"]
-        self.title = row.get("title")
-        self.branch = row.get("branch")
-        self.participants = row["participants"]
-        self.last_ts = row.get("last_activity")
-        self.usage = _RowUsage(row["usage"]["models"] or {})
-
-
-@dataclass(frozen=True, slots=True)
-class _RowUsage:
-    models: dict[str, int]
