@@ -65,6 +65,8 @@ BATCH_BYTES = 16 * 1024 * 1024
 #: The views are made at most this often, seconds: the search rows while the records
 #: are behind the log (after each batch once caught up), the projections always.
 VIEWS_EVERY_S = 1.0
+#: The niceness of the threads making the views (setpriority(2)), above the records'.
+VIEWS_NICE = 10
 #: Back-off after a database error: first and longest wait, seconds.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
@@ -502,6 +504,10 @@ class ViewMaker(threading.Thread):
         self.halt = threading.Event()
 
     def run(self) -> None:
+        # Records first: this thread yields the CPU to the records' thread (Linux
+        # schedules threads one by one; raising one's own niceness needs no privilege).
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), VIEWS_NICE)
         follower = self.follower
         conn: Any = None
         backoff = RETRY_FIRST_S
