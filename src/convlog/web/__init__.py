@@ -10,6 +10,7 @@ under ``static/vendor``, no CDN) swaps the filtered tables in place.
 Modules: :mod:`.access` (the access token, the Host check, the methods allowed and the
 security headers of every response), :mod:`.sources` (what the pages and the API
 read: a log directory or the database, the same shapes as the CLI's ``--json``),
-:mod:`.app` (the routes, pages and API), :mod:`.server` (running it with uvicorn) and
-:mod:`.tree` (a session's fork tree as SVG, for the session page).
+:mod:`.app` (the routes, pages and API), :mod:`.server` (running it with uvicorn),
+:mod:`.tree` (a session's fork tree as SVG, for the session page) and :mod:`.live`
+(Live's server-sent events, from ``convlog tail -f``'s follower).
 """
