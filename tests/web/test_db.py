@@ -47,11 +47,15 @@ def test_the_database_pages_answer_like_the_db_readers(demo_log: Path, pg_url: s
                 page = client.get(f"/sessions/{row['id']}")
                 assert page.status_code == 200 and page.text.count('class="message ') == len(shown["messages"])
                 assert 'id="as-of"' not in page.text  # no slider: the database has no as_of
+                assert data["tree"] is None and 'id="tree-note"' in page.text  # the tree is a log directory's
             assert client.get(f"/api/sessions/{rows[0]['id']}", params={"as_of": "3"}).status_code == 400
             hits = ok("search", "haiku", "--db", pg_url, "--json")
             assert hits and client.get("/api/search", params={"q": "haiku"}).json() == hits
             assert "<mark>" in client.get("/search", params={"q": "haiku"}).text
             assert client.get("/api/search", params={"q": "haiku", "stem": "1"}).status_code == 400
+            events = client.get("/api/events")  # Live follows a log directory
+            assert events.status_code == 404 and "--dir" in events.json()["error"]
+            assert 'id="live-note"' in client.get("/live").text
             health = client.get("/health")
             assert health.status_code == 200 and health.json()["logs"], health.text
             assert "healthy" in client.get("/status").text

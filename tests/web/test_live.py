@@ -267,6 +267,22 @@ def test_records_stream_as_they_are_recorded_and_a_reconnection_resumes(tmp_path
             again.close()
 
 
+@pytest.mark.slow
+def test_an_idle_stream_gets_a_ping_comment_every_15_s(demo_server: Served) -> None:
+    """Nothing recorded: after 15 s the stream carries a ``: ping`` comment (proxies and
+    browsers keep the connection open), no event."""
+    stream = Events(demo_server, {"kind": "message"})
+    try:
+        started = time.monotonic()
+        while not any(c.startswith(": ping") for c in stream.comments):
+            assert time.monotonic() - started < 20, stream.comments
+            time.sleep(0.1)
+        assert 14 < time.monotonic() - started < 20
+        assert stream.next(0.1) is None
+    finally:
+        stream.close()
+
+
 def test_sigterm_stops_the_server_at_once_while_a_stream_is_open(tmp_path: Path) -> None:
     """uvicorn waits for open connections before it exits; an event stream never ends
     by itself, so the server must end it: SIGTERM with a client connected exits 0
