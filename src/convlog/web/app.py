@@ -307,7 +307,8 @@ class Pages:
               "count" (messages visible right after it)}], "edges": [{"source", "target",
               "kind" (continues, forks, rewinds-to)}], "lanes": [session ids], "axis" (time or
               seq), "hidden" (nodes left out to stay under the cap)}: the session's fork tree
-              at the as_of cut (null with --db: the tree is drawn from a log directory)}
+              at the as_of cut (with --db: from the family's records in receive-time order,
+              numbered 1..N as show --db numbers them)}
           400: {description: '{"error": reason}: an as_of that is neither a seq nor a time'}
           404: {description: '{"error": reason}: no such session (or several match the prefix)'}
         """

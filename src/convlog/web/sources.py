@@ -445,18 +445,10 @@ class DbSource:
                 "agents": sorted({p for row in every for p in row["participants"]}, key=str.casefold),
                 "models": sorted({m for row in every for m in (row["usage"]["models"] or {})})}
 
-    def session(self, name: str, as_of: str | None = None) -> dict[str, Any]:
-        """As :meth:`LogSource.session`, folded from the database's records of the
-        session's family (``convlog show --db``); ``as_of`` is not available.
-
-        Raises:
-            BadQueryError: when ``as_of`` is given.
-            UnknownSessionError: when no session or several match ``name``.
-            DatabaseError: when the database cannot be read.
-            SchemaError: when it holds no convlog schema of this version.
-        """
+    def _session(self, name: str, as_of: str | None) -> tuple[dict[str, Any], Any]:
         from convlog.db.projection import UnionReplay
         from convlog.db.queries import resolve_session, union_of
+        from convlog.web.tree import session_tree
 
         if as_of:
             raise BadQueryError("as_of reads a log directory; it is not available with --db")
@@ -468,13 +460,35 @@ class DbSource:
             conn.close()
         replay = UnionReplay(union, self.where)
         info = replay.state.sessions[sid]
+        tree = session_tree(replay.state, union.records, sid)
         return {**session_document(replay, sid), **_session_extras(replay, sid), "as_of": None,
-                "log_last_seq": replay.state.last_seq, "seq_range": [info.first_seq, info.last_seq], "tree": None}
+                "log_last_seq": replay.state.last_seq, "seq_range": [info.first_seq, info.last_seq],
+                "tree": tree_document(tree)}, tree
+
+    def session(self, name: str, as_of: str | None = None) -> dict[str, Any]:
+        """As :meth:`LogSource.session`, folded from the database's records of the
+        session's family (``convlog show --db``); ``as_of`` is not available. The
+        ``tree`` is drawn from the same records, numbered in receive-time order (the
+        seqs of the family's union, as ``show --db`` numbers them, not any one log's).
+
+        Raises:
+            BadQueryError: when ``as_of`` is given.
+            UnknownSessionError: when no session or several match ``name``.
+            DatabaseError: when the database cannot be read.
+            SchemaError: when it holds no convlog schema of this version.
+        """
+        return self._session(name, as_of)[0]
 
     def session_view(self, name: str, as_of: str | None = None) -> tuple[dict[str, Any], str | None]:
-        """:meth:`session` and no tree drawing: the tree is drawn from a log directory
-        only (its records' receive times and checkpoint names are read from the log)."""
-        return self.session(name, as_of), None
+        """:meth:`session` and its tree as SVG; a node links to its lane's session (the
+        database has no ``as_of``), the session's ``end`` is marked."""
+        from urllib.parse import quote
+
+        from convlog.web.tree import render_svg
+
+        data, tree = self._session(name, as_of)
+        return data, render_svg(tree, link=lambda node: f"/sessions/{quote(node.session, safe='')}",
+                                selected=selected_nodes(tree, data["session"]))
 
     def search(self, text: str, limit: int = SEARCH_LIMIT, **filters: Any) -> list[dict[str, Any]]:
         """``convlog search --db --json`` (:func:`convlog.db.queries.search`; ``stem``
