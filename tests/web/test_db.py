@@ -9,6 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from convlog.store.replay import load
+from convlog.web.tree import tree_of
+
 pytest.register_assert_rewrite("served")  # before the import: it is also a plugin (below)
 from served import Served, run, serve  # noqa: E402
 
@@ -47,11 +50,20 @@ def test_the_database_pages_answer_like_the_db_readers(demo_log: Path, pg_url: s
                 page = client.get(f"/sessions/{row['id']}")
                 assert page.status_code == 200 and page.text.count('class="message ') == len(shown["messages"])
                 assert 'id="as-of"' not in page.text  # no slider: the database has no as_of
+                drawn = tree_of(load(demo_log), row["id"])  # the same tree as the log's, numbered otherwise
+                assert [(n["kind"], n["session"], n["count"], n["label"]) for n in data["tree"]["nodes"]] == [
+                    (n.kind, n.session, n.count, n.label) for n in drawn.nodes]
+                assert [(e["kind"], e["source"], e["target"]) for e in data["tree"]["edges"]] == [
+                    (e.kind, e.source, e.target) for e in drawn.edges]
+                assert page.text.count("data-node=") == len(drawn.nodes) and "?as_of=" not in page.text
             assert client.get(f"/api/sessions/{rows[0]['id']}", params={"as_of": "3"}).status_code == 400
             hits = ok("search", "haiku", "--db", pg_url, "--json")
             assert hits and client.get("/api/search", params={"q": "haiku"}).json() == hits
             assert "<mark>" in client.get("/search", params={"q": "haiku"}).text
             assert client.get("/api/search", params={"q": "haiku", "stem": "1"}).status_code == 400
+            events = client.get("/api/events")  # Live follows a log directory
+            assert events.status_code == 404 and "--dir" in events.json()["error"]
+            assert 'id="live-note"' in client.get("/live").text
             health = client.get("/health")
             assert health.status_code == 200 and health.json()["logs"], health.text
             assert "healthy" in client.get("/status").text

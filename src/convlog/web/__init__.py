@@ -11,6 +11,7 @@ Modules: :mod:`.access` (the access token, the Host check, the methods allowed a
 security headers of every response), :mod:`.sources` (what the pages and the API
 read: a log directory or the database, the same shapes as the CLI's ``--json``),
 :mod:`.app` (the routes, pages and API), :mod:`.server` (running it with uvicorn),
-:mod:`.tree` (a session's fork tree as SVG, for the session page) and :mod:`.charts`
+:mod:`.tree` (a session's fork tree as SVG, for the session page), :mod:`.live`
+(Live's server-sent events, from ``convlog tail -f``'s follower) and :mod:`.charts`
 (the Usage and Health pages' figures and charts; Chart.js is vendored beside htmx).
 """

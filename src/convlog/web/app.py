@@ -10,6 +10,8 @@ Routes (all ``GET``/``HEAD``; :class:`convlog.web.access.Guard` is in front of a
 ``/api/sessions/{id}``     the same as JSON
 ``/search?q=``             full-text search, matches highlighted
 ``/api/search?q=``         the same as JSON
+``/live``                  new records as they are recorded (``?session=``, ``?kind=``)
+``/api/events``            the same as server-sent events (:mod:`convlog.web.live`)
 ``/health``                ``convlog status --json``, HTTP 200 when ``status`` would exit 0, else 503
 ``/api/health``            the same
 ``/status``                the same for a person, with the log's health charts
@@ -45,11 +47,16 @@ from starlette.templating import Jinja2Templates
 
 from convlog.core.record import dump_json
 from convlog.readers.listing import SESSION_ORDERS
+from convlog.readers.tail import RecordFilter
 from convlog.web.access import ANONYMOUS, Access, Guard
 from convlog.web.charts import TOP_MAX, TOP_SESSIONS
+from convlog.web.live import BACKLOG_MAX, PING_S, LiveFeed
 from convlog.web.sources import SEARCH_LIMIT, BadQueryError, SearchIndexError, SessionQuery
 
 HERE = Path(__file__).resolve().parent
+
+#: Rows the Live page keeps (the newest first; older ones are dropped).
+LIVE_ROWS = 200
 
 #: The OpenAPI document's fixed part; the paths come from the endpoints' docstrings.
 SCHEMA = SchemaGenerator({"openapi": "3.0.3", "info": {"title": "convlog serve", "version": "1"}})
@@ -200,6 +207,9 @@ class Pages:
     def __init__(self, source: Any) -> None:
         self.source = source
         self.templates = templates()
+        directory = getattr(source, "directory", None)
+        #: Live's watch of the log (None with ``--db``).
+        self.live = LiveFeed(directory) if directory is not None else None
 
     def _page(self, request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
         context = {"where": self.source.where, "nav": request.url.path, "time_travel": self.source.time_travel,
@@ -273,10 +283,11 @@ class Pages:
     def session_page(self, request: Request) -> Response:
         """One session's messages, crystals, usage; ``?as_of=`` for the past."""
         try:
-            data = self.source.session(request.path_params["session"], request.query_params.get("as_of") or None)
+            data, svg = self.source.session_view(request.path_params["session"],
+                                                 request.query_params.get("as_of") or None)
         except Exception as exc:
             return self._error_page(request, exc)
-        return self._page(request, "session.html", {"data": data})
+        return self._page(request, "session.html", {"data": data, "tree_svg": Markup(svg) if svg else None})
 
     def session_api(self, request: Request) -> Response:
         """One session as JSON (what ``/sessions/{id}`` shows).
@@ -294,7 +305,14 @@ class Pages:
               "complete", "sent"}], "title", "usage", "participants", "duplicates", "first_seq",
               "last_seq", "last_activity", "crystals": [{"seq", "upto", "summary", "current"}],
               "checkpoints": [{"name", "seq", "at"}], "rewinds": [{"seq", "from", "to", "dropped"}],
-              "as_of", "log_last_seq", "seq_range": [first, last]}
+              "as_of", "log_last_seq", "seq_range": [first, last], "tree": {"nodes": [{"id",
+              "kind" (start, messages, fork, rewind, checkpoint, crystal, end), "session", "seq",
+              "ts", "label", "as_of" (the seq to open the session as it was at the node),
+              "count" (messages visible right after it)}], "edges": [{"source", "target",
+              "kind" (continues, forks, rewinds-to)}], "lanes": [session ids], "axis" (time or
+              seq), "hidden" (nodes left out to stay under the cap)}: the session's fork tree
+              at the as_of cut (with --db: from the family's records in receive-time order,
+              numbered 1..N as show --db numbers them)}
           400: {description: '{"error": reason}: an as_of that is neither a seq nor a time'}
           404: {description: '{"error": reason}: no such session (or several match the prefix)'}
         """
@@ -457,6 +475,70 @@ class Pages:
         except Exception as exc:
             return self._error_json(exc)
 
+    # -- live
+
+    def _live_args(self, request: Request) -> tuple[RecordFilter, list[str], list[str]]:
+        """The filter of ``/live`` and ``/api/events``: ``session`` and ``kind`` (each
+        repeatable; empty values ignored), as ``convlog tail --session --kind``."""
+        sessions = [v.strip() for v in request.query_params.getlist("session") if v.strip()]
+        kinds = [v.strip() for v in request.query_params.getlist("kind") if v.strip()]
+        try:
+            return RecordFilter.of(sessions, kinds), sessions, kinds
+        except ValueError as exc:
+            raise BadQueryError(str(exc)) from None
+
+    def live_page(self, request: Request) -> Response:
+        """New records as they are recorded (``live.js`` reads ``/api/events``)."""
+        error = None
+        sessions: list[str] = []
+        kinds: list[str] = []
+        try:
+            _, sessions, kinds = self._live_args(request)
+        except BadQueryError as exc:
+            error = str(exc)
+        events = "/api/events" + with_query(request, n=LIVE_ROWS)
+        return self._page(request, "live.html", {"sessions": sessions, "kinds": kinds, "error": error,
+                                                 "events": events, "live": self.live is not None,
+                                                 "rows": LIVE_ROWS}, 400 if error else 200)
+
+    async def events_api(self, request: Request) -> Response:
+        """Server-sent events: each record as it is recorded (``convlog tail -f --json``).
+
+        ---
+        summary: New records as server-sent events (convlog tail -f --json)
+        description: >
+          text/event-stream. Each event is one record: id is its seq, data its line exactly
+          as in the log (what convlog tail --json prints). Send Last-Event-ID (an
+          EventSource does on reconnecting) to resume after that seq; otherwise the newest
+          n records come first, then each new one. A comment (": ping") every 15 s keeps
+          the connection open. Needs a log directory (convlog serve --dir).
+        parameters:
+          - {name: session, in: query, schema: {type: string}, description: 'only this session (repeatable)'}
+          - {name: kind, in: query, schema: {type: string},
+             description: "only this kind; shell patterns such as 'recorder.*' (repeatable)"}
+          - {name: n, in: query, schema: {type: integer, minimum: 0, maximum: 500},
+             description: 'newest records sent first (default 0)'}
+          - {name: Last-Event-ID, in: header, schema: {type: integer}, description: 'resume after this seq'}
+        responses:
+          200: {description: 'text/event-stream of records (id = seq, data = the log line)'}
+          400: {description: '{"error": reason}: a kind no record has, or a Last-Event-ID or n that is not a number'}
+          404: {description: '{"error": reason}: served from --db (Live follows a log directory)'}
+        """
+        from sse_starlette import EventSourceResponse
+
+        try:
+            keep, _, _ = self._live_args(request)
+            backlog = min(_int(request, "n", 0, low=0), BACKLOG_MAX)
+            raw = (request.headers.get("last-event-id") or "").strip()
+            if raw and not raw.isdigit():
+                raise BadQueryError(f"Last-Event-ID {raw!r} is not a seq")
+            after = int(raw) if raw else None
+        except BadQueryError as exc:
+            return self._error_json(exc)
+        if self.live is None:
+            return ConvlogJSON({"error": "Live follows a log directory: run convlog serve --dir DIR"}, status_code=404)
+        return EventSourceResponse(self.live.events(keep, after, backlog), ping=PING_S)
+
     def schema(self, request: Request) -> Response:
         """The OpenAPI document of the JSON API (from the endpoints' docstrings)."""
         return ConvlogJSON(SCHEMA.get_schema(routes=request.app.routes))
@@ -482,6 +564,8 @@ def create_app(source: Any, access: Access) -> Any:
         Route("/api/sessions/{session:path}", pages.session_api, methods=["GET"]),
         Route("/search", pages.search_page, methods=["GET"]),
         Route("/api/search", pages.search_api, methods=["GET"]),
+        Route("/live", pages.live_page, methods=["GET"]),
+        Route("/api/events", pages.events_api, methods=["GET"]),
         Route("/health", pages.health, methods=["GET"]),
         Route("/api/health", pages.health, methods=["GET"]),
         Route("/status", pages.status_page, methods=["GET"]),

@@ -176,6 +176,32 @@ def _session_extras(replay: Replay, sid: str) -> dict[str, Any]:
     }
 
 
+def tree_document(tree: Any) -> dict[str, Any]:
+    """A :class:`convlog.web.tree.Tree` as the API's ``tree`` member: ``nodes`` (``id``,
+    ``kind``, ``session``, ``seq``, ``ts``, ``label``, ``as_of``, ``count``), ``edges``
+    (``source``, ``target``, ``kind``), ``lanes``, ``axis`` and ``hidden``."""
+    return {
+        "nodes": [{"id": n.id, "kind": n.kind, "session": n.session, "seq": n.seq, "ts": n.ts, "label": n.label,
+                   "as_of": n.as_of, "count": n.count} for n in tree.nodes],
+        "edges": [{"source": e.source, "target": e.target, "kind": e.kind} for e in tree.edges],
+        "lanes": list(tree.lanes),
+        "axis": tree.axis,
+        "hidden": tree.hidden,
+    }
+
+
+def selected_nodes(tree: Any, sid: str) -> list[str]:
+    """The node(s) of ``sid``'s lane the page stands at. The tree is drawn at the
+    page's cut, so its ``end`` is always there: a node of another kind at the same
+    point (the checkpoint, rewind, crystal or messages clicked) is preferred."""
+    lane = [n for n in tree.nodes if n.session == sid]
+    ends = [n for n in lane if n.kind == "end"]
+    if not ends:
+        return []
+    at = [n.id for n in lane if n.kind != "end" and n.as_of == ends[-1].as_of]
+    return at or [ends[-1].id]
+
+
 def _matches(info: Any, query: SessionQuery, since_ts: str | None) -> bool:
     if query.text:
         needle = query.text.casefold()
@@ -207,6 +233,7 @@ class LogSource:
         self._lock = threading.Lock()
         self._listed: Replay | None = None
         self._listings: dict[tuple[bool, str], _Listing] = {}
+        self._trees: OrderedDict[tuple[int, str], tuple[Replay, Any]] = OrderedDict()
 
     def _listing(self, replay: Replay, include_deleted: bool, order: str) -> _Listing:
         """The sessions of ``replay`` in ``order`` with every agent and model, made once
@@ -289,7 +316,40 @@ class LogSource:
                 raise UnknownSessionError(f"session {sid!r} did not exist yet as of {as_of}")
         full = whole.state.sessions[sid]
         return {**session_document(replay, sid), **_session_extras(replay, sid), "as_of": as_of or None,
-                "log_last_seq": whole.state.last_seq, "seq_range": [full.first_seq, full.last_seq]}
+                "log_last_seq": whole.state.last_seq, "seq_range": [full.first_seq, full.last_seq],
+                "tree": tree_document(self._tree(replay, sid))}
+
+    def session_view(self, name: str, as_of: str | None = None) -> tuple[dict[str, Any], str | None]:
+        """What the session page shows: :meth:`session` and its tree drawn as SVG
+        (:func:`convlog.web.tree.render_svg`), the node the page stands at selected
+        (:func:`selected_nodes`).
+
+        Raises:
+            as :meth:`session`.
+        """
+        from convlog.web.tree import render_svg
+
+        data = self.session(name, as_of)
+        replay = self.folds.get(*parse_as_of(as_of)) if as_of else self.folds.get()
+        tree = self._tree(replay, data["session"])
+        return data, render_svg(tree, selected=selected_nodes(tree, data["session"]))
+
+    def _tree(self, replay: Replay, sid: str) -> Any:
+        """The session's tree (:func:`convlog.web.tree.tree_of`) at the fold's cut, kept
+        for the last few folds (a page and its API share it)."""
+        from convlog.web.tree import tree_of
+
+        key = (id(replay), sid)
+        with self._lock:
+            found = self._trees.get(key)
+            if found is not None and found[0] is replay:
+                return found[1]
+        tree = tree_of(replay, sid)
+        with self._lock:
+            self._trees[key] = (replay, tree)
+            while len(self._trees) > 16:
+                self._trees.popitem(last=False)
+        return tree
 
     def search(self, text: str, limit: int = SEARCH_LIMIT, **filters: Any) -> list[dict[str, Any]]:
         """``convlog search TEXT --json``: the index brought up to date, then queried.
@@ -401,18 +461,10 @@ class DbSource:
             conn.close()
         return {"sessions": rows, **_paged(total, query), "agents": agents, "models": models}
 
-    def session(self, name: str, as_of: str | None = None) -> dict[str, Any]:
-        """As :meth:`LogSource.session`, folded from the database's records of the
-        session's family (``convlog show --db``); ``as_of`` is not available.
-
-        Raises:
-            BadQueryError: when ``as_of`` is given.
-            UnknownSessionError: when no session or several match ``name``.
-            DatabaseError: when the database cannot be read.
-            SchemaError: when it holds no convlog schema of this version.
-        """
+    def _session(self, name: str, as_of: str | None) -> tuple[dict[str, Any], Any]:
         from convlog.db.projection import UnionReplay
         from convlog.db.queries import resolve_session, union_of
+        from convlog.web.tree import session_tree
 
         if as_of:
             raise BadQueryError("as_of reads a log directory; it is not available with --db")
@@ -424,8 +476,35 @@ class DbSource:
             conn.close()
         replay = UnionReplay(union, self.where)
         info = replay.state.sessions[sid]
+        tree = session_tree(replay.state, union.records, sid)
         return {**session_document(replay, sid), **_session_extras(replay, sid), "as_of": None,
-                "log_last_seq": replay.state.last_seq, "seq_range": [info.first_seq, info.last_seq]}
+                "log_last_seq": replay.state.last_seq, "seq_range": [info.first_seq, info.last_seq],
+                "tree": tree_document(tree)}, tree
+
+    def session(self, name: str, as_of: str | None = None) -> dict[str, Any]:
+        """As :meth:`LogSource.session`, folded from the database's records of the
+        session's family (``convlog show --db``); ``as_of`` is not available. The
+        ``tree`` is drawn from the same records, numbered in receive-time order (the
+        seqs of the family's union, as ``show --db`` numbers them, not any one log's).
+
+        Raises:
+            BadQueryError: when ``as_of`` is given.
+            UnknownSessionError: when no session or several match ``name``.
+            DatabaseError: when the database cannot be read.
+            SchemaError: when it holds no convlog schema of this version.
+        """
+        return self._session(name, as_of)[0]
+
+    def session_view(self, name: str, as_of: str | None = None) -> tuple[dict[str, Any], str | None]:
+        """:meth:`session` and its tree as SVG; a node links to its lane's session (the
+        database has no ``as_of``), the session's ``end`` is marked."""
+        from urllib.parse import quote
+
+        from convlog.web.tree import render_svg
+
+        data, tree = self._session(name, as_of)
+        return data, render_svg(tree, link=lambda node: f"/sessions/{quote(node.session, safe='')}",
+                                selected=selected_nodes(tree, data["session"]))
 
     def search(self, text: str, limit: int = SEARCH_LIMIT, **filters: Any) -> list[dict[str, Any]]:
         """``convlog search --db --json`` (:func:`convlog.db.queries.search`; ``stem``

@@ -47,7 +47,7 @@ from __future__ import annotations
 import html
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import pairwise
@@ -607,6 +607,7 @@ TREE_CSS = """\
 .convlog-tree .node-checkpoint { fill: #0969da; }
 .convlog-tree .node-crystal { fill: #8250df; }
 .convlog-tree .node-link:hover .node, .convlog-tree .node-link:focus .node { stroke: #24292f; stroke-width: 2.5; }
+.convlog-tree .node.node-selected { stroke: #bf8700; stroke-width: 3.5; }
 .convlog-tree .node-count { fill: #24292f; font-size: 8px; text-anchor: middle; pointer-events: none; }
 .convlog-tree .node-label { fill: #57606a; font-size: 9px; text-anchor: middle; }
 .convlog-tree .axis-line, .convlog-tree .tick-mark { stroke: #8c959f; }
@@ -646,7 +647,7 @@ def _kind_class(kind: str) -> str:
     return kind.replace(".", "-")
 
 
-def render_svg(tree: Tree, link: Callable[[Node], str] = default_link) -> str:
+def render_svg(tree: Tree, link: Callable[[Node], str] = default_link, selected: Collection[str] = ()) -> str:
     """Draw a tree as one self-contained ``<svg>`` element (no ``style`` attribute, no
     script: every element carries classes for the page's CSS to style).
 
@@ -664,6 +665,8 @@ def render_svg(tree: Tree, link: Callable[[Node], str] = default_link) -> str:
         link: the URL of a node (:func:`default_link` by default); the result is
             escaped as an attribute value, so it must already be a URL (percent-encode
             what it carries).
+        selected: ids of nodes to mark as the one shown (their shape gets the class
+            ``node-selected``, their link ``aria-current="true"``).
 
     Returns:
         the SVG text (UTF-8 str); its size grows with lanes and drawn nodes, not with
@@ -704,7 +707,9 @@ def render_svg(tree: Tree, link: Callable[[Node], str] = default_link) -> str:
     out.append('<g class="nodes">')
     parity: dict[int, int] = {}  # labels of one lane alternate between two rows
     for node in tree.nodes:
-        attrs = (f'class="node node-{_kind_class(node.kind)}" data-node="{node.id}" data-kind="{node.kind}" '
+        chosen = node.id in selected
+        mark = " node-selected" if chosen else ""
+        attrs = (f'class="node node-{_kind_class(node.kind)}{mark}" data-node="{node.id}" data-kind="{node.kind}" '
                  f'data-seq="{node.seq}" data-first-seq="{node.first_seq}" data-session="{_text(node.session)}" '
                  f'data-as-of="{node.as_of}" data-count="{node.count}"')
         if node.kind == "messages":
@@ -717,7 +722,8 @@ def render_svg(tree: Tree, link: Callable[[Node], str] = default_link) -> str:
             parity[node.lane] = parity.get(node.lane, 0) + 1
             label = (f'<text class="node-label" x="{node.x}" y="{node.y + below}">'
                      f"{_text(_clip(node.short, 14))}</text>")
-        out.append(f'<a class="node-link" href="{_text(link(node))}"><title>{_text(_tooltip(node))}</title>'
+        current = ' aria-current="true"' if chosen else ""
+        out.append(f'<a class="node-link" href="{_text(link(node))}"{current}><title>{_text(_tooltip(node))}</title>'
                    f"{shape}{label}</a>")
     out.append("</g>")
     axis_y = TOP_PX + LANE_PX * len(tree.lanes) + 8
