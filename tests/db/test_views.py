@@ -118,3 +118,67 @@ def test_a_version_1_database_migrates_with_its_search_texts(pg_url: str, tmp_pa
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert [(hit["seq"], hit["session"]) for hit in orjson.loads(result.stdout)] == [(1, "s")]
+
+
+def test_follow_makes_the_views_in_a_child_that_ends_with_it(pg_url: str, tmp_path: Path) -> None:
+    """``sync --follow`` makes the search rows and projections in its views' process;
+    after a ``kill -9`` of the sync, that process ends by itself (within a second or so),
+    and a new sync takes over the log."""
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    from convlog.store.segment import ensure_layout
+    from convlog.store.writer import SegmentWriter
+
+    log = tmp_path / "log"
+    ensure_layout(log)
+    writer = SegmentWriter(log, 1, fsync="never")
+    lines = message_lines(1, 40, "s1")
+    writer.write(b"".join(lines), len(lines))
+    writer.close()
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(convlog_cmd("sync", "--follow", "--db", pg_url, "--dir", str(log)),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def views_made(conn: psycopg.Connection) -> bool:
+        try:
+            searched = conn.execute("SELECT coalesce(max(s.seq), 0) = max(p.seq) FROM convlog.positions p "
+                                    "LEFT JOIN convlog.search_positions s USING (log_id)").fetchone()[0]
+            projected = conn.execute("SELECT count(*) FROM convlog.sessions").fetchone()[0]
+        except psycopg.errors.UndefinedTable:
+            return False
+        return bool(searched) and projected > 0
+
+    sync = start()
+    try:
+        deadline = time.monotonic() + 60
+        with connect(pg_url) as conn:
+            while not views_made(conn):
+                assert sync.poll() is None and time.monotonic() < deadline, sync.stderr.read() if sync.stderr else ""
+                time.sleep(0.1)
+        # The views' process (and multiprocessing's resource tracker beside it).
+        children = psutil.Process(sync.pid).children()
+        assert any("spawn_main" in " ".join(c.cmdline()) for c in children), [c.cmdline() for c in children]
+        sync.send_signal(signal.SIGKILL)
+        sync.wait(10)
+        for child in children:
+            child.wait(10)  # raises psutil.TimeoutExpired when it outlives its parent
+    finally:
+        if sync.poll() is None:
+            sync.kill()
+            sync.wait(10)
+    again = start()
+    try:
+        time.sleep(1.0)
+        assert again.poll() is None, again.stderr.read() if again.stderr else ""
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(30) == 0
+        assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+    finally:
+        if again.poll() is None:
+            again.kill()
+            again.wait(10)

@@ -7,9 +7,10 @@ Records first: a batch's transaction holds only its records (and what is read of
 them row by row: positions, llm requests, gaps), so they are durable and readable as
 soon as they can be. The views are made from the database's records afterwards, each in
 its own transactions with its own position: by ``--once`` when the records are all
-written, and by ``--follow`` in two more threads, one per view, each on its own
-connection (:class:`ViewMaker`: the search vectors are PostgreSQL's work, the
-projections mostly the fold's in Python, so the two overlap). The search rows are made
+written, and by ``--follow`` in a child process (:class:`ViewProcess`: folding a
+family in Python would otherwise hold the records' thread back on the GIL) at a lower
+priority, one thread per view, each on its own connection (the search vectors are
+PostgreSQL's work, the projections mostly the fold's, so the two overlap). The search rows are made
 after each batch once the records are caught up, at most every :data:`VIEWS_EVERY_S`
 while they are behind; the projections at most every :data:`VIEWS_EVERY_S` always (a
 projection folds a session's whole family again, so a long session busy with messages
@@ -65,7 +66,7 @@ BATCH_BYTES = 16 * 1024 * 1024
 #: The views are made at most this often, seconds: the search rows while the records
 #: are behind the log (after each batch once caught up), the projections always.
 VIEWS_EVERY_S = 1.0
-#: The niceness of the threads making the views (setpriority(2)), above the records'.
+#: The niceness of the views' process (setpriority(2)), above the records'.
 VIEWS_NICE = 10
 #: Back-off after a database error: first and longest wait, seconds.
 RETRY_FIRST_S = 0.5
@@ -202,7 +203,9 @@ class Follower:
         self.log_id = ""
         self._conn: Any = None
         self._position: Position | None = None
-        self._views: list[ViewMaker] = []
+        self._views: ViewProcess | None = None
+        #: The ``convlog`` logger's level name the views' process gets (``--follow``).
+        self.log_level = logging.getLevelName(logging.getLogger("convlog").getEffectiveLevel())
 
     # -- the database --------------------------------------------------------------------
 
@@ -325,21 +328,13 @@ class Follower:
             SchemaError: when the database's schema is newer than this convlog's.
         """
         with sync_lock(self.directory):
-            if not follow:
-                return self._run(follow, poll_s)
-            self._views = [ViewMaker(self, "search", self.make_search_rows),
-                           ViewMaker(self, "projections", self.make_projections, paced=True)]
-            for views in self._views:
-                views.start()
             try:
                 return self._run(follow, poll_s)
             finally:
-                for views in self._views:
-                    views.halt.set()
-                    views.wanted.set()
-                for views in self._views:
-                    views.join(timeout=30)
-                self._views = []
+                if self._views is not None:
+                    self._views.stop()
+                    self._views.read_into(self.stats)
+                    self._views = None
 
     def _run(self, follow: bool, poll_s: float) -> int:
         from psycopg import errors
@@ -355,6 +350,8 @@ class Follower:
                 if self._conn is None:
                     self._conn = self.connect()
                     position = register_log(self._conn, self.log_id, socket.gethostname(), str(self.directory))
+                    if follow and self._views is None:  # the schema is there now
+                        self._views = ViewProcess(self.url, self.log_id, self.log_level)
                     if failing:
                         log.warning("database %s reachable again: resuming at seq %s", self.where,
                                     position.seq if position else 0)
@@ -420,36 +417,21 @@ class Follower:
         self._save(batch.position)
         if self.on_batch is not None:
             self.on_batch(stats)
-        for views in self._views:
-            views.wanted.set()
+        if self._views is not None:
+            self._views.poke(behind=stats.lag_records > 0)
+            self._views.read_into(stats)
         return False
 
     def make_views(self, conn: Any) -> None:
         """Bring the views of this log up to its records in the database, one after the
-        other (:meth:`make_search_rows`, :meth:`make_projections`).
-
-        Raises:
-            psycopg.Error: when the database fails (what was made stays made).
-        """
-        self.make_search_rows(conn)
-        self.make_projections(conn)
-
-    def make_search_rows(self, conn: Any) -> None:
-        """This log's search rows up to its records in the database
-        (:func:`convlog.db.search.index_all`).
+        other: its search rows (:func:`convlog.db.search.index_all`), then every session
+        marked dirty (:func:`convlog.db.projection.project_all`, other logs' too).
+        ``--once`` does this; ``--follow`` has its :class:`ViewProcess`.
 
         Raises:
             psycopg.Error: when the database fails (what was made stays made).
         """
         self.stats.indexed += index_all(conn, self.log_id)
-
-    def make_projections(self, conn: Any) -> None:
-        """Every session marked dirty projected (:func:`convlog.db.projection.project_all`,
-        other logs' sessions too).
-
-        Raises:
-            psycopg.Error: when the database fails (what was made stays made).
-        """
         self.stats.projected += project_all(conn)
 
     def _save(self, position: Position | None) -> None:
@@ -477,69 +459,174 @@ class Follower:
             return
 
 
-class ViewMaker(threading.Thread):
-    """A ``--follow`` thread making one view on its own connection: when woken after a
-    batch, and at least every :data:`VIEWS_EVERY_S` (other logs' followers mark sessions
-    dirty too); at most that often while the records are behind the log, or always
-    with ``paced``. A database error is logged once per outage and retried with the
-    follower's back-off; the records go on meanwhile.
+@dataclass
+class ViewSignals:
+    """What the follower's process and its views' process share (``multiprocessing``
+    objects of one context).
+
+    Attributes:
+        wanted: per view (``"search"``, ``"projections"``), set by the follower after
+            each batch, cleared by the view when it starts a round.
+        halt: set to stop the views' process.
+        behind: 1 while the records are behind the log (the views wait their turn).
+        counters: ``indexed``, ``projected`` and ``errors`` (shared 64-bit integers).
+    """
+
+    wanted: dict[str, Any]
+    halt: Any
+    behind: Any
+    counters: dict[str, Any]
+
+    @classmethod
+    def make(cls, context: Any) -> ViewSignals:
+        """New signals from a ``multiprocessing`` context."""
+        return cls(wanted={view: context.Event() for view in VIEWS}, halt=context.Event(),
+                   behind=context.Value("b", 0), counters={name: context.Value("q", 0)
+                                                          for name in ("indexed", "projected", "errors")})
+
+    def add(self, name: str, count: int) -> None:
+        counter = self.counters[name]
+        with counter.get_lock():
+            counter.value += count
+
+
+#: The views made by ``--follow``'s second process, each in a thread of its own.
+VIEWS = ("search", "projections")
+
+
+class ViewProcess:
+    """``--follow``'s views, made in a child process (its own interpreter, so folding
+    a family never holds the records' thread back on the GIL), at niceness
+    :data:`VIEWS_NICE` (the records get the CPU first). It runs one :class:`ViewMaker`
+    thread per view; it ends when :meth:`stop` is called or when its parent is gone
+    (a ``kill -9`` of the sync), checked every :data:`VIEWS_EVERY_S`.
 
     Args:
-        follower: the follower whose log it makes views of (its :meth:`Follower.open`,
-            ``log_id`` and stats are used).
-        view: its name in logs and the thread's name.
-        make: makes the view, given the connection (e.g. :meth:`Follower.make_search_rows`).
+        url: the database URL.
+        log_id: the log's id (its search rows are made; every dirty session is projected).
+        level: the :mod:`logging` level name of the ``convlog`` logger in the child.
+    """
+
+    def __init__(self, url: str, log_id: str, level: str) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.signals = ViewSignals.make(context)
+        self.process = context.Process(target=_views_main, args=(url, log_id, level, self.signals, os.getpid()),
+                                       name="convlog-sync-views", daemon=True)
+        self.process.start()
+
+    def poke(self, behind: bool) -> None:
+        """After a batch: the views have work; ``behind`` says the records are behind the log."""
+        self.signals.behind.value = int(behind)
+        for event in self.signals.wanted.values():
+            event.set()
+
+    def read_into(self, stats: SyncStats) -> None:
+        """Copy the views' counters into the follower's stats (for metrics)."""
+        counters = self.signals.counters
+        stats.indexed, stats.projected, stats.view_errors = (
+            counters["indexed"].value, counters["projected"].value, counters["errors"].value)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Ask the views' process to end and wait for it (then terminate it)."""
+        self.signals.halt.set()
+        for event in self.signals.wanted.values():
+            event.set()
+        self.process.join(timeout_s)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+
+
+def _views_main(url: str, log_id: str, level: str, signals: ViewSignals, parent: int) -> None:
+    """The views' process (see :class:`ViewProcess`)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("convlog")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, VIEWS_NICE)  # this thread; the view threads inherit it
+    opener = Follower(Path("."), url)
+
+    def make_search(conn: Any) -> None:
+        signals.add("indexed", index_all(conn, log_id))
+
+    def make_projections(conn: Any) -> None:
+        signals.add("projected", project_all(conn))
+
+    makers = [ViewMaker("search", make_search, opener.open, signals, log_id, opener.where),
+              ViewMaker("projections", make_projections, opener.open, signals, log_id, opener.where, paced=True)]
+    for maker in makers:
+        maker.start()
+    while not signals.halt.wait(VIEWS_EVERY_S):
+        if os.getppid() != parent:
+            log.warning("views of %s: the sync that started them is gone; stopping", log_id)
+            signals.halt.set()
+    for event in signals.wanted.values():
+        event.set()
+    for maker in makers:
+        maker.join(30)
+
+
+class ViewMaker(threading.Thread):
+    """A thread of the views' process making one view on its own connection: when
+    woken after a batch, and at least every :data:`VIEWS_EVERY_S` (other logs'
+    followers mark sessions dirty too); at most that often while the records are behind
+    the log, or always with ``paced``. A database error is logged once per outage and
+    retried with the follower's back-off; the records go on meanwhile.
+
+    Args:
+        view: a name of :data:`VIEWS` (its signal, its name in logs and the thread's).
+        make: makes the view, given the connection.
+        open_connection: opens a connection (:meth:`Follower.open`).
+        signals: what it shares with the follower's process.
+        log_id, where: what names the log and the database in its messages.
         paced: at most every :data:`VIEWS_EVERY_S` even when the records are caught up.
     """
 
-    def __init__(self, follower: Follower, view: str, make: Callable[[Any], None], paced: bool = False) -> None:
+    def __init__(self, view: str, make: Callable[[Any], None], open_connection: Callable[[], Any],
+                 signals: ViewSignals, log_id: str, where: str, paced: bool = False) -> None:
         super().__init__(name=f"convlog-sync-{view}", daemon=True)
-        self.follower = follower
-        self.view = view
-        self.make = make
-        self.paced = paced
-        #: Set after each batch (and to stop).
-        self.wanted = threading.Event()
-        #: Set to stop.
-        self.halt = threading.Event()
+        self.view, self.make, self.open_connection = view, make, open_connection
+        self.signals, self.log_id, self.where, self.paced = signals, log_id, where, paced
 
     def run(self) -> None:
-        # Records first: this thread yields the CPU to the records' thread (Linux
-        # schedules threads one by one; raising one's own niceness needs no privilege).
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), VIEWS_NICE)
-        follower = self.follower
+        signals = self.signals
+        wanted, halt = signals.wanted[self.view], signals.halt
         conn: Any = None
         backoff = RETRY_FIRST_S
         failing = False
-        while not self.halt.is_set():
-            self.wanted.wait(VIEWS_EVERY_S)
-            self.wanted.clear()
-            if self.halt.is_set() or not follower.log_id:
-                continue
+        while not halt.is_set():
+            wanted.wait(VIEWS_EVERY_S)
+            wanted.clear()
+            if halt.is_set():
+                break
             started = time.monotonic()
             try:
                 if conn is None:
-                    conn = follower.open()
+                    conn = self.open_connection()
                 self.make(conn)
                 if failing:
-                    log.warning("%s of %s: database %s reachable again", self.view, follower.log_id, follower.where)
+                    log.warning("%s of %s: database %s reachable again", self.view, self.log_id, self.where)
                 failing, backoff = False, RETRY_FIRST_S
             except Exception as exc:  # psycopg.Error and what a dropped connection raises
                 with contextlib.suppress(Exception):
                     if conn is not None:
                         conn.close()
                 conn = None
-                follower.stats.view_errors += 1
+                signals.add("errors", 1)
                 if not failing:
-                    log.error("%s of %s: database %s: %s; retrying", self.view, follower.log_id, follower.where,
+                    log.error("%s of %s: database %s: %s; retrying", self.view, self.log_id, self.where,
                               first_line(exc))
                 failing = True
-                self.halt.wait(backoff)
+                halt.wait(backoff)
                 backoff = min(backoff * 2, RETRY_MAX_S)
                 continue
-            if self.paced or follower.stats.lag_records > 0:  # records first while behind
-                self.halt.wait(max(0.0, VIEWS_EVERY_S - (time.monotonic() - started)))
+            if self.paced or signals.behind.value:  # records first while behind
+                halt.wait(max(0.0, VIEWS_EVERY_S - (time.monotonic() - started)))
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
