@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     endpoints = [
         Endpoint("sessions page", "/"),
         Endpoint("sessions page 1000", "/?page=1000" if args.sessions >= 50_000 else "/?page=200"),
-        Endpoint("sessions page, text filter", "/?text=bench-0123"),
+        Endpoint("sessions page, text filter", "/?q=bench-0123"),
         Endpoint("sessions page, model filter", "/?model=model-1"),
         Endpoint("sessions page, by messages", "/?order=messages"),
         Endpoint("api/sessions", "/api/sessions"),

@@ -73,9 +73,9 @@ def test_the_database_pages_answer_like_the_db_readers(demo_log: Path, pg_url: s
         try:
             with server.client() as remote_client, local.client() as local_client:
                 participants = sorted({p for row in rows for p in row["participants"]})
-                queries = [{}, {"text": "WHAT-IF"}, {"text": "%"}, {"text": "_"}, {"model": "demo-model"},
+                queries = [{}, {"q": "WHAT-IF"}, {"q": "%"}, {"q": "_"}, {"q": "sharegpt"}, {"model": "demo-model"},
                            {"agent": participants[0].upper()}, {"since": "2000-01-01"}, {"since": "1h"},
-                           {"order": "messages"}, {"order": "oldest"}, {"include_deleted": "1"}]
+                           {"order": "messages"}, {"order": "oldest"}, {"all": "1"}]
                 for params in queries:
                     remote = remote_client.get("/api/sessions", params=params).json()
                     here = local_client.get("/api/sessions", params=params).json()
