@@ -20,7 +20,9 @@ the same size, so a page does not fold the log again unless it grew.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +34,8 @@ from convlog.readers.listing import SESSION_ORDERS, session_document, session_ro
 from convlog.store.replay import Replay, load, parse_as_of
 from convlog.store.segment import list_segments, segment_size
 from convlog.web.charts import TOP_SESSIONS, LogCharts
+
+log = logging.getLogger("convlog.web")
 
 #: Sessions in one page (``?page=``), as ``convlog sessions`` prints them.
 PAGE_SIZE = 50
@@ -103,16 +107,49 @@ class ReplayCache:
     records), for at most ``size`` different ``as_of`` points. Thread-safe (Starlette
     runs the endpoints in a thread pool).
 
+    A big log beside a running recorder grows between most requests, and folding it
+    again (from its newest checkpoint) takes about a second at 100,000 sessions. So
+    when the whole log's last fold took longer than :attr:`SLOW_FOLD_S`, a request that
+    finds the log grown is answered from that fold, while one background thread folds
+    it again (stale while revalidating, as HTTP caches do: RFC 5861); the new fold
+    answers once made. A small log is folded again at once, as before.
+
     Args:
         directory: the log directory.
         size: folds kept at most (the whole log and recent ``as_of`` views).
     """
+
+    #: A whole-log fold slower than this, seconds, is refreshed in the background.
+    SLOW_FOLD_S = 0.25
 
     def __init__(self, directory: Path, size: int = 8) -> None:
         self.directory = directory
         self.size = size
         self._folds: OrderedDict[tuple[Any, ...], Replay] = OrderedDict()
         self._lock = threading.Lock()
+        self._latest: tuple[tuple[Any, ...], Replay, float] | None = None  # whole log: key, fold, seconds
+        self._refreshing = False
+
+    def _refresh(self, key: tuple[Any, ...]) -> None:
+        """Fold the whole log again in the background (see the class doc)."""
+        try:
+            started = time.monotonic()
+            replay = load(self.directory)
+            with self._lock:
+                self._store(key, replay, time.monotonic() - started)
+        except Exception:  # the next request folds it in the foreground and reports
+            log.exception("folding %s again in the background failed", self.directory)
+        finally:
+            with self._lock:
+                self._refreshing = False
+
+    def _store(self, key: tuple[Any, ...], replay: Replay, seconds: float | None = None) -> None:
+        self._folds[key] = replay
+        self._folds.move_to_end(key)
+        while len(self._folds) > self.size:
+            self._folds.popitem(last=False)
+        if seconds is not None:
+            self._latest = (key, replay, seconds)
 
     def _fingerprint(self) -> tuple[tuple[int, int], ...]:
         return tuple((first, segment_size(path)) for first, path in list_segments(self.directory))
@@ -125,15 +162,21 @@ class ReplayCache:
             NoLogError: when the directory holds no log.
         """
         key = (self._fingerprint(), upto_seq, as_of_ts)
+        whole = upto_seq is None and as_of_ts is None
         with self._lock:
             replay = self._folds.get(key)
             if replay is not None:
                 self._folds.move_to_end(key)
                 return replay
+            if whole and self._latest is not None and self._latest[2] > self.SLOW_FOLD_S:
+                if not self._refreshing:
+                    self._refreshing = True
+                    threading.Thread(target=self._refresh, args=(key,), name="convlog-serve-fold",
+                                     daemon=True).start()
+                return self._latest[1]
+            started = time.monotonic()
             replay = load(self.directory, upto_seq=upto_seq, as_of_ts=as_of_ts)
-            self._folds[key] = replay
-            while len(self._folds) > self.size:
-                self._folds.popitem(last=False)
+            self._store(key, replay, time.monotonic() - started if whole else None)
             return replay
 
 
