@@ -41,3 +41,55 @@ def test_a_slow_fold_is_answered_stale_and_made_again_in_the_background(tmp_path
         time.sleep(0.01)
     assert slow.get(upto_seq=55).state.last_seq == 55  # an as-of view is folded at once
     writer.close()
+
+
+def test_a_long_session_page_shows_a_window_of_its_messages() -> None:
+    """The page's window (``?from=``): the newest 500 by default, any 500 from a
+    message, and the links' starts before and after."""
+    from convlog.web.app import MESSAGES_PER_PAGE, message_window
+
+    assert MESSAGES_PER_PAGE == 500
+    newest = message_window(10_000)
+    assert (newest.start, newest.end, newest.earlier, newest.later) == (9_501, 10_000, 9_001, None)
+    first = message_window(10_000, 1)
+    assert (first.start, first.end, first.earlier, first.later) == (1, 500, None, 501)
+    middle = message_window(10_000, 700)
+    assert (middle.start, middle.end, middle.earlier, middle.later) == (700, 1_199, 200, 1_200)
+    assert message_window(10_000, 10_001) == newest  # out of range: the newest
+    small = message_window(12)
+    assert (small.start, small.end, small.earlier, small.later) == (1, 12, None, None)
+    empty = message_window(0)
+    assert (empty.start, empty.end, empty.total) == (1, 0, 0)
+
+
+def test_a_served_long_session_pages_its_messages(tmp_path: Path) -> None:
+    """A real ``convlog serve`` on a session of 1,200 messages: the page holds the
+    newest 500 with links to the others, ``?from=1`` the first 500, a bad ``from`` is a
+    400; the API still gives all 1,200."""
+    import pytest
+
+    pytest.register_assert_rewrite("served")
+    from served import serve
+
+    log = tmp_path / "log"
+    ensure_layout(log)
+    writer = SegmentWriter(log, 1, fsync="never")
+    ingest = Ingest()
+    lines = [ingest.line([b"long", orjson.dumps({"type": "message", "session_id": "long", "message_id": f"m{n}",
+                                                 "sender": "a", "content": f"words number {n}"})],
+                         n, f"2026-12-06T08:{n // 60 % 60:02d}:{n % 60:02d}.000000Z", "sub") for n in range(1, 1201)]
+    writer.write(b"".join(lines), 1200)
+    writer.close()
+    server = serve(log, tmp_path / "serve.err")
+    try:
+        with server.client() as client:
+            page = client.get("/sessions/long").text
+            assert page.count('class="message ') == 500
+            assert "messages 701–1,200 of 1,200" in page and "words number 1200" in page
+            assert "words number 700<" not in page and "?from=1" in page and "?from=201" in page
+            first = client.get("/sessions/long", params={"from": "1"}).text
+            assert first.count('class="message ') == 500 and "words number 1<" in first and "?from=501" in first
+            assert client.get("/sessions/long", params={"from": "x"}).status_code == 400
+            assert len(client.get("/api/sessions/long").json()["messages"]) == 1200
+    finally:
+        assert server.stop() == 0

@@ -30,6 +30,7 @@ database cannot be read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,35 @@ def session_query(request: Request) -> SessionQuery:
                         page=_int(request, "page", 1), include_deleted=params.get("all") in ("1", "true", "on"))
 
 
+#: Messages a session page shows at once (the API gives them all).
+MESSAGES_PER_PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class MessageWindow:
+    """Which of a session's messages its page shows: ``start``..``end`` (1-based,
+    inclusive) of ``total``; ``earlier``/``later`` the ``?from=`` of the windows before
+    and after (None at either end)."""
+
+    start: int
+    end: int
+    total: int
+    earlier: int | None
+    later: int | None
+
+
+def message_window(total: int, first: int = 0) -> MessageWindow:
+    """The window of :data:`MESSAGES_PER_PAGE` messages from message ``first`` (1-based;
+    0 or out of range: the newest ones, as a chat shows them), for a session of ``total``
+    messages."""
+    size = MESSAGES_PER_PAGE
+    newest = max(1, total - size + 1)
+    start = first if 1 <= first <= total else newest
+    end = min(total, start + size - 1)
+    return MessageWindow(start, end, total, max(1, start - size) if start > 1 else None,
+                         end + 1 if end < total else None)
+
+
 def search_args(request: Request) -> tuple[str, dict[str, Any]]:
     """The query text and filters of ``/search`` and ``/api/search`` (``q``,
     ``session``, ``speaker``, ``kind``, ``since``, ``until``, ``limit``, ``stem``), as
@@ -281,13 +311,18 @@ class Pages:
     # -- one session
 
     def session_page(self, request: Request) -> Response:
-        """One session's messages, crystals, usage; ``?as_of=`` for the past."""
+        """One session's messages (:data:`MESSAGES_PER_PAGE` at a time, the newest
+        first shown; ``?from=N`` from message N), crystals, usage, tree; ``?as_of=`` for
+        the past."""
         try:
             data, svg = self.source.session_view(request.path_params["session"],
                                                  request.query_params.get("as_of") or None)
+            window = message_window(len(data["messages"]), _int(request, "from", 0))
         except Exception as exc:
             return self._error_page(request, exc)
-        return self._page(request, "session.html", {"data": data, "tree_svg": Markup(svg) if svg else None})
+        return self._page(request, "session.html", {"data": data, "tree_svg": Markup(svg) if svg else None,
+                                                    "window": window,
+                                                    "shown": data["messages"][window.start - 1:window.end]})
 
     def session_api(self, request: Request) -> Response:
         """One session as JSON (what ``/sessions/{id}`` shows).
