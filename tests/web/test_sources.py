@@ -93,3 +93,33 @@ def test_a_served_long_session_pages_its_messages(tmp_path: Path) -> None:
             assert len(client.get("/api/sessions/long").json()["messages"]) == 1200
     finally:
         assert server.stop() == 0
+
+
+def test_a_dropped_fold_is_freed_without_the_cyclic_collector(tmp_path: Path) -> None:
+    """The cache freezes its folds out of the garbage collector (gc.freeze): that is
+    only safe while a fold holds no reference cycles, so that a dropped one is freed by
+    reference counting alone. A fold of a real log with sessions, a fork and a listing
+    made from it leaves nothing for the collector."""
+    import gc
+
+    from convlog.web.sources import LogSource, SessionQuery
+
+    ensure_layout(tmp_path)
+    writer = SegmentWriter(tmp_path, 1, fsync="never")
+    write_messages(writer, 1, 200)
+    writer.close()
+    warm = LogSource(tmp_path)  # first use imports modules (their classes are cyclic, and kept)
+    warm.sessions(SessionQuery())
+    warm.session("s1")
+    del warm
+    gc.collect()
+    gc.disable()
+    try:
+        source = LogSource(tmp_path)
+        source.sessions(SessionQuery())
+        source.session("s1")
+        assert source.folds.get().state.sessions
+        del source
+        assert gc.collect() == 0  # nothing was left in a cycle for the collector
+    finally:
+        gc.enable()
