@@ -18,7 +18,8 @@ import pytest
 from conftest import Proc, spawn
 from convlog.bus.probe import Probe, probe_endpoint
 from convlog.cli.demo import free_port
-from convlog.cli.doctor import (
+from convlog.core.record import make_line
+from convlog.recorder.doctor import (
     XSUB_FIX,
     Check,
     check_clock,
@@ -27,7 +28,6 @@ from convlog.cli.doctor import (
     check_silence,
     run_checks,
 )
-from convlog.core.record import make_line
 from convlog.store.segment import LOCK_FILE, RECOVERY, ensure_layout, segment_name
 
 

@@ -25,6 +25,7 @@ import pytest
 from conftest import Bus, Proc, answering, convlog_cmd, records, wait_for_records
 from convlog.bus import control
 from convlog.cli import launcher
+from convlog.store.lock import pid_alive
 
 pytestmark = pytest.mark.slow
 
@@ -146,7 +147,7 @@ def test_five_launches_at_once_start_exactly_one_recorder(bus: Bus, tmp_path: Pa
     stopped = cli("stop", "--dir", str(directory))
     assert stopped.returncode == 0, stopped.stderr
     assert f"pid {pid}" in stopped.stdout
-    assert not launcher.pid_alive(pid)
+    assert not pid_alive(pid)
     assert recorder_processes(directory) == []
     assert not control.socket_path(directory).exists()
     assert records(directory)[-1]["kind"] == "recorder.stop"
@@ -184,7 +185,7 @@ def test_ensure_running_starts_once_then_finds_it(bus: Bus, tmp_path: Path, deta
     second = launcher.ensure_running(directory, ["--sub", bus.xpub])
     assert (second.started, second.pid) == (False, first.pid)
     assert launcher.stop_recorder(directory) == first.pid
-    assert not launcher.pid_alive(first.pid)
+    assert not pid_alive(first.pid)
     assert recorder_processes(directory) == []
 
 

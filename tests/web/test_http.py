@@ -261,6 +261,17 @@ def test_health_is_200_exactly_when_status_exits_0(demo_server: Served, demo_log
                 assert health.status_code == 200, health.text
                 assert health.json()["healthy"] is True and health.json()["running"] is True
                 assert "healthy" in client.get("/status").text
+                # What doctor says, on the page and as JSON: the same checks, in its order,
+                # passing and failing as `convlog doctor` prints them.
+                checks = client.get("/api/doctor").json()
+                printed = run("doctor", "--dir", str(directory)).stdout.splitlines()
+                said = {line[4:].strip().split(": ", 1)[0]: line.startswith("ok")
+                        for line in printed if line.startswith(("ok  ", "FAIL"))}
+                assert {c["name"]: c["ok"] for c in checks} == said, (checks, printed)
+                assert [c["name"] for c in checks][:3] == ["config", "directory", "recorder"]
+                assert next(c for c in checks if c["name"] == "recorder")["ok"] is True
+                page = client.get("/status").text
+                assert all(f'data-check="{c["name"]}"' in page for c in checks)
             with server.anonymous() as anonymous:
                 health = anonymous.get("/health")
                 assert health.status_code == 200 and health.json() == {"healthy": True}

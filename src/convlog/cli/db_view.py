@@ -32,7 +32,7 @@ def reader(url: str) -> Iterator[Any]:
 
 def where(url: str) -> str:
     """The URL without its password, for messages and export headers."""
-    from convlog.sync.follower import redact_url
+    from convlog.db.schema import redact_url
 
     return redact_url(url)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from convlog.bus import control
-from convlog.store.lock import LogLock
+from convlog.store.lock import LogLock, pid_alive
 from convlog.store.segment import RECOVERY, ensure_layout
 
 #: The recorder's output (stdout and stderr) when started by :func:`ensure_running`.
@@ -279,18 +279,6 @@ def lock_holder(directory: Path) -> dict[str, Any] | None:
     return holder if holder is not None and pid_alive(holder["pid"]) else None
 
 
-def pid_alive(pid: int) -> bool:
-    """True while process ``pid`` exists and is not a zombie (Linux ``/proc``)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2] != "Z"
-    return True
 
 
 def stop_recorder(directory: Path, timeout_s: float = 120.0) -> int:

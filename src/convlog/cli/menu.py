@@ -539,7 +539,7 @@ class Menu:
     def _doctor(self, status: dict[str, Any] | None) -> None:
         """Print ``convlog doctor``'s checks (config from $CONVLOG_CONFIG, SUB endpoints
         from the running recorder, else the config), as the command does."""
-        from convlog.cli.doctor import check_inputs, run_checks
+        from convlog.recorder.doctor import check_inputs, run_checks
 
         config, endpoints = check_inputs(None, (), status)
         with self._busy("checking…"):

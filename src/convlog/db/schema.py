@@ -196,6 +196,24 @@ class DatabaseError(Exception):
     database, without its password, and the reason on one line)."""
 
 
+def redact_url(url: str) -> str:
+    """A database URL without its password (for logs, status and files)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        params = conninfo_to_dict(url)
+    except Exception:
+        return "<database>"
+    if "password" in params:
+        params["password"] = "***"
+    if url.startswith(("postgresql://", "postgres://")):
+        host = params.get("host", "")
+        port = f":{params['port']}" if params.get("port") else ""
+        user = f"{params['user']}@" if params.get("user") else ""
+        return f"postgresql://{user}{host}{port}/{params.get('dbname', '')}"
+    return make_conninfo(**params)
+
+
 def first_line(exc: BaseException) -> str:
     """An error's message on one line (libpq's run over several), or its type's name."""
     text = str(exc).strip()

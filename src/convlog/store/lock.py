@@ -161,3 +161,16 @@ def rewrite_lock(directory: Path, exclusive: bool) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` exists and is not a zombie (Linux ``/proc``)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
+    return True

@@ -50,7 +50,7 @@ import orjson
 from convlog.core.fold import State, Step, fold
 from convlog.db.projection import project_all
 from convlog.db.rows import parse_ts, pg_text, record_row
-from convlog.db.schema import first_line, migrate
+from convlog.db.schema import first_line, migrate, redact_url
 from convlog.db.search import index_all
 from convlog.db.writer import Batch, Position, note_log_end, register_log, write_batch
 from convlog.store.identity import ensure_log_id
@@ -73,22 +73,6 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 
 
-def redact_url(url: str) -> str:
-    """A database URL without its password (for logs, status and files)."""
-    try:
-        from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-        params = conninfo_to_dict(url)
-    except Exception:
-        return "<database>"
-    if "password" in params:
-        params["password"] = "***"
-    if url.startswith(("postgresql://", "postgres://")):
-        host = params.get("host", "")
-        port = f":{params['port']}" if params.get("port") else ""
-        user = f"{params['user']}@" if params.get("user") else ""
-        return f"postgresql://{user}{host}{port}/{params.get('dbname', '')}"
-    return make_conninfo(**params)
 
 
 def _extract(record: dict[str, Any]) -> list[Step]:

@@ -16,6 +16,7 @@ Routes (all ``GET``/``HEAD``; :class:`convlog.web.access.Guard` is in front of a
 ``/api/health``            the same
 ``/status``                the same for a person, with the log's health charts
 ``/api/health/log``        gaps and drops over time, disk use, horizon, sync (``info``)
+``/api/doctor``            the set-up checks of ``convlog doctor``, each with its fix
 ``/usage``                 tokens and cost per model, session and day, as charts
 ``/api/usage``             the same as JSON
 ``/api/schema``            the OpenAPI document of the API
@@ -432,8 +433,29 @@ class Pages:
         code, report = self.source.health()
         log = self._health_log()
         charts = health_charts(log) if log else []
-        return self._page(request, "status.html", {"code": code, "report": report, "log": log, "charts": charts},
-                          200 if code == 0 else 503)
+        checks = self.source.doctor(report if report.get("running") else None)
+        return self._page(request, "status.html", {"code": code, "report": report, "log": log, "charts": charts,
+                                                   "checks": checks}, 200 if code == 0 else 503)
+
+    def doctor_api(self, request: Request) -> Response:
+        """What ``convlog doctor`` says (its checks, each with its fix).
+
+        ---
+        summary: The set-up checks of convlog doctor
+        responses:
+          200:
+            description: >
+              [{"name" (config, directory, recorder, sub ENDPOINT, silence, clock, retention,
+              database), "ok", "message", "fix" (what to do, when not ok)}], in doctor's
+              order; the HTTP status is 200 whatever the checks say
+          404: {description: '{"error": reason}: with --db (doctor checks a host''s log directory)'}
+        """
+        _code, report = self.source.health()
+        checks = self.source.doctor(report if report.get("running") else None)
+        if checks is None:
+            return ConvlogJSON({"error": "convlog doctor checks a log directory: serve it with --dir"},
+                               status_code=404)
+        return ConvlogJSON(checks)
 
     def _health_log(self) -> dict[str, Any] | None:
         """The log's health figures, None when the source has none (``--db``) or the
@@ -605,6 +627,7 @@ def create_app(source: Any, access: Access) -> Any:
         Route("/api/health", pages.health, methods=["GET"]),
         Route("/status", pages.status_page, methods=["GET"]),
         Route("/api/health/log", pages.health_log, methods=["GET"]),
+        Route("/api/doctor", pages.doctor_api, methods=["GET"]),
         Route("/usage", pages.usage_page, methods=["GET"]),
         Route("/api/usage", pages.usage_api, methods=["GET"]),
         Route("/api/schema", pages.schema, methods=["GET"], include_in_schema=False),

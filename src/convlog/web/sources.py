@@ -440,6 +440,25 @@ class LogSource:
 
         return status_report(self.directory, timeout_s=3.0)
 
+    def doctor(self, status: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """What ``convlog doctor`` says about this directory's set-up
+        (:func:`convlog.recorder.doctor.run_checks`, with the configuration of
+        ``$CONVLOG_CONFIG`` or the defaults).
+
+        Args:
+            status: the running recorder's ``status`` reply, or None when none runs.
+
+        Returns:
+            ``[{"name", "ok", "message", "fix"}]``, in doctor's order.
+        """
+        from dataclasses import asdict
+
+        from convlog.recorder.doctor import check_inputs, run_checks
+
+        config, endpoints = check_inputs(None, (), status)
+        checks = run_checks(None, self.directory, endpoints, status, silence_s=float(config.silence_threshold_s))
+        return [asdict(check) for check in checks]
+
     def usage(self, top: int = TOP_SESSIONS) -> dict[str, Any]:
         """Tokens and cost per model, per session (the ``top`` by cost) and per day:
         :meth:`convlog.web.charts.LogCharts.usage`, from the cached fold and one kept
@@ -479,7 +498,7 @@ class DbSource:
     @property
     def where(self) -> str:
         """What the pages name as the source: the URL without its password."""
-        from convlog.sync.follower import redact_url
+        from convlog.db.schema import redact_url
 
         return redact_url(self.url)
 
@@ -575,6 +594,11 @@ class DbSource:
         finally:
             conn.close()
         return [hit.as_dict() for hit in hits]
+
+    def doctor(self, status: dict[str, Any] | None) -> None:
+        """None: ``convlog doctor`` checks a host's recorder set-up, which the database
+        does not hold (serve that host's log directory for it)."""
+        return None
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """``convlog status --db --json``: each synced log's position and lag

@@ -70,7 +70,7 @@ def doctor(directory: Path, config_path: Path | None, sub: tuple[str, ...], sile
     directory, recorder, each SUB endpoint (really an XPUB?), silence, clock."""
     from convlog.bus import control
     from convlog.cli import reports
-    from convlog.cli.doctor import check_inputs, run_checks
+    from convlog.recorder.doctor import check_inputs, run_checks
 
     try:
         status: dict[str, Any] | None = control.request(directory, "status", timeout_s=3.0)

@@ -16,8 +16,9 @@
    writable.
 
 The checks only read, except for a temporary file created and removed to prove the
-directory is writable, and the probe connections. The CLI composes them (it asks the
-running recorder for ``status`` and prints the lines); nothing here prints.
+directory is writable, and the probe connections. ``convlog doctor`` and the web UI's
+health page compose them (they ask the running recorder for ``status`` and show the
+lines); nothing here prints.
 """
 
 from __future__ import annotations
@@ -34,10 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from convlog.bus.probe import probe_endpoint
-from convlog.cli.launcher import pid_alive
 from convlog.core.record import parse_line
 from convlog.recorder.config import Config, ConfigError, load_config
-from convlog.store.lock import LogLock
+from convlog.store.lock import LogLock, pid_alive
 from convlog.store.segment import list_segments, open_segment
 
 #: Free space below this many bytes fails the directory check.
@@ -147,9 +147,8 @@ def check_database(config_path: Path | None, directory: Path, timeout_s: float =
         return Check("database", True, "no sync configured ([sync] db): the log stays on this host only")
     import psycopg
 
-    from convlog.db.schema import SCHEMA_VERSION, first_line, schema_version
+    from convlog.db.schema import SCHEMA_VERSION, first_line, redact_url, schema_version
     from convlog.store.sync_state import read_sync_state
-    from convlog.sync.follower import redact_url
 
     where = redact_url(config.sync_db)
     try:
