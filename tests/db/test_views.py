@@ -182,3 +182,56 @@ def test_follow_makes_the_views_in_a_child_that_ends_with_it(pg_url: str, tmp_pa
         if again.poll() is None:
             again.kill()
             again.wait(10)
+
+
+def test_a_purge_reaches_the_database(pg_url: str, tmp_path: Path) -> None:
+    """``convlog purge`` rewrites records the sync has already written (their seqs stay,
+    so they are not read again): its ``session.purged`` record makes the sync purge the
+    same rows in the database, drop their search rows and project the session again.
+    The other session is untouched, and the database then answers as the log does."""
+    import subprocess
+
+    from convlog.store.segment import ensure_layout
+    from convlog.store.writer import SegmentWriter
+
+    log = tmp_path / "log"
+    ensure_layout(log)
+    writer = SegmentWriter(log, 1, fsync="never")
+    ingest = Ingest()
+    lines = []
+    for seq in range(1, 21):
+        session = "gone" if seq % 2 else "kept"
+        event = {"type": "message", "session_id": session, "message_id": f"{session}-{seq}", "sender": "agent",
+                 "content": f"the {'xylophonic' if session == 'gone' else 'marimbaphonic'} secret {seq}"}
+        lines.append(ingest.line([session.encode(), orjson.dumps(event)], seq,
+                                 f"2026-12-06T07:00:{seq:02d}.000000Z", "sub"))
+    writer.write(b"".join(lines), 20)
+    writer.close()
+
+    def cli(*args: str) -> bytes:
+        result = subprocess.run(convlog_cmd(*args), capture_output=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    cli("sync", "--db", pg_url, "--dir", str(log), "--once")
+    assert len(orjson.loads(cli("search", "xylophonic", "--db", pg_url, "--json", "--limit", "50"))) == 10
+    cli("purge", "gone", "--yes", "--dir", str(log))
+    cli("sync", "--db", pg_url, "--dir", str(log), "--once")
+    with connect(pg_url) as conn:
+        rows = conn.execute("SELECT session, data, data_json, topic, meta FROM convlog.records "
+                            "WHERE session = 'gone' AND kind = 'message'").fetchall()
+        assert len(rows) == 10
+        for _session, data, data_json, topic, meta in rows:
+            assert (data, data_json, topic) == (None, None, None) and meta["purged"] is True and meta["sha256"]
+            assert "sender" not in meta
+        kept = conn.execute("SELECT count(*) FROM convlog.records WHERE session = 'kept' AND data IS NOT NULL")
+        assert kept.fetchone() == (10,)
+        text = " ".join(str(row) for row in conn.execute("SELECT * FROM convlog.records").fetchall())
+        text += " ".join(str(row) for row in conn.execute("SELECT * FROM convlog.search").fetchall())
+        text += " ".join(str(row) for row in conn.execute("SELECT * FROM convlog.messages").fetchall())
+        assert "xylophonic" not in text  # no byte of what was said is left in the database
+    assert orjson.loads(cli("search", "xylophonic", "--db", pg_url, "--json")) == []
+    assert len(orjson.loads(cli("search", "marimbaphonic", "--db", pg_url, "--json", "--limit", "50"))) == 10
+    local = {row["id"]: row["messages"] for row in orjson.loads(cli("sessions", "--dir", str(log), "--json", "--all"))}
+    remote = {row["id"]: row["messages"] for row in orjson.loads(cli("sessions", "--db", pg_url, "--json", "--all"))}
+    assert remote == local and remote["kept"] == 10

@@ -5,7 +5,9 @@ Each batch is one transaction (:func:`write_batch`): the log's position row is l
 copied into a temporary staging table (``COPY … FROM STDIN``, psycopg 3's
 ``Cursor.copy``) and moved with ``INSERT … ON CONFLICT (log_id, seq) DO NOTHING``; the
 sessions they name are marked for projection, their ``llm.request`` and ``recorder.gap``
-rows written, and the position moved past the batch, all in the same transaction. A
+rows written, what a ``session.purged`` record says applied to rows already written
+(:func:`apply_purge`), and the position moved past the batch, all in the same
+transaction. A
 crash anywhere (of the follower, the recorder or the database) leaves either all of it
 or none, and the follower resumes from the position the database holds: every record
 ends up in the database once.
@@ -14,7 +16,7 @@ ends up in the database once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -58,6 +60,8 @@ class Batch:
         position: where the log is read next after the batch (its last record's seq,
             segment and offset).
         log_seq: the log's last seq as the follower last saw it (for the lag).
+        purges: ``(session, before, upto_seq)`` of each ``session.purged`` record in
+            the batch (:func:`apply_purge`).
     """
 
     rows: list[tuple[Any, ...]]
@@ -66,6 +70,7 @@ class Batch:
     gaps: list[tuple[Any, ...]]
     position: Position
     log_seq: int | None = None
+    purges: list[tuple[str, str | None, int | None]] = field(default_factory=list)
 
 
 def register_log(conn: Any, log_id: str, host: str, directory: str) -> Position | None:
@@ -141,6 +146,8 @@ def write_batch(conn: Any, log_id: str, batch: Batch) -> int:
                                      (log_id, seq, ts, publisher, first_missing, last_missing)
                                    VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
                                 [(log_id, *values) for values in batch.gaps])
+            for session, before, upto_seq in batch.purges:
+                apply_purge(conn, log_id, session, before, upto_seq)
             position = batch.position
             last_ts = batch.rows[-1][2] if batch.rows else None
             cur.execute("""INSERT INTO convlog.positions
@@ -154,6 +161,61 @@ def write_batch(conn: Any, log_id: str, batch: Batch) -> int:
                         (log_id, last_seq, position.segment, position.offset, last_ts, batch.log_seq,
                          inserted))
     return inserted
+
+
+def apply_purge(conn: Any, log_id: str, session: str, before: str | None, upto_seq: int | None) -> int:
+    """Do in the database what ``convlog purge`` did to the log (call inside the batch's
+    transaction, when its ``session.purged`` record is written).
+
+    A purge rewrites records the sync may have written already (their seqs stay, so
+    they are not read again). So this log's rows of ``session`` that the purge takes
+    (:func:`convlog.core.purge.selects`, on the record as the database holds it) lose
+    what the purged line loses: ``data``, ``data_json``, ``topic`` and
+    ``extra_frames`` become null, ``meta`` keeps only ``purged: true`` and the digests
+    and size (:func:`convlog.core.chain.kept_meta`; the chain column stays). Their search
+    rows go, and the session is marked for projection (the fold treats a purged record
+    as carrying nothing). Other logs' copies of the session (another host's recorder
+    heard it too) are theirs: purge each host's log. A purge applied twice changes
+    nothing the second time.
+
+    Args:
+        conn: a psycopg connection in a transaction.
+        log_id: the log the purge ran on.
+        session, before, upto_seq: the ``session.purged`` record's (``before``: RFC 3339
+            or None for all; ``upto_seq``: the last seq it covered, or None).
+
+    Returns:
+        how many rows were purged.
+
+    Raises:
+        psycopg.Error: when the database fails (the transaction fails with it).
+    """
+    from convlog.core.chain import kept_meta
+    from convlog.core.purge import selects
+    from convlog.db.projection import RECORD_COLUMNS, row_record
+    from convlog.db.rows import jsonb_text
+
+    query = f"SELECT {RECORD_COLUMNS} FROM convlog.records WHERE log_id = %s AND session = %s"
+    params: list[Any] = [log_id, pg_text(session)]
+    if upto_seq is not None:
+        query += " AND seq <= %s"
+        params.append(upto_seq)
+    taken = []
+    for row in conn.execute(query, params).fetchall():
+        record = row_record(row, int(row[1]))
+        if selects(record, session, before, upto_seq):
+            taken.append((jsonb_text({"purged": True, **kept_meta(record.get("meta"))}), log_id, int(row[1])))
+    if not taken:
+        return 0
+    with conn.cursor() as cur:
+        cur.executemany("""UPDATE convlog.records SET data = NULL, data_json = NULL, topic = NULL,
+                                  extra_frames = NULL, meta = %s::jsonb
+                           WHERE log_id = %s AND seq = %s""", taken)
+        cur.execute("DELETE FROM convlog.search WHERE log_id = %s AND seq = ANY(%s)",
+                    (log_id, [seq for _, _, seq in taken]))
+        cur.execute("INSERT INTO convlog.dirty (session) VALUES (%s) "
+                    "ON CONFLICT (session) DO UPDATE SET session = excluded.session", (pg_text(session),))
+    return len(taken)
 
 
 def note_log_end(conn: Any, log_id: str, log_seq: int) -> None:

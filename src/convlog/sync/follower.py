@@ -48,6 +48,7 @@ from typing import Any
 import orjson
 
 from convlog.core.fold import State, Step, fold
+from convlog.core.record import PURGED_KIND
 from convlog.db.projection import project_all
 from convlog.db.rows import parse_ts, pg_text, record_row
 from convlog.db.schema import first_line, migrate, redact_url
@@ -80,6 +81,18 @@ def _extract(record: dict[str, Any]) -> list[Step]:
     steps: list[Step] = []
     fold(State(), record, observe=steps.append)
     return steps
+
+
+def _purge_of(record: dict[str, Any]) -> tuple[str, str | None, int | None] | None:
+    """``(session, before, upto_seq)`` of a ``session.purged`` record
+    (:func:`convlog.core.purge.purged_data`), or None when its data is not that shape."""
+    data = record.get("data")
+    if not isinstance(data, dict):
+        return None
+    session, before, upto = data.get("session"), data.get("before"), data.get("upto_seq")
+    if not isinstance(session, str) or not (before is None or isinstance(before, str)):
+        return None
+    return session, before, upto if isinstance(upto, int) and not isinstance(upto, bool) else None
 
 
 def _log_end(directory: Path) -> int | None:
@@ -262,6 +275,7 @@ class Follower:
         sessions: set[str] = set()
         llm: list[tuple[Any, ...]] = []
         gaps: list[tuple[Any, ...]] = []
+        purges: list[tuple[str, str | None, int | None]] = []
         size = 0
         last: tuple[int, str, int] | None = None
         after = position.seq if position is not None else 0
@@ -274,6 +288,10 @@ class Follower:
             if isinstance(session, str):
                 sessions.add(session)
             kind = record.get("kind")
+            if kind == PURGED_KIND:
+                purge = _purge_of(record)
+                if purge is not None:
+                    purges.append(purge)
             if kind in ("llm.request", "recorder.gap"):
                 for step in _extract(record):
                     if step.effect == "llm.request":
@@ -292,7 +310,7 @@ class Follower:
             return None
         end = _log_end(self.directory)
         return Batch(rows, sessions, llm, gaps, Position(last[0], last[1], last[2]),
-                     log_seq=max(end or 0, last[0]))
+                     log_seq=max(end or 0, last[0]), purges=purges)
 
     # -- the loop ------------------------------------------------------------------------
 
