@@ -98,6 +98,25 @@ def register_log(conn: Any, log_id: str, host: str, directory: str) -> Position 
     return Position(int(row[0]), row[1], int(row[2]), int(row[3])) if row is not None else None
 
 
+def mark_dirty(cur: Any, sessions: set[str]) -> None:
+    """Mark ``sessions`` for projection (``convlog.dirty``), inside the transaction that
+    changed their records.
+
+    ``ON CONFLICT … DO UPDATE``, not ``DO NOTHING``: it locks a session already marked,
+    so a projection taking the dirty sessions meanwhile (``FOR UPDATE SKIP LOCKED``,
+    :func:`convlog.db.projection.project`) leaves it marked for after this commit,
+    instead of projecting it without these records and unmarking it.
+
+    Args:
+        cur: a psycopg cursor in the transaction.
+        sessions: session ids (none: nothing is done).
+    """
+    if sessions:
+        cur.executemany("INSERT INTO convlog.dirty (session) VALUES (%s) "
+                        "ON CONFLICT (session) DO UPDATE SET session = excluded.session",
+                        [(pg_text(session),) for session in sorted(sessions)])
+
+
 def write_batch(conn: Any, log_id: str, batch: Batch) -> int:
     """Write one batch exactly once (see the module doc).
 
@@ -128,14 +147,7 @@ def write_batch(conn: Any, log_id: str, batch: Batch) -> int:
             cur.execute(f"INSERT INTO convlog.records ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGING} "
                         "ORDER BY seq ON CONFLICT (log_id, seq) DO NOTHING")
             inserted = cur.rowcount
-            if batch.sessions:
-                # DO UPDATE, not DO NOTHING: it locks a session already marked, so a
-                # projection taking the dirty sessions now (FOR UPDATE SKIP LOCKED) leaves
-                # it marked for after this commit instead of projecting it without these
-                # records and unmarking it.
-                cur.executemany("INSERT INTO convlog.dirty (session) VALUES (%s) "
-                                "ON CONFLICT (session) DO UPDATE SET session = excluded.session",
-                                [(pg_text(session),) for session in sorted(batch.sessions)])
+            mark_dirty(cur, batch.sessions)
             if batch.llm_requests:
                 cur.executemany("""INSERT INTO convlog.llm_requests
                                      (log_id, seq, ts, session, model, input_tokens, output_tokens, cost_usd)
@@ -213,8 +225,7 @@ def apply_purge(conn: Any, log_id: str, session: str, before: str | None, upto_s
                            WHERE log_id = %s AND seq = %s""", taken)
         cur.execute("DELETE FROM convlog.search WHERE log_id = %s AND seq = ANY(%s)",
                     (log_id, [seq for _, _, seq in taken]))
-        cur.execute("INSERT INTO convlog.dirty (session) VALUES (%s) "
-                    "ON CONFLICT (session) DO UPDATE SET session = excluded.session", (pg_text(session),))
+        mark_dirty(cur, {session})
     return len(taken)
 
 
