@@ -322,8 +322,7 @@ class _TreeParser(HTMLParser):
 
 
 def test_the_tree_stylesheet_is_the_modules() -> None:
-    """``static/tree.css`` is :data:`convlog.web.tree.TREE_CSS` (regenerate it when the
-    module's changes: ``python -c 'from convlog.web.tree import TREE_CSS; print(TREE_CSS, end="")'``)."""
+    """``static/tree.css`` is :data:`convlog.web.tree.TREE_CSS` (the module reads it)."""
     assert (STATIC / "tree.css").read_text() == TREE_CSS
 
 

@@ -588,31 +588,10 @@ def _layout(
 
 # --------------------------------------------------------------------------- the SVG
 
-#: A stylesheet for the classes :func:`render_svg` writes, for the page's CSS file (the
-#: SVG carries no style of its own: the Content-Security-Policy forbids inline styles).
-TREE_CSS = """\
-.convlog-tree { font: 11px system-ui, sans-serif; }
-.convlog-tree .lane { stroke: #d0d7de; stroke-width: 1; }
-.convlog-tree .lane-label { fill: #57606a; }
-.convlog-tree .lane-label.lane-focus { fill: #0969da; font-weight: 600; }
-.convlog-tree .edge { fill: none; stroke-width: 2; }
-.convlog-tree .edge-continues { stroke: #8c959f; }
-.convlog-tree .edge-forks { stroke: #1a7f37; }
-.convlog-tree .edge-rewinds-to { stroke: #cf222e; stroke-dasharray: 4 3; }
-.convlog-tree .node { stroke: #fff; stroke-width: 1.5; cursor: pointer; }
-.convlog-tree .node-start, .convlog-tree .node-end { fill: #57606a; }
-.convlog-tree .node-messages { fill: #d0d7de; stroke: #8c959f; }
-.convlog-tree .node-fork { fill: #1a7f37; }
-.convlog-tree .node-rewind { fill: #cf222e; }
-.convlog-tree .node-checkpoint { fill: #0969da; }
-.convlog-tree .node-crystal { fill: #8250df; }
-.convlog-tree .node-link:hover .node, .convlog-tree .node-link:focus .node { stroke: #24292f; stroke-width: 2.5; }
-.convlog-tree .node.node-selected { stroke: #bf8700; stroke-width: 3.5; }
-.convlog-tree .node-count { fill: #24292f; font-size: 8px; text-anchor: middle; pointer-events: none; }
-.convlog-tree .node-label { fill: #57606a; font-size: 9px; text-anchor: middle; }
-.convlog-tree .axis-line, .convlog-tree .tick-mark { stroke: #8c959f; }
-.convlog-tree .tick { fill: #57606a; font-size: 9px; text-anchor: middle; }
-"""
+#: The stylesheet for the classes :func:`render_svg` writes: ``static/tree.css``, which
+#: the session page links (the SVG carries no style of its own: the
+#: Content-Security-Policy forbids inline styles). One source, read here.
+TREE_CSS = (Path(__file__).resolve().parent / "static" / "tree.css").read_text(encoding="utf-8")
 
 # XML 1.0 Char: a character outside it cannot appear in a document, even escaped.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
