@@ -433,7 +433,7 @@ class Pages:
         code, report = self.source.health()
         log = self._health_log()
         charts = health_charts(log) if log else []
-        checks = self.source.doctor(report if report.get("running") else None)
+        checks = self.source.doctor(report)
         return self._page(request, "status.html", {"code": code, "report": report, "log": log, "charts": charts,
                                                    "checks": checks}, 200 if code == 0 else 503)
 
@@ -451,7 +451,7 @@ class Pages:
           404: {description: '{"error": reason}: with --db (doctor checks a host''s log directory)'}
         """
         _code, report = self.source.health()
-        checks = self.source.doctor(report if report.get("running") else None)
+        checks = self.source.doctor(report)
         if checks is None:
             return ConvlogJSON({"error": "convlog doctor checks a log directory: serve it with --dir"},
                                status_code=404)

@@ -440,13 +440,14 @@ class LogSource:
 
         return status_report(self.directory, timeout_s=3.0)
 
-    def doctor(self, status: dict[str, Any] | None) -> list[dict[str, Any]]:
+    def doctor(self, report: dict[str, Any]) -> list[dict[str, Any]]:
         """What ``convlog doctor`` says about this directory's set-up
         (:func:`convlog.recorder.doctor.run_checks`, with the configuration of
         ``$CONVLOG_CONFIG`` or the defaults).
 
         Args:
-            status: the running recorder's ``status`` reply, or None when none runs.
+            report: what :meth:`health` answered (the recorder's ``status`` reply when
+                one runs, which the checks read).
 
         Returns:
             ``[{"name", "ok", "message", "fix"}]``, in doctor's order.
@@ -455,6 +456,7 @@ class LogSource:
 
         from convlog.recorder.doctor import check_inputs, run_checks
 
+        status = report if report.get("running") else None
         config, endpoints = check_inputs(None, (), status)
         checks = run_checks(None, self.directory, endpoints, status, silence_s=float(config.silence_threshold_s))
         return [asdict(check) for check in checks]
@@ -595,7 +597,7 @@ class DbSource:
             conn.close()
         return [hit.as_dict() for hit in hits]
 
-    def doctor(self, status: dict[str, Any] | None) -> None:
+    def doctor(self, report: dict[str, Any]) -> None:
         """None: ``convlog doctor`` checks a host's recorder set-up, which the database
         does not hold (serve that host's log directory for it)."""
         return None
