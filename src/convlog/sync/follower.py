@@ -105,6 +105,29 @@ def _log_end(directory: Path) -> int | None:
     return seq if isinstance(seq, int) else None
 
 
+def open_connection(url: str, connect: Callable[[], Any] | None = None) -> Any:
+    """A new connection to the database, set up for the sync: autocommit, JSON parsed by
+    orjson, commits not waiting for their WAL flush.
+
+    Args:
+        url: the database URL.
+        connect: opens the connection instead of ``psycopg.connect(url)`` (tests).
+
+    Raises:
+        psycopg.Error: when the database cannot be reached.
+    """
+    import psycopg
+    from psycopg.types.json import set_json_loads
+
+    conn = connect() if connect is not None else psycopg.connect(url, autocommit=True)
+    set_json_loads(orjson.loads, conn)
+    # A commit does not wait for its WAL flush: a database crash may lose the last
+    # transactions whole (records and position together, never one without the
+    # other), and the sync then writes them again. Exactly once either way.
+    conn.execute("SET synchronous_commit = off")
+    return conn
+
+
 class SyncLockedError(Exception):
     """Another ``convlog sync`` already follows this log directory (the message names its
     pid): one follower per log and host (``DIR/recovery/sync.lock``, flock)."""
@@ -207,22 +230,13 @@ class Follower:
     # -- the database --------------------------------------------------------------------
 
     def open(self) -> Any:
-        """A new connection to the database, set up for the sync (autocommit, JSON
-        parsed by orjson, commits not waiting for their WAL flush).
+        """A new connection to the database, set up for the sync
+        (:func:`open_connection`, or the ``connect`` given for tests).
 
         Raises:
             psycopg.Error: when the database cannot be reached.
         """
-        import psycopg
-        from psycopg.types.json import set_json_loads
-
-        conn = self._connect() if self._connect is not None else psycopg.connect(self.url, autocommit=True)
-        set_json_loads(orjson.loads, conn)
-        # A commit does not wait for its WAL flush: a database crash may lose the last
-        # transactions whole (records and position together, never one without the
-        # other), and the sync then writes them again. Exactly once either way.
-        conn.execute("SET synchronous_commit = off")
-        return conn
+        return open_connection(self.url, self._connect)
 
     def connect(self) -> Any:
         """Connect (:meth:`open`), migrate the schema and register this log; returns the
@@ -551,7 +565,7 @@ def _views_main(url: str, log_id: str, level: str, signals: ViewSignals, parent:
     root.propagate = False
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, 0, VIEWS_NICE)  # this thread; the view threads inherit it
-    opener = Follower(Path("."), url)
+    where = redact_url(url)
 
     def make_search(conn: Any) -> None:
         signals.add("indexed", index_all(conn, log_id))
@@ -559,8 +573,11 @@ def _views_main(url: str, log_id: str, level: str, signals: ViewSignals, parent:
     def make_projections(conn: Any) -> None:
         signals.add("projected", project_all(conn))
 
-    makers = [ViewMaker("search", make_search, opener.open, signals, log_id, opener.where),
-              ViewMaker("projections", make_projections, opener.open, signals, log_id, opener.where, paced=True)]
+    def connect() -> Any:
+        return open_connection(url)
+
+    makers = [ViewMaker("search", make_search, connect, signals, log_id, where),
+              ViewMaker("projections", make_projections, connect, signals, log_id, where, paced=True)]
     for maker in makers:
         maker.start()
     while not signals.halt.wait(VIEWS_EVERY_S):
@@ -583,7 +600,7 @@ class ViewMaker(threading.Thread):
     Args:
         view: a name of :data:`VIEWS` (its signal, its name in logs and the thread's).
         make: makes the view, given the connection.
-        open_connection: opens a connection (:meth:`Follower.open`).
+        open_connection: opens a connection (:func:`open_connection`).
         signals: what it shares with the follower's process.
         log_id, where: what names the log and the database in its messages.
         paced: at most every :data:`VIEWS_EVERY_S` even when the records are caught up.
