@@ -423,6 +423,14 @@ class Lines:
                 else:
                     self.objects.append(obj)
 
+    def sent(self) -> tuple[int, float | None] | None:
+        """The publisher's report: messages sent and their rate (msg/s), or None when it
+        reported nothing."""
+        info = self.objects[-1] if self.objects else None
+        if not info:
+            return None
+        return info["sent"], info["sent"] / info["send_s"] if info["send_s"] > 0 else None
+
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
 
@@ -597,9 +605,9 @@ class Bench(Processes):
                 stop_process(pub, 5.0)
             pub_lines.join(10)
             info = pub_lines.objects[-1] if pub_lines.objects else None
-            if info:
-                result.published = info["sent"]
-                result.publish_rate = info["sent"] / info["send_s"] if info["send_s"] > 0 else None
+            report = pub_lines.sent()
+            if report:
+                result.published, result.publish_rate = report
             else:
                 result.published = count
                 result.notes.append("publisher did not report")

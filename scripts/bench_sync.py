@@ -439,10 +439,9 @@ def run_lag(procs: Processes, workdir: Path, url: str, messages_path: Path, rate
     pub.wait(seconds + 180)
     published_at = time.monotonic()
     pub_lines.join(10)
-    info = pub_lines.objects[-1] if pub_lines.objects else None
-    if info:
-        result.published = info["sent"]
-        result.publish_rate = info["sent"] / info["send_s"] if info["send_s"] > 0 else None
+    report = pub_lines.sent()
+    if report:
+        result.published, result.publish_rate = report
     else:
         result.notes.append("publisher did not report")
     # Stop the recorder (it writes recorder.stop), then the database must catch up with the log.
