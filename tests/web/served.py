@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -185,3 +186,11 @@ def artifacts_dir() -> Path:
     directory = Path(os.environ.get("CONVLOG_ARTIFACTS") or REPO / "test-artifacts" / "web")
     directory.mkdir(parents=True, exist_ok=True)
     return directory
+
+
+def api(server: Served, path: str, **params: Any) -> Any:
+    """The server's JSON answer to ``path`` (which must be 200)."""
+    with server.client() as client:
+        response = client.get(path, params=params)
+        assert response.status_code == 200, response.text
+        return response.json()

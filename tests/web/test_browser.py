@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 pytest.register_assert_rewrite("served")  # before the import: it is also a plugin (below)
-from served import HOSTILE, Served, artifacts_dir  # noqa: E402
+from served import HOSTILE, Served, api, artifacts_dir  # noqa: E402  (api: also for the other browser tests)
 
 #: The logs and servers (session-wide fixtures, shared with the HTTP tests).
 pytest_plugins = ["served"]
@@ -86,14 +86,6 @@ def tab(browser: Any) -> Iterator[Tab]:
         yield opened
     finally:
         context.close()
-
-
-def api(server: Served, path: str, **params: Any) -> Any:
-    """The server's JSON answer to ``path``."""
-    with server.client() as client:
-        response = client.get(path, params=params)
-        response.raise_for_status()
-        return response.json()
 
 
 def test_the_sessions_page_filters_sorts_and_pages_in_place(tab: Tab, demo_server: Served) -> None:

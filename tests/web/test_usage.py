@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 pytest.register_assert_rewrite("served")  # before the import: it is also a plugin (below)
-from served import Served, run, serve  # noqa: E402
+from served import Served, api, run, serve  # noqa: E402
 
 from conftest import records, running_bus, wait_for_records  # noqa: E402
 from convlog.bus.publisher import Publisher  # noqa: E402
@@ -121,14 +121,6 @@ def usage_server(usage_log: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         server.stop()
 
 
-def get(server: Served, path: str, **params: Any) -> Any:
-    """The server's JSON answer to ``path`` (which must be 200)."""
-    with server.client() as client:
-        response = client.get(path, params=params)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-
 def figures(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
     """Requests, tokens and cost added up."""
     return {"requests": len(rows), "input_tokens": sum(r[3] for r in rows), "output_tokens": sum(r[4] for r in rows),
@@ -139,10 +131,10 @@ def test_the_demo_usage_is_what_replay_and_sessions_say(demo_server: Served, dem
     """The demo's one ``llm.request``: ``/api/usage``'s totals are ``replay --json``'s
     usage, its session rows are the usage of ``/api/sessions``'s rows, its one day and
     one model hold it all; the page shows the totals."""
-    usage = get(demo_server, "/api/usage")
+    usage = api(demo_server, "/api/usage")
     replayed = ok("replay", "--dir", str(demo_log), "--json")
     assert usage["totals"] == replayed["usage"] and usage["totals"]["requests"] == 1
-    listed = {row["id"]: row["usage"] for row in get(demo_server, "/api/sessions", all=1)["sessions"]}
+    listed = {row["id"]: row["usage"] for row in api(demo_server, "/api/sessions", all=1)["sessions"]}
     assert usage["sessions"] and all(
         {k: row[k] for k in ("requests", "input_tokens", "output_tokens", "cost_usd", "models")} == listed[row["id"]]
         for row in usage["sessions"])
@@ -164,7 +156,7 @@ def test_usage_per_model_and_per_day_over_several_days(usage_server: Served, usa
     """Tokens and cost per model and per day are what was sent (the days of the records'
     receive times), the totals ``replay --json``'s, the top sessions by cost in order;
     ``top`` limits them and a ``top`` that is no number is a 400."""
-    usage = get(usage_server, "/api/usage")
+    usage = api(usage_server, "/api/usage")
     assert usage["totals"] == ok("replay", "--dir", str(usage_log), "--json")["usage"]
     assert usage["totals"]["requests"] == len(EARLIER) + len(TODAY)
     today = next(r["ts"][:10] for r in records(usage_log) if r["kind"] == "llm.request" and r["seq"] > len(EARLIER))
@@ -185,7 +177,7 @@ def test_usage_per_model_and_per_day_over_several_days(usage_server: Served, usa
     assert costs == sorted(costs, reverse=True)
     assert [s["id"] for s in usage["sessions"]] == sorted(by_session, key=lambda s: -sum(r[5] for r in by_session[s]))
     assert usage["sessions_with_usage"] == len(by_session)
-    assert [s["id"] for s in get(usage_server, "/api/usage", top=2)["sessions"]] == [s["id"] for s in
+    assert [s["id"] for s in api(usage_server, "/api/usage", top=2)["sessions"]] == [s["id"] for s in
                                                                                       usage["sessions"][:2]]
     with usage_server.client() as client:
         assert client.get("/api/usage", params={"top": "x"}).status_code == 400
@@ -212,7 +204,7 @@ def test_gaps_per_publisher_are_what_info_says(usage_server: Served, usage_log: 
     per day are the ``recorder.dropped`` record's; its disk use, gap and drop counts
     are ``info``'s; the health page shows the gap chart with
     the same rows, and ``/health`` still answers 503 (no recorder)."""
-    log = get(usage_server, "/api/health/log")
+    log = api(usage_server, "/api/health/log")
     info = ok("info", "--dir", str(usage_log), "--json")
     series: dict[str, int] = defaultdict(int)
     for row in log["gap_series"]:
@@ -244,7 +236,7 @@ def test_the_database_usage_is_the_logs(usage_server: Served, usage_log: Path, p
     ok("sync", "--db", pg_url, "--dir", str(log), "--once")
     server = serve(None, tmp_path / "serve.err", "--db", pg_url)
     try:
-        from_db = get(server, "/api/usage")
+        from_db = api(server, "/api/usage")
         with server.client() as client:
             assert client.get("/usage").status_code == 200
             assert client.get("/api/health/log").json() is None
@@ -253,7 +245,7 @@ def test_the_database_usage_is_the_logs(usage_server: Served, usage_log: Path, p
         server.stop()
     synced = serve(log, tmp_path / "serve-dir.err")  # the log its sync wrote recovery/sync.json into
     try:
-        health = get(synced, "/api/health/log")
+        health = api(synced, "/api/health/log")
         with synced.client() as client:
             page = client.get("/status").text
     finally:
@@ -261,7 +253,7 @@ def test_the_database_usage_is_the_logs(usage_server: Served, usage_log: Path, p
     state = orjson.loads((log / "recovery" / "sync.json").read_bytes())
     assert health["sync"] == state and state["lag_records"] == 0
     assert f"{state['lag_records']} records, {state['lag_s']} s (seq {state['seq']}," in page
-    from_log = get(usage_server, "/api/usage")
+    from_log = api(usage_server, "/api/usage")
     assert {k: v for k, v in from_db["totals"].items() if k != "cost_usd"} == {
         k: v for k, v in from_log["totals"].items() if k != "cost_usd"}
     assert from_db["totals"]["cost_usd"] == pytest.approx(from_log["totals"]["cost_usd"])
@@ -310,7 +302,7 @@ def test_usage_and_health_follow_a_recording_log(tmp_path: Path) -> None:
 
 def test_the_openapi_document_describes_usage_and_the_logs_health(demo_server: Served) -> None:
     """``/api/schema`` describes ``/api/usage`` (with ``top``) and ``/api/health/log``."""
-    schema = get(demo_server, "/api/schema")
+    schema = api(demo_server, "/api/schema")
     usage = schema["paths"]["/api/usage"]["get"]
     assert '"days"' in usage["responses"]["200"]["description"] and usage["parameters"][0]["name"] == "top"
     assert '"gap_series"' in schema["paths"]["/api/health/log"]["get"]["responses"]["200"]["description"]
@@ -340,8 +332,8 @@ def test_after_retention_the_totals_keep_what_went(tmp_path: Path) -> None:
     assert 0 < len(kept) < sent
     server = serve(directory, tmp_path / "serve.err")
     try:
-        usage = get(server, "/api/usage")
-        log = get(server, "/api/health/log")
+        usage = api(server, "/api/usage")
+        log = api(server, "/api/health/log")
         with server.client() as client:
             page = client.get("/status").text
             usage_page = client.get("/usage").text
